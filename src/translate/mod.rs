@@ -1,0 +1,6 @@
+//! Translation between the Anthropic Messages API and OpenAI chat completions.
+//! Functions are named by direction; none of them does I/O.
+
+pub mod request;
+pub mod response;
+pub mod stream;

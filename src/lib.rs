@@ -1,7 +1,10 @@
 //! Relais: an Anthropic-compatible LLM router over OpenAI-compatible and Anthropic providers.
 
 pub mod anthropic;
+pub mod config;
+pub mod error;
 pub mod openai;
+pub mod router;
 pub mod sse;
 pub mod tokens;
 pub mod translate;

@@ -1,0 +1,144 @@
+//! The TOML file exactly as written by the operator. Unknown fields are rejected so that a
+//! typo is an error at start-up, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::anthropic::Preference;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+    #[serde(default)]
+    pub routing: RawRouting,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    /// Largest accepted request body. Anthropic's own limit is 32 MB.
+    pub max_body_bytes: Option<u64>,
+    /// Time allowed for a client to send its request headers.
+    pub header_timeout_s: Option<f64>,
+    /// Time allowed for a client to send its whole request body.
+    pub body_timeout_s: Option<f64>,
+    /// Idle time after which a `ping` event is sent on a stream.
+    pub ping_interval_s: Option<f64>,
+    /// How long in-flight requests may run after SIGTERM before they are cut.
+    pub shutdown_grace_s: Option<f64>,
+    /// Must be set to serve without client keys on a non-loopback address.
+    pub allow_unauthenticated: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// Deadline for all attempts of one request, fallbacks included, until the first byte.
+    pub total_timeout_s: Option<f64>,
+    /// Attempts at most per request (provider and model fallback together).
+    pub max_attempts: Option<u32>,
+    /// Consecutive retryable failures that open an endpoint's circuit breaker.
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker waits before letting one probe through.
+    pub breaker_cooldown_s: Option<f64>,
+    /// Weight of speed in the `balanced` preference (cost gets 1 - this).
+    pub balanced_speed_weight: Option<f64>,
+    /// Scores within this fraction of the best share load at random.
+    pub near_equal_margin: Option<f64>,
+    /// Output tokens assumed when predicting time and cost, when `max_tokens` is larger.
+    pub expected_output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub name: String,
+    pub key: Option<String>,
+    pub key_env: Option<String>,
+    pub key_sha256: Option<String>,
+    #[serde(default)]
+    pub preference: Option<Preference>,
+    #[serde(default)]
+    pub eu_native: Option<bool>,
+    #[serde(default)]
+    pub allow_zero_data_retention: Option<bool>,
+    #[serde(default)]
+    pub allow_quantization: Option<bool>,
+    #[serde(default)]
+    pub allowed_providers: Option<Vec<String>>,
+    #[serde(default)]
+    pub enable_model_fallback: Option<bool>,
+    #[serde(default)]
+    pub denied_models: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub api: String,
+    pub base_url: String,
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub eu_native: bool,
+    #[serde(default)]
+    pub zero_data_retention: bool,
+    pub first_byte_timeout_s: Option<f64>,
+    pub connect_timeout_s: Option<f64>,
+    /// Idle time allowed between two events of a stream once it started.
+    pub idle_timeout_s: Option<f64>,
+    /// Skip this provider instead of failing start-up when its key variable is unset.
+    #[serde(default)]
+    pub optional: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub id: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    pub provider: String,
+    pub upstream_model: String,
+    #[serde(default)]
+    pub quantization: Option<String>,
+    pub context_window: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+    #[serde(default)]
+    pub price_input_per_mtok: f64,
+    #[serde(default)]
+    pub price_output_per_mtok: f64,
+    #[serde(default)]
+    pub price_cached_input_per_mtok: Option<f64>,
+    #[serde(default)]
+    pub supports_tools: Option<bool>,
+    #[serde(default)]
+    pub supports_images: Option<bool>,
+    #[serde(default)]
+    pub supports_thinking: Option<bool>,
+    /// Priors for the speed estimates, used until live samples exist.
+    #[serde(default)]
+    pub prior_ttft_ms: Option<f64>,
+    #[serde(default)]
+    pub prior_tokens_per_s: Option<f64>,
+}

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("RELAIS_LOG").unwrap_or_else(|_| EnvFilter::new("relais=info")),
         )
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -70,6 +71,10 @@ fn main() -> ExitCode {
             };
             if let Some(l) = listen {
                 cfg.server.listen = l;
+                if let Err(e) = cfg.check_exposure() {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
             }
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -601,3 +601,6 @@ fn validate_endpoint(
         provider,
     })
 }
+
+#[cfg(test)]
+mod tests;

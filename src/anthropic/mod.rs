@@ -11,3 +11,6 @@ mod stream;
 pub use request::*;
 pub use response::*;
 pub use stream::*;
+
+#[cfg(test)]
+mod tests;

@@ -84,19 +84,71 @@ pub struct Message {
     pub content: MessageContent,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum MessageContent {
     Text(String),
     Blocks(Vec<ContentBlock>),
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum SystemPrompt {
     Text(String),
     Blocks(Vec<TextBlock>),
 }
+
+/// `string | [block]` fields. Hand-written rather than `#[serde(untagged)]` so that an
+/// error inside a block reaches the client instead of "did not match any variant".
+macro_rules! string_or_blocks {
+    ($ty:ident, $block:ty, $what:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$ty, E> {
+                        Ok($ty::Text(v.to_owned()))
+                    }
+                    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<$ty, E> {
+                        Ok($ty::Text(v))
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                        self,
+                        mut seq: A,
+                    ) -> Result<$ty, A::Error> {
+                        let mut out: Vec<$block> =
+                            Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                        while let Some(b) = seq.next_element()? {
+                            out.push(b);
+                        }
+                        Ok($ty::Blocks(out))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+
+string_or_blocks!(
+    MessageContent,
+    ContentBlock,
+    "a string or an array of content blocks"
+);
+string_or_blocks!(
+    SystemPrompt,
+    TextBlock,
+    "a string or an array of text blocks"
+);
+string_or_blocks!(
+    ToolResultContent,
+    ContentBlock,
+    "a string or an array of content blocks"
+);
 
 impl SystemPrompt {
     /// The system prompt as one string (blocks joined by a blank line).
@@ -335,7 +387,7 @@ pub enum ImageSource {
     Url { url: String },
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum ToolResultContent {
     Text(String),

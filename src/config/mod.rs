@@ -47,6 +47,8 @@ pub struct Config {
     pub model_index: HashMap<String, usize>,
     /// Models configured but with no enabled provider, with the reason (for a clear 404).
     pub unavailable_models: HashMap<String, String>,
+    /// Aliases ending in `*` (e.g. `claude-*`): prefix → model index, longest prefix first.
+    pub alias_prefixes: Vec<(String, usize)>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +59,7 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     pub ping_interval: Duration,
     pub shutdown_grace: Duration,
+    pub allow_unauthenticated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -205,6 +208,7 @@ impl Config {
         let mut model_index = HashMap::new();
         let mut unavailable_models = HashMap::new();
         let mut all_names = HashSet::new();
+        let mut alias_prefixes: Vec<(String, usize)> = Vec::new();
         for (i, m) in raw.models.iter().enumerate() {
             let field = format!("models[{i}]");
             if m.id.trim().is_empty() {
@@ -263,7 +267,12 @@ impl Config {
             }
             let idx = models.len();
             for name in std::iter::once(&m.id).chain(&m.aliases) {
-                model_index.insert(name.clone(), idx);
+                match name.strip_suffix('*') {
+                    Some(prefix) => alias_prefixes.push((prefix.to_owned(), idx)),
+                    None => {
+                        model_index.insert(name.clone(), idx);
+                    }
+                }
             }
             models.push(Arc::new(ModelConfig {
                 id: m.id.clone(),
@@ -289,17 +298,8 @@ impl Config {
                 }
             }
         }
-        if keys.is_empty()
-            && !server.listen.ip().is_loopback()
-            && raw.server.allow_unauthenticated != Some(true)
-        {
-            return Err(invalid(
-                "keys",
-                "no client keys are configured and server.listen is not a loopback address; \
-                 add [[keys]] or set server.allow_unauthenticated = true",
-            ));
-        }
-        Ok(Config {
+        alias_prefixes.sort_by_key(|a| std::cmp::Reverse(a.0.len()));
+        let cfg = Config {
             server,
             routing,
             keys,
@@ -307,11 +307,37 @@ impl Config {
             models,
             model_index,
             unavailable_models,
-        })
+            alias_prefixes,
+        };
+        cfg.check_exposure()?;
+        Ok(cfg)
     }
 
+    /// Refuses to serve without client keys on a non-loopback address unless told to.
+    /// Called again by the CLI after `--listen` overrides the address.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.keys.is_empty()
+            && !self.server.listen.ip().is_loopback()
+            && !self.server.allow_unauthenticated
+        {
+            return Err(invalid(
+                "keys",
+                "no client keys are configured and server.listen is not a loopback address; \
+                 add [[keys]] or set server.allow_unauthenticated = true",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Resolves a model id or alias; exact names win over `prefix*` aliases.
     pub fn model(&self, name: &str) -> Option<&Arc<ModelConfig>> {
-        self.model_index.get(name).and_then(|&i| self.models.get(i))
+        let idx = self.model_index.get(name).copied().or_else(|| {
+            self.alias_prefixes
+                .iter()
+                .find(|(p, _)| name.starts_with(p.as_str()))
+                .map(|&(_, i)| i)
+        })?;
+        self.models.get(idx)
     }
 }
 
@@ -345,6 +371,7 @@ fn validate_server(s: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
         body_timeout: secs("server.body_timeout_s", s.body_timeout_s, 60.0)?,
         ping_interval: secs("server.ping_interval_s", s.ping_interval_s, 10.0)?,
         shutdown_grace: secs("server.shutdown_grace_s", s.shutdown_grace_s, 30.0)?,
+        allow_unauthenticated: s.allow_unauthenticated.unwrap_or(false),
     })
 }
 
@@ -574,3 +601,6 @@ fn validate_endpoint(
         provider,
     })
 }
+
+#[cfg(test)]
+mod tests;

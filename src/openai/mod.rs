@@ -80,8 +80,10 @@ pub struct ImageUrl {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ToolCall {
+    /// Some servers omit or null the id; the translator then makes one up.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "null_as_default")]
     pub kind: String,
     pub function: FunctionCall,
 }
@@ -89,8 +91,19 @@ pub struct ToolCall {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FunctionCall {
     pub name: String,
-    /// JSON-encoded arguments, as OpenAI sends them.
+    /// JSON-encoded arguments, as OpenAI sends them. Missing or null for no-argument calls
+    /// on some servers.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub arguments: String,
+}
+
+/// Reads an explicit `null` as the default, as `#[serde(default)]` only covers absence.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -189,6 +189,21 @@ impl Router {
     ) {
     }
     pub fn record_failure(&self, _endpoint: &str, _err: &UpstreamError) {}
+
+    /// Operator view of every endpoint's live state.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let eps: Vec<serde_json::Value> = self
+            .cfg
+            .models
+            .iter()
+            .flat_map(|m| {
+                m.endpoints
+                    .iter()
+                    .map(move |e| serde_json::json!({"model": m.id, "endpoint": e.id}))
+            })
+            .collect();
+        serde_json::json!({ "endpoints": eps })
+    }
 }
 
 fn compliance_exclusion(policy: &EffectivePolicy, ep: &EndpointConfig) -> Option<String> {

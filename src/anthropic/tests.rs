@@ -1,0 +1,95 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::json;
+
+use super::*;
+
+#[test]
+fn router_fields_are_parsed_and_never_serialized() {
+    let req: MessagesRequest = serde_json::from_value(json!({
+        "model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
+        "preference": "speed", "eu_native": true, "allowed_providers": ["a"],
+        "allow_quantization": false, "allow_zero_data_retention": true,
+        "enable_model_fallback": false, "include_metadata": true,
+        "output_config": {"effort": "high"}, "context_management": {"edits": []}
+    }))
+    .unwrap();
+    assert_eq!(req.router.preference, Some(Preference::Speed));
+    assert_eq!(req.router.eu_native, Some(true));
+    assert_eq!(
+        req.router.allowed_providers.as_deref(),
+        Some(&["a".to_owned()][..])
+    );
+    assert_eq!(req.router.include_metadata, Some(true));
+    // Unknown fields are kept for Anthropic-native upstreams; router fields are not in `extra`.
+    assert_eq!(req.extra.len(), 2, "{:?}", req.extra);
+    assert!(req.extra.contains_key("output_config"));
+    let out = serde_json::to_value(&req).unwrap();
+    for f in [
+        "preference",
+        "eu_native",
+        "allowed_providers",
+        "allow_quantization",
+        "include_metadata",
+    ] {
+        assert!(out.get(f).is_none(), "{f} leaked: {out}");
+    }
+    assert_eq!(out["output_config"], json!({"effort": "high"}));
+}
+
+#[test]
+fn bad_router_field_values_are_rejected() {
+    let r: Result<MessagesRequest, _> = serde_json::from_value(json!({
+        "model": "m", "max_tokens": 5, "messages": [], "preference": "fastest"
+    }));
+    assert!(r.unwrap_err().to_string().contains("fastest"));
+}
+
+#[test]
+fn unknown_blocks_are_kept_and_bad_known_blocks_rejected() {
+    let m: Message = serde_json::from_value(json!({"role": "user", "content": [
+        {"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}},
+        {"type": "search_result", "source": "x", "title": "t", "content": []},
+    ]}))
+    .unwrap();
+    let MessageContent::Blocks(b) = &m.content else {
+        panic!()
+    };
+    assert!(
+        matches!(&b[0], ContentBlock::Text { text, cache_control: Some(_), .. } if text == "a")
+    );
+    assert!(matches!(&b[1], ContentBlock::Unknown(v) if v["type"] == "search_result"));
+    // Round trip keeps the unknown block verbatim.
+    assert_eq!(serde_json::to_value(&b[1]).unwrap()["title"], "t");
+
+    let e = serde_json::from_value::<Message>(
+        json!({"role": "user", "content": [{"type": "text", "text": 5}]}),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("invalid `text` block"), "{e}");
+}
+
+#[test]
+fn claude_code_request_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference/claude-code-request.json");
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let req: MessagesRequest = serde_json::from_value(v["body"].clone()).unwrap();
+    assert_eq!(req.tools.as_ref().unwrap().len(), 24);
+    assert_eq!(req.messages[1].role, Role::System);
+    assert!(
+        req.extra.contains_key("output_config") && req.extra.contains_key("context_management")
+    );
+}
+
+#[test]
+fn stream_event_names_match_their_type() {
+    let ev = StreamEvent::ContentBlockStop { index: 2 };
+    let v = serde_json::to_value(&ev).unwrap();
+    assert_eq!(v, json!({"type": "content_block_stop", "index": 2}));
+    assert_eq!(ev.name(), "content_block_stop");
+}

@@ -1,0 +1,282 @@
+//! The Anthropic Messages adapter: a pass-through. The body is re-serialized from borrowed
+//! fields (model and max_tokens replaced, router fields left out, unknown fields kept),
+//! and streams are forwarded frame by frame; only `message_start`, `message_delta` and
+//! `error` are parsed, to report the served model and observe usage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::{Stream, StreamExt};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{http, EventStream, Provider, StreamItem, UpstreamCall};
+use crate::anthropic::{
+    Message, MessagesRequest, MessagesResponse, Metadata, StreamEvent, SystemPrompt, Tool,
+    ToolChoice,
+};
+use crate::config::ProviderConfig;
+use crate::error::UpstreamError;
+use crate::sse::SseDecoder;
+
+const DEFAULT_VERSION: &str = "2023-06-01";
+
+pub struct AnthropicProvider {
+    cfg: Arc<ProviderConfig>,
+    client: reqwest::Client,
+    url: String,
+}
+
+/// The request as sent upstream, borrowing everything from the client's request.
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    model: &'a str,
+    max_tokens: u64,
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<&'a SystemPrompt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_sequences: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [Tool]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a Metadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<&'a Value>,
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
+}
+
+fn outgoing<'a>(
+    req: &'a MessagesRequest,
+    call: &'a UpstreamCall<'a>,
+    stream: bool,
+) -> Outgoing<'a> {
+    Outgoing {
+        model: call.upstream_model,
+        max_tokens: call.max_tokens,
+        messages: &req.messages,
+        system: req.system.as_ref(),
+        stop_sequences: req.stop_sequences.as_deref(),
+        stream,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        tools: req.tools.as_deref(),
+        tool_choice: req.tool_choice.as_ref(),
+        metadata: req.metadata.as_ref(),
+        thinking: req.thinking.as_ref(),
+        extra: &req.extra,
+    }
+}
+
+impl AnthropicProvider {
+    pub fn new(cfg: Arc<ProviderConfig>, client: reqwest::Client) -> Self {
+        let url = format!("{}/messages", cfg.base_url);
+        AnthropicProvider { cfg, client, url }
+    }
+
+    fn request(
+        &self,
+        call: &UpstreamCall<'_>,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        let body = serde_json::to_vec(&outgoing(call.req, call, stream))
+            .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
+        let mut rb = self
+            .client
+            .post(&self.url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(
+                ACCEPT,
+                if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .body(body);
+        rb = match call.anthropic_version {
+            Some(v) => rb.header("anthropic-version", v),
+            None => rb.header("anthropic-version", DEFAULT_VERSION),
+        };
+        if let Some(b) = call.anthropic_beta {
+            rb = rb.header("anthropic-beta", b);
+        }
+        if let Some(key) = &self.cfg.api_key {
+            rb = rb.header("x-api-key", key.expose());
+        }
+        Ok(rb)
+    }
+}
+
+impl Provider for AnthropicProvider {
+    fn send<'a>(
+        &'a self,
+        call: &'a UpstreamCall<'a>,
+    ) -> BoxFuture<'a, Result<MessagesResponse, UpstreamError>> {
+        Box::pin(async move {
+            let resp = http::send(self.request(call, false)?, self.cfg.first_byte_timeout).await?;
+            if !resp.status().is_success() {
+                return Err(http::status_error(resp, self.cfg.idle_timeout).await);
+            }
+            let body =
+                http::read_body(resp, http::MAX_RESPONSE_BODY, self.cfg.idle_timeout).await?;
+            let mut msg: MessagesResponse = serde_json::from_slice(&body)
+                .map_err(|e| UpstreamError::Protocol(format!("response is not a message: {e}")))?;
+            msg.model = call.served_model.to_owned();
+            Ok(msg)
+        })
+    }
+
+    fn send_stream<'a>(
+        &'a self,
+        call: &'a UpstreamCall<'a>,
+    ) -> BoxFuture<'a, Result<EventStream, UpstreamError>> {
+        Box::pin(async move {
+            let resp = http::send(self.request(call, true)?, self.cfg.first_byte_timeout).await?;
+            if !resp.status().is_success() {
+                return Err(http::status_error(resp, self.cfg.idle_timeout).await);
+            }
+            let s: EventStream = Box::pin(passthrough(
+                resp,
+                call.served_model.to_owned(),
+                self.cfg.idle_timeout,
+            ));
+            Ok(s)
+        })
+    }
+}
+
+struct State<S> {
+    body: S,
+    decoder: SseDecoder,
+    served_model: String,
+    idle: Duration,
+    stopped: bool,
+    finished: bool,
+}
+
+fn passthrough(
+    resp: reqwest::Response,
+    served_model: String,
+    idle: Duration,
+) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
+    let st = State {
+        body: resp.bytes_stream(),
+        decoder: SseDecoder::new(),
+        served_model,
+        idle,
+        stopped: false,
+        finished: false,
+    };
+    futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if st.finished {
+                return None;
+            }
+            match st.decoder.next_event() {
+                Ok(Some(ev)) => {
+                    let name = ev.event.as_deref().unwrap_or("");
+                    match frame(&mut st, name, &ev.data) {
+                        Ok(Some(item)) => return Some((Ok(item), st)),
+                        Ok(None) => continue,
+                        Err(e) => {
+                            st.finished = true;
+                            return Some((Err(e), st));
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    st.finished = true;
+                    return Some((Err(UpstreamError::Protocol(e.to_string())), st));
+                }
+            }
+            match tokio::time::timeout(st.idle, st.body.next()).await {
+                Err(_) => {
+                    st.finished = true;
+                    return Some((Err(UpstreamError::IdleTimeout(st.idle)), st));
+                }
+                Ok(Some(Ok(bytes))) => st.decoder.push(&bytes),
+                Ok(Some(Err(e))) => {
+                    st.finished = true;
+                    return Some((Err(http::classify(&e)), st));
+                }
+                Ok(None) => {
+                    st.finished = true;
+                    if !st.stopped {
+                        return Some((Err(UpstreamError::Truncated), st));
+                    }
+                    return None;
+                }
+            }
+        }
+    })
+}
+
+fn frame<S>(
+    st: &mut State<S>,
+    name: &str,
+    data: &str,
+) -> Result<Option<StreamItem>, UpstreamError> {
+    match name {
+        "message_start" | "message_delta" | "error" => {
+            let ev: StreamEvent = serde_json::from_str(data)
+                .map_err(|e| UpstreamError::Protocol(format!("malformed `{name}` event: {e}")))?;
+            match ev {
+                StreamEvent::MessageStart { mut message } => {
+                    message.model = st.served_model.clone();
+                    Ok(Some(StreamItem::Event(StreamEvent::MessageStart {
+                        message,
+                    })))
+                }
+                StreamEvent::Error { error } => {
+                    let status = match error.kind.as_str() {
+                        "overloaded_error" => 529,
+                        "rate_limit_error" => 429,
+                        "invalid_request_error" => 400,
+                        _ => 500,
+                    };
+                    Err(UpstreamError::Status {
+                        status,
+                        message: error.message,
+                        retry_after: None,
+                    })
+                }
+                other => Ok(Some(StreamItem::Event(other))),
+            }
+        }
+        "message_stop" => {
+            st.stopped = true;
+            Ok(Some(StreamItem::Event(StreamEvent::MessageStop)))
+        }
+        // Our own pings are generated downstream on idle; upstream ones are dropped.
+        "ping" => Ok(None),
+        _ => {
+            let mut buf = BytesMut::with_capacity(name.len() + data.len() + 16);
+            buf.put_slice(b"event: ");
+            buf.put_slice(name.as_bytes());
+            buf.put_slice(b"\ndata: ");
+            buf.put_slice(data.as_bytes());
+            buf.put_slice(b"\n\n");
+            Ok(Some(StreamItem::Raw {
+                frame: buf.freeze(),
+                starts_content: name == "content_block_start",
+            }))
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! HTTP plumbing shared by the adapters: client construction, timeouts, error bodies.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use crate::config::ProviderConfig;
+use crate::error::UpstreamError;
+
+/// Error bodies are read only up to this size: enough for any message, bounded against abuse.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Non-streaming response bodies larger than this are refused.
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
+
+pub fn client(cfg: &ProviderConfig) -> Result<reqwest::Client, UpstreamError> {
+    reqwest::Client::builder()
+        .connect_timeout(cfg.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .use_rustls_tls()
+        .build()
+        .map_err(|e| UpstreamError::Transport(format!("cannot build HTTP client: {e}")))
+}
+
+/// Sends and waits for the response head within the first-byte timeout.
+pub async fn send(
+    rb: reqwest::RequestBuilder,
+    first_byte: Duration,
+) -> Result<reqwest::Response, UpstreamError> {
+    match tokio::time::timeout(first_byte, rb.send()).await {
+        Err(_) => Err(UpstreamError::FirstByteTimeout(first_byte)),
+        Ok(Err(e)) => Err(classify(&e)),
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}
+
+pub fn classify(e: &reqwest::Error) -> UpstreamError {
+    // reqwest's Display includes the URL, which never holds secrets here (keys go in headers).
+    let msg = without_url(e);
+    if e.is_connect() {
+        UpstreamError::Connect(msg)
+    } else if e.is_timeout() {
+        UpstreamError::Transport(format!("timeout: {msg}"))
+    } else if e.is_decode() || e.is_body() {
+        UpstreamError::Protocol(msg)
+    } else {
+        UpstreamError::Transport(msg)
+    }
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(url) = e.url() {
+        s = s.replace(url.as_str(), "upstream");
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Reads a whole body within `limit` bytes and an idle timeout between chunks.
+pub async fn read_body(
+    resp: reqwest::Response,
+    limit: usize,
+    idle: Duration,
+) -> Result<Bytes, UpstreamError> {
+    if let Some(len) = resp.content_length() {
+        if len as usize > limit {
+            return Err(UpstreamError::Protocol(format!(
+                "response body of {len} bytes exceeds {limit}"
+            )));
+        }
+        // Known length: let reqwest assemble it in one allocation.
+        return match tokio::time::timeout(idle, resp.bytes()).await {
+            Err(_) => Err(UpstreamError::IdleTimeout(idle)),
+            Ok(r) => r.map_err(|e| classify(&e)),
+        };
+    }
+    let mut stream = resp.bytes_stream();
+    let mut buf = Vec::new();
+    loop {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => return Err(UpstreamError::IdleTimeout(idle)),
+            Ok(None) => return Ok(Bytes::from(buf)),
+            Ok(Some(Err(e))) => return Err(classify(&e)),
+            Ok(Some(Ok(chunk))) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(UpstreamError::Protocol(format!(
+                        "response body exceeds {limit} bytes"
+                    )));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// Turns a non-2xx response into an error with the provider's message, bounded in size.
+pub async fn status_error(resp: reqwest::Response, idle: Duration) -> UpstreamError {
+    let status = resp.status().as_u16();
+    let retry_after = retry_after(resp.headers());
+    let body = read_body(resp, MAX_ERROR_BODY, idle)
+        .await
+        .unwrap_or_default();
+    UpstreamError::Status {
+        status,
+        message: error_message(&body),
+        retry_after,
+    }
+}
+
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(RETRY_AFTER)?.to_str().ok()?;
+    let secs: f64 = v.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+}
+
+/// Pulls the human message out of OpenAI-style, Anthropic-style or plain-text error bodies.
+fn error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Any {
+        #[serde(default)]
+        error: Option<serde_json::Value>,
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default)]
+        detail: Option<serde_json::Value>,
+    }
+    let msg = match serde_json::from_slice::<Any>(body) {
+        Ok(a) => match (a.error, a.message, a.detail) {
+            (Some(serde_json::Value::Object(e)), _, _) => {
+                e.get("message").and_then(|m| m.as_str()).map(str::to_owned)
+            }
+            (Some(serde_json::Value::String(s)), _, _) => Some(s),
+            (_, Some(m), _) => Some(m),
+            (_, _, Some(d)) => Some(d.to_string()),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    let msg = msg.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+    let msg = if msg.is_empty() {
+        "no error message".to_owned()
+    } else {
+        msg
+    };
+    truncate(msg, 1000)
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}

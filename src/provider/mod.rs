@@ -1,0 +1,80 @@
+//! Upstream providers. One trait with two methods; one parameterised OpenAI-compatible
+//! adapter serves every OpenAI-like host, one adapter serves Anthropic-native hosts.
+
+mod anthropic;
+mod http;
+mod openai;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::http::HeaderValue;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::Stream;
+
+use crate::anthropic::{MessagesRequest, MessagesResponse, StreamEvent};
+use crate::config::{ApiKind, ProviderConfig};
+use crate::error::UpstreamError;
+
+pub use anthropic::AnthropicProvider;
+pub use openai::OpenAiProvider;
+
+/// One attempt at one endpoint.
+pub struct UpstreamCall<'a> {
+    pub req: &'a MessagesRequest,
+    pub upstream_model: &'a str,
+    /// Possibly clamped to the endpoint's limits by the router.
+    pub max_tokens: u64,
+    /// The model id reported to the client (the model that answered).
+    pub served_model: &'a str,
+    pub message_id: &'a str,
+    pub est_input_tokens: u64,
+    pub anthropic_version: Option<&'a HeaderValue>,
+    pub anthropic_beta: Option<&'a HeaderValue>,
+}
+
+/// An item of an upstream stream, already in Anthropic's terms.
+#[derive(Debug)]
+pub enum StreamItem {
+    /// A typed event, to be encoded (translated streams; and the `message_start` and
+    /// `message_delta` of pass-through streams, which Relais reads for usage).
+    Event(StreamEvent),
+    /// A complete SSE frame forwarded byte for byte (pass-through streams).
+    Raw { frame: Bytes, starts_content: bool },
+}
+
+impl StreamItem {
+    /// True for the event that opens the first content block: from then on the response is
+    /// committed and fallback is no longer possible.
+    pub fn starts_content(&self) -> bool {
+        match self {
+            StreamItem::Event(StreamEvent::ContentBlockStart { .. }) => true,
+            StreamItem::Event(_) => false,
+            StreamItem::Raw { starts_content, .. } => *starts_content,
+        }
+    }
+}
+
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamItem, UpstreamError>> + Send>>;
+
+pub trait Provider: Send + Sync {
+    fn send<'a>(
+        &'a self,
+        call: &'a UpstreamCall<'a>,
+    ) -> BoxFuture<'a, Result<MessagesResponse, UpstreamError>>;
+    /// Resolves once the upstream accepted the request (status and headers received).
+    fn send_stream<'a>(
+        &'a self,
+        call: &'a UpstreamCall<'a>,
+    ) -> BoxFuture<'a, Result<EventStream, UpstreamError>>;
+}
+
+/// Builds the adapter for a provider, with its own connection pool.
+pub fn build(cfg: Arc<ProviderConfig>) -> Result<Arc<dyn Provider>, UpstreamError> {
+    let client = http::client(&cfg)?;
+    Ok(match cfg.api {
+        ApiKind::OpenAi => Arc::new(OpenAiProvider::new(cfg, client)),
+        ApiKind::Anthropic => Arc::new(AnthropicProvider::new(cfg, client)),
+    })
+}

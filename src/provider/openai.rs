@@ -1,0 +1,223 @@
+//! The OpenAI chat-completions adapter: every OpenAI-compatible host (Mistral, Scaleway,
+//! OVHcloud, IONOS, Nebius, vLLM, llama.cpp, Ollama…) goes through this one adapter.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::{Stream, StreamExt};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+
+use super::{http, EventStream, Provider, StreamItem, UpstreamCall};
+use crate::anthropic::{MessagesResponse, StreamEvent};
+use crate::config::ProviderConfig;
+use crate::error::UpstreamError;
+use crate::openai::{ChatChunk, ChatResponse};
+use crate::sse::SseDecoder;
+use crate::translate::request::anthropic_to_openai_request;
+use crate::translate::response::openai_to_anthropic_response;
+use crate::translate::stream::OpenAiToAnthropicStream;
+
+pub struct OpenAiProvider {
+    cfg: Arc<ProviderConfig>,
+    client: reqwest::Client,
+    url: String,
+}
+
+impl OpenAiProvider {
+    pub fn new(cfg: Arc<ProviderConfig>, client: reqwest::Client) -> Self {
+        let url = format!("{}/chat/completions", cfg.base_url);
+        OpenAiProvider { cfg, client, url }
+    }
+
+    fn request(
+        &self,
+        call: &UpstreamCall<'_>,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        let mut chat = anthropic_to_openai_request(call.req, call.upstream_model, stream);
+        chat.max_tokens = call.max_tokens;
+        let body = serde_json::to_vec(&chat)
+            .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
+        let mut rb = self
+            .client
+            .post(&self.url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(
+                ACCEPT,
+                if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .body(body);
+        if let Some(key) = &self.cfg.api_key {
+            rb = rb.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+        }
+        Ok(rb)
+    }
+}
+
+impl Provider for OpenAiProvider {
+    fn send<'a>(
+        &'a self,
+        call: &'a UpstreamCall<'a>,
+    ) -> BoxFuture<'a, Result<MessagesResponse, UpstreamError>> {
+        Box::pin(async move {
+            let resp = http::send(self.request(call, false)?, self.cfg.first_byte_timeout).await?;
+            if !resp.status().is_success() {
+                return Err(http::status_error(resp, self.cfg.idle_timeout).await);
+            }
+            let body =
+                http::read_body(resp, http::MAX_RESPONSE_BODY, self.cfg.idle_timeout).await?;
+            let chat: ChatResponse = serde_json::from_slice(&body).map_err(|e| {
+                UpstreamError::Protocol(format!("response is not a chat completion: {e}"))
+            })?;
+            let had_usage = chat.usage.is_some();
+            let stops = call.req.stop_sequences.as_deref().unwrap_or(&[]);
+            let mut msg = openai_to_anthropic_response(
+                chat,
+                call.message_id.to_owned(),
+                call.served_model,
+                stops,
+            )
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            if !had_usage {
+                msg.usage.input_tokens = call.est_input_tokens;
+            }
+            Ok(msg)
+        })
+    }
+
+    fn send_stream<'a>(
+        &'a self,
+        call: &'a UpstreamCall<'a>,
+    ) -> BoxFuture<'a, Result<EventStream, UpstreamError>> {
+        Box::pin(async move {
+            let resp = http::send(self.request(call, true)?, self.cfg.first_byte_timeout).await?;
+            if !resp.status().is_success() {
+                return Err(http::status_error(resp, self.cfg.idle_timeout).await);
+            }
+            let translator = OpenAiToAnthropicStream::new(
+                call.message_id.to_owned(),
+                call.served_model.to_owned(),
+                call.req.stop_sequences.clone().unwrap_or_default(),
+                call.est_input_tokens,
+            );
+            let stream: EventStream =
+                Box::pin(translate_stream(resp, translator, self.cfg.idle_timeout));
+            Ok(stream)
+        })
+    }
+}
+
+struct State<S> {
+    body: S,
+    decoder: SseDecoder,
+    translator: OpenAiToAnthropicStream,
+    pending: VecDeque<StreamEvent>,
+    scratch: Vec<StreamEvent>,
+    idle: Duration,
+    finished: bool,
+}
+
+/// Upstream bytes → SSE events → OpenAI chunks → Anthropic events, one chunk at a time.
+fn translate_stream(
+    resp: reqwest::Response,
+    translator: OpenAiToAnthropicStream,
+    idle: Duration,
+) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
+    let state = State {
+        body: resp.bytes_stream(),
+        decoder: SseDecoder::new(),
+        translator,
+        pending: VecDeque::new(),
+        scratch: Vec::new(),
+        idle,
+        finished: false,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(ev) = st.pending.pop_front() {
+                return Some((Ok(StreamItem::Event(ev)), st));
+            }
+            if st.finished {
+                return None;
+            }
+            // Drain complete SSE events already buffered before reading more bytes.
+            match st.decoder.next_event() {
+                Ok(Some(ev)) => {
+                    if let Err(e) = st.on_sse(&ev.data) {
+                        st.finished = true;
+                        return Some((Err(e), st));
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    st.finished = true;
+                    return Some((Err(UpstreamError::Protocol(e.to_string())), st));
+                }
+            }
+            match tokio::time::timeout(st.idle, st.body.next()).await {
+                Err(_) => {
+                    st.finished = true;
+                    return Some((Err(UpstreamError::IdleTimeout(st.idle)), st));
+                }
+                Ok(Some(Ok(bytes))) => st.decoder.push(&bytes),
+                Ok(Some(Err(e))) => {
+                    st.finished = true;
+                    return Some((Err(http::classify(&e)), st));
+                }
+                Ok(None) => {
+                    st.finished = true;
+                    let r = st.translator.on_eof(&mut st.scratch);
+                    st.pending.extend(st.scratch.drain(..));
+                    if let Err(e) = r {
+                        // Whatever was translated is delivered first, then the failure.
+                        st.pending.clear();
+                        return Some((Err(UpstreamError::Protocol(e.to_string())), st));
+                    }
+                }
+            }
+        }
+    })
+}
+
+impl<S> State<S> {
+    fn on_sse(&mut self, data: &str) -> Result<(), UpstreamError> {
+        let data = data.trim();
+        if data.is_empty() {
+            return Ok(());
+        }
+        if data == "[DONE]" {
+            let r = self.translator.on_done(&mut self.scratch);
+            self.pending.extend(self.scratch.drain(..));
+            self.finished = true;
+            return r.map_err(|e| UpstreamError::Protocol(e.to_string()));
+        }
+        let chunk: ChatChunk = serde_json::from_str(data)
+            .map_err(|e| UpstreamError::Protocol(format!("malformed stream chunk: {e}")))?;
+        if chunk.choices.is_empty() && chunk.usage.is_none() {
+            // Some hosts report failures as `{"error":{...}}` inside the stream; it parses
+            // as an empty chunk, so look again only in that rare case.
+            if let Ok(crate::openai::ErrorResponse {
+                error: Some(detail),
+                ..
+            }) = serde_json::from_str(data)
+            {
+                let msg = detail
+                    .message
+                    .unwrap_or_else(|| "error event in stream".to_owned());
+                return Err(UpstreamError::Protocol(format!(
+                    "upstream stream error: {msg}"
+                )));
+            }
+        }
+        self.translator.on_chunk(chunk, &mut self.scratch);
+        self.pending.extend(self.scratch.drain(..));
+        Ok(())
+    }
+}

@@ -1,0 +1,50 @@
+//! The one place that turns errors into Anthropic error responses.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::anthropic::{ErrorBody, ErrorEnvelope};
+use crate::error::ApiError;
+
+impl ApiError {
+    pub fn envelope(&self) -> ErrorEnvelope {
+        ErrorEnvelope {
+            kind: "error".to_owned(),
+            error: ErrorBody {
+                kind: self.error_type().to_owned(),
+                message: self.message.clone(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.envelope()).unwrap_or_default();
+        let mut resp = (self.status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(ra) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&ra.as_secs().max(1).to_string()) {
+                h.insert(header::RETRY_AFTER, v);
+            }
+        }
+        if self.status.is_server_error() || self.status == StatusCode::TOO_MANY_REQUESTS {
+            // Anthropic's SDKs honour this header when deciding to retry.
+            h.insert("x-should-retry", HeaderValue::from_static("true"));
+        }
+        metrics_error(&self);
+        resp
+    }
+}
+
+fn metrics_error(e: &ApiError) {
+    tracing::debug!(
+        kind = e.kind(),
+        status = e.status.as_u16(),
+        "request failed"
+    );
+}

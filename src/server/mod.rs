@@ -1,0 +1,194 @@
+//! The HTTP server: routes, shared state, connection handling and graceful shutdown.
+
+mod auth;
+mod body;
+mod errors;
+mod info;
+mod messages;
+mod streaming;
+mod trace;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::provider::{self, Provider};
+use crate::router::Router;
+
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    pub router: Arc<Router>,
+    pub providers: HashMap<String, Arc<dyn Provider>>,
+}
+
+/// Per-request id, set by the middleware, returned as the `request-id` header.
+#[derive(Clone)]
+pub struct RequestId(pub HeaderValue);
+
+pub fn app(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(root).head(root))
+        .route("/v1/messages", post(messages::create))
+        .route("/v1/messages/count_tokens", post(info::count_tokens))
+        .route("/v1/models", get(info::list_models))
+        .route("/v1/models/{id}", get(info::get_model))
+        .route("/v1/route", post(messages::route_only))
+        .route("/relais/endpoints", get(info::endpoints))
+        .route("/health", get(root))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+async fn root() -> &'static str {
+    "relais ok\n"
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = format!("req_relais_{}", uuid::Uuid::new_v4().simple());
+    let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("req_relais"));
+    req.extensions_mut().insert(RequestId(value.clone()));
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert("request-id", value);
+    resp
+}
+
+/// A running server.
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, lets in-flight requests finish within the configured grace.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("provider `{0}`: {1}")]
+    Provider(String, crate::error::UpstreamError),
+    #[error("cannot read listener address: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
+    let cfg = Arc::new(cfg);
+    let mut providers = HashMap::new();
+    for p in &cfg.providers {
+        let adapter =
+            provider::build(p.clone()).map_err(|e| StartError::Provider(p.name.clone(), e))?;
+        providers.insert(p.name.clone(), adapter);
+    }
+    crate::tokens::warm_up();
+    Ok(Arc::new(AppState {
+        router: Arc::new(Router::new(cfg.clone())),
+        cfg,
+        providers,
+    }))
+}
+
+/// Serves `cfg` on `listener` until [`ServerHandle::shutdown`].
+pub fn start(cfg: Config, listener: TcpListener) -> Result<ServerHandle, StartError> {
+    let addr = listener.local_addr()?;
+    let state = state(cfg)?;
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(serve(listener, state, rx));
+    Ok(ServerHandle {
+        addr,
+        shutdown: tx,
+        task,
+    })
+}
+
+async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let grace = state.cfg.server.shutdown_grace;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.cfg.server.header_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)));
+    let app = app(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace of {grace:?} elapsed with requests still in flight");
+    }
+}
+
+impl IntoResponse for crate::router::RouteError {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}
+
+impl From<crate::router::RouteError> for ApiError {
+    fn from(e: crate::router::RouteError) -> Self {
+        use crate::router::RouteError as R;
+        match &e {
+            R::ModelNotFound(_) | R::ModelUnavailable { .. } => ApiError::not_found(e.to_string()),
+            R::Denied(_) => ApiError::permission(e.to_string()),
+            R::NothingEligible { .. } => ApiError::invalid(e.to_string()),
+        }
+    }
+}

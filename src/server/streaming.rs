@@ -1,0 +1,137 @@
+//! The body of a committed streaming response: buffered events first, then the upstream's
+//! as they arrive, `ping` on idle, an `error` event if the upstream fails mid-stream, and
+//! accounting when it ends. Dropping the body (client gone) drops the upstream request.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::time::Instant;
+
+use super::messages::cost_eur;
+use super::trace::Trace;
+use crate::anthropic::{ErrorBody, StreamEvent, Usage};
+use crate::config::EndpointConfig;
+use crate::error::ApiError;
+use crate::provider::{EventStream, StreamItem};
+use crate::router::Router;
+use crate::sse::encode_event;
+
+pub struct Committed {
+    pub upstream: EventStream,
+    pub buffered: VecDeque<StreamItem>,
+    pub router: Arc<Router>,
+    pub endpoint: EndpointConfig,
+    pub started: Instant,
+    pub ttft: Duration,
+    /// Present when the client asked for `include_metadata`.
+    pub trace: Option<Trace>,
+    pub ping_interval: Duration,
+    pub request_id: HeaderValue,
+}
+
+struct State {
+    c: Committed,
+    usage: Usage,
+    done: bool,
+}
+
+pub fn body(c: Committed) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+    let st = State {
+        c,
+        usage: Usage::default(),
+        done: false,
+    };
+    futures_util::stream::unfold(st, |mut st| async move {
+        if let Some(item) = st.c.buffered.pop_front() {
+            return Some((Ok(st.emit(item)), st));
+        }
+        if st.done {
+            return None;
+        }
+        match tokio::time::timeout(st.c.ping_interval, st.c.upstream.next()).await {
+            Err(_) => Some((Ok(encode_event(&StreamEvent::Ping)), st)),
+            Ok(Some(Ok(item))) => Some((Ok(st.emit(item)), st)),
+            Ok(Some(Err(e))) => {
+                st.done = true;
+                st.c.router.record_failure(&st.c.endpoint.id, &e);
+                tracing::warn!(
+                    request_id = ?st.c.request_id, endpoint = %st.c.endpoint.id, kind = e.kind(), error = %e,
+                    "stream failed after it started"
+                );
+                let api = ApiError::from_upstream(&st.c.endpoint.provider.name, &e);
+                let ev = StreamEvent::Error {
+                    error: ErrorBody {
+                        kind: api.error_type().to_owned(),
+                        message: api.message,
+                    },
+                };
+                Some((Ok(encode_event(&ev)), st))
+            }
+            Ok(None) => {
+                st.done = true;
+                st.finish();
+                None
+            }
+        }
+    })
+}
+
+impl State {
+    fn emit(&mut self, item: StreamItem) -> Bytes {
+        match item {
+            StreamItem::Raw { frame, .. } => frame,
+            StreamItem::Event(mut ev) => {
+                match &mut ev {
+                    StreamEvent::MessageStart { message } => {
+                        self.usage.input_tokens = message.usage.input_tokens;
+                        self.usage.cache_read_input_tokens = message.usage.cache_read_input_tokens;
+                        self.usage.cache_creation_input_tokens =
+                            message.usage.cache_creation_input_tokens;
+                        self.usage.output_tokens = message.usage.output_tokens;
+                    }
+                    StreamEvent::MessageDelta { usage, relais, .. } => {
+                        // message_delta usage is cumulative; fields it omits keep their value.
+                        self.usage.output_tokens = usage.output_tokens;
+                        if let Some(n) = usage.input_tokens {
+                            self.usage.input_tokens = n;
+                        }
+                        if let Some(n) = usage.cache_read_input_tokens {
+                            self.usage.cache_read_input_tokens = n;
+                        }
+                        if let Some(n) = usage.cache_creation_input_tokens {
+                            self.usage.cache_creation_input_tokens = n;
+                        }
+                        if let Some(trace) = &mut self.c.trace {
+                            let cost = cost_eur(&self.c.endpoint, &self.usage);
+                            trace.finish(&trace.requested_model.clone(), self.usage, cost);
+                            *relais = serde_json::to_value(&*trace).ok();
+                        }
+                    }
+                    _ => {}
+                }
+                encode_event(&ev)
+            }
+        }
+    }
+
+    fn finish(&self) {
+        let total = self.c.started.elapsed();
+        self.c.router.record_success(
+            &self.c.endpoint.id,
+            self.c.ttft,
+            self.usage.output_tokens,
+            total,
+        );
+        tracing::info!(
+            request_id = ?self.c.request_id, endpoint = %self.c.endpoint.id,
+            input_tokens = self.usage.input_tokens, output_tokens = self.usage.output_tokens,
+            cost_eur = cost_eur(&self.c.endpoint, &self.usage), total_ms = total.as_secs_f64() * 1e3,
+            "stream served"
+        );
+    }
+}

@@ -58,7 +58,7 @@ def pin(cpus):
 
 def start(name, cmd, logpath, cpus=None, env=None):
     log(f"start {name}: {' '.join(cmd)}" + (f" (cpus {sorted(cpus)})" if cpus else ""))
-    lf = open(logpath, "wb")
+    lf = open(logpath, "ab")  # O_APPEND: the log can be truncated while the process writes
     p = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          preexec_fn=pin(cpus), env=env, cwd=ROOT)
     p.bench_name = name
@@ -243,6 +243,12 @@ def run_load(ctx, target, mode, stream, c, duration, warmup):
     if r.returncode != 0:
         raise Fatal(f"load generator failed: {r.stderr.decode(errors='replace')[-2000:]}")
     res = json.loads(r.stdout)
+    for p in ctx["procs"].values():  # per-request log lines add up: keep the logs bounded
+        try:
+            if os.path.getsize(p.bench_log) > 64 << 20:
+                os.truncate(p.bench_log, 0)
+        except OSError:
+            pass
     for name, p in ctx["procs"].items():
         if p.poll() is not None:
             raise Fatal(f"{name} died during the run (exit {p.returncode}):\n{tail(p.bench_log)}")
@@ -403,8 +409,7 @@ def main(argv):
         cfg_path = os.path.join(logdir, "relais.toml")
         with open(cfg_path, "w") as fh:
             fh.write(cfg)
-        env = dict(os.environ)
-        env.setdefault("RUST_LOG", "warn")
+        env = dict(os.environ)  # relais logs at its default level (RELAIS_LOG) unless --relais-env
         for kv in a.relais_env:
             k, v = kv.split("=", 1)
             env[k] = v
@@ -433,6 +438,7 @@ def main(argv):
     ctx = {"upstream": up, "procs": procs, "load_cpus": load_cpus, "timeout_ms": a.timeout_ms}
     targets = [direct] + gateways
     runs = []  # (test, c, rep, target name, result)
+    passed = failed = 0  # runs without / with failed requests, for the closing line
     total_errors = 0
     error_samples = []
 
@@ -453,6 +459,7 @@ def main(argv):
                 res = run_load(ctx, t, mode, stream, c, a.duration, a.warmup)
                 runs.append({"test": test, "c": c, "rep": rep, "target": t.name, "res": res})
                 total_errors += res["errors"]
+                passed, failed = (passed + 1, failed) if res["errors"] == 0 else (passed, failed + 1)
                 error_samples += [f"{t.name} {test} c={c}: {e}" for e in res["error_samples"]]
                 log(f"{test:5} c={c:<4} rep {rep + 1}/{a.repeats} {t.name:8} "
                     f"{res['rps']:9.0f} req/s  p50 {res['latency']['p50_us'] / 1000:8.3f} ms  "
@@ -497,6 +504,8 @@ def main(argv):
                 res["requested"] = n
                 mem[g.name].append(res)
                 total_errors += res["errors"]
+                ok = res["errors"] == 0 and res["ready"] == n_eff
+                passed, failed = (passed + 1, failed) if ok else (passed, failed + 1)
                 error_samples += [f"{g.name} hold {n_eff}: {e}" for e in res["error_samples"]]
                 gkb = res["rss_kb_ready"].get("gateway")
                 log(f"memory {g.name}: {res['ready']}/{n_eff} streams open, gateway RSS {gkb} KiB, "
@@ -536,6 +545,7 @@ def main(argv):
         if getattr(p, "bench_log", None) and os.path.exists(p.bench_log):
             shutil.copy(p.bench_log, os.path.join(a.out, os.path.basename(p.bench_log)))
     print(report)
+    print(f"bench: {passed} passed, {failed} failed")  # one per load run / memory test
     log(f"wrote {os.path.join(a.out, 'latest.md')} (total {time.monotonic() - T_START:.0f}s)")
     if total_errors:
         log(f"FAIL: {total_errors} request(s) failed")

@@ -339,6 +339,7 @@ def parse_args(argv):
         a.duration, a.warmup, a.repeats = 0.4, 0.15, 1
         a.concurrency, a.paced_concurrency = "1,16", "4"
         a.memory_streams = "50,200"
+        a.timeout_ms = min(a.timeout_ms, 10000)
     if a.repeats < 1 or a.duration <= 0 or a.duration > 600 or a.repeats > 50:
         ap.error("--repeats must be 1..50 and --duration in (0, 600]")
     return a
@@ -481,7 +482,8 @@ def main(argv):
                 watch = [("upstream", up.pid)] + ([("gateway", g.pid)] if g.pid else [])
                 cmd = load_cmd("hold", g, "hold", True, watch) + [
                     "--streams", str(n_eff), "--connect-parallel", "200",
-                    "--ready-timeout-ms", "90000", "--hold-ms", "1500" if not a.smoke else "200"]
+                    "--ready-timeout-ms", "90000" if not a.smoke else "15000",
+                    "--hold-ms", "1500" if not a.smoke else "200"]
                 try:
                     r = subprocess.run(cmd, capture_output=True, timeout=180, preexec_fn=pin(load_cpus))
                 except subprocess.TimeoutExpired:
@@ -544,6 +546,7 @@ def main(argv):
     for p in CHILDREN:
         if getattr(p, "bench_log", None) and os.path.exists(p.bench_log):
             shutil.copy(p.bench_log, os.path.join(a.out, os.path.basename(p.bench_log)))
+    shutil.rmtree(logdir, ignore_errors=True)
     print(report)
     print(f"bench: {passed} passed, {failed} failed")  # one per load run / memory test
     log(f"wrote {os.path.join(a.out, 'latest.md')} (total {time.monotonic() - T_START:.0f}s)")
@@ -576,26 +579,48 @@ def profile(ctx, g, a, logdir):
     for test, stream in (("json", False), ("sse", True)):
         data = os.path.join(logdir, f"perf-{test}.data")
         dur = max(2.0, a.duration)
-        pr = subprocess.Popen([perf, "record", "-F", "997", "-g", "-p", str(g.pid), "-o", data,
-                               "--", "sleep", str(dur + a.warmup)],
+        pr = subprocess.Popen([perf, "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(g.pid),
+                               "-o", data, "--", "sleep", str(dur + a.warmup)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
         run_load(ctx, g, "instant", stream, 64, dur, a.warmup)
         try:
-            pr.wait(timeout=dur + 30)
+            pr.wait(timeout=dur + 60)
         except subprocess.TimeoutExpired:
             pr.kill()
             pr.wait()
         txt = os.path.join(a.out, f"perf-{test}.txt")
         with open(txt, "w") as fh:
-            for mode in (["--no-children"], ["--children"]):
-                r = subprocess.run([perf, "report", "-i", data, "--stdio", "--sort", "symbol", "-g", "none",
-                                    "--percent-limit", "0.5"] + mode,
-                                   capture_output=True, text=True, timeout=300)
-                fh.write(f"==== perf report {' '.join(mode)} ====\n" + r.stdout + "\n")
+            fh.write(f"# perf profile of relais (pid {g.pid}), {test} at c=64 for {dur:.0f}s; "
+                     "sampling cpu-clock at 499 Hz with DWARF call graphs\n")
+            views = (("self time, top functions", ["--no-children"], None),
+                     ("inclusive time of relais' own functions (with everything they call)", ["--children"], "relais::"),
+                     ("inclusive time, all functions", ["--children"], None))
+            for title, mode, only in views:
+                r = subprocess.run([perf, "report", "-i", data, "--stdio", "--no-inline", "--sort", "symbol",
+                                    "-g", "none", "--percent-limit", "0.2" if only else "0.7"] + mode,
+                                   capture_output=True, text=True, timeout=600)
+                lines = clean_perf(r.stdout).splitlines()
+                if only:
+                    lines = [x for x in lines if only in x][:60]
+                fh.write(f"\n## {title}\n\n" + "\n".join(lines[:80]) + "\n")
         out.append(txt)
         log(f"profile written to {txt}")
     return out
+
+
+def clean_perf(text):
+    """perf report --stdio pads symbols to a huge width and appends IPC columns: trim."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        line = line.rstrip()
+        if line.endswith("-      -"):
+            line = line[:-8].rstrip()
+        line = " ".join(line.split())
+        out.append(line[:220])
+    return "\n".join(out)
 
 
 def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error_samples, perf_files):
@@ -631,19 +656,22 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
             out["rps_d"].append(d["rps"])
             out["rps_g"].append(x["rps"])
             out["ratio"].append(x["rps"] / d["rps"] if d["rps"] else None)
+            out["err"] += x["errors"] + d["errors"]
+            if not d["requests"] or not x["requests"]:
+                continue  # nothing succeeded on one side: no latency to compare
             for k in ("p50_us", "p90_us", "p99_us"):
                 out["lat_d"][k].append(d["latency"][k])
                 out["lat_g"][k].append(x["latency"][k])
                 out["add"][k].append(x["latency"][k] - d["latency"][k])
                 out["ttft_d"][k].append(d["ttft"][k])
                 out["ttft_g"][k].append(x["ttft"][k])
-                out["ttft_add"][k].append(x["ttft"][k] - d["ttft"][k])
+                if d["ttft"]["n"] and x["ttft"]["n"]:
+                    out["ttft_add"][k].append(x["ttft"][k] - d["ttft"][k])
             cg, cu = per_req_us(x, "gateway"), per_req_us(x, "upstream")
             out["cpu_g"].append(cg)
             out["cpu_u"].append(cu)
             out["cpu_ratio"].append(cg / cu if cg is not None and cu else None)
             out["rss"].append(peak_kb(x, "gateway"))
-            out["err"] += x["errors"] + d["errors"]
         m = {k: (med(v) if isinstance(v, list) else {kk: med(vv) for kk, vv in v.items()})
              for k, v in out.items() if k != "err"}
         m["err"] = out["err"]

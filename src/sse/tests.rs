@@ -277,3 +277,43 @@ fn long_line_fed_byte_by_byte_is_scanned_once() {
     assert_eq!(ev.data(), &payload[..]);
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }
+
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn decode_at(input: &[u8], cuts: &[usize]) -> Vec<(Option<String>, Vec<u8>)> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut dec = SseDecoder::new();
+        let mut out = Vec::new();
+        let mut last = 0;
+        for &c in cuts.iter().chain(std::iter::once(&input.len())) {
+            dec.push(&input[last..c]);
+            last = c;
+            while let Some(ev) = dec.next_event().unwrap() {
+                out.push((ev.event().map(str::to_owned), ev.data().to_vec()));
+            }
+        }
+        if let Some(ev) = dec.finish().unwrap() {
+            out.push((ev.event().map(str::to_owned), ev.data().to_vec()));
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn splitting_never_changes_the_events(
+            tokens in proptest::collection::vec(proptest::sample::select(vec![
+                &b"data:"[..], b"data: x", b"event: e", b"event:", b":c", b"id: 1", b"x", b" ",
+                b"\r", b"\n", b"\r\n", b"\xEF\xBB\xBF",
+            ]), 0..40),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let input = tokens.concat();
+            let whole = decode_at(&input, &[]);
+            prop_assert_eq!(decode_at(&input, &cuts), whole);
+        }
+    }
+}

@@ -181,16 +181,24 @@ impl OpenAiToAnthropicStream {
             return self.on_done(out);
         }
         let chunk: ChatChunk = serde_json::from_slice(data)?;
-        if chunk.choices.is_empty() && chunk.usage.is_none() {
-            // Hosts such as OpenRouter report a failure mid-stream as `{"error": {...}}`,
-            // which parses as an empty chunk: only then is it worth a second look.
-            if let Ok(ErrorResponse {
-                error: Some(e),
-                message,
-            }) = serde_json::from_slice(data)
-            {
-                let msg = e.message.or(message).unwrap_or_default();
-                return Err(StreamError::Upstream(msg));
+        // Hosts report a failure mid-stream as a chunk with a top-level `error`, with no
+        // choices or (OpenRouter) with `finish_reason: "error"`: only such chunks are worth
+        // a second parse.
+        let failed = chunk
+            .choices
+            .iter()
+            .any(|c| c.finish_reason.as_deref() == Some("error"));
+        if failed || (chunk.choices.is_empty() && chunk.usage.is_none()) {
+            match serde_json::from_slice(data) {
+                Ok(ErrorResponse {
+                    error: Some(e),
+                    message,
+                }) => {
+                    let msg = e.message.or(message).unwrap_or_default();
+                    return Err(StreamError::Upstream(msg));
+                }
+                _ if failed => return Err(StreamError::Upstream("finish_reason: error".into())),
+                _ => {}
             }
         }
         self.on_chunk(chunk, out);

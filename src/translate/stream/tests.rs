@@ -365,3 +365,14 @@ fn json_nesting_ignores_brackets_in_strings() {
     n.feed("}");
     assert!(n.complete());
 }
+
+#[test]
+fn finish_reason_error_without_details_is_still_an_error() {
+    let mut s = sm();
+    let mut ev = Vec::new();
+    let chunk = br#"{"choices": [{"delta": {}, "finish_reason": "error"}]}"#;
+    assert!(matches!(
+        s.on_data(chunk, &mut ev),
+        Err(StreamError::Upstream(_))
+    ));
+}

@@ -175,10 +175,13 @@ impl OpenAiToAnthropicStream {
         }
     }
 
-    /// Feeds one SSE `data` payload: `[DONE]`, a chunk, or an error object.
+    /// Feeds one SSE `data` payload: `[DONE]`, a chunk, or an error object. Blank payloads
+    /// (used as keep-alives by some servers) are skipped.
     pub fn on_data(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), StreamError> {
-        if data.trim_ascii() == b"[DONE]" {
-            return self.on_done(out);
+        match data.trim_ascii() {
+            b"" => return Ok(()),
+            b"[DONE]" => return self.on_done(out),
+            _ => {}
         }
         let chunk: ChatChunk = serde_json::from_slice(data)?;
         // Hosts report a failure mid-stream as a chunk with a top-level `error`, with no

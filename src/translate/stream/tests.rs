@@ -348,7 +348,8 @@ fn invalid_and_error_payloads_are_errors() {
         s.on_data(br#"{"error": {"message": "overloaded"}}"#, &mut ev),
         Err(StreamError::Upstream(m)) if m == "overloaded"
     ));
-    // An empty chunk that is not an error is just skipped.
+    // Blank payloads and empty chunks that are not errors are just skipped.
+    s.on_data(b" ", &mut ev).unwrap();
     s.on_data(br#"{"choices": [], "prompt_filter_results": []}"#, &mut ev)
         .unwrap();
     assert!(ev.is_empty());

@@ -25,6 +25,12 @@ mod stats;
 mod trace;
 
 #[cfg(test)]
+mod compliance_tests;
+#[cfg(test)]
+mod fallback_tests;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
 mod testutil;
 
 use std::collections::{HashMap, HashSet, VecDeque};

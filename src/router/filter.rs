@@ -26,6 +26,21 @@ pub enum Filter {
 }
 
 impl Filter {
+    /// The name used in traces and error messages (the serde name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Filter::ModelDenied => "model_denied",
+            Filter::ModelUnavailable => "model_unavailable",
+            Filter::AllowedProviders => "allowed_providers",
+            Filter::EuNative => "eu_native",
+            Filter::ZeroDataRetention => "zero_data_retention",
+            Filter::Quantization => "quantization",
+            Filter::Capability => "capability",
+            Filter::Fit => "fit",
+            Filter::Availability => "availability",
+        }
+    }
+
     /// Compliance filters depend on the policy alone: no fallback may ever relax them.
     pub fn is_compliance(self) -> bool {
         matches!(
@@ -186,6 +201,24 @@ mod tests {
         let ep = endpoint("p", "m");
         assert_eq!(fit(1_000_000, 32_000, &ep, false).unwrap(), (32_000, None));
         assert_eq!(fit(1_000_000, 32_000, &ep, true).unwrap(), (32_000, None));
+    }
+
+    #[test]
+    fn filter_names_match_serde() {
+        use Filter::*;
+        for f in [
+            ModelDenied,
+            ModelUnavailable,
+            AllowedProviders,
+            EuNative,
+            ZeroDataRetention,
+            Quantization,
+            Capability,
+            Fit,
+            Availability,
+        ] {
+            assert_eq!(serde_json::to_value(f).unwrap(), f.name());
+        }
     }
 
     #[test]

@@ -192,6 +192,19 @@ impl RouteError {
     }
 }
 
+/// An endpoint that passed every filter, with what ranking and the server need.
+struct Eligible {
+    max_tokens: u64,
+    clamp: Option<Clamp>,
+    speed: stats::SpeedEstimate,
+}
+
+struct Rejected {
+    filter: Filter,
+    reason: String,
+    retry_in: Option<Duration>,
+}
+
 pub struct Router {
     cfg: Arc<Config>,
     /// Built once; never mutated afterwards, so lookups take no lock.
@@ -305,16 +318,19 @@ impl Router {
         for (model, is_fallback_model) in &chain {
             let mut inputs = Vec::new();
             for ep in &model.endpoints {
-                let verdict = self.eligibility(ctx, &policy, ep, now);
-                let (max_tokens, clamp, speed) = match verdict {
+                let Eligible {
+                    max_tokens,
+                    clamp,
+                    speed,
+                } = match self.eligibility(ctx, &policy, ep, now) {
                     Ok(v) => v,
-                    Err((filter, reason, retry_in)) => {
+                    Err(r) => {
                         excluded.push(Exclusion {
                             model: model.id.clone(),
                             endpoint: ep.id.clone(),
-                            filter,
-                            reason,
-                            retry_in_ms: retry_in.map(|d| d.as_millis() as u64),
+                            filter: r.filter,
+                            reason: r.reason,
+                            retry_in_ms: r.retry_in.map(|d| d.as_millis() as u64),
                         });
                         continue;
                     }
@@ -428,20 +444,23 @@ impl Router {
     }
 
     /// All filters for one endpoint, in the documented order; the first that fails decides.
-    #[allow(clippy::type_complexity)]
     fn eligibility(
         &self,
         ctx: &RouteContext<'_>,
         policy: &EffectivePolicy,
         ep: &EndpointConfig,
         now: tokio::time::Instant,
-    ) -> Result<(u64, Option<Clamp>, stats::SpeedEstimate), (Filter, String, Option<Duration>)>
-    {
+    ) -> Result<Eligible, Rejected> {
+        let reject = |filter, reason, retry_in| Rejected {
+            filter,
+            reason,
+            retry_in,
+        };
         if let Some((f, reason)) = policy::compliance_exclusion(policy, ep) {
-            return Err((f, reason, None));
+            return Err(reject(f, reason, None));
         }
         if let Some(reason) = filter::capability_exclusion(ctx.needs, ep) {
-            return Err((Filter::Capability, reason, None));
+            return Err(reject(Filter::Capability, reason, None));
         }
         let (max_tokens, clamp) = filter::fit(
             ctx.est_input_tokens,
@@ -449,11 +468,11 @@ impl Router {
             ep,
             self.cfg.routing.strict_max_tokens,
         )
-        .map_err(|reason| (Filter::Fit, reason, None))?;
+        .map_err(|reason| reject(Filter::Fit, reason, None))?;
         let speed = match self.states.get(&ep.id) {
             Some(st) => {
                 st.check(now)
-                    .map_err(|u| (Filter::Availability, u.reason, u.retry_in))?;
+                    .map_err(|u| reject(Filter::Availability, u.reason, u.retry_in))?;
                 st.speed()
             }
             // Unreachable (every configured endpoint has a state); rank on defaults.
@@ -463,7 +482,11 @@ impl Router {
                 samples: 0,
             },
         };
-        Ok((max_tokens, clamp, speed))
+        Ok(Eligible {
+            max_tokens,
+            clamp,
+            speed,
+        })
     }
 
     /// Admits an attempt on `endpoint_id`. `Err` when it became unavailable since the plan

@@ -23,8 +23,15 @@ pub struct EffectivePolicy {
     pub require_zero_data_retention: bool,
     pub allow_quantization: bool,
     /// `None`: every provider; `Some(set)`: only these (an empty set allows none).
+    #[serde(serialize_with = "sorted")]
     pub allowed_providers: Option<HashSet<String>>,
     pub enable_model_fallback: bool,
+}
+
+/// Traces list allowed providers in a stable order.
+fn sorted<S: serde::Serializer>(v: &Option<HashSet<String>>, s: S) -> Result<S::Ok, S::Error> {
+    let v: Option<std::collections::BTreeSet<&String>> = v.as_ref().map(|v| v.iter().collect());
+    serde::Serialize::serialize(&v, s)
 }
 
 /// The floor of a request that comes with no key (unauthenticated, loopback serving).
@@ -194,6 +201,21 @@ mod tests {
                 want.map(set)
             );
         }
+    }
+
+    #[test]
+    fn allowed_providers_serialise_sorted() {
+        let f = RouterFields {
+            allowed_providers: Some(vec!["zeta".into(), "alpha".into(), "mid".into()]),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(effective_policy(None, &f)).unwrap();
+        assert_eq!(
+            v["allowed_providers"],
+            serde_json::json!(["alpha", "mid", "zeta"])
+        );
+        let v = serde_json::to_value(effective_policy(None, &RouterFields::default())).unwrap();
+        assert!(v["allowed_providers"].is_null());
     }
 
     #[test]

@@ -86,8 +86,8 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// Price in USD of a response with this usage; `input` excludes `cached_input`.
-    pub fn cost_usd(&self, input: u64, cached_input: u64, output: u64) -> f64 {
+    /// Price in EUR of a response with this usage; `input` excludes `cached_input`.
+    pub fn cost_eur(&self, input: u64, cached_input: u64, output: u64) -> f64 {
         let e = &self.endpoint;
         (input as f64 * e.price_input_per_mtok
             + cached_input as f64 * e.price_cached_input_per_mtok

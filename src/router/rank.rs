@@ -65,7 +65,7 @@ pub struct Score {
     pub speed_samples: u64,
     pub expected_output_tokens: u64,
     pub predicted_seconds: f64,
-    pub predicted_cost_usd: f64,
+    pub predicted_cost_eur: f64,
     pub normalised_time: f64,
     pub normalised_cost: f64,
     pub score: f64,
@@ -111,7 +111,7 @@ pub(crate) fn rank<T>(
                 speed_samples: i.speed.samples,
                 expected_output_tokens: i.expected_output_tokens,
                 predicted_seconds: secs,
-                predicted_cost_usd: cost,
+                predicted_cost_eur: cost,
                 normalised_time: 0.0,
                 normalised_cost: 0.0,
                 score: 0.0,
@@ -127,7 +127,7 @@ pub(crate) fn rank<T>(
         .fold(0.0, f64::max);
     let max_c = scored
         .iter()
-        .map(|(_, s)| s.predicted_cost_usd)
+        .map(|(_, s)| s.predicted_cost_eur)
         .fold(0.0, f64::max);
     for (_, s) in &mut scored {
         s.normalised_time = if max_t > 0.0 {
@@ -136,7 +136,7 @@ pub(crate) fn rank<T>(
             0.0
         };
         s.normalised_cost = if max_c > 0.0 {
-            s.predicted_cost_usd / max_c
+            s.predicted_cost_eur / max_c
         } else {
             0.0
         };
@@ -229,9 +229,9 @@ mod tests {
         v.iter().map(|(n, _)| *n).collect()
     }
 
-    /// fast: 0.2 + 500/100 = 5.2 s, $0.01 + $0.005 = $0.015
-    /// cheap: 1.0 + 500/25 = 21 s, $0.001 + $0.0005 = $0.0015
-    /// mid: 0.5 + 500/50 = 10.5 s, $0.003 + $0.001 = $0.004
+    /// fast: 0.2 + 500/100 = 5.2 s, €0.01 + €0.005 = €0.015
+    /// cheap: 1.0 + 500/25 = 21 s, €0.001 + €0.0005 = €0.0015
+    /// mid: 0.5 + 500/50 = 10.5 s, €0.003 + €0.001 = €0.004
     fn three() -> Vec<RankInput<&'static str>> {
         vec![
             input("cheap", 1_000.0, 25.0, 0.1, 1.0),
@@ -251,7 +251,7 @@ mod tests {
         assert_eq!(names(&speed), ["fast", "mid", "cheap"]);
         let fast = &speed[0].1;
         assert!((fast.predicted_seconds - 5.2).abs() < 1e-9);
-        assert!((fast.predicted_cost_usd - 0.015).abs() < 1e-12);
+        assert!((fast.predicted_cost_eur - 0.015).abs() < 1e-12);
         assert!((fast.normalised_time - 5.2 / 21.0).abs() < 1e-9);
 
         let cost = rank(

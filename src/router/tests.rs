@@ -267,12 +267,12 @@ fn ranking_follows_preference_and_learned_stats() {
         ids(&plan_for(&r, Preference::Cost)),
         ["us2/cheap", "us/pricey"]
     );
-    // pricey: 0.3 + 500/100 = 5.3 s, $0.0105; cheap: 0.8 + 500/30 = 17.47 s, $0.0005.
+    // pricey: 0.3 + 500/100 = 5.3 s, €0.0105; cheap: 0.8 + 500/30 = 17.47 s, €0.0005.
     let bal = plan_for(&r, Preference::Balanced);
     assert_eq!(ids(&bal), ["us2/cheap", "us/pricey"]);
     let s = &bal.candidates[1].score;
     assert!((s.predicted_seconds - 5.3).abs() < 1e-9);
-    assert!((s.predicted_cost_usd - 0.0105).abs() < 1e-12);
+    assert!((s.predicted_cost_eur - 0.0105).abs() < 1e-12);
 
     // The pricey endpoint turns out slow, the cheap one fast: speed flips, cost does not.
     for _ in 0..20 {
@@ -365,7 +365,7 @@ fn trace_and_snapshot_shapes() {
         "predicted_ttft_ms",
         "decode_tokens_per_s",
         "predicted_seconds",
-        "predicted_cost_usd",
+        "predicted_cost_eur",
         "normalised_time",
         "normalised_cost",
         "score",
@@ -377,7 +377,7 @@ fn trace_and_snapshot_shapes() {
     assert_eq!(v["attempts"][0]["error_kind"], "upstream_5xx");
     assert_eq!(v["attempts"][1]["outcome"], "ok");
     assert_eq!(v["answered_by_model"], "m");
-    assert!(v["cost_usd"].as_f64().unwrap() > 0.0);
+    assert!(v["cost_eur"].as_f64().unwrap() > 0.0);
 
     let snap = r.snapshot();
     let e = &snap["endpoints"][0];

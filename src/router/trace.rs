@@ -172,7 +172,7 @@ pub struct RoutingTrace {
     pub answered_by_endpoint: Option<String>,
     /// From the answering endpoint's prices and the usage it reported.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cost_usd: Option<f64>,
+    pub cost_eur: Option<f64>,
 }
 
 impl RoutingTrace {
@@ -182,7 +182,7 @@ impl RoutingTrace {
             attempts: Vec::new(),
             answered_by_model: None,
             answered_by_endpoint: None,
-            cost_usd: None,
+            cost_eur: None,
         }
     }
 
@@ -190,7 +190,7 @@ impl RoutingTrace {
     pub fn answered(&mut self, c: &Candidate, input: u64, cached_input: u64, output: u64) {
         self.answered_by_model = Some(c.model.id.clone());
         self.answered_by_endpoint = Some(c.endpoint.id.clone());
-        self.cost_usd = Some(c.cost_usd(input, cached_input, output));
+        self.cost_eur = Some(c.cost_eur(input, cached_input, output));
     }
 }
 

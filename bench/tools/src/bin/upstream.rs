@@ -16,7 +16,6 @@
 //! a complete answer went through.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -31,7 +30,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use relais_bench::Args;
-use tokio::time::{Instant, Sleep};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Condvar, Mutex};
+use std::task::Waker;
 
 const USAGE: &str = "bench-upstream [--listen 127.0.0.1:0] [--port-file PATH] [--threads 1] \
 [--chunks 20] [--pace-ms 10] [--hold-ms 1000] [--hold-chunks 120]";
@@ -52,6 +54,7 @@ struct Canned {
     pace: Duration,
     hold_pace: Duration,
     stats: Stats,
+    pacer: Arc<Pacer>,
 }
 
 fn chunk(model: &str, delta: &str, finish: &str) -> String {
@@ -98,14 +101,94 @@ fn json_body(n: usize) -> Bytes {
     ))
 }
 
+/// Wakes paced bodies at their deadlines from a dedicated thread sleeping on a condvar:
+/// ~0.1 ms precision, where tokio's timer wheel rounds every deadline up to the next
+/// millisecond (that jitter would swamp sub-millisecond overheads).
+struct Pacer {
+    heap: Mutex<BinaryHeap<Reverse<Due>>>,
+    cv: Condvar,
+}
+
+struct Due(std::time::Instant, u64, Waker);
+
+impl PartialEq for Due {
+    fn eq(&self, o: &Self) -> bool {
+        (self.0, self.1) == (o.0, o.1)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.0, self.1).cmp(&(o.0, o.1))
+    }
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Pacer {
+    fn start() -> Arc<Pacer> {
+        let p = Arc::new(Pacer { heap: Mutex::new(BinaryHeap::new()), cv: Condvar::new() });
+        let q = p.clone();
+        std::thread::Builder::new()
+            .name("pacer".into())
+            .spawn(move || q.run())
+            .unwrap_or_else(|e| {
+                eprintln!("bench-upstream: cannot start the pacer thread: {e}");
+                std::process::exit(2)
+            });
+        p
+    }
+
+    fn wake_at(&self, at: std::time::Instant, w: Waker) {
+        let seq = SEQ.fetch_add(1, Relaxed);
+        let mut h = self.heap.lock().unwrap_or_else(|e| e.into_inner());
+        let earliest = h.peek().map(|Reverse(d)| d.0);
+        h.push(Reverse(Due(at, seq, w)));
+        if earliest.is_none_or(|e| at < e) {
+            self.cv.notify_one();
+        }
+    }
+
+    fn run(&self) {
+        let mut due = Vec::new();
+        let mut h = self.heap.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let now = std::time::Instant::now();
+            while h.peek().is_some_and(|Reverse(d)| d.0 <= now) {
+                if let Some(Reverse(d)) = h.pop() {
+                    due.push(d.2);
+                }
+            }
+            if !due.is_empty() {
+                drop(h);
+                for w in due.drain(..) {
+                    w.wake();
+                }
+                h = self.heap.lock().unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            h = match h.peek().map(|Reverse(d)| d.0) {
+                None => self.cv.wait(h).unwrap_or_else(|e| e.into_inner()),
+                Some(at) => {
+                    self.cv.wait_timeout(h, at - now).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+}
+
 /// An SSE body that releases frame k (k >= 1) at `start + first + (k-1)*pace`; frame 0 at once.
 struct SseBody {
     frames: Arc<Vec<Bytes>>,
     idx: usize,
-    start: Instant,
+    start: std::time::Instant,
     first: Duration,
     pace: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
     canned: Arc<Canned>,
 }
 
@@ -123,17 +206,9 @@ impl Body for SseBody {
         }
         if this.idx >= 1 && !(this.first.is_zero() && this.pace.is_zero()) {
             let at = this.start + this.first + this.pace * (this.idx as u32 - 1);
-            if at > Instant::now() {
-                let s = match &mut this.sleep {
-                    Some(s) => {
-                        s.as_mut().reset(at);
-                        s
-                    }
-                    None => this.sleep.insert(Box::pin(tokio::time::sleep_until(at))),
-                };
-                if s.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
+            if at > std::time::Instant::now() {
+                this.canned.pacer.wake_at(at, cx.waker().clone());
+                return Poll::Pending;
             }
         }
         let f = this.frames[this.idx].clone();
@@ -222,10 +297,9 @@ async fn handle(req: Request<Incoming>, c: Arc<Canned>) -> Result<Response<RespB
     let sse = SseBody {
         frames,
         idx: 0,
-        start: Instant::now(),
+        start: std::time::Instant::now(),
         first,
         pace,
-        sleep: None,
         canned: c.clone(),
     };
     let mut r = Response::new(sse.boxed_unsync());
@@ -270,6 +344,7 @@ fn run() -> Result<(), String> {
         pace: a.ms("pace-ms", 10)?,
         hold_pace: a.ms("hold-ms", 1000)?,
         stats: Stats::default(),
+        pacer: Pacer::start(),
     });
     let rt = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()

@@ -4,6 +4,7 @@
 //! but keep unknown top-level fields and unknown content blocks, so that Anthropic-native
 //! upstreams receive them untouched.
 
+mod de;
 mod request;
 mod response;
 mod stream;

@@ -2,7 +2,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 /// Body of `POST /v1/messages` and `POST /v1/messages/count_tokens`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+///
+/// `Deserialize` is hand-written (see `de.rs`): `#[serde(flatten)]` would buffer the whole
+/// body into an intermediate tree and lose the path of the field at fault in errors.
+#[derive(Debug, Clone, Serialize)]
 pub struct MessagesRequest {
     pub model: String,
     /// Required by `/v1/messages`; absent on `count_tokens`. Validated by the handler.
@@ -33,7 +36,7 @@ pub struct MessagesRequest {
     pub thinking: Option<Value>,
 
     /// Router fields: parsed here, handed to the router, never forwarded upstream.
-    #[serde(flatten, skip_serializing)]
+    #[serde(skip_serializing)]
     pub router: RouterFields,
 
     /// Everything else the client sent (`output_config`, `context_management`, …):

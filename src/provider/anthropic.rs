@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -20,7 +20,7 @@ use crate::anthropic::{
 };
 use crate::config::ProviderConfig;
 use crate::error::UpstreamError;
-use crate::sse::SseDecoder;
+use crate::sse::{SseDecoder, SseEvent};
 
 const DEFAULT_VERSION: &str = "2023-06-01";
 
@@ -168,6 +168,7 @@ struct State<S> {
     idle: Duration,
     stopped: bool,
     finished: bool,
+    eof: bool,
 }
 
 fn passthrough(
@@ -182,24 +183,26 @@ fn passthrough(
         idle,
         stopped: false,
         finished: false,
+        eof: false,
     };
     futures_util::stream::unfold(st, |mut st| async move {
         loop {
             if st.finished {
                 return None;
             }
+            if st.eof {
+                st.finished = true;
+                return Some((Err(UpstreamError::Truncated), st));
+            }
             match st.decoder.next_event() {
-                Ok(Some(ev)) => {
-                    let name = ev.event.as_deref().unwrap_or("");
-                    match frame(&mut st, name, &ev.data) {
-                        Ok(Some(item)) => return Some((Ok(item), st)),
-                        Ok(None) => continue,
-                        Err(e) => {
-                            st.finished = true;
-                            return Some((Err(e), st));
-                        }
+                Ok(Some(ev)) => match frame(&mut st, &ev) {
+                    Ok(Some(item)) => return Some((Ok(item), st)),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        st.finished = true;
+                        return Some((Err(e), st));
                     }
-                }
+                },
                 Ok(None) => {}
                 Err(e) => {
                     st.finished = true;
@@ -218,6 +221,24 @@ fn passthrough(
                 }
                 Ok(None) => {
                     st.finished = true;
+                    // A last event without its closing blank line still counts.
+                    let last = match st.decoder.finish() {
+                        Ok(Some(ev)) => frame(&mut st, &ev),
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(UpstreamError::Protocol(e.to_string())),
+                    };
+                    let last = match last {
+                        Ok(Some(item)) => Some(Ok(item)),
+                        Ok(None) => None,
+                        Err(e) => Some(Err(e)),
+                    };
+                    if let Some(r) = last {
+                        // `stopped` is updated by `frame`; a missing message_stop is
+                        // reported by the next poll, after this last item.
+                        st.finished = st.stopped;
+                        st.eof = true;
+                        return Some((r, st));
+                    }
                     if !st.stopped {
                         return Some((Err(UpstreamError::Truncated), st));
                     }
@@ -228,16 +249,13 @@ fn passthrough(
     })
 }
 
-fn frame<S>(
-    st: &mut State<S>,
-    name: &str,
-    data: &str,
-) -> Result<Option<StreamItem>, UpstreamError> {
+fn frame<S>(st: &mut State<S>, ev: &SseEvent) -> Result<Option<StreamItem>, UpstreamError> {
+    let name = ev.event().unwrap_or("");
     match name {
         "message_start" | "message_delta" | "error" => {
-            let ev: StreamEvent = serde_json::from_str(data)
+            let parsed: StreamEvent = serde_json::from_slice(ev.data())
                 .map_err(|e| UpstreamError::Protocol(format!("malformed `{name}` event: {e}")))?;
-            match ev {
+            match parsed {
                 StreamEvent::MessageStart { mut message } => {
                     message.model = st.served_model.clone();
                     Ok(Some(StreamItem::Event(StreamEvent::MessageStart {
@@ -266,17 +284,27 @@ fn frame<S>(
         }
         // Our own pings are generated downstream on idle; upstream ones are dropped.
         "ping" => Ok(None),
-        _ => {
-            let mut buf = BytesMut::with_capacity(name.len() + data.len() + 16);
-            buf.put_slice(b"event: ");
-            buf.put_slice(name.as_bytes());
-            buf.put_slice(b"\ndata: ");
-            buf.put_slice(data.as_bytes());
-            buf.put_slice(b"\n\n");
-            Ok(Some(StreamItem::Raw {
-                frame: buf.freeze(),
-                starts_content: name == "content_block_start",
-            }))
-        }
+        _ => Ok(Some(StreamItem::Raw {
+            frame: terminated(ev),
+            starts_content: name == "content_block_start",
+        })),
     }
+}
+
+/// The frame as received; re-framed only when the upstream omitted its final blank line
+/// (the last event of a body), so that what follows is not glued onto it.
+fn terminated(ev: &SseEvent) -> Bytes {
+    let raw = ev.raw();
+    if [&b"\n\n"[..], b"\r\r", b"\r\n\r\n", b"\r\n\r"]
+        .iter()
+        .any(|t| raw.ends_with(t))
+    {
+        return raw.clone();
+    }
+    let mut b = raw.to_vec();
+    while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+        b.pop();
+    }
+    b.extend_from_slice(b"\n\n");
+    Bytes::from(b)
 }

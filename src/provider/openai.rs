@@ -13,7 +13,7 @@ use super::{http, EventStream, Provider, StreamItem, UpstreamCall};
 use crate::anthropic::{MessagesResponse, StreamEvent};
 use crate::config::ProviderConfig;
 use crate::error::UpstreamError;
-use crate::openai::{ChatChunk, ChatResponse};
+use crate::openai::ChatResponse;
 use crate::sse::SseDecoder;
 use crate::translate::request::anthropic_to_openai_request;
 use crate::translate::response::openai_to_anthropic_response;
@@ -149,8 +149,7 @@ fn translate_stream(
             // Drain complete SSE events already buffered before reading more bytes.
             match st.decoder.next_event() {
                 Ok(Some(ev)) => {
-                    if let Err(e) = st.on_sse(&ev.data) {
-                        st.finished = true;
+                    if let Err(e) = st.on_event(&ev) {
                         return Some((Err(e), st));
                     }
                     continue;
@@ -172,13 +171,27 @@ fn translate_stream(
                     return Some((Err(http::classify(&e)), st));
                 }
                 Ok(None) => {
-                    st.finished = true;
-                    let r = st.translator.on_eof(&mut st.scratch);
-                    st.pending.extend(st.scratch.drain(..));
-                    if let Err(e) = r {
-                        // Whatever was translated is delivered first, then the failure.
-                        st.pending.clear();
-                        return Some((Err(UpstreamError::Protocol(e.to_string())), st));
+                    // A last event without its closing blank line still counts.
+                    match st.decoder.finish() {
+                        Ok(Some(ev)) => {
+                            if let Err(e) = st.on_event(&ev) {
+                                return Some((Err(e), st));
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            st.finished = true;
+                            return Some((Err(UpstreamError::Protocol(e.to_string())), st));
+                        }
+                    }
+                    if !st.finished {
+                        st.finished = true;
+                        let r = st.translator.on_eof(&mut st.scratch);
+                        st.pending.extend(st.scratch.drain(..));
+                        if let Err(e) = r {
+                            // Nothing may follow the error (no message_stop after it).
+                            return Some((Err(stream_error(e)), st.with_error_last()));
+                        }
                     }
                 }
             }
@@ -186,38 +199,28 @@ fn translate_stream(
     })
 }
 
+fn stream_error(e: crate::translate::stream::StreamError) -> UpstreamError {
+    use crate::translate::stream::StreamError as S;
+    match e {
+        S::Truncated => UpstreamError::Truncated,
+        other => UpstreamError::Protocol(other.to_string()),
+    }
+}
+
 impl<S> State<S> {
-    fn on_sse(&mut self, data: &str) -> Result<(), UpstreamError> {
-        let data = data.trim();
-        if data.is_empty() {
-            return Ok(());
-        }
-        if data == "[DONE]" {
-            let r = self.translator.on_done(&mut self.scratch);
-            self.pending.extend(self.scratch.drain(..));
-            self.finished = true;
-            return r.map_err(|e| UpstreamError::Protocol(e.to_string()));
-        }
-        let chunk: ChatChunk = serde_json::from_str(data)
-            .map_err(|e| UpstreamError::Protocol(format!("malformed stream chunk: {e}")))?;
-        if chunk.choices.is_empty() && chunk.usage.is_none() {
-            // Some hosts report failures as `{"error":{...}}` inside the stream; it parses
-            // as an empty chunk, so look again only in that rare case.
-            if let Ok(crate::openai::ErrorResponse {
-                error: Some(detail),
-                ..
-            }) = serde_json::from_str(data)
-            {
-                let msg = detail
-                    .message
-                    .unwrap_or_else(|| "error event in stream".to_owned());
-                return Err(UpstreamError::Protocol(format!(
-                    "upstream stream error: {msg}"
-                )));
-            }
-        }
-        self.translator.on_chunk(chunk, &mut self.scratch);
+    fn on_event(&mut self, ev: &crate::sse::SseEvent) -> Result<(), UpstreamError> {
+        let done = ev.is_done();
+        let r = self.translator.on_data(ev.data(), &mut self.scratch);
         self.pending.extend(self.scratch.drain(..));
-        Ok(())
+        if done || r.is_err() {
+            self.finished = true;
+        }
+        r.map_err(stream_error)
+    }
+
+    /// After an end-of-stream failure nothing may follow the error.
+    fn with_error_last(mut self) -> Self {
+        self.pending.clear();
+        self
     }
 }

@@ -50,13 +50,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "request body is empty: send a JSON object",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let what = match e.classify() {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                "request body is not valid JSON"
+                ApiError::invalid(format!("request body is not valid JSON: {inner}"))
             }
-            _ => "invalid request",
-        };
-        ApiError::invalid(format!("{what}: {e}"))
-    })
+            _ if path.is_empty() || path == "." => {
+                ApiError::invalid(format!("invalid request: {inner}"))
+            }
+            _ => ApiError::invalid(format!("{path}: {inner}")),
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}")))?;
+    Ok(value)
 }

@@ -21,7 +21,8 @@ use serde_json::{json, Value};
 pub enum StreamEnd {
     /// The body ends normally (whatever the frames said).
     Close,
-    /// The connection is cut: the body fails without its terminating chunk.
+    /// The connection is cut (100 ms after the last frame, so that the frames were
+    /// delivered): the body fails without its terminating chunk.
     Abort,
     /// The body stays open and silent until the test ends.
     Hang,
@@ -346,6 +347,8 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                             None
                         }
                         StreamEnd::Abort => {
+                            // Let what was written reach the peer before the cut.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                             guard.complete();
                             Some((
                                 Err(std::io::Error::other("fake upstream: connection cut")),

@@ -71,6 +71,11 @@ pub struct RoutingConfig {
     pub balanced_speed_weight: f64,
     pub near_equal_margin: f64,
     pub expected_output_tokens: u64,
+    /// Exclude (rather than clamp for) endpoints whose output limit or context window is
+    /// below the request's `max_tokens`.
+    pub strict_max_tokens: bool,
+    /// Probability of trying an unsampled eligible endpoint first (exploration).
+    pub explore_probability: f64,
 }
 
 /// A client key: only its SHA-256 digest is kept in memory.
@@ -390,6 +395,13 @@ fn validate_routing(r: &raw::RawRouting) -> Result<RoutingConfig, ConfigError> {
             "must be between 0 and 1",
         ));
     }
+    let explore = r.explore_probability.unwrap_or(0.05);
+    if !(0.0..=1.0).contains(&explore) {
+        return Err(invalid(
+            "routing.explore_probability",
+            "must be between 0 and 1",
+        ));
+    }
     let max_attempts = r.max_attempts.unwrap_or(4);
     if max_attempts == 0 {
         return Err(invalid("routing.max_attempts", "must be at least 1"));
@@ -406,6 +418,8 @@ fn validate_routing(r: &raw::RawRouting) -> Result<RoutingConfig, ConfigError> {
         balanced_speed_weight: w,
         near_equal_margin: margin,
         expected_output_tokens: r.expected_output_tokens.unwrap_or(512).max(1),
+        strict_max_tokens: r.strict_max_tokens.unwrap_or(false),
+        explore_probability: explore,
     })
 }
 

@@ -57,6 +57,12 @@ pub struct RawRouting {
     pub near_equal_margin: Option<f64>,
     /// Output tokens assumed when predicting time and cost, when `max_tokens` is larger.
     pub expected_output_tokens: Option<u64>,
+    /// Exclude endpoints whose limits are below the request's `max_tokens` instead of
+    /// clamping `max_tokens` to them (default false: clamp). See docs/routing.md.
+    pub strict_max_tokens: Option<bool>,
+    /// Chance that a request first tries an eligible endpoint with no speed samples yet,
+    /// so that its estimates can form (default 0.05; 0 disables).
+    pub explore_probability: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

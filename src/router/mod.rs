@@ -1,18 +1,60 @@
-//! Routing: resolve the model, filter endpoints by compliance and capability, rank the
-//! rest, and hand the server an ordered list of candidates. Compliance is a filter applied
-//! before ranking and re-checked (`Router::permits`) before every attempt.
+//! Routing: resolve the model, filter endpoints (compliance, capability, fit, availability),
+//! rank the rest by predicted time and cost, and hand the server an ordered list of
+//! candidates: the requested model's, then (with model fallback) each fallback model's.
 //!
-//! This first version keeps configuration order; live ranking comes with the routing issue.
+//! The server's loop, for each request:
+//!
+//! 1. `plan(&ctx)`; on `Err`, answer with `RouteError::api_error()`.
+//! 2. For each candidate in order: skip it unless `Router::permits(&plan.policy,
+//!    &candidate.endpoint)`; `start_attempt(&endpoint.id)` (skip it on `Err`: its breaker
+//!    opened or an upstream `retry-after` arrived since planning); send with
+//!    `candidate.max_tokens`; then `record_success` or `record_failure`; drop the guard.
+//! 3. Stop at the first success; go on only if `err.retryable()` and no byte reached the
+//!    client yet.
+//!
+//! Compliance is decided by the policy alone (`policy` module) and applied before ranking,
+//! to every model of the fallback chain alike, and re-checked before every attempt: no
+//! fallback path ever relaxes it. See docs/routing.md.
 
-use std::collections::HashSet;
+mod breaker;
+mod clock;
+mod filter;
+mod policy;
+mod rank;
+mod stats;
+mod trace;
+
+#[cfg(test)]
+mod compliance_tests;
+#[cfg(test)]
+mod fallback_tests;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use rand::RngCore;
 
-use crate::anthropic::{Preference, RouterFields};
+use crate::anthropic::RouterFields;
 use crate::config::{ClientKey, Config, EndpointConfig, ModelConfig};
-use crate::error::UpstreamError;
+use crate::error::{ApiError, UpstreamError};
+
+pub use breaker::{BreakerState, Unavailable, MAX_RETRY_AFTER};
+pub use clock::{Clock, ManualClock, TokioClock};
+pub use filter::{Clamp, ClampLimit, Exclusion, Filter};
+pub use policy::EffectivePolicy;
+pub use rank::{Score, Weights};
+pub use stats::{AttemptGuard, EndpointSnapshot, DEFAULT_TOKENS_PER_S, DEFAULT_TTFT_MS};
+pub use trace::{AttemptOutcome, AttemptTrace, Blend, CandidateTrace, PlanTrace, RoutingTrace};
+
+use breaker::Breaker;
+use rank::{RankInput, RankParams};
+use stats::EndpointState;
 
 /// What the request needs from an endpoint, derived from its body.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,36 +73,44 @@ pub struct RouteContext<'a> {
     pub max_tokens: u64,
 }
 
-/// The key's floor with the request's tightening applied.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct EffectivePolicy {
-    pub preference: Preference,
-    pub eu_native: bool,
-    pub require_zero_data_retention: bool,
-    pub allow_quantization: bool,
-    pub allowed_providers: Option<HashSet<String>>,
-    pub enable_model_fallback: bool,
-}
-
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pub model: Arc<ModelConfig>,
     pub endpoint: EndpointConfig,
     pub is_fallback_model: bool,
+    /// The `max_tokens` to send upstream: the request's, clamped to the endpoint's limits.
+    pub max_tokens: u64,
+    /// Set when `max_tokens` was lowered, and by which limit.
+    pub clamp: Option<Clamp>,
+    pub score: Score,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Exclusion {
-    pub model: String,
-    pub endpoint: String,
-    pub reason: String,
+impl Candidate {
+    /// Price in EUR of a response with this usage; `input` excludes `cached_input`.
+    pub fn cost_eur(&self, input: u64, cached_input: u64, output: u64) -> f64 {
+        let e = &self.endpoint;
+        (input as f64 * e.price_input_per_mtok
+            + cached_input as f64 * e.price_cached_input_per_mtok
+            + output as f64 * e.price_output_per_mtok)
+            / 1e6
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub policy: EffectivePolicy,
+    /// In the order to try them.
     pub candidates: Vec<Candidate>,
     pub excluded: Vec<Exclusion>,
+    pub requested_model: String,
+    /// The resolved id of the requested model.
+    pub model: String,
+    pub models_considered: Vec<String>,
+    pub weights: Weights,
+    pub near_equal_margin: f64,
+    pub expected_output_tokens_cap: u64,
+    pub est_input_tokens: u64,
+    pub requested_max_tokens: u64,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -71,28 +121,157 @@ pub enum RouteError {
     ModelUnavailable { model: String, reason: String },
     #[error("this API key may not use model `{0}`")]
     Denied(String),
-    #[error("no endpoint of model `{model}` is eligible: {}", describe(.excluded))]
+    #[error("no endpoint of model `{model}` is eligible{}: {}", fallback_note(.excluded, .model), describe(.excluded))]
     NothingEligible {
         model: String,
         excluded: Vec<Exclusion>,
     },
 }
 
+fn fallback_note(excluded: &[Exclusion], model: &str) -> String {
+    let mut others: Vec<&str> = Vec::new();
+    for e in excluded {
+        if e.model != model && !others.contains(&e.model.as_str()) {
+            others.push(&e.model);
+        }
+    }
+    if others.is_empty() {
+        String::new()
+    } else {
+        format!(" nor of its fallbacks ({})", others.join(", "))
+    }
+}
+
 fn describe(excluded: &[Exclusion]) -> String {
     let parts: Vec<String> = excluded
         .iter()
-        .map(|e| format!("{} ({})", e.endpoint, e.reason))
+        .map(|e| {
+            let filter = serde_json::to_value(e.filter)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!(
+                "`{}` of `{}` removed by {filter}: {}",
+                e.endpoint, e.model, e.reason
+            )
+        })
         .collect();
     parts.join("; ")
 }
 
+impl RouteError {
+    /// The Anthropic error for the client. Nothing eligible is a 400 when the request's
+    /// constraints exclude everything, and a 503 (`overloaded_error`, with `retry-after`
+    /// when known) when some endpoint was excluded only for being unavailable right now.
+    pub fn api_error(&self) -> ApiError {
+        match self {
+            RouteError::ModelNotFound(_) | RouteError::ModelUnavailable { .. } => {
+                ApiError::not_found(self.to_string())
+            }
+            RouteError::Denied(_) => ApiError::permission(self.to_string()),
+            RouteError::NothingEligible { excluded, .. } => {
+                let unavailable: Vec<&Exclusion> = excluded
+                    .iter()
+                    .filter(|e| e.filter == Filter::Availability)
+                    .collect();
+                if unavailable.is_empty() {
+                    return ApiError::invalid(self.to_string());
+                }
+                let mut e = ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    self.to_string(),
+                );
+                e.retry_after = unavailable
+                    .iter()
+                    .filter_map(|e| e.retry_in_ms)
+                    .min()
+                    .map(|ms| Duration::from_millis(ms).max(Duration::from_secs(1)));
+                e
+            }
+        }
+    }
+}
+
+/// An endpoint that passed every filter, with what ranking and the server need.
+struct Eligible {
+    max_tokens: u64,
+    clamp: Option<Clamp>,
+    speed: stats::SpeedEstimate,
+}
+
+struct Rejected {
+    filter: Filter,
+    reason: String,
+    retry_in: Option<Duration>,
+}
+
 pub struct Router {
     cfg: Arc<Config>,
+    /// Built once; never mutated afterwards, so lookups take no lock.
+    states: HashMap<String, Arc<EndpointState>>,
+    /// Endpoint ids in config order, for the operator view.
+    order: Vec<String>,
+    clock: Arc<dyn Clock>,
+    next_attempt: AtomicU64,
 }
 
 impl Router {
     pub fn new(cfg: Arc<Config>) -> Self {
-        Router { cfg }
+        Self::with_clock(cfg, Arc::new(TokioClock))
+    }
+
+    pub fn with_clock(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> Self {
+        Self::build(cfg, clock, None)
+    }
+
+    /// A router for a reloaded config that keeps the live state (estimates, breakers) of
+    /// endpoints whose id did not change. Their breaker settings stay the old ones.
+    pub fn carry_over(cfg: Arc<Config>, previous: &Router) -> Self {
+        Self::build(cfg, previous.clock.clone(), Some(&previous.states))
+    }
+
+    fn build(
+        cfg: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        previous: Option<&HashMap<String, Arc<EndpointState>>>,
+    ) -> Self {
+        let mut states: HashMap<String, Arc<EndpointState>> = HashMap::new();
+        let mut models_of: HashMap<String, Vec<String>> = HashMap::new();
+        let mut order = Vec::new();
+        for m in &cfg.models {
+            for ep in &m.endpoints {
+                // An endpoint listed by several models is one upstream: one shared state,
+                // seeded by the first listing's priors.
+                states.entry(ep.id.clone()).or_insert_with(|| {
+                    order.push(ep.id.clone());
+                    previous
+                        .and_then(|p| p.get(&ep.id).cloned())
+                        .unwrap_or_else(|| {
+                            let b = Breaker::new(
+                                cfg.routing.breaker_failures,
+                                cfg.routing.breaker_cooldown,
+                            );
+                            Arc::new(EndpointState::new(ep, b))
+                        })
+                });
+                let models = models_of.entry(ep.id.clone()).or_default();
+                if !models.contains(&m.id) {
+                    models.push(m.id.clone());
+                }
+            }
+        }
+        for (id, models) in models_of {
+            if let Some(st) = states.get(&id) {
+                *st.models.lock().unwrap_or_else(|e| e.into_inner()) = models;
+            }
+        }
+        Router {
+            cfg,
+            states,
+            order,
+            clock,
+            next_attempt: AtomicU64::new(1),
+        }
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -100,75 +279,85 @@ impl Router {
     }
 
     pub fn effective_policy(key: Option<&ClientKey>, f: &RouterFields) -> EffectivePolicy {
-        let base = key
-            .map(|k| k.policy.clone())
-            .unwrap_or_else(|| crate::config::KeyPolicy {
-                allow_quantization: true,
-                ..Default::default()
-            });
-        let allowed_providers = match (base.allowed_providers, &f.allowed_providers) {
-            (Some(a), Some(b)) => Some(a.into_iter().filter(|p| b.contains(p)).collect()),
-            (Some(a), None) => Some(a),
-            (None, Some(b)) => Some(b.iter().cloned().collect()),
-            (None, None) => None,
-        };
-        EffectivePolicy {
-            preference: f.preference.or(base.preference).unwrap_or_default(),
-            eu_native: base.eu_native || f.eu_native.unwrap_or(false),
-            require_zero_data_retention: base.require_zero_data_retention
-                || f.allow_zero_data_retention.unwrap_or(false),
-            allow_quantization: base.allow_quantization && f.allow_quantization.unwrap_or(true),
-            allowed_providers,
-            enable_model_fallback: f
-                .enable_model_fallback
-                .or(base.enable_model_fallback)
-                .unwrap_or(true),
-        }
+        policy::effective_policy(key, f)
     }
 
     /// The compliance filter alone: true when `ep` may receive data under `policy`.
     pub fn permits(policy: &EffectivePolicy, ep: &EndpointConfig) -> bool {
-        compliance_exclusion(policy, ep).is_none()
+        policy::compliance_exclusion(policy, ep).is_none()
     }
 
     pub fn plan(&self, ctx: &RouteContext<'_>) -> Result<Plan, RouteError> {
-        let policy = Self::effective_policy(ctx.key, ctx.fields);
-        let model = match self.cfg.model(ctx.model) {
-            Some(m) => m.clone(),
-            None => {
-                return Err(match self.cfg.unavailable_models.get(ctx.model) {
-                    Some(reason) => RouteError::ModelUnavailable {
-                        model: ctx.model.to_owned(),
-                        reason: reason.clone(),
-                    },
-                    None => RouteError::ModelNotFound(ctx.model.to_owned()),
-                })
-            }
-        };
-        if let Some(k) = ctx.key {
-            if k.policy.denied_models.contains(&model.id) {
-                return Err(RouteError::Denied(model.id.clone()));
-            }
-        }
-        let mut candidates = Vec::new();
+        self.plan_with_rng(ctx, &mut rand::rng())
+    }
+
+    /// `plan` with the randomness (near-equal sharing, exploration) drawn from `rng`.
+    pub fn plan_with_rng(
+        &self,
+        ctx: &RouteContext<'_>,
+        rng: &mut dyn RngCore,
+    ) -> Result<Plan, RouteError> {
+        let policy = policy::effective_policy(ctx.key, ctx.fields);
+        let primary = self.resolve(ctx)?;
         let mut excluded = Vec::new();
-        for ep in &model.endpoints {
-            match compliance_exclusion(&policy, ep).or_else(|| capability_exclusion(ctx, ep)) {
-                Some(reason) => excluded.push(Exclusion {
-                    model: model.id.clone(),
-                    endpoint: ep.id.clone(),
-                    reason,
-                }),
-                None => candidates.push(Candidate {
+        let chain = self.chain(
+            &primary,
+            ctx.key,
+            policy.enable_model_fallback,
+            &mut excluded,
+        );
+        let r = &self.cfg.routing;
+        let weights = Weights::for_preference(policy.preference, r.balanced_speed_weight);
+        let params = RankParams {
+            weights,
+            near_equal_margin: r.near_equal_margin,
+            explore_probability: r.explore_probability,
+        };
+        let now = self.clock.now();
+        let mut candidates = Vec::new();
+        for (model, is_fallback_model) in &chain {
+            let mut inputs = Vec::new();
+            for ep in &model.endpoints {
+                let Eligible {
+                    max_tokens,
+                    clamp,
+                    speed,
+                } = match self.eligibility(ctx, &policy, ep, now) {
+                    Ok(v) => v,
+                    Err(r) => {
+                        excluded.push(Exclusion {
+                            model: model.id.clone(),
+                            endpoint: ep.id.clone(),
+                            filter: r.filter,
+                            reason: r.reason,
+                            retry_in_ms: r.retry_in.map(|d| d.as_millis() as u64),
+                        });
+                        continue;
+                    }
+                };
+                inputs.push(RankInput {
+                    item: (ep, max_tokens, clamp),
+                    speed,
+                    est_input_tokens: ctx.est_input_tokens,
+                    expected_output_tokens: max_tokens.min(r.expected_output_tokens),
+                    price_input_per_mtok: ep.price_input_per_mtok,
+                    price_output_per_mtok: ep.price_output_per_mtok,
+                });
+            }
+            for ((ep, max_tokens, clamp), score) in rank::rank(inputs, &params, rng) {
+                candidates.push(Candidate {
                     model: model.clone(),
                     endpoint: ep.clone(),
-                    is_fallback_model: false,
-                }),
+                    is_fallback_model: *is_fallback_model,
+                    max_tokens,
+                    clamp,
+                    score,
+                });
             }
         }
         if candidates.is_empty() {
             return Err(RouteError::NothingEligible {
-                model: model.id.clone(),
+                model: primary.id.clone(),
                 excluded,
             });
         }
@@ -176,85 +365,193 @@ impl Router {
             policy,
             candidates,
             excluded,
+            requested_model: ctx.model.to_owned(),
+            model: primary.id.clone(),
+            models_considered: chain.iter().map(|(m, _)| m.id.clone()).collect(),
+            weights,
+            near_equal_margin: r.near_equal_margin,
+            expected_output_tokens_cap: r.expected_output_tokens,
+            est_input_tokens: ctx.est_input_tokens,
+            requested_max_tokens: ctx.max_tokens,
         })
     }
 
-    /// Outcome reporting; the live estimates behind ranking consume these.
+    fn resolve(&self, ctx: &RouteContext<'_>) -> Result<Arc<ModelConfig>, RouteError> {
+        let Some(model) = self.cfg.model(ctx.model) else {
+            return Err(match self.cfg.unavailable_models.get(ctx.model) {
+                Some(reason) => RouteError::ModelUnavailable {
+                    model: ctx.model.to_owned(),
+                    reason: reason.clone(),
+                },
+                None => RouteError::ModelNotFound(ctx.model.to_owned()),
+            });
+        };
+        if policy::model_denied(ctx.key, model) {
+            return Err(RouteError::Denied(model.id.clone()));
+        }
+        Ok(model.clone())
+    }
+
+    /// The primary model, then (when enabled) its fallbacks breadth-first: its own list in
+    /// order, then theirs. Each model appears once, so cycles end. A denied or unavailable
+    /// fallback is recorded and skipped; a denied one's own fallbacks are still walked.
+    fn chain(
+        &self,
+        primary: &Arc<ModelConfig>,
+        key: Option<&ClientKey>,
+        enabled: bool,
+        excluded: &mut Vec<Exclusion>,
+    ) -> Vec<(Arc<ModelConfig>, bool)> {
+        let mut chain = vec![(primary.clone(), false)];
+        if !enabled {
+            return chain;
+        }
+        let mut seen: HashSet<String> = HashSet::from([primary.id.clone()]);
+        let mut queue = VecDeque::from([primary.clone()]);
+        while let Some(m) = queue.pop_front() {
+            for name in &m.fallbacks {
+                let Some(fm) = self.cfg.model(name) else {
+                    if seen.insert(name.clone()) {
+                        let reason = self.cfg.unavailable_models.get(name).cloned();
+                        excluded.push(Exclusion {
+                            model: name.clone(),
+                            endpoint: "*".to_owned(),
+                            filter: Filter::ModelUnavailable,
+                            reason: reason.unwrap_or_else(|| "not configured".to_owned()),
+                            retry_in_ms: None,
+                        });
+                    }
+                    continue;
+                };
+                if !seen.insert(fm.id.clone()) {
+                    continue;
+                }
+                queue.push_back(fm.clone());
+                if policy::model_denied(key, fm) {
+                    excluded.push(Exclusion {
+                        model: fm.id.clone(),
+                        endpoint: "*".to_owned(),
+                        filter: Filter::ModelDenied,
+                        reason: "this API key may not use this model".to_owned(),
+                        retry_in_ms: None,
+                    });
+                    continue;
+                }
+                chain.push((fm.clone(), true));
+            }
+        }
+        chain
+    }
+
+    /// All filters for one endpoint, in the documented order; the first that fails decides.
+    fn eligibility(
+        &self,
+        ctx: &RouteContext<'_>,
+        policy: &EffectivePolicy,
+        ep: &EndpointConfig,
+        now: tokio::time::Instant,
+    ) -> Result<Eligible, Rejected> {
+        let reject = |filter, reason, retry_in| Rejected {
+            filter,
+            reason,
+            retry_in,
+        };
+        if let Some((f, reason)) = policy::compliance_exclusion(policy, ep) {
+            return Err(reject(f, reason, None));
+        }
+        if let Some(reason) = filter::capability_exclusion(ctx.needs, ep) {
+            return Err(reject(Filter::Capability, reason, None));
+        }
+        let (max_tokens, clamp) = filter::fit(
+            ctx.est_input_tokens,
+            ctx.max_tokens,
+            ep,
+            self.cfg.routing.strict_max_tokens,
+        )
+        .map_err(|reason| reject(Filter::Fit, reason, None))?;
+        let speed = match self.states.get(&ep.id) {
+            Some(st) => {
+                st.check(now)
+                    .map_err(|u| reject(Filter::Availability, u.reason, u.retry_in))?;
+                st.speed()
+            }
+            // Unreachable (every configured endpoint has a state); rank on defaults.
+            None => stats::SpeedEstimate {
+                ttft_ms: DEFAULT_TTFT_MS,
+                tokens_per_s: DEFAULT_TOKENS_PER_S,
+                samples: 0,
+            },
+        };
+        Ok(Eligible {
+            max_tokens,
+            clamp,
+            speed,
+        })
+    }
+
+    /// Admits an attempt on `endpoint_id`. `Err` when it became unavailable since the plan
+    /// (breaker opened, `retry-after`, or another request holds the half-open probe): skip
+    /// the candidate. Keep the guard until the attempt ends; it counts as in flight.
+    pub fn start_attempt(&self, endpoint_id: &str) -> Result<AttemptGuard, Unavailable> {
+        let id = self.next_attempt.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock.now();
+        let state = self.states.get(endpoint_id).cloned();
+        let probe = match &state {
+            Some(s) => s.admit(now, id)?,
+            None => false,
+        };
+        Ok(AttemptGuard::start(state, id, probe, now))
+    }
+
+    /// A response completed: `ttft` to its first token (or first byte), `total` to its end.
     pub fn record_success(
         &self,
-        _endpoint: &str,
-        _ttft: Duration,
-        _output_tokens: u64,
-        _total: Duration,
+        endpoint: &str,
+        ttft: Duration,
+        output_tokens: u64,
+        total: Duration,
     ) {
+        if let Some(s) = self.states.get(endpoint) {
+            s.record_success(ttft, output_tokens, total);
+        }
     }
-    pub fn record_failure(&self, _endpoint: &str, _err: &UpstreamError) {}
 
-    /// Operator view of every endpoint's live state.
-    pub fn snapshot(&self) -> serde_json::Value {
-        let eps: Vec<serde_json::Value> = self
-            .cfg
-            .models
+    /// An attempt failed. Provider faults count toward the breaker; client faults do not.
+    pub fn record_failure(&self, endpoint: &str, err: &UpstreamError) {
+        if let Some(s) = self.states.get(endpoint) {
+            s.record_failure(
+                self.clock.now(),
+                err.retryable(),
+                err.retry_after(),
+                err.kind(),
+            );
+        }
+    }
+
+    pub fn endpoint_snapshots(&self) -> Vec<EndpointSnapshot> {
+        let now = self.clock.now();
+        self.order
             .iter()
-            .flat_map(|m| {
-                m.endpoints
-                    .iter()
-                    .map(move |e| serde_json::json!({"model": m.id, "endpoint": e.id}))
-            })
-            .collect();
-        serde_json::json!({ "endpoints": eps })
+            .filter_map(|id| self.states.get(id))
+            .map(|s| s.snapshot(now))
+            .collect()
     }
-}
 
-fn compliance_exclusion(policy: &EffectivePolicy, ep: &EndpointConfig) -> Option<String> {
-    if let Some(allowed) = &policy.allowed_providers {
-        if !allowed.contains(&ep.provider.name) {
-            return Some(format!(
-                "provider `{}` not in allowed_providers",
-                ep.provider.name
-            ));
-        }
+    /// The operator view: every endpoint's live state, and the settings that rank them.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let r = &self.cfg.routing;
+        serde_json::json!({
+            "routing": {
+                "breaker_failures": r.breaker_failures,
+                "breaker_cooldown_s": r.breaker_cooldown.as_secs_f64(),
+                "balanced_speed_weight": r.balanced_speed_weight,
+                "near_equal_margin": r.near_equal_margin,
+                "expected_output_tokens": r.expected_output_tokens,
+                "strict_max_tokens": r.strict_max_tokens,
+                "explore_probability": r.explore_probability,
+            },
+            "endpoints": serde_json::to_value(self.endpoint_snapshots())
+                .unwrap_or(serde_json::Value::Null),
+        })
     }
-    if policy.eu_native && !ep.provider.eu_native {
-        return Some("not EU-native (eu_native required)".to_owned());
-    }
-    if policy.require_zero_data_retention && !ep.provider.zero_data_retention {
-        return Some("no zero data retention (allow_zero_data_retention required)".to_owned());
-    }
-    if !policy.allow_quantization && ep.quantization != "none" {
-        return Some(format!(
-            "quantized ({}) and allow_quantization is false",
-            ep.quantization
-        ));
-    }
-    None
-}
-
-fn capability_exclusion(ctx: &RouteContext<'_>, ep: &EndpointConfig) -> Option<String> {
-    if ctx.needs.tools && !ep.supports_tools {
-        return Some("does not support tools".to_owned());
-    }
-    if ctx.needs.images && !ep.supports_images {
-        return Some("does not support images".to_owned());
-    }
-    if ctx.needs.thinking && !ep.supports_thinking {
-        return Some("does not support thinking".to_owned());
-    }
-    if let Some(max_out) = ep.max_output_tokens {
-        if ctx.max_tokens > max_out {
-            return Some(format!(
-                "max_tokens {} exceeds the endpoint's max_output_tokens {max_out}",
-                ctx.max_tokens
-            ));
-        }
-    }
-    if let Some(window) = ep.context_window {
-        if ctx.est_input_tokens + ctx.max_tokens > window {
-            return Some(format!(
-                "estimated input {} + max_tokens {} exceeds the context window {window}",
-                ctx.est_input_tokens, ctx.max_tokens
-            ));
-        }
-    }
-    None
 }

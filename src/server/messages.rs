@@ -16,15 +16,13 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::streaming::{self, Committed};
-use super::trace::{Attempt, Trace};
 use super::{auth, body, AppState, RequestId};
 use crate::anthropic::{
     ContentBlock, MessageContent, MessagesRequest, MessagesResponse, ToolChoice, Usage,
 };
-use crate::config::EndpointConfig;
 use crate::error::{ApiError, UpstreamError};
-use crate::provider::{StreamItem, UpstreamCall};
-use crate::router::{Candidate, Needs, Plan, RouteContext, Router};
+use crate::provider::{EventStream, Provider, StreamItem, UpstreamCall};
+use crate::router::{AttemptTrace, Candidate, Needs, RouteContext, Router, RoutingTrace};
 
 const MAX_STOP_SEQUENCES: usize = 4;
 
@@ -48,21 +46,24 @@ pub async fn route_only(
 ) -> Response {
     let r = async {
         let key = auth::authenticate(&st.cfg, &headers)?;
-        let bytes = body::read(
-            &headers,
-            body,
-            st.cfg.server.max_body_bytes,
-            st.cfg.server.body_timeout,
-        )
-        .await?;
-        let req: MessagesRequest = body::parse_json(&bytes)?;
+        let req = read_request(&st, &headers, body).await?;
         let max_tokens = validate(&req)?;
         let est = crate::tokens::count_request(&req);
         let plan = st.router.plan(&route_context(&req, key, est, max_tokens))?;
-        Ok::<_, ApiError>(axum::Json(Trace::from_plan(&req.model, &plan, est)).into_response())
+        Ok::<_, ApiError>(axum::Json(RoutingTrace::new(&plan)).into_response())
     }
     .await;
     r.unwrap_or_else(|e| e.into_response())
+}
+
+async fn read_request(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<MessagesRequest, ApiError> {
+    let s = &st.cfg.server;
+    let bytes = body::read(headers, body, s.max_body_bytes, s.body_timeout).await?;
+    body::parse_json(&bytes)
 }
 
 async fn create_inner(
@@ -72,95 +73,93 @@ async fn create_inner(
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = auth::authenticate(&st.cfg, &headers)?;
-    let bytes = body::read(
-        &headers,
-        body,
-        st.cfg.server.max_body_bytes,
-        st.cfg.server.body_timeout,
-    )
-    .await?;
-    let req: MessagesRequest = body::parse_json(&bytes)?;
-    drop(bytes);
+    let req = read_request(&st, &headers, body).await?;
     let max_tokens = validate(&req)?;
     let est = crate::tokens::count_request(&req);
     let plan = st.router.plan(&route_context(&req, key, est, max_tokens))?;
-    let want_trace = req.router.include_metadata == Some(true);
-    let mut trace = Trace::from_plan(&req.model, &plan, est);
+    // The trace is only materialised when the client asked for it.
+    let mut trace = (req.router.include_metadata == Some(true)).then(|| RoutingTrace::new(&plan));
     let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let stream = req.stream.unwrap_or(false);
     let routing = &st.cfg.routing;
     let deadline = Instant::now() + routing.total_timeout;
+    let mut attempts = 0u32;
     let mut last: Option<(String, UpstreamError)> = None;
 
-    for cand in attempt_order(&plan, routing.max_attempts) {
+    for cand in &plan.candidates {
+        if attempts >= routing.max_attempts {
+            break;
+        }
         // The compliance invariant: re-checked before every attempt, on every path.
         if !Router::permits(&plan.policy, &cand.endpoint) {
+            skip(
+                &mut trace,
+                cand,
+                "excluded by the request's compliance policy",
+            );
             continue;
         }
         let Some(provider) = st.providers.get(&cand.endpoint.provider.name) else {
+            skip(&mut trace, cand, "provider not loaded");
             continue;
+        };
+        let guard = match st.router.start_attempt(&cand.endpoint.id) {
+            Ok(g) => g,
+            Err(u) => {
+                skip(&mut trace, cand, u.reason);
+                continue;
+            }
         };
         let now = Instant::now();
         if now >= deadline {
             break;
         }
+        attempts += 1;
         let call = UpstreamCall {
             req: &req,
             upstream_model: &cand.endpoint.upstream_model,
-            max_tokens: cand_max_tokens(cand, max_tokens),
+            max_tokens: cand.max_tokens,
             served_model: &cand.model.id,
             message_id: &message_id,
             est_input_tokens: est,
             anthropic_version: headers.get("anthropic-version"),
             anthropic_beta: headers.get("anthropic-beta"),
         };
-        let budget = (deadline - now).min(cand.endpoint.provider.first_byte_timeout);
-        let outcome = if stream {
-            match tokio::time::timeout(budget, open_stream(provider.as_ref(), &call)).await {
-                Err(_) => Err(UpstreamError::FirstByteTimeout(budget)),
-                Ok(r) => r.map(Answer::Stream),
-            }
-        } else {
-            // Non-streaming answers arrive whole: the budget is the whole deadline.
-            match tokio::time::timeout(deadline - now, provider.send(&call)).await {
-                Err(_) => Err(UpstreamError::FirstByteTimeout(deadline - now)),
-                Ok(r) => r.map(Answer::Whole),
-            }
-        };
+        let outcome = attempt(provider.as_ref(), &call, stream, cand, deadline - now).await;
         let elapsed = now.elapsed();
         match outcome {
-            Ok(answer) => {
-                trace.attempts.push(Attempt::ok(&cand.endpoint, elapsed));
-                let meta = Served {
-                    endpoint: cand.endpoint.clone(),
-                    model: cand.model.id.clone(),
-                    fallback_model: cand.is_fallback_model,
+            Ok(Answer::Whole(msg)) => {
+                // A whole answer has no separate first token: the router then learns TTFT only.
+                st.router.record_success(
+                    &cand.endpoint.id,
+                    elapsed,
+                    msg.usage.output_tokens,
+                    elapsed,
+                );
+                drop(guard);
+                if let Some(t) = &mut trace {
+                    t.attempts.push(AttemptTrace::ok(cand, elapsed, None));
+                }
+                return Ok(whole_response(msg, cand, trace, attempts, &rid));
+            }
+            Ok(Answer::Stream(buffered, rest)) => {
+                if let Some(t) = &mut trace {
+                    t.attempts
+                        .push(AttemptTrace::ok(cand, elapsed, Some(elapsed)));
+                }
+                let committed = Committed {
+                    upstream: rest,
+                    buffered,
+                    router: st.router.clone(),
+                    candidate: cand.clone(),
+                    _guard: guard,
+                    started: now,
+                    ttft: elapsed,
+                    trace,
+                    ping_interval: st.cfg.server.ping_interval,
+                    request_id: rid.0.clone(),
                 };
-                return Ok(match answer {
-                    Answer::Whole(msg) => {
-                        st.router.record_success(
-                            &cand.endpoint.id,
-                            elapsed,
-                            msg.usage.output_tokens,
-                            elapsed,
-                        );
-                        whole_response(msg, &meta, trace, want_trace, &rid)
-                    }
-                    Answer::Stream((buffered, rest)) => {
-                        let committed = Committed {
-                            upstream: rest,
-                            buffered,
-                            router: st.router.clone(),
-                            endpoint: meta.endpoint.clone(),
-                            started: now,
-                            ttft: elapsed,
-                            trace: want_trace.then_some(trace.clone()),
-                            ping_interval: st.cfg.server.ping_interval,
-                            request_id: rid.0.clone(),
-                        };
-                        stream_response(committed, &meta, trace.attempts.len())
-                    }
-                });
+                return Ok(stream_response(committed, attempts));
             }
             Err(e) => {
                 tracing::info!(
@@ -168,9 +167,9 @@ async fn create_inner(
                     "attempt failed"
                 );
                 st.router.record_failure(&cand.endpoint.id, &e);
-                trace
-                    .attempts
-                    .push(Attempt::failed(&cand.endpoint, elapsed, &e));
+                if let Some(t) = &mut trace {
+                    t.attempts.push(AttemptTrace::failed(cand, &e, elapsed));
+                }
                 let retry = e.retryable();
                 last = Some((cand.endpoint.provider.name.clone(), e));
                 if !retry {
@@ -182,40 +181,52 @@ async fn create_inner(
     Err(match last {
         Some((provider, e)) => ApiError::from_upstream(&provider, &e),
         None => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!(
-                "no provider answered within the routing deadline of {:?}",
-                routing.total_timeout
-            ),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no eligible endpoint could be tried (all temporarily unavailable); retry later",
         ),
     })
 }
 
+fn skip(trace: &mut Option<RoutingTrace>, cand: &Candidate, reason: impl Into<String>) {
+    if let Some(t) = trace {
+        t.attempts.push(AttemptTrace::skipped(cand, reason));
+    }
+}
+
 enum Answer {
     Whole(MessagesResponse),
-    Stream((VecDeque<StreamItem>, crate::provider::EventStream)),
+    Stream(VecDeque<StreamItem>, EventStream),
 }
 
-struct Served {
-    endpoint: EndpointConfig,
-    model: String,
-    fallback_model: bool,
-}
-
-fn attempt_order(plan: &Plan, max_attempts: u32) -> impl Iterator<Item = &Candidate> {
-    plan.candidates.iter().take(max_attempts as usize)
-}
-
-fn cand_max_tokens(_cand: &Candidate, requested: u64) -> u64 {
-    requested
+/// One attempt, bounded: streams by the provider's first-byte timeout (until the first
+/// content event), whole answers by the remaining routing deadline.
+async fn attempt(
+    provider: &dyn Provider,
+    call: &UpstreamCall<'_>,
+    stream: bool,
+    cand: &Candidate,
+    remaining: std::time::Duration,
+) -> Result<Answer, UpstreamError> {
+    if stream {
+        let budget = remaining.min(cand.endpoint.provider.first_byte_timeout);
+        match tokio::time::timeout(budget, open_stream(provider, call)).await {
+            Err(_) => Err(UpstreamError::FirstByteTimeout(budget)),
+            Ok(r) => r.map(|(b, s)| Answer::Stream(b, s)),
+        }
+    } else {
+        match tokio::time::timeout(remaining, provider.send(call)).await {
+            Err(_) => Err(UpstreamError::FirstByteTimeout(remaining)),
+            Ok(r) => r.map(Answer::Whole),
+        }
+    }
 }
 
 /// Opens the stream and reads it until the first content block starts (or it ends), so a
 /// failure before that point can still fall back to the next candidate.
 async fn open_stream(
-    provider: &dyn crate::provider::Provider,
+    provider: &dyn Provider,
     call: &UpstreamCall<'_>,
-) -> Result<(VecDeque<StreamItem>, crate::provider::EventStream), UpstreamError> {
+) -> Result<(VecDeque<StreamItem>, EventStream), UpstreamError> {
     let mut s = provider.send_stream(call).await?;
     let mut buffered = VecDeque::new();
     loop {
@@ -228,12 +239,8 @@ async fn open_stream(
                 }
             }
             Some(Err(e)) => return Err(e),
-            None => {
-                if buffered.is_empty() {
-                    return Err(UpstreamError::Truncated);
-                }
-                return Ok((buffered, s));
-            }
+            None if buffered.is_empty() => return Err(UpstreamError::Truncated),
+            None => return Ok((buffered, s)),
         }
     }
 }
@@ -326,24 +333,29 @@ fn validate(req: &MessagesRequest) -> Result<u64, ApiError> {
             )));
         }
     }
-    if let Some(ps) = &req.router.allowed_providers {
-        if ps.is_empty() {
-            return Err(ApiError::invalid(
-                "allowed_providers: must name at least one provider",
-            ));
-        }
+    if req
+        .router
+        .allowed_providers
+        .as_ref()
+        .is_some_and(Vec::is_empty)
+    {
+        return Err(ApiError::invalid(
+            "allowed_providers: must name at least one provider",
+        ));
     }
     Ok(max_tokens)
 }
 
-fn routing_headers(h: &mut HeaderMap, served: &Served, attempts: usize) {
-    let ep = &served.endpoint;
+/// Routing headers, on every successful answer.
+fn routing_headers(h: &mut HeaderMap, cand: &Candidate, attempts: u32) {
+    let ep = &cand.endpoint;
     for (name, value) in [
         ("x-relais-provider", ep.provider.name.as_str()),
         ("x-relais-endpoint", ep.id.as_str()),
+        ("x-relais-model", cand.model.id.as_str()),
         (
             "x-relais-model-fallback",
-            if served.fallback_model {
+            if cand.is_fallback_model {
                 "true"
             } else {
                 "false"
@@ -354,45 +366,53 @@ fn routing_headers(h: &mut HeaderMap, served: &Served, attempts: usize) {
             h.insert(name, v);
         }
     }
-    h.insert("x-relais-attempts", HeaderValue::from(attempts as u64));
+    h.insert("x-relais-attempts", HeaderValue::from(attempts));
 }
 
-pub fn cost_eur(ep: &EndpointConfig, u: &Usage) -> f64 {
-    (u.input_tokens as f64 * ep.price_input_per_mtok
-        + (u.cache_read_input_tokens + u.cache_creation_input_tokens) as f64
-            * ep.price_cached_input_per_mtok
-        + u.output_tokens as f64 * ep.price_output_per_mtok)
-        / 1e6
+/// Cost of an answer in EUR from the endpoint's prices.
+pub fn cost_eur(cand: &Candidate, u: &Usage) -> f64 {
+    cand.cost_eur(
+        u.input_tokens + u.cache_creation_input_tokens,
+        u.cache_read_input_tokens,
+        u.output_tokens,
+    )
 }
 
 #[derive(Serialize)]
 struct WithTrace<'a> {
     #[serde(flatten)]
     msg: &'a MessagesResponse,
-    relais: &'a Trace,
+    relais: &'a RoutingTrace,
 }
 
 fn whole_response(
     msg: MessagesResponse,
-    served: &Served,
-    mut trace: Trace,
-    want_trace: bool,
+    cand: &Candidate,
+    mut trace: Option<RoutingTrace>,
+    attempts: u32,
     rid: &RequestId,
 ) -> Response {
-    let cost = cost_eur(&served.endpoint, &msg.usage);
-    trace.finish(&msg.model, msg.usage, cost);
+    let cost = cost_eur(cand, &msg.usage);
     tracing::info!(
-        request_id = ?rid.0, endpoint = %served.endpoint.id, model = %msg.model, attempts = trace.attempts.len(),
-        input_tokens = msg.usage.input_tokens, output_tokens = msg.usage.output_tokens, cost_eur = cost,
-        "message served"
+        request_id = ?rid.0, endpoint = %cand.endpoint.id, model = %cand.model.id, attempts,
+        input_tokens = msg.usage.input_tokens, output_tokens = msg.usage.output_tokens,
+        cost_eur = cost, "message served"
     );
-    let body = if want_trace {
-        serde_json::to_vec(&WithTrace {
-            msg: &msg,
-            relais: &trace,
-        })
-    } else {
-        serde_json::to_vec(&msg)
+    let body = match &mut trace {
+        Some(t) => {
+            let u = &msg.usage;
+            t.answered(
+                cand,
+                u.input_tokens + u.cache_creation_input_tokens,
+                u.cache_read_input_tokens,
+                u.output_tokens,
+            );
+            serde_json::to_vec(&WithTrace {
+                msg: &msg,
+                relais: t,
+            })
+        }
+        None => serde_json::to_vec(&msg),
     };
     let body = match body {
         Ok(b) => b,
@@ -406,33 +426,24 @@ fn whole_response(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    routing_headers(h, served, trace.attempts.len());
-    if let Ok(v) = HeaderValue::from_str(&model_header(&msg.model)) {
-        h.insert("x-relais-model", v);
-    }
+    routing_headers(h, cand, attempts);
     if let Ok(v) = HeaderValue::from_str(&format!("{cost:.8}")) {
         h.insert("x-relais-cost-eur", v);
     }
     resp
 }
 
-fn model_header(m: &str) -> String {
-    m.chars().filter(|c| c.is_ascii_graphic()).collect()
-}
-
-fn stream_response(c: Committed, served: &Served, attempts: usize) -> Response {
-    let model = model_header(&served.model);
+fn stream_response(c: Committed, attempts: u32) -> Response {
+    let mut h = HeaderMap::new();
+    routing_headers(&mut h, &c.candidate, attempts);
     let mut resp = Response::new(Body::from_stream(streaming::body(c)));
-    let h = resp.headers_mut();
-    h.insert(
+    let rh = resp.headers_mut();
+    rh.extend(h);
+    rh.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream; charset=utf-8"),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    routing_headers(h, served, attempts);
-    if let Ok(v) = HeaderValue::from_str(&model) {
-        h.insert("x-relais-model", v);
-    }
+    rh.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    rh.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
 }

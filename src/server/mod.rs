@@ -6,7 +6,6 @@ mod errors;
 mod info;
 mod messages;
 mod streaming;
-mod trace;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -184,11 +183,6 @@ impl IntoResponse for crate::router::RouteError {
 
 impl From<crate::router::RouteError> for ApiError {
     fn from(e: crate::router::RouteError) -> Self {
-        use crate::router::RouteError as R;
-        match &e {
-            R::ModelNotFound(_) | R::ModelUnavailable { .. } => ApiError::not_found(e.to_string()),
-            R::Denied(_) => ApiError::permission(e.to_string()),
-            R::NothingEligible { .. } => ApiError::invalid(e.to_string()),
-        }
+        e.api_error()
     }
 }

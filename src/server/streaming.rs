@@ -13,23 +13,23 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::messages::cost_eur;
-use super::trace::Trace;
 use crate::anthropic::{ErrorBody, StreamEvent, Usage};
-use crate::config::EndpointConfig;
 use crate::error::ApiError;
 use crate::provider::{EventStream, StreamItem};
-use crate::router::Router;
+use crate::router::{AttemptGuard, Candidate, Router, RoutingTrace};
 use crate::sse::encode_event;
 
 pub struct Committed {
     pub upstream: EventStream,
     pub buffered: VecDeque<StreamItem>,
     pub router: Arc<Router>,
-    pub endpoint: EndpointConfig,
+    pub candidate: Candidate,
+    /// Held until the stream ends: counts it in flight, and frees a breaker probe slot.
+    pub _guard: AttemptGuard,
     pub started: Instant,
     pub ttft: Duration,
     /// Present when the client asked for `include_metadata`.
-    pub trace: Option<Trace>,
+    pub trace: Option<RoutingTrace>,
     pub ping_interval: Duration,
     pub request_id: HeaderValue,
 }
@@ -58,12 +58,12 @@ pub fn body(c: Committed) -> impl Stream<Item = Result<Bytes, Infallible>> + Sen
             Ok(Some(Ok(item))) => Some((Ok(st.emit(item)), st)),
             Ok(Some(Err(e))) => {
                 st.done = true;
-                st.c.router.record_failure(&st.c.endpoint.id, &e);
+                st.c.router.record_failure(&st.c.candidate.endpoint.id, &e);
                 tracing::warn!(
-                    request_id = ?st.c.request_id, endpoint = %st.c.endpoint.id, kind = e.kind(), error = %e,
+                    request_id = ?st.c.request_id, endpoint = %st.c.candidate.endpoint.id, kind = e.kind(), error = %e,
                     "stream failed after it started"
                 );
-                let api = ApiError::from_upstream(&st.c.endpoint.provider.name, &e);
+                let api = ApiError::from_upstream(&st.c.candidate.endpoint.provider.name, &e);
                 let ev = StreamEvent::Error {
                     error: ErrorBody {
                         kind: api.error_type().to_owned(),
@@ -107,8 +107,13 @@ impl State {
                             self.usage.cache_creation_input_tokens = n;
                         }
                         if let Some(trace) = &mut self.c.trace {
-                            let cost = cost_eur(&self.c.endpoint, &self.usage);
-                            trace.finish(&trace.requested_model.clone(), self.usage, cost);
+                            let u = &self.usage;
+                            trace.answered(
+                                &self.c.candidate,
+                                u.input_tokens + u.cache_creation_input_tokens,
+                                u.cache_read_input_tokens,
+                                u.output_tokens,
+                            );
                             *relais = serde_json::to_value(&*trace).ok();
                         }
                     }
@@ -122,15 +127,15 @@ impl State {
     fn finish(&self) {
         let total = self.c.started.elapsed();
         self.c.router.record_success(
-            &self.c.endpoint.id,
+            &self.c.candidate.endpoint.id,
             self.c.ttft,
             self.usage.output_tokens,
             total,
         );
         tracing::info!(
-            request_id = ?self.c.request_id, endpoint = %self.c.endpoint.id,
+            request_id = ?self.c.request_id, endpoint = %self.c.candidate.endpoint.id,
             input_tokens = self.usage.input_tokens, output_tokens = self.usage.output_tokens,
-            cost_eur = cost_eur(&self.c.endpoint, &self.usage), total_ms = total.as_secs_f64() * 1e3,
+            cost_eur = cost_eur(&self.c.candidate, &self.usage), total_ms = total.as_secs_f64() * 1e3,
             "stream served"
         );
     }

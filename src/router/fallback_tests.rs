@@ -1,0 +1,228 @@
+//! Plan-level tests of model fallback, circuit breaking and retry-after through the router.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use super::tests::{ctx, excluded, fields, ids, rng, router, status};
+use super::*;
+
+const CHAIN: &str = r#"
+[routing]
+explore_probability = 0.0
+
+[[models]]
+id = "a"
+fallbacks = ["b", "c"]
+[[models.endpoints]]
+provider = "us"
+upstream_model = "a"
+
+[[models]]
+id = "b"
+fallbacks = ["a", "d"]
+[[models.endpoints]]
+provider = "eu"
+upstream_model = "b"
+
+[[models]]
+id = "c"
+aliases = ["cee"]
+fallbacks = ["b"]
+[[models.endpoints]]
+provider = "us2"
+upstream_model = "c"
+
+[[models]]
+id = "d"
+fallbacks = ["a"]
+[[models.endpoints]]
+provider = "eu"
+upstream_model = "d"
+"#;
+
+fn models(p: &Plan) -> Vec<(&str, bool)> {
+    p.candidates
+        .iter()
+        .map(|c| (c.model.id.as_str(), c.is_fallback_model))
+        .collect()
+}
+
+#[test]
+fn model_fallback_walks_the_chain_once_despite_cycles() {
+    let r = router(CHAIN);
+    let f = fields();
+    let p = r.plan_with_rng(&ctx("a", &f), &mut rng()).unwrap();
+    assert_eq!(
+        models(&p),
+        [("a", false), ("b", true), ("c", true), ("d", true)]
+    );
+    assert_eq!(p.models_considered, ["a", "b", "c", "d"]);
+
+    let off = RouterFields {
+        enable_model_fallback: Some(false),
+        ..fields()
+    };
+    let p = r.plan_with_rng(&ctx("a", &off), &mut rng()).unwrap();
+    assert_eq!(models(&p), [("a", false)]);
+
+    // `a` itself has no EU endpoint: only the fallbacks' EU endpoints, marked as fallbacks.
+    let eu = RouterFields {
+        eu_native: Some(true),
+        ..fields()
+    };
+    let p = r.plan_with_rng(&ctx("a", &eu), &mut rng()).unwrap();
+    assert_eq!(models(&p), [("b", true), ("d", true)]);
+    assert_eq!(excluded(&p.excluded, "us/a").0, Filter::EuNative);
+    assert_eq!(excluded(&p.excluded, "us2/c").0, Filter::EuNative);
+
+    // Without fallback, the same request has nothing eligible, and says so.
+    let eu_off = RouterFields {
+        enable_model_fallback: Some(false),
+        ..eu
+    };
+    let err = r.plan_with_rng(&ctx("a", &eu_off), &mut rng()).unwrap_err();
+    assert!(matches!(err, RouteError::NothingEligible { .. }), "{err}");
+}
+
+#[test]
+fn denied_fallback_models_are_skipped_but_walked_through() {
+    let r = router(CHAIN);
+    let mut key = ClientKey {
+        name: "k".into(),
+        digest: [0; 32],
+        policy: crate::config::KeyPolicy {
+            allow_quantization: true,
+            ..Default::default()
+        },
+    };
+    key.policy.denied_models.insert("b".into());
+    key.policy.denied_models.insert("cee".into());
+    let f = fields();
+    let mut c = ctx("a", &f);
+    c.key = Some(&key);
+    let p = r.plan_with_rng(&c, &mut rng()).unwrap();
+    assert_eq!(models(&p), [("a", false), ("d", true)]);
+    let denied: Vec<&str> = p
+        .excluded
+        .iter()
+        .filter(|e| e.filter == Filter::ModelDenied)
+        .map(|e| e.model.as_str())
+        .collect();
+    assert_eq!(denied, ["b", "c"]);
+}
+
+#[test]
+fn nothing_eligible_only_when_the_whole_chain_has_none() {
+    let r = router(CHAIN);
+    let f = RouterFields {
+        allowed_providers: Some(vec!["us2".into()]),
+        eu_native: Some(true),
+        ..fields()
+    };
+    let err = r.plan_with_rng(&ctx("a", &f), &mut rng()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("no endpoint of model `a` is eligible nor of its fallbacks (b, c, d): "),
+        "{msg}"
+    );
+}
+
+const TWO: &str = r#"
+[routing]
+explore_probability = 0.0
+breaker_failures = 2
+breaker_cooldown_s = 10
+
+[[models]]
+id = "m"
+[[models.endpoints]]
+provider = "us"
+upstream_model = "x"
+[[models.endpoints]]
+provider = "us2"
+upstream_model = "y"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn breaker_opens_half_opens_with_one_probe_and_closes() {
+    let r = router(TWO);
+    let f = fields();
+    let plan = || r.plan_with_rng(&ctx("m", &f), &mut rng());
+    r.record_failure("us/x", &status(500, None));
+    assert_eq!(plan().unwrap().candidates.len(), 2);
+    r.record_failure("us/x", &status(502, None));
+    let p = plan().unwrap();
+    assert_eq!(ids(&p), ["us2/y"]);
+    let (filter, reason) = excluded(&p.excluded, "us/x");
+    assert_eq!(filter, Filter::Availability);
+    assert!(reason.contains("circuit breaker open"), "{reason}");
+    assert!(r.start_attempt("us/x").is_err());
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(plan().unwrap().candidates.len(), 2);
+    let probe = r.start_attempt("us/x").unwrap();
+    assert!(probe.is_probe());
+    // While the probe runs, other requests neither plan nor start on it.
+    assert_eq!(ids(&plan().unwrap()), ["us2/y"]);
+    assert!(r.start_attempt("us/x").is_err());
+    let snap = r.snapshot();
+    assert_eq!(snap["endpoints"][0]["breaker"], "half_open");
+    assert_eq!(snap["endpoints"][0]["in_flight"], 1);
+    // The client goes away: the probe slot frees without an outcome.
+    drop(probe);
+    let probe = r.start_attempt("us/x").unwrap();
+    r.record_success(
+        "us/x",
+        Duration::from_millis(100),
+        50,
+        Duration::from_secs(1),
+    );
+    drop(probe);
+    assert_eq!(r.snapshot()["endpoints"][0]["breaker"], "closed");
+    let g = r.start_attempt("us/x").unwrap();
+    assert!(!g.is_probe());
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_makes_an_endpoint_unavailable_until_then() {
+    let r = router(TWO);
+    let f = fields();
+    r.record_failure("us/x", &status(429, Some(5)));
+    let p = r.plan_with_rng(&ctx("m", &f), &mut rng()).unwrap();
+    assert_eq!(ids(&p), ["us2/y"]);
+    let e = p.excluded.iter().find(|e| e.endpoint == "us/x").unwrap();
+    assert_eq!(e.retry_in_ms, Some(5_000));
+    assert_eq!(r.snapshot()["endpoints"][0]["retry_after_ms"], 5_000);
+
+    // Both unavailable: a 503 whose retry-after is the sooner of the two.
+    r.record_failure("us2/y", &status(503, Some(2)));
+    let err = r.plan_with_rng(&ctx("m", &f), &mut rng()).unwrap_err();
+    let api = err.api_error();
+    assert_eq!(api.status.as_u16(), 503);
+    assert_eq!(api.retry_after, Some(Duration::from_secs(2)));
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(
+        r.plan_with_rng(&ctx("m", &f), &mut rng())
+            .unwrap()
+            .candidates
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn client_faults_do_not_open_breakers() {
+    let r = router(TWO);
+    for _ in 0..5 {
+        r.record_failure("us/x", &status(400, None));
+    }
+    let f = fields();
+    assert_eq!(
+        r.plan_with_rng(&ctx("m", &f), &mut rng())
+            .unwrap()
+            .candidates
+            .len(),
+        2
+    );
+}

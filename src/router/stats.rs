@@ -1,0 +1,355 @@
+//! Live per-endpoint state: speed estimates learned from responses, outcome counters, the
+//! circuit breaker, and in-flight attempts.
+//!
+//! Lock-light by construction: the router's map from endpoint id to state is built once and
+//! never changes, and each endpoint has its own small `Mutex` held only for a few field
+//! updates (never across an await); the in-flight count is an atomic.
+//!
+//! Speed learning: an exponentially weighted moving average (EWMA) of time to first token
+//! and of decode rate (`output_tokens / (total - ttft)`). A configured prior
+//! (`prior_ttft_ms`, `prior_tokens_per_s`) counts as one sample; without one the defaults
+//! below are used and the first sample replaces them. Sample `n` (0-based) gets weight
+//! `max(ALPHA, 1 / (n + prior + 1))`: a plain mean over the first few samples, then an
+//! EWMA that forgets old behaviour with a horizon of about 1/ALPHA responses.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::breaker::{Breaker, BreakerState, Unavailable};
+use crate::config::EndpointConfig;
+
+/// EWMA weight of a new sample once warmed up.
+pub const ALPHA: f64 = 0.25;
+/// Assumed time to first token of an endpoint with neither samples nor a prior.
+pub const DEFAULT_TTFT_MS: f64 = 500.0;
+/// Assumed decode rate of an endpoint with neither samples nor a prior.
+pub const DEFAULT_TOKENS_PER_S: f64 = 50.0;
+/// Below this many output tokens, or 5 ms of decoding, a response says too little about
+/// the decode rate (one burst, or a non-streamed body whose "ttft" is the whole response).
+const MIN_DECODE_TOKENS: u64 = 16;
+const MIN_DECODE_TIME: Duration = Duration::from_millis(5);
+/// Weight of each outcome in the error-rate EWMA shown to operators.
+const ERROR_RATE_ALPHA: f64 = 0.1;
+
+/// One running average with its sample count.
+#[derive(Debug, Clone, Copy)]
+struct Ewma {
+    value: f64,
+    samples: u64,
+    prior_weight: u64,
+}
+
+impl Ewma {
+    fn new(prior: Option<f64>, default: f64) -> Self {
+        Ewma {
+            value: prior.unwrap_or(default),
+            samples: 0,
+            prior_weight: u64::from(prior.is_some()),
+        }
+    }
+
+    fn update(&mut self, x: f64) {
+        let n = (self.samples + self.prior_weight) as f64;
+        let w = ALPHA.max(1.0 / (n + 1.0));
+        self.value += w * (x - self.value);
+        self.samples += 1;
+    }
+}
+
+/// What ranking needs from the live state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SpeedEstimate {
+    pub ttft_ms: f64,
+    pub tokens_per_s: f64,
+    /// Successful responses seen (the TTFT sample count).
+    pub samples: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    breaker: Breaker,
+    ttft_ms: Ewma,
+    tokens_per_s: Ewma,
+    successes: u64,
+    failures: u64,
+    error_rate: f64,
+    last_error: Option<&'static str>,
+}
+
+#[derive(Debug)]
+pub(crate) struct EndpointState {
+    pub id: String,
+    pub provider: String,
+    pub models: Mutex<Vec<String>>,
+    in_flight: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+impl EndpointState {
+    pub(crate) fn new(ep: &EndpointConfig, breaker: Breaker) -> Self {
+        EndpointState {
+            id: ep.id.clone(),
+            provider: ep.provider.name.clone(),
+            models: Mutex::new(Vec::new()),
+            in_flight: AtomicU64::new(0),
+            inner: Mutex::new(Inner {
+                breaker,
+                ttft_ms: Ewma::new(ep.prior_ttft_ms, DEFAULT_TTFT_MS),
+                tokens_per_s: Ewma::new(
+                    ep.prior_tokens_per_s.filter(|v| *v > 0.0),
+                    DEFAULT_TOKENS_PER_S,
+                ),
+                successes: 0,
+                failures: 0,
+                error_rate: 0.0,
+                last_error: None,
+            }),
+        }
+    }
+
+    /// A poisoned lock only means a panic elsewhere mid-update of plain numbers: the data
+    /// is still usable, so recover it rather than take the router down.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn speed(&self) -> SpeedEstimate {
+        let g = self.lock();
+        SpeedEstimate {
+            ttft_ms: g.ttft_ms.value,
+            tokens_per_s: g.tokens_per_s.value,
+            samples: g.ttft_ms.samples,
+        }
+    }
+
+    pub(crate) fn check(&self, now: Instant) -> Result<(), Unavailable> {
+        self.lock().breaker.check(now)
+    }
+
+    pub(crate) fn admit(&self, now: Instant, id: u64) -> Result<bool, Unavailable> {
+        self.lock().breaker.admit(now, id)
+    }
+
+    pub(crate) fn record_success(&self, ttft: Duration, output_tokens: u64, total: Duration) {
+        let mut g = self.lock();
+        g.breaker.on_success();
+        g.successes += 1;
+        g.error_rate *= 1.0 - ERROR_RATE_ALPHA;
+        g.ttft_ms.update(ttft.as_secs_f64() * 1000.0);
+        let decode = total.saturating_sub(ttft);
+        if output_tokens >= MIN_DECODE_TOKENS && decode >= MIN_DECODE_TIME {
+            g.tokens_per_s
+                .update(output_tokens as f64 / decode.as_secs_f64());
+        }
+    }
+
+    pub(crate) fn record_failure(
+        &self,
+        now: Instant,
+        counts: bool,
+        retry_after: Option<Duration>,
+        kind: &'static str,
+    ) {
+        let mut g = self.lock();
+        g.breaker.on_failure(now, counts, retry_after);
+        g.failures += 1;
+        g.last_error = Some(kind);
+        if counts {
+            g.error_rate += ERROR_RATE_ALPHA * (1.0 - g.error_rate);
+        }
+    }
+
+    fn release_probe(&self, id: u64) {
+        self.lock().breaker.release_probe(id);
+    }
+
+    pub(crate) fn snapshot(&self, now: Instant) -> EndpointSnapshot {
+        let models = self
+            .models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let g = self.lock();
+        EndpointSnapshot {
+            id: self.id.clone(),
+            provider: self.provider.clone(),
+            models,
+            breaker: g.breaker.state(),
+            consecutive_failures: g.breaker.consecutive_failures(),
+            open_for_ms: g.breaker.open_for(now).map(|d| d.as_millis() as u64),
+            retry_after_ms: g.breaker.blocked_for(now).map(|d| d.as_millis() as u64),
+            ttft_ms: g.ttft_ms.value,
+            ttft_samples: g.ttft_ms.samples,
+            tokens_per_s: g.tokens_per_s.value,
+            decode_samples: g.tokens_per_s.samples,
+            successes: g.successes,
+            failures: g.failures,
+            error_rate: g.error_rate,
+            last_error: g.last_error,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One endpoint's live state, for the operator view (`Router::snapshot`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointSnapshot {
+    pub id: String,
+    pub provider: String,
+    /// Models that list this endpoint.
+    pub models: Vec<String>,
+    pub breaker: BreakerState,
+    pub consecutive_failures: u32,
+    /// While open: time until the next probe may go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_for_ms: Option<u64>,
+    /// While an upstream `retry-after` holds: time left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    pub ttft_ms: f64,
+    pub ttft_samples: u64,
+    pub tokens_per_s: f64,
+    pub decode_samples: u64,
+    pub successes: u64,
+    pub failures: u64,
+    /// EWMA (weight 0.1) of provider-fault failures over outcomes.
+    pub error_rate: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<&'static str>,
+    pub in_flight: u64,
+}
+
+/// One attempt on an endpoint in progress. Counts as in flight until dropped; if it holds
+/// the half-open probe and is dropped without an outcome being recorded (the client went
+/// away), the probe slot is freed.
+#[derive(Debug)]
+pub struct AttemptGuard {
+    state: Option<Arc<EndpointState>>,
+    id: u64,
+    probe: bool,
+    started: Instant,
+}
+
+impl AttemptGuard {
+    pub(crate) fn start(
+        state: Option<Arc<EndpointState>>,
+        id: u64,
+        probe: bool,
+        now: Instant,
+    ) -> Self {
+        if let Some(s) = &state {
+            s.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        AttemptGuard {
+            state,
+            id,
+            probe,
+            started: now,
+        }
+    }
+
+    /// Whether this attempt is the half-open breaker's probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// When the attempt was admitted (router clock).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        if let Some(s) = &self.state {
+            s.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if self.probe {
+                // No-op when an outcome was recorded: that already left the half-open state.
+                s.release_probe(self.id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::router::testutil::endpoint;
+
+    fn state(prior_ttft: Option<f64>, prior_tps: Option<f64>) -> EndpointState {
+        let mut ep = endpoint("p", "m");
+        ep.prior_ttft_ms = prior_ttft;
+        ep.prior_tokens_per_s = prior_tps;
+        EndpointState::new(&ep, Breaker::new(3, Duration::from_secs(30)))
+    }
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn defaults_are_replaced_by_the_first_sample() {
+        let s = state(None, None);
+        assert_eq!(s.speed().ttft_ms, DEFAULT_TTFT_MS);
+        assert_eq!(s.speed().tokens_per_s, DEFAULT_TOKENS_PER_S);
+        // 200 ms to first token, 100 tokens in 1 s after it.
+        s.record_success(ms(200), 100, ms(1_200));
+        let sp = s.speed();
+        assert!((sp.ttft_ms - 200.0).abs() < 1e-9);
+        assert!((sp.tokens_per_s - 100.0).abs() < 1e-9);
+        assert_eq!(sp.samples, 1);
+    }
+
+    #[test]
+    fn a_prior_counts_as_one_sample_then_ewma() {
+        let s = state(Some(1_000.0), Some(10.0));
+        s.record_success(ms(200), 100, ms(1_200));
+        let sp = s.speed();
+        assert!((sp.ttft_ms - 600.0).abs() < 1e-9, "{sp:?}");
+        assert!((sp.tokens_per_s - 55.0).abs() < 1e-9);
+        // Many samples: converges to the live value, the prior forgotten.
+        for _ in 0..60 {
+            s.record_success(ms(200), 100, ms(1_200));
+        }
+        assert!((s.speed().ttft_ms - 200.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn short_or_unstreamed_responses_do_not_move_the_decode_rate() {
+        let s = state(None, Some(40.0));
+        s.record_success(ms(300), 5, ms(400));
+        s.record_success(ms(300), 500, ms(300));
+        assert_eq!(s.speed().tokens_per_s, 40.0);
+        assert_eq!(s.speed().samples, 2);
+    }
+
+    #[test]
+    fn in_flight_follows_guards() {
+        let s = Arc::new(state(None, None));
+        let now = Instant::now();
+        let a = AttemptGuard::start(Some(s.clone()), 1, false, now);
+        let b = AttemptGuard::start(Some(s.clone()), 2, false, now);
+        assert_eq!(s.snapshot(now).in_flight, 2);
+        drop(a);
+        assert_eq!(s.snapshot(now).in_flight, 1);
+        drop(b);
+        assert_eq!(s.snapshot(now).in_flight, 0);
+    }
+
+    #[test]
+    fn error_rate_tracks_provider_faults() {
+        let s = state(None, None);
+        let now = Instant::now();
+        s.record_failure(now, true, None, "upstream_5xx");
+        s.record_failure(now, false, None, "upstream_4xx");
+        let snap = s.snapshot(now);
+        assert!((snap.error_rate - 0.1).abs() < 1e-9);
+        assert_eq!(snap.failures, 2);
+        assert_eq!(snap.last_error, Some("upstream_4xx"));
+    }
+}

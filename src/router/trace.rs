@@ -1,0 +1,199 @@
+//! The routing trace returned with `include_metadata: true`: the plan (built here from a
+//! `Plan`) plus the attempts, which only the server sees and appends.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::filter::{Clamp, Exclusion};
+use super::policy::EffectivePolicy;
+use super::rank::Score;
+use super::{Candidate, Plan};
+use crate::error::UpstreamError;
+
+/// How scores are made comparable across candidates (see `rank`).
+pub const NORMALISATION: &str = "divide_by_max";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanTrace {
+    /// The model name the client sent (id or alias).
+    pub requested_model: String,
+    /// The model it resolved to.
+    pub model: String,
+    pub policy: EffectivePolicy,
+    pub blend: Blend,
+    pub est_input_tokens: u64,
+    pub requested_max_tokens: u64,
+    /// Models whose endpoints were considered, primary first.
+    pub models_considered: Vec<String>,
+    /// In the order they will be tried.
+    pub candidates: Vec<CandidateTrace>,
+    pub excluded: Vec<Exclusion>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Blend {
+    pub speed_weight: f64,
+    pub cost_weight: f64,
+    pub normalisation: &'static str,
+    pub near_equal_margin: f64,
+    /// `routing.expected_output_tokens`: the cap on output tokens assumed for predictions.
+    pub expected_output_tokens_cap: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateTrace {
+    pub rank: usize,
+    pub model: String,
+    pub endpoint: String,
+    pub provider: String,
+    pub is_fallback_model: bool,
+    /// The `max_tokens` sent to this endpoint.
+    pub max_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clamp: Option<Clamp>,
+    #[serde(flatten)]
+    pub score: Score,
+}
+
+impl Plan {
+    pub fn trace(&self) -> PlanTrace {
+        PlanTrace {
+            requested_model: self.requested_model.clone(),
+            model: self.model.clone(),
+            policy: self.policy.clone(),
+            blend: Blend {
+                speed_weight: self.weights.speed,
+                cost_weight: self.weights.cost,
+                normalisation: NORMALISATION,
+                near_equal_margin: self.near_equal_margin,
+                expected_output_tokens_cap: self.expected_output_tokens_cap,
+            },
+            est_input_tokens: self.est_input_tokens,
+            requested_max_tokens: self.requested_max_tokens,
+            models_considered: self.models_considered.clone(),
+            candidates: self
+                .candidates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| CandidateTrace {
+                    rank: i + 1,
+                    model: c.model.id.clone(),
+                    endpoint: c.endpoint.id.clone(),
+                    provider: c.endpoint.provider.name.clone(),
+                    is_fallback_model: c.is_fallback_model,
+                    max_tokens: c.max_tokens,
+                    clamp: c.clamp,
+                    score: c.score.clone(),
+                })
+                .collect(),
+            excluded: self.excluded.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Ok,
+    Error,
+    /// Not tried: `permits` refused it or `start_attempt` found it unavailable.
+    Skipped,
+}
+
+/// One attempt, as the server saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptTrace {
+    pub model: String,
+    pub endpoint: String,
+    pub outcome: AttemptOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+}
+
+impl AttemptTrace {
+    pub fn ok(c: &Candidate, latency: Duration, ttft: Option<Duration>) -> Self {
+        AttemptTrace {
+            model: c.model.id.clone(),
+            endpoint: c.endpoint.id.clone(),
+            outcome: AttemptOutcome::Ok,
+            error_kind: None,
+            error: None,
+            retryable: None,
+            latency_ms: ms(latency),
+            ttft_ms: ttft.map(ms),
+        }
+    }
+
+    pub fn failed(c: &Candidate, err: &UpstreamError, latency: Duration) -> Self {
+        AttemptTrace {
+            model: c.model.id.clone(),
+            endpoint: c.endpoint.id.clone(),
+            outcome: AttemptOutcome::Error,
+            error_kind: Some(err.kind()),
+            error: Some(err.to_string()),
+            retryable: Some(err.retryable()),
+            latency_ms: ms(latency),
+            ttft_ms: None,
+        }
+    }
+
+    pub fn skipped(c: &Candidate, reason: impl Into<String>) -> Self {
+        AttemptTrace {
+            model: c.model.id.clone(),
+            endpoint: c.endpoint.id.clone(),
+            outcome: AttemptOutcome::Skipped,
+            error_kind: None,
+            error: Some(reason.into()),
+            retryable: None,
+            latency_ms: 0.0,
+            ttft_ms: None,
+        }
+    }
+}
+
+/// The whole trace: the plan, the attempts, and what the answer cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutingTrace {
+    #[serde(flatten)]
+    pub plan: PlanTrace,
+    pub attempts: Vec<AttemptTrace>,
+    /// The model that answered (differs from `model` after a model fallback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_by_model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_by_endpoint: Option<String>,
+    /// From the answering endpoint's prices and the usage it reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_eur: Option<f64>,
+}
+
+impl RoutingTrace {
+    pub fn new(plan: &Plan) -> Self {
+        RoutingTrace {
+            plan: plan.trace(),
+            attempts: Vec::new(),
+            answered_by_model: None,
+            answered_by_endpoint: None,
+            cost_eur: None,
+        }
+    }
+
+    /// Records the answer: which candidate, and its cost for the reported usage.
+    pub fn answered(&mut self, c: &Candidate, input: u64, cached_input: u64, output: u64) {
+        self.answered_by_model = Some(c.model.id.clone());
+        self.answered_by_endpoint = Some(c.endpoint.id.clone());
+        self.cost_eur = Some(c.cost_eur(input, cached_input, output));
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

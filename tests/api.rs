@@ -478,3 +478,38 @@ async fn models_list_and_get_shapes() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn idle_stream_gets_ping_events() {
+    let fake = FakeUpstream::start().await;
+    let frames = openai::text_stream(&["slow", " answer"]);
+    let n = frames.len();
+    fake.push(Reply::Sse {
+        frames: frames
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let d = if i == 2 || i == n - 3 { 700 } else { 0 };
+                (std::time::Duration::from_millis(d), f)
+            })
+            .collect(),
+        end: StreamEnd::Close,
+    });
+    let relais = Relais::with_fake(
+        &fake,
+        &Opts {
+            ping_interval_s: 0.2,
+            ..Opts::default()
+        },
+    )
+    .await;
+    let (status, _, text) = read_sse(relais.messages(&stream_body("hi")).await).await;
+    assert_eq!(status, 200, "{text}");
+    let events = parse_sse(&text);
+    assert!(
+        events.iter().any(|e| e.name == "ping"),
+        "no ping during 700 ms of silence with ping_interval 0.2 s: {text}"
+    );
+    let blocks = assert_stream_grammar(&events);
+    assert_eq!(blocks[0].1, "slow answer");
+}

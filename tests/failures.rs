@@ -356,3 +356,96 @@ async fn upstream_connection_refused_is_502() {
     expect_error(relais.messages(&simple_body("hi")).await, 502, "api_error").await;
     assert!(t.elapsed() < Duration::from_secs(3));
 }
+
+/// Two providers serving the same model: `a` is free and `b` expensive, so that with
+/// `preference: "cost"` (and no exploration) `a` is always tried first.
+async fn two_providers(a: &FakeUpstream, b: &FakeUpstream) -> Relais {
+    let mut toml = format!(
+        r#"
+[routing]
+total_timeout_s = 10
+max_attempts = 3
+explore_probability = 0
+
+[[keys]]
+name = "test"
+key = "{CLIENT_KEY}"
+"#
+    );
+    for (name, fake) in [("a", a), ("b", b)] {
+        toml.push_str(&format!(
+            r#"
+[providers.{name}]
+api = "openai"
+base_url = "{}"
+api_key_env = "{UPSTREAM_KEY_ENV}"
+first_byte_timeout_s = 1
+idle_timeout_s = 1
+"#,
+            fake.base_url()
+        ));
+    }
+    toml.push_str(&format!("\n[[models]]\nid = \"{MODEL}\"\n"));
+    for (name, price) in [("a", 0.0), ("b", 10.0)] {
+        toml.push_str(&format!(
+            "\n[[models.endpoints]]\nprovider = \"{name}\"\nupstream_model = \"{UPSTREAM_MODEL}\"\n\
+             price_input_per_mtok = {price}\nprice_output_per_mtok = {price}\n"
+        ));
+    }
+    Relais::start(&toml).await
+}
+
+fn cheapest_first(mut body: serde_json::Value) -> serde_json::Value {
+    body["preference"] = json!("cost");
+    body
+}
+
+#[tokio::test]
+async fn provider_5xx_falls_back_to_the_next_provider() {
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    a.set_default(Reply::error(500, json!({"error": {"message": "down"}})));
+    b.set_default(Reply::json(openai::chat_response("from the survivor")));
+    let relais = two_providers(&a, &b).await;
+    let (status, h, v) = json_of(relais.messages(&cheapest_first(simple_body("hi"))).await).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["content"][0]["text"], "from the survivor");
+    assert_eq!((a.request_count(), b.request_count()), (1, 1));
+    assert_eq!(header(&h, "x-relais-attempts"), Some("2"));
+}
+
+#[tokio::test]
+async fn stream_failing_before_content_falls_back() {
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    a.set_default(Reply::raw(200, "text/event-stream", b""));
+    b.set_default(Reply::sse(openai::text_stream(&["fall", "back"])));
+    let relais = two_providers(&a, &b).await;
+    let (status, _, text) =
+        read_sse(relais.messages(&cheapest_first(stream_body("hi"))).await).await;
+    assert_eq!(status, 200, "{text}");
+    let blocks = assert_stream_grammar(&parse_sse(&text));
+    assert_eq!(blocks[0].1, "fallback");
+    assert_eq!((a.request_count(), b.request_count()), (1, 1));
+}
+
+#[tokio::test]
+async fn client_fault_400_does_not_fall_back() {
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    a.set_default(Reply::error(
+        400,
+        json!({"error": {"message": "bad tool schema"}}),
+    ));
+    b.set_default(Reply::json(openai::chat_response("should not be asked")));
+    let relais = two_providers(&a, &b).await;
+    let msg = expect_error(
+        relais.messages(&cheapest_first(simple_body("hi"))).await,
+        400,
+        "invalid_request_error",
+    )
+    .await;
+    assert!(msg.contains("bad tool schema"), "{msg}");
+    assert_eq!(
+        (a.request_count(), b.request_count()),
+        (1, 0),
+        "a 400 is the request's fault"
+    );
+}

@@ -484,3 +484,136 @@ async fn stream_chunks_split_across_reads_and_delays() {
     let blocks = assert_stream_grammar(&parse_sse(&text));
     assert_eq!(blocks[0].1, "αβγ δ!");
 }
+
+#[tokio::test]
+async fn claude_code_request_end_to_end() {
+    // The real Claude Code request (body as captured; headers as Claude Code sends them).
+    let body: Value =
+        serde_json::from_str(include_str!("fixtures/translate/claude-code-request.json")).unwrap();
+    assert_eq!(body["stream"], true);
+    let fake = FakeUpstream::start().await;
+    fake.push(Reply::sse(openai::text_stream(&["Hi", "!"])));
+    let relais = Relais::with_fake(&fake, &Opts::default()).await;
+    let head = relais.client.head(relais.url("/")).send().await.unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    let resp = relais
+        .client
+        .post(relais.url("/v1/messages?beta=true"))
+        .header("x-api-key", CLIENT_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .header(
+            "anthropic-beta",
+            "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27",
+        )
+        .header("anthropic-dangerous-direct-browser-access", "true")
+        .header("x-app", "cli")
+        .header("user-agent", "claude-cli/2.1.197 (external, sdk-cli)")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, text) = read_sse(resp).await;
+    assert_eq!(status, 200, "{text}");
+    let blocks = assert_stream_grammar(&parse_sse(&text));
+    assert_eq!(blocks[0].1, "Hi!");
+    let sent = fake.only_request().json().clone();
+    assert_eq!(sent["tools"].as_array().map(Vec::len), Some(24));
+    assert_eq!(sent["stream"], true);
+    assert!(sent["max_tokens"].as_u64().unwrap() > 0);
+    let msgs = sent["messages"].as_array().unwrap();
+    assert_eq!(msgs[0]["role"], "system", "the system blocks come first");
+    // Claude Code's mid-conversation system message stays in place, as a system message.
+    assert_eq!(msgs.last().unwrap()["role"], "system");
+    assert_eq!(msgs[1]["role"], "user");
+    for k in [
+        "thinking",
+        "context_management",
+        "output_config",
+        "metadata",
+    ] {
+        assert!(sent.get(k).is_none(), "{k} is Anthropic-only");
+    }
+}
+
+#[tokio::test]
+async fn assistant_tool_use_only_has_empty_string_content() {
+    // llama.cpp answers HTTP 500 to an assistant message with tool_calls and content null.
+    let fake = FakeUpstream::start().await;
+    fake.push(Reply::json(openai::chat_response("ok")));
+    let relais = Relais::with_fake(&fake, &Opts::default()).await;
+    let body = json!({"model": MODEL, "max_tokens": 16, "tools": [weather_tool()],
+    "messages": [
+        {"role": "user", "content": "Paris?"},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": "sunny", "is_error": false}]}
+    ]});
+    let (status, _, v) = json_of(relais.messages(&body).await).await;
+    assert_eq!(status, 200, "{v}");
+    let sent = fake.only_request().json().clone();
+    assert_eq!(sent["messages"][1]["content"], "", "{sent}");
+    assert_eq!(sent["messages"][2]["role"], "tool");
+}
+
+#[tokio::test]
+async fn max_tokens_clamped_to_endpoint_limit() {
+    let fake = FakeUpstream::start().await;
+    fake.push(Reply::json(openai::chat_response("ok")));
+    let toml = config(&fake.base_url(), &Opts::default()).replace(
+        &format!("upstream_model = \"{UPSTREAM_MODEL}\""),
+        &format!("upstream_model = \"{UPSTREAM_MODEL}\"\nmax_output_tokens = 100"),
+    );
+    let relais = Relais::start(&toml).await;
+    let mut body = simple_body("hi");
+    body["max_tokens"] = json!(32000);
+    let (status, _, v) = json_of(relais.messages(&body).await).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(fake.only_request().json()["max_tokens"], 100);
+}
+
+#[tokio::test]
+async fn stream_finish_reasons_map_to_stop_reasons() {
+    for (finish, extra, stops, expected, expected_seq) in [
+        ("length", json!({}), json!(null), "max_tokens", json!(null)),
+        (
+            "stop",
+            json!({"stop_reason": "END"}),
+            json!(["END"]),
+            "stop_sequence",
+            json!("END"),
+        ),
+    ] {
+        let fake = FakeUpstream::start().await;
+        let mut last = openai::chunk(json!({}), Some(finish));
+        for (k, v) in extra.as_object().unwrap() {
+            last["choices"][0][k] = v.clone();
+        }
+        fake.push(Reply::sse(vec![
+            openai::frame(&openai::chunk(
+                json!({"role": "assistant", "content": "a b"}),
+                None,
+            )),
+            openai::frame(&last),
+            openai::done(),
+        ]));
+        let relais = Relais::with_fake(&fake, &Opts::default()).await;
+        let mut body = stream_body("hi");
+        if !stops.is_null() {
+            body["stop_sequences"] = stops;
+        }
+        let (status, _, text) = read_sse(relais.messages(&body).await).await;
+        assert_eq!(status, 200, "{text}");
+        let events = parse_sse(&text);
+        assert_stream_grammar(&events);
+        let md = events.iter().find(|e| e.name == "message_delta").unwrap();
+        assert_eq!(
+            md.data["delta"]["stop_reason"], expected,
+            "{finish}: {text}"
+        );
+        assert_eq!(
+            md.data["delta"]["stop_sequence"], expected_seq,
+            "{finish}: {text}"
+        );
+    }
+}

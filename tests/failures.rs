@@ -92,16 +92,31 @@ async fn upstream_hang_is_504_within_first_byte_timeout() {
     let fake = FakeUpstream::start().await;
     fake.set_default(Reply::Hang);
     let relais = Relais::with_fake(&fake, &fast()).await;
-    for body in [simple_body("hi"), stream_body("hi")] {
-        let t = Instant::now();
-        let resp = relais.messages(&body).await;
-        let took = t.elapsed();
-        assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
-            "answered after {took:?}, first_byte_timeout is 1 s"
-        );
-        expect_error(resp, 504, "timeout_error").await;
-    }
+    let t = Instant::now();
+    let resp = relais.messages(&stream_body("hi")).await;
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "answered after {took:?}, first_byte_timeout is 1 s"
+    );
+    expect_error(resp, 504, "timeout_error").await;
+}
+
+#[tokio::test]
+async fn upstream_hang_non_stream_is_504_within_the_deadline() {
+    // Non-streaming: the head comes only after the whole generation, so the bound is the
+    // routing deadline (5 s here) at most; the first-byte timeout (1 s) at least.
+    let fake = FakeUpstream::start().await;
+    fake.set_default(Reply::Hang);
+    let relais = Relais::with_fake(&fake, &fast()).await;
+    let t = Instant::now();
+    let resp = relais.messages(&simple_body("hi")).await;
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(6500),
+        "answered after {took:?}; first_byte_timeout 1 s, total_timeout 5 s"
+    );
+    expect_error(resp, 504, "timeout_error").await;
 }
 
 #[tokio::test]
@@ -448,4 +463,21 @@ async fn client_fault_400_does_not_fall_back() {
         (1, 0),
         "a 400 is the request's fault"
     );
+}
+
+#[tokio::test]
+async fn slow_non_stream_generation_within_total_deadline_succeeds() {
+    // OpenAI-compatible servers send a non-streaming response's head only when the whole
+    // generation is done, so the head of a long answer comes late. Relais's own fallback
+    // loop gives non-streaming answers "the whole deadline" (routing.total_timeout_s), not
+    // the first-byte timeout meant for streams.
+    let fake = FakeUpstream::start().await;
+    fake.push(Reply::Delayed(
+        Duration::from_millis(1500),
+        Box::new(Reply::json(openai::chat_response("a long answer"))),
+    ));
+    let relais = Relais::with_fake(&fake, &fast()).await; // first byte 1 s, total 5 s
+    let (status, _, v) = json_of(relais.messages(&simple_body("hi")).await).await;
+    assert_eq!(status, 200, "a 1.5 s generation within a 5 s deadline: {v}");
+    assert_eq!(v["content"][0]["text"], "a long answer");
 }

@@ -55,6 +55,9 @@ pub enum Reply {
     Hang,
     /// A 200 `application/json` head, then a space every interval, never finishing.
     TrickleJson(Duration),
+    /// Waits, then answers as the inner reply (e.g. a non-streaming server that sends its
+    /// response head only once the whole generation is done).
+    Delayed(Duration, Box<Reply>),
 }
 
 impl Reply {
@@ -292,6 +295,13 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         inner: inner.clone(),
         completed: AtomicBool::new(false),
     };
+    let reply = match reply {
+        Reply::Delayed(d, r) => {
+            tokio::time::sleep(d).await;
+            *r
+        }
+        r => r,
+    };
     match reply {
         Reply::Json {
             status,
@@ -314,6 +324,15 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         } => {
             guard.complete();
             respond(status, &content_type, Body::from(body), &headers)
+        }
+        Reply::Delayed(..) => {
+            guard.complete();
+            respond(
+                500,
+                "text/plain",
+                Body::from("fake upstream: nested Delayed"),
+                &[],
+            )
         }
         Reply::Hang => {
             let _guard = guard;

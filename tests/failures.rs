@@ -481,3 +481,33 @@ async fn slow_non_stream_generation_within_total_deadline_succeeds() {
     assert_eq!(status, 200, "a 1.5 s generation within a 5 s deadline: {v}");
     assert_eq!(v["content"][0]["text"], "a long answer");
 }
+
+#[tokio::test]
+async fn open_breaker_answers_fast_without_calling_the_upstream() {
+    let fake = FakeUpstream::start().await;
+    fake.set_default(Reply::error(500, json!({"error": {"message": "down"}})));
+    let relais = Relais::with_fake(
+        &fake,
+        &Opts {
+            breaker_failures: 2,
+            ..fast()
+        },
+    )
+    .await;
+    for _ in 0..2 {
+        expect_error(relais.messages(&simple_body("hi")).await, 502, "api_error").await;
+    }
+    let t = Instant::now();
+    let resp = relais.messages(&simple_body("hi")).await;
+    let status = resp.status().as_u16();
+    assert!((500..600).contains(&status), "got {status}");
+    let (_, h, v) = json_of(resp).await;
+    assert_eq!(v["type"], "error", "{v}");
+    assert!(h.get("request-id").is_some());
+    assert!(t.elapsed() < Duration::from_millis(500));
+    assert_eq!(
+        fake.request_count(),
+        2,
+        "an open breaker keeps requests off the upstream"
+    );
+}

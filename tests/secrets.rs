@@ -68,6 +68,11 @@ async fn exercise(relais_base: &str, fake: &FakeUpstream) -> Vec<String> {
             resp.text().await.unwrap()
         ));
     }
+    assert_eq!(
+        fake.request_count(),
+        n,
+        "every case must reach the upstream, or the test proves nothing"
+    );
     for (name, value) in [
         ("x-api-key", WRONG_KEY.to_owned()),
         ("authorization", format!("Bearer {WRONG_KEY}")),

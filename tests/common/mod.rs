@@ -36,6 +36,8 @@ pub struct Opts {
     pub max_body_bytes: u64,
     pub max_attempts: u32,
     pub ping_interval_s: f64,
+    /// High by default so that tests of repeated failures reach the upstream every time.
+    pub breaker_failures: u32,
 }
 
 impl Default for Opts {
@@ -48,6 +50,7 @@ impl Default for Opts {
             max_body_bytes: 64 * 1024,
             max_attempts: 1,
             ping_interval_s: 30.0,
+            breaker_failures: 100,
         }
     }
 }
@@ -67,6 +70,8 @@ shutdown_grace_s = 1
 [routing]
 total_timeout_s = {total}
 max_attempts = {attempts}
+breaker_failures = {breaker}
+explore_probability = 0
 
 [[keys]]
 name = "test"
@@ -93,6 +98,7 @@ upstream_model = "{UPSTREAM_MODEL}"
         ping = o.ping_interval_s,
         total = o.total_timeout_s,
         attempts = o.max_attempts,
+        breaker = o.breaker_failures,
         api = o.api,
         fb = o.first_byte_timeout_s,
         idle = o.idle_timeout_s,

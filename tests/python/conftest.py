@@ -105,6 +105,8 @@ shutdown_grace_s = 2
 [routing]
 total_timeout_s = 120
 max_attempts = 1
+breaker_failures = 100
+explore_probability = 0
 
 [[keys]]
 name = "pytest"

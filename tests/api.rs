@@ -513,3 +513,93 @@ async fn idle_stream_gets_ping_events() {
     let blocks = assert_stream_grammar(&events);
     assert_eq!(blocks[0].1, "slow answer");
 }
+
+#[tokio::test]
+async fn concurrent_streams_all_complete() {
+    let fake = FakeUpstream::start().await;
+    let frames: Vec<(std::time::Duration, String)> = openai::text_stream(&["a", "b", "c"])
+        .into_iter()
+        .map(|f| (std::time::Duration::from_millis(20), f))
+        .collect();
+    fake.set_default(Reply::Sse {
+        frames,
+        end: StreamEnd::Close,
+    });
+    let relais = Relais::with_fake(&fake, &Opts::default()).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let client = relais.client.clone();
+        let url = relais.url("/v1/messages");
+        tasks.push(tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .header("x-api-key", CLIENT_KEY)
+                .json(&stream_body(&format!("hi {i}")))
+                .send()
+                .await
+                .unwrap();
+            read_sse(resp).await
+        }));
+    }
+    for t in tasks {
+        let (status, _, text) = t.await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(assert_stream_grammar(&parse_sse(&text))[0].1, "abc");
+    }
+    assert_eq!(fake.request_count(), 16);
+}
+
+#[tokio::test]
+async fn crlf_upstream_stream_decodes() {
+    let fake = FakeUpstream::start().await;
+    let frames = openai::text_stream(&["cr", "lf"])
+        .into_iter()
+        .map(|f| f.replace('\n', "\r\n"))
+        .collect();
+    fake.push(Reply::sse(frames));
+    let relais = Relais::with_fake(&fake, &Opts::default()).await;
+    let (status, _, text) = read_sse(relais.messages(&stream_body("hi")).await).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(assert_stream_grammar(&parse_sse(&text))[0].1, "crlf");
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_stream_finish() {
+    let fake = FakeUpstream::start().await;
+    let frames: Vec<(std::time::Duration, String)> =
+        openai::text_stream(&["one", " two", " three"])
+            .into_iter()
+            .map(|f| (std::time::Duration::from_millis(150), f))
+            .collect();
+    fake.push(Reply::Sse {
+        frames,
+        end: StreamEnd::Close,
+    });
+    let relais = Relais::with_fake(&fake, &Opts::default()).await;
+    let client = relais.client.clone();
+    let base = relais.base.clone();
+    let resp = relais.messages(&stream_body("hi")).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let reader = tokio::spawn(read_sse(resp));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(relais.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // No new connections once shutdown has begun.
+    let refused = client
+        .post(format!("{base}/v1/messages"))
+        .header("x-api-key", CLIENT_KEY)
+        .json(&simple_body("late"))
+        .send()
+        .await;
+    assert!(refused.is_err() || refused.unwrap().status().as_u16() == 503);
+    let (_, _, text) = reader.await.unwrap();
+    let blocks = assert_stream_grammar(&parse_sse(&text));
+    assert_eq!(
+        blocks[0].1, "one two three",
+        "the in-flight stream ran to its end"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(5), stopping)
+        .await
+        .expect("shutdown finished")
+        .unwrap();
+}

@@ -4,11 +4,17 @@
 #   2. Rust unit and in-process integration tests (fake upstreams), with nextest
 #   3. the real-client suite in tests/python: the official `anthropic` SDK against a fake
 #      upstream and against the real SmolLM2 model on llama.cpp, and Claude Code headless.
-# Pieces of step 3 whose tools are missing are skipped locally; with RELAIS_REQUIRE_ALL=1
-# (set by .ci/run) they fail instead. Install them with .ci/run or scripts/setup-llm.sh.
+# It first installs what the tests need (scripts/install-test-deps.sh: the llama.cpp server
+# and model, the SDK venv, Claude Code; cached, so only the first run is slow). Set
+# RELAIS_SKIP_INSTALL=1 to skip that; pieces whose tools are then missing are skipped,
+# unless RELAIS_REQUIRE_ALL=1 (set by .ci/run) makes them fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${RELAIS_CACHE:-$HOME/.cache/relais}"
+if [ "${RELAIS_SKIP_INSTALL:-0}" != 1 ]; then
+  scripts/install-test-deps.sh
+fi
+export RELAIS_CLAUDE_DIR="${RELAIS_CLAUDE_DIR:-$CACHE/claude}"
 PY="${RELAIS_PY_VENV:-$CACHE/py-venv}/bin/python"
 failed=()
 

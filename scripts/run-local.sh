@@ -14,7 +14,7 @@ cargo build --release --quiet
 LLM_PID=$!
 trap 'kill $LLM_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do
-  if curl -sf "http://127.0.0.1:$LLM_PORT/v1/models" >/dev/null; then break; fi
+  if "$VENV/bin/python" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$LLM_PORT/v1/models', timeout=1)" 2>/dev/null; then break; fi
   if ! kill -0 $LLM_PID 2>/dev/null; then echo "llama.cpp server died; see /tmp/relais-llm.log" >&2; exit 1; fi
   sleep 0.5
 done

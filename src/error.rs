@@ -37,6 +37,9 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("stream ended before it finished")]
     Truncated,
+    /// The provider reported a failure inside its stream (an `error` event or chunk).
+    #[error("error reported mid-stream: {0}")]
+    Reported(String),
     #[error("transport error: {0}")]
     Transport(String),
 }
@@ -67,6 +70,19 @@ impl UpstreamError {
         }
     }
 
+    /// What a client may be told. Provider messages can quote credentials or internals,
+    /// so for provider faults only the kind of failure is passed on (operators see the
+    /// full, redacted message in the logs and traces).
+    pub fn public_detail(&self) -> String {
+        match self {
+            UpstreamError::Status { status, .. } => format!("HTTP {status}"),
+            UpstreamError::Reported(_) => "it reported an error mid-stream".to_owned(),
+            UpstreamError::Protocol(_) => "it sent an invalid response".to_owned(),
+            UpstreamError::Transport(_) => "the connection failed".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
     /// Low-cardinality kind for metrics and traces.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -80,6 +96,7 @@ impl UpstreamError {
             UpstreamError::Status { .. } => "upstream_4xx",
             UpstreamError::Protocol(_) => "protocol",
             UpstreamError::Truncated => "truncated",
+            UpstreamError::Reported(_) => "stream_error",
             UpstreamError::Transport(_) => "transport",
         }
     }
@@ -162,7 +179,10 @@ impl ApiError {
             UpstreamError::FirstByteTimeout(_) | UpstreamError::IdleTimeout(_) => {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, format!("provider `{provider}` timed out: {err}"))
             }
-            _ => Self::new(StatusCode::BAD_GATEWAY, format!("provider `{provider}` failed: {err}")),
+            _ => Self::new(
+                StatusCode::BAD_GATEWAY,
+                format!("provider `{provider}` failed: {}", err.public_detail()),
+            ),
         };
         e.retry_after = err.retry_after();
         e

@@ -129,9 +129,14 @@ impl Provider for AnthropicProvider {
         call: &'a UpstreamCall<'a>,
     ) -> BoxFuture<'a, Result<MessagesResponse, UpstreamError>> {
         Box::pin(async move {
-            let resp = http::send(self.request(call, false)?, self.cfg.first_byte_timeout).await?;
+            let resp = http::send_whole(self.request(call, false)?).await?;
             if !resp.status().is_success() {
-                return Err(http::status_error(resp, self.cfg.idle_timeout).await);
+                return Err(http::status_error(
+                    resp,
+                    self.cfg.idle_timeout,
+                    self.cfg.api_key.as_ref(),
+                )
+                .await);
             }
             let body =
                 http::read_body(resp, http::MAX_RESPONSE_BODY, self.cfg.idle_timeout).await?;
@@ -149,12 +154,17 @@ impl Provider for AnthropicProvider {
         Box::pin(async move {
             let resp = http::send(self.request(call, true)?, self.cfg.first_byte_timeout).await?;
             if !resp.status().is_success() {
-                return Err(http::status_error(resp, self.cfg.idle_timeout).await);
+                return Err(http::status_error(
+                    resp,
+                    self.cfg.idle_timeout,
+                    self.cfg.api_key.as_ref(),
+                )
+                .await);
             }
             let s: EventStream = Box::pin(passthrough(
                 resp,
                 call.served_model.to_owned(),
-                self.cfg.idle_timeout,
+                self.cfg.clone(),
             ));
             Ok(s)
         })
@@ -165,6 +175,7 @@ struct State<S> {
     body: S,
     decoder: SseDecoder,
     served_model: String,
+    cfg: Arc<ProviderConfig>,
     idle: Duration,
     stopped: bool,
     finished: bool,
@@ -174,13 +185,14 @@ struct State<S> {
 fn passthrough(
     resp: reqwest::Response,
     served_model: String,
-    idle: Duration,
+    cfg: Arc<ProviderConfig>,
 ) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
     let st = State {
+        idle: cfg.idle_timeout,
+        cfg,
         body: resp.bytes_stream(),
         decoder: SseDecoder::new(),
         served_model,
-        idle,
         stopped: false,
         finished: false,
         eof: false,
@@ -271,7 +283,7 @@ fn frame<S>(st: &mut State<S>, ev: &SseEvent) -> Result<Option<StreamItem>, Upst
                     };
                     Err(UpstreamError::Status {
                         status,
-                        message: error.message,
+                        message: http::redact(error.message, st.cfg.api_key.as_ref()),
                         retry_after: None,
                     })
                 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, Secret};
 use crate::error::UpstreamError;
 
 /// Error bodies are read only up to this size: enough for any message, bounded against abuse.
@@ -35,6 +35,12 @@ pub async fn send(
         Ok(Err(e)) => Err(classify(&e)),
         Ok(Ok(resp)) => Ok(resp),
     }
+}
+
+/// Sends a non-streaming request. No first-byte timeout here: such answers arrive only once
+/// generation is done, so the caller bounds them by the routing deadline instead.
+pub async fn send_whole(rb: reqwest::RequestBuilder) -> Result<reqwest::Response, UpstreamError> {
+    rb.send().await.map_err(|e| classify(&e))
 }
 
 pub fn classify(e: &reqwest::Error) -> UpstreamError {
@@ -102,8 +108,13 @@ pub async fn read_body(
     }
 }
 
-/// Turns a non-2xx response into an error with the provider's message, bounded in size.
-pub async fn status_error(resp: reqwest::Response, idle: Duration) -> UpstreamError {
+/// Turns a non-2xx response into an error with the provider's message, bounded in size and
+/// with the provider key redacted (providers echo keys in "invalid API key" messages).
+pub async fn status_error(
+    resp: reqwest::Response,
+    idle: Duration,
+    key: Option<&Secret>,
+) -> UpstreamError {
     let status = resp.status().as_u16();
     let retry_after = retry_after(resp.headers());
     let body = read_body(resp, MAX_ERROR_BODY, idle)
@@ -111,9 +122,34 @@ pub async fn status_error(resp: reqwest::Response, idle: Duration) -> UpstreamEr
         .unwrap_or_default();
     UpstreamError::Status {
         status,
-        message: error_message(&body),
+        message: redact(error_message(&body), key),
         retry_after,
     }
+}
+
+/// Removes the key from a provider's message: the whole key, and any word that starts with
+/// its first characters (the masked `sk-abc…wxyz` form some providers print).
+pub fn redact(msg: String, key: Option<&Secret>) -> String {
+    let Some(key) = key.map(Secret::expose).filter(|k| k.len() >= 8) else {
+        return msg;
+    };
+    let prefix = &key[..key.char_indices().nth(6).map_or(key.len(), |(i, _)| i)];
+    if !msg.contains(prefix) {
+        return msg;
+    }
+    let msg = msg.replace(key, "[redacted]");
+    let mut out = String::with_capacity(msg.len());
+    for (i, word) in msg.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if word.contains(prefix) {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
 }
 
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
@@ -164,4 +200,37 @@ fn truncate(mut s: String, max: usize) -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_whole_and_masked_keys() {
+        let key = Secret::new("sk-upstream-SECRET-123456".to_owned());
+        let m = redact(
+            "Incorrect API key provided: sk-upstream-SECRET-123456.".to_owned(),
+            Some(&key),
+        );
+        assert!(!m.contains("SECRET"), "{m}");
+        let m = redact(
+            "Incorrect API key provided: sk-ups*********3456".to_owned(),
+            Some(&key),
+        );
+        assert!(!m.contains("sk-ups"), "{m}");
+        assert_eq!(
+            redact("model not found".to_owned(), Some(&key)),
+            "model not found"
+        );
+    }
+
+    #[test]
+    fn error_messages_from_common_shapes() {
+        assert_eq!(error_message(br#"{"error":{"message":"bad"}}"#), "bad");
+        assert_eq!(error_message(br#"{"message":"m"}"#), "m");
+        assert_eq!(error_message(b"plain text"), "plain text");
+        assert_eq!(error_message(b""), "no error message");
+    }
 }

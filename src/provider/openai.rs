@@ -66,9 +66,14 @@ impl Provider for OpenAiProvider {
         call: &'a UpstreamCall<'a>,
     ) -> BoxFuture<'a, Result<MessagesResponse, UpstreamError>> {
         Box::pin(async move {
-            let resp = http::send(self.request(call, false)?, self.cfg.first_byte_timeout).await?;
+            let resp = http::send_whole(self.request(call, false)?).await?;
             if !resp.status().is_success() {
-                return Err(http::status_error(resp, self.cfg.idle_timeout).await);
+                return Err(http::status_error(
+                    resp,
+                    self.cfg.idle_timeout,
+                    self.cfg.api_key.as_ref(),
+                )
+                .await);
             }
             let body =
                 http::read_body(resp, http::MAX_RESPONSE_BODY, self.cfg.idle_timeout).await?;
@@ -98,7 +103,12 @@ impl Provider for OpenAiProvider {
         Box::pin(async move {
             let resp = http::send(self.request(call, true)?, self.cfg.first_byte_timeout).await?;
             if !resp.status().is_success() {
-                return Err(http::status_error(resp, self.cfg.idle_timeout).await);
+                return Err(http::status_error(
+                    resp,
+                    self.cfg.idle_timeout,
+                    self.cfg.api_key.as_ref(),
+                )
+                .await);
             }
             let translator = OpenAiToAnthropicStream::new(
                 call.message_id.to_owned(),
@@ -107,7 +117,7 @@ impl Provider for OpenAiProvider {
                 call.est_input_tokens,
             );
             let stream: EventStream =
-                Box::pin(translate_stream(resp, translator, self.cfg.idle_timeout));
+                Box::pin(translate_stream(resp, translator, self.cfg.clone()));
             Ok(stream)
         })
     }
@@ -119,6 +129,7 @@ struct State<S> {
     translator: OpenAiToAnthropicStream,
     pending: VecDeque<StreamEvent>,
     scratch: Vec<StreamEvent>,
+    cfg: Arc<ProviderConfig>,
     idle: Duration,
     finished: bool,
 }
@@ -127,15 +138,16 @@ struct State<S> {
 fn translate_stream(
     resp: reqwest::Response,
     translator: OpenAiToAnthropicStream,
-    idle: Duration,
+    cfg: Arc<ProviderConfig>,
 ) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
     let state = State {
+        idle: cfg.idle_timeout,
+        cfg,
         body: resp.bytes_stream(),
         decoder: SseDecoder::new(),
         translator,
         pending: VecDeque::new(),
         scratch: Vec::new(),
-        idle,
         finished: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
@@ -190,7 +202,8 @@ fn translate_stream(
                         st.pending.extend(st.scratch.drain(..));
                         if let Err(e) = r {
                             // Nothing may follow the error (no message_stop after it).
-                            return Some((Err(stream_error(e)), st.with_error_last()));
+                            let e = stream_error(e, &st.cfg);
+                            return Some((Err(e), st.with_error_last()));
                         }
                     }
                 }
@@ -199,10 +212,11 @@ fn translate_stream(
     })
 }
 
-fn stream_error(e: crate::translate::stream::StreamError) -> UpstreamError {
+fn stream_error(e: crate::translate::stream::StreamError, cfg: &ProviderConfig) -> UpstreamError {
     use crate::translate::stream::StreamError as S;
     match e {
         S::Truncated => UpstreamError::Truncated,
+        S::Upstream(msg) => UpstreamError::Reported(http::redact(msg, cfg.api_key.as_ref())),
         other => UpstreamError::Protocol(other.to_string()),
     }
 }
@@ -215,7 +229,7 @@ impl<S> State<S> {
         if done || r.is_err() {
             self.finished = true;
         }
-        r.map_err(stream_error)
+        r.map_err(|e| stream_error(e, &self.cfg))
     }
 
     /// After an end-of-stream failure nothing may follow the error.

@@ -48,7 +48,7 @@ pub async fn route_only(
         let key = auth::authenticate(&st.cfg, &headers)?;
         let req = read_request(&st, &headers, body).await?;
         let max_tokens = validate(&req)?;
-        let est = crate::tokens::count_request(&req);
+        let est = crate::tokens::estimate_request(&req);
         let plan = st.router.plan(&route_context(&req, key, est, max_tokens))?;
         Ok::<_, ApiError>(axum::Json(RoutingTrace::new(&plan)).into_response())
     }
@@ -75,7 +75,7 @@ async fn create_inner(
     let key = auth::authenticate(&st.cfg, &headers)?;
     let req = read_request(&st, &headers, body).await?;
     let max_tokens = validate(&req)?;
-    let est = crate::tokens::count_request(&req);
+    let est = crate::tokens::estimate_request(&req);
     let plan = st.router.plan(&route_context(&req, key, est, max_tokens))?;
     // The trace is only materialised when the client asked for it.
     let mut trace = (req.router.include_metadata == Some(true)).then(|| RoutingTrace::new(&plan));

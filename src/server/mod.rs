@@ -108,7 +108,6 @@ pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
             provider::build(p.clone()).map_err(|e| StartError::Provider(p.name.clone(), e))?;
         providers.insert(p.name.clone(), adapter);
     }
-    crate::tokens::warm_up();
     Ok(Arc::new(AppState {
         router: Arc::new(Router::new(cfg.clone())),
         cfg,

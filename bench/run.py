@@ -637,7 +637,8 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
              f"direct and gateway runs interleaved; every figure is the **median over repeats**, and every "
              f"ratio/difference is taken **within a repeat** (gateway vs direct in the same run) before the median.  ")
     L.append(f"Upstream: fake OpenAI server (bench/tools), {meta['chunks']}-chunk streams + usage chunk; "
-             f"paced streams send an event every {meta['pace_ms']} ms. Load: closed loop, keep-alive HTTP/1.1.\n")
+             f"paced streams send an event every {meta['pace_ms']} ms. Load: closed loop, keep-alive HTTP/1.1. "
+             f"'cores busy' = each CPU's busy share during the gateway run (/proc/stat), to see which side saturates.\n")
 
     checks = []
 
@@ -645,7 +646,7 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
         reps = by.get((test, c), {})
         out = {"rps_d": [], "rps_g": [], "ratio": [], "lat_d": {}, "lat_g": {}, "add": {},
                "cpu_g": [], "cpu_u": [], "cpu_ratio": [], "rss": [], "err": 0, "ttft_d": {}, "ttft_g": {},
-               "ttft_add": {}}
+               "ttft_add": {}, "busy": []}
         for k in ("p50_us", "p90_us", "p99_us"):
             for d in ("lat_d", "lat_g", "add", "ttft_d", "ttft_g", "ttft_add"):
                 out[d][k] = []
@@ -672,8 +673,11 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
             out["cpu_u"].append(cu)
             out["cpu_ratio"].append(cg / cu if cg is not None and cu else None)
             out["rss"].append(peak_kb(x, "gateway"))
+            out["busy"].append([c["busy"] * 100 for c in x["procs"].get("_cores", [])])
         m = {k: (med(v) if isinstance(v, list) else {kk: med(vv) for kk, vv in v.items()})
-             for k, v in out.items() if k != "err"}
+             for k, v in out.items() if k not in ("err", "busy")}
+        ncpu = max((len(b) for b in out["busy"]), default=0)
+        m["busy"] = [med([b[i] for b in out["busy"] if len(b) > i]) for i in range(ncpu)]
         m["err"] = out["err"]
         m["n"] = len(out["rps_d"])
         return m
@@ -686,6 +690,9 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
         for g in gws:
             P[(test, c, g)] = point(test, c, g)
 
+    def busy(m):
+        return " / ".join(f(b, 0) for b in m["busy"]) or "–"
+
     def lat3(d):
         return " / ".join(f(ms(d[k]), 3) for k in ("p50_us", "p90_us", "p99_us"))
 
@@ -693,15 +700,15 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
         L.append("## Instant upstream (json = non-streaming, sse = 20-chunk stream, latency = full response)\n")
         L.append("| test | c | gateway | direct req/s | gateway req/s | gw/direct | direct p50 / p90 / p99 ms | "
                  "gateway p50 / p90 / p99 ms | added p50 / p90 / p99 ms | gw CPU µs/req | upstream CPU µs/req | "
-                 "gw CPU ÷ upstream | gw peak RSS MiB | failed |")
-        L.append("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+                 "gw CPU ÷ upstream | gw peak RSS MiB | cores busy % (gw run) | failed |")
+        L.append("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
         for (test, c) in instant:
             for g in gws:
                 m = P[(test, c, g)]
                 ratio = f(m["ratio"] * 100, 1, " %") if m["ratio"] is not None else "–"
                 L.append(f"| {test} | {c} | {g} | {f(m['rps_d'], 0)} | {f(m['rps_g'], 0)} | {ratio} | "
                          f"{lat3(m['lat_d'])} | {lat3(m['lat_g'])} | {lat3(m['add'])} | {f(m['cpu_g'], 1)} | "
-                         f"{f(m['cpu_u'], 1)} | {f(m['cpu_ratio'], 2, '×')} | {f(mib(m['rss']), 1)} | {m['err']} |")
+                         f"{f(m['cpu_u'], 1)} | {f(m['cpu_ratio'], 2, '×')} | {f(mib(m['rss']), 1)} | {busy(m)} | {m['err']} |")
         L.append("")
     elif instant:
         L.append("## Direct upstream only (no gateway)\n")
@@ -724,8 +731,8 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
         L.append(f"## Paced streams (an event every {meta['pace_ms']} ms): time to first token and full stream\n")
         L.append("| c | gateway | direct TTFT p50 / p99 ms | gateway TTFT p50 / p99 ms | **TTFT overhead** p50 / p99 ms | "
                  "direct full p50 / p99 ms | gateway full p50 / p99 ms | **full-stream overhead** p50 / p99 ms | "
-                 "gw CPU µs/stream | gw peak RSS MiB | failed |")
-        L.append("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+                 "gw CPU µs/stream | gw peak RSS MiB | cores busy % (gw run) | failed |")
+        L.append("|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 
         def two(d):
             return f"{f(ms(d['p50_us']), 3)} / {f(ms(d['p99_us']), 3)}"
@@ -735,7 +742,7 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
                 m = P[("paced", c, g)]
                 L.append(f"| {c} | {g} | {two(m['ttft_d'])} | {two(m['ttft_g'])} | {two(m['ttft_add'])} | "
                          f"{two(m['lat_d'])} | {two(m['lat_g'])} | {two(m['add'])} | {f(m['cpu_g'], 1)} | "
-                         f"{f(mib(m['rss']), 1)} | {m['err']} |")
+                         f"{f(mib(m['rss']), 1)} | {busy(m)} | {m['err']} |")
         L.append("")
 
     # memory

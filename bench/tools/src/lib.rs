@@ -124,3 +124,26 @@ pub fn pct(sorted: &[u64], p: f64) -> u64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
+
+/// Per-CPU jiffies from /proc/stat: (cpu index, busy, idle+iowait, steal).
+pub fn cpu_times() -> Vec<(usize, u64, u64, u64)> {
+    let Ok(s) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in s.lines() {
+        let Some(rest) = line.strip_prefix("cpu") else { continue };
+        let mut it = rest.split_whitespace();
+        let Some(Ok(idx)) = it.next().map(str::parse::<usize>) else { continue };
+        let v: Vec<u64> = it.filter_map(|x| x.parse().ok()).collect();
+        if v.len() < 8 {
+            continue;
+        }
+        // user nice system idle iowait irq softirq steal
+        let idle = v[3] + v[4];
+        let steal = v[7];
+        let busy = v[0] + v[1] + v[2] + v[5] + v[6];
+        out.push((idx, busy, idle, steal));
+    }
+    out
+}

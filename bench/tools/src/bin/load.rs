@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use relais_bench::{pct, proc_cpu_secs, proc_sched_ns, proc_status_kb, reset_peak_rss, Args};
+use relais_bench::{cpu_times, pct, proc_cpu_secs, proc_sched_ns, proc_status_kb, reset_peak_rss, Args};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -268,6 +268,9 @@ async fn cmd_run(a: &Args) -> Result<Value, String> {
             tokio::time::sleep_until(m0).await;
             let hwm_reset: Vec<bool> = watch.iter().map(|(_, p)| reset_peak_rss(*p)).collect();
             let cpu0 = cpu_snapshot(&watch);
+            let self_pid = std::process::id();
+            let self0 = (proc_cpu_secs(self_pid), proc_sched_ns(self_pid));
+            let cores0 = cpu_times();
             let mut rss_max = vec![0u64; watch.len()];
             let mut iv = tokio::time::interval(Duration::from_millis(20));
             loop {
@@ -281,8 +284,30 @@ async fn cmd_run(a: &Args) -> Result<Value, String> {
                 }
             }
             let cpu1 = cpu_snapshot(&watch);
+            let cores1 = cpu_times();
+            let self1 = (proc_cpu_secs(self_pid), proc_sched_ns(self_pid));
             let wall = (Instant::now() - m0).as_secs_f64();
             let mut out = serde_json::Map::new();
+            // Per-core busy and steal fractions over the window: shows which side saturates.
+            let mut cores = Vec::new();
+            for (i, b1, id1, st1) in &cores1 {
+                if let Some((_, b0, id0, st0)) = cores0.iter().find(|c| c.0 == *i) {
+                    let tot = (b1 - b0) + (id1 - id0) + (st1 - st0);
+                    if tot > 0 {
+                        cores.push(json!({"cpu": i, "busy": (b1 - b0) as f64 / tot as f64,
+                                          "steal": (st1 - st0) as f64 / tot as f64}));
+                    }
+                }
+            }
+            out.insert("_cores".into(), Value::Array(cores));
+            let sched_self = match (self0.1, self1.1) {
+                (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1e9),
+                _ => None,
+            };
+            out.insert("_load".into(), json!({
+                "cpu_s": self0.0.zip(self1.0).map(|(a, b)| b - a),
+                "sched_cpu_s": sched_self,
+            }));
             for (i, (name, p)) in watch.iter().enumerate() {
                 let cpu = match (cpu0[i].0, cpu1[i].0) {
                     (Some(a), Some(b)) => Some(b - a),

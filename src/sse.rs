@@ -278,23 +278,32 @@ impl SseDecoder {
 
 /// `event: NAME\ndata: JSON\n\n`, serialized straight into one buffer.
 pub fn encode_event(ev: &StreamEvent) -> Bytes {
-    let name = ev.name();
-    let mut buf = BytesMut::with_capacity(96 + name.len());
+    let mut buf = BytesMut::with_capacity(96 + ev.name().len());
+    encode_event_into(ev, &mut buf);
+    buf.freeze()
+}
+
+/// Appends one event's frame to `buf`, so that several events ready at once leave in one
+/// write.
+pub fn encode_event_into(ev: &StreamEvent, buf: &mut BytesMut) {
+    let start = buf.len();
     buf.extend_from_slice(b"event: ");
-    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(ev.name().as_bytes());
     buf.extend_from_slice(b"\ndata: ");
     let mut w = buf.writer();
     // Compact JSON escapes newlines inside strings, so the payload is always one data line.
-    if serde_json::to_writer(&mut w, ev).is_err() {
+    let ok = serde_json::to_writer(&mut w, ev).is_ok();
+    let buf = w.into_inner();
+    if ok {
+        buf.extend_from_slice(b"\n\n");
+    } else {
         // Unreachable in practice (only non-string map keys fail); still emit valid SSE.
-        return Bytes::from_static(
+        buf.truncate(start);
+        buf.extend_from_slice(
             b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\
               \"message\":\"failed to encode stream event\"}}\n\n",
         );
     }
-    let mut buf = w.into_inner();
-    buf.extend_from_slice(b"\n\n");
-    buf.freeze()
 }
 
 #[cfg(test)]

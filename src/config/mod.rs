@@ -133,7 +133,7 @@ pub struct ModelConfig {
     pub display_name: String,
     pub aliases: Vec<String>,
     pub fallbacks: Vec<String>,
-    pub endpoints: Vec<EndpointConfig>,
+    pub endpoints: Vec<Arc<EndpointConfig>>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,7 +241,7 @@ impl Config {
                         format!("unknown provider `{}`", e.provider),
                     )
                 })?;
-                endpoints.push(validate_endpoint(&ef, e, provider.clone())?);
+                endpoints.push(Arc::new(validate_endpoint(&ef, e, provider.clone())?));
             }
             let mut ids = HashSet::new();
             for e in &endpoints {

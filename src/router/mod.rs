@@ -76,7 +76,7 @@ pub struct RouteContext<'a> {
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pub model: Arc<ModelConfig>,
-    pub endpoint: EndpointConfig,
+    pub endpoint: Arc<EndpointConfig>,
     pub is_fallback_model: bool,
     /// The `max_tokens` to send upstream: the request's, clamped to the endpoint's limits.
     pub max_tokens: u64,

@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::messages::cost_eur;
 use crate::anthropic::{ErrorBody, StreamEvent, Usage};
-use crate::error::ApiError;
+use crate::error::{ApiError, UpstreamError};
 use crate::provider::{EventStream, StreamItem};
 use crate::router::{AttemptGuard, Candidate, Router, RoutingTrace};
-use crate::sse::encode_event;
+use crate::sse::encode_event_into;
 
 pub struct Committed {
     pub upstream: EventStream,
@@ -38,53 +38,80 @@ struct State {
     c: Committed,
     usage: Usage,
     done: bool,
+    /// Frames ready to leave in the next write.
+    out: BytesMut,
 }
+
+/// Frames more than this are not coalesced further: it keeps one write bounded.
+const MAX_COALESCED: usize = 64 * 1024;
 
 pub fn body(c: Committed) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
     let st = State {
         c,
         usage: Usage::default(),
         done: false,
+        out: BytesMut::new(),
     };
     futures_util::stream::unfold(st, |mut st| async move {
-        if let Some(item) = st.c.buffered.pop_front() {
-            return Some((Ok(st.emit(item)), st));
+        while let Some(item) = st.c.buffered.pop_front() {
+            st.emit(item);
         }
-        if st.done {
+        if st.out.is_empty() {
+            if st.done {
+                return None;
+            }
+            match tokio::time::timeout(st.c.ping_interval, st.c.upstream.next()).await {
+                Err(_) => encode_event_into(&StreamEvent::Ping, &mut st.out),
+                Ok(next) => st.on_next(next),
+            }
+        }
+        // Whatever else is ready now leaves in the same write: fewer syscalls and frames,
+        // and no added wait, since only items already available are taken.
+        while !st.done && st.out.len() < MAX_COALESCED {
+            match st.c.upstream.next().now_or_never() {
+                Some(next) => st.on_next(next),
+                None => break,
+            }
+        }
+        if st.out.is_empty() {
             return None;
         }
-        match tokio::time::timeout(st.c.ping_interval, st.c.upstream.next()).await {
-            Err(_) => Some((Ok(encode_event(&StreamEvent::Ping)), st)),
-            Ok(Some(Ok(item))) => Some((Ok(st.emit(item)), st)),
-            Ok(Some(Err(e))) => {
-                st.done = true;
-                st.c.router.record_failure(&st.c.candidate.endpoint.id, &e);
+        let chunk = st.out.split().freeze();
+        Some((Ok(chunk), st))
+    })
+}
+
+impl State {
+    fn on_next(&mut self, next: Option<Result<StreamItem, UpstreamError>>) {
+        match next {
+            Some(Ok(item)) => self.emit(item),
+            Some(Err(e)) => {
+                self.done = true;
+                let c = &self.c;
+                c.router.record_failure(&c.candidate.endpoint.id, &e);
                 tracing::warn!(
-                    request_id = ?st.c.request_id, endpoint = %st.c.candidate.endpoint.id, kind = e.kind(), error = %e,
-                    "stream failed after it started"
+                    request_id = ?c.request_id, endpoint = %c.candidate.endpoint.id,
+                    kind = e.kind(), error = %e, "stream failed after it started"
                 );
-                let api = ApiError::from_upstream(&st.c.candidate.endpoint.provider.name, &e);
+                let api = ApiError::from_upstream(&c.candidate.endpoint.provider.name, &e);
                 let ev = StreamEvent::Error {
                     error: ErrorBody {
                         kind: api.error_type().to_owned(),
                         message: api.message,
                     },
                 };
-                Some((Ok(encode_event(&ev)), st))
+                encode_event_into(&ev, &mut self.out);
             }
-            Ok(None) => {
-                st.done = true;
-                st.finish();
-                None
+            None => {
+                self.done = true;
+                self.finish();
             }
         }
-    })
-}
+    }
 
-impl State {
-    fn emit(&mut self, item: StreamItem) -> Bytes {
+    fn emit(&mut self, item: StreamItem) {
         match item {
-            StreamItem::Raw { frame, .. } => frame,
+            StreamItem::Raw { frame, .. } => self.out.extend_from_slice(&frame),
             StreamItem::Event(mut ev) => {
                 match &mut ev {
                     StreamEvent::MessageStart { message } => {
@@ -119,7 +146,7 @@ impl State {
                     }
                     _ => {}
                 }
-                encode_event(&ev)
+                encode_event_into(&ev, &mut self.out);
             }
         }
     }

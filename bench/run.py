@@ -31,6 +31,7 @@ LOAD = os.path.join(TOOLS_TARGET, "release", "bench-load")
 UPSTREAM = os.path.join(TOOLS_TARGET, "release", "bench-upstream")
 
 CHILDREN = []
+NOISY = 0.15  # cores of foreign CPU use in a run above which its point is flagged
 T_START = time.monotonic()
 
 
@@ -228,7 +229,52 @@ def load_cmd(sub, target, mode, stream, watch):
     return cmd
 
 
+def machine_busy(interval=0.25):
+    """Cores' worth of CPU the whole machine used over `interval` (from /proc/stat)."""
+    def snap():
+        with open("/proc/stat") as fh:
+            v = [int(x) for x in fh.readline().split()[1:]]
+        return v[0] + v[1] + v[2] + v[5] + v[6], sum(v[:8])
+    b0, t0 = snap()
+    time.sleep(interval)
+    b1, t1 = snap()
+    ncpu = os.cpu_count() or 1
+    return (b1 - b0) / max(1, t1 - t0) * ncpu
+
+
+def wait_quiet(ctx):
+    """With --quiet-wait S: before a run, wait (at most S s) until other processes use < 0.1 core."""
+    if ctx["quiet_wait"] <= 0:
+        return 0.0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < ctx["quiet_wait"]:
+        if machine_busy() < 0.1:
+            break
+        time.sleep(0.75)
+    waited = time.monotonic() - t0
+    ctx["waited"] = ctx.get("waited", 0.0) + waited
+    return waited
+
+
+def foreign_load(res):
+    """Cores used by processes other than upstream, gateway and load generator in the window."""
+    p = res.get("procs", {})
+    cores = p.get("_cores")
+    w = res.get("window_s") or 0
+    if not cores or w <= 0:
+        return None
+    acc = 0.0
+    for k in ("upstream", "gateway", "_load"):
+        if k in p:
+            v = p[k].get("sched_cpu_s")
+            if v is None:
+                v = p[k].get("cpu_s") or 0.0
+            acc += v
+    return max(0.0, sum(c["busy"] for c in cores) - acc / w)
+
+
 def run_load(ctx, target, mode, stream, c, duration, warmup):
+    wait_quiet(ctx)
     watch = [("upstream", ctx["upstream"].pid)]
     if target.pid:
         watch.append(("gateway", target.pid))
@@ -332,6 +378,8 @@ def parse_args(argv):
     ap.add_argument("--gateway-name", default="other", help="label of the other gateway in the tables")
     ap.add_argument("--upstream-port", type=int, default=0, help="fixed port for the fake upstream (to point another gateway at it)")
     ap.add_argument("--perf", action="store_true", help="also profile relais with perf during one json and one sse run at c=64")
+    ap.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
+                    help="before each run, wait up to S seconds for other processes to use < 0.1 core (shared machines)")
     ap.add_argument("--strict", action="store_true", help="exit non-zero when a performance target is missed")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"), help="results directory (default bench/results)")
     a = ap.parse_args(argv)
@@ -349,7 +397,25 @@ def ints(s):
     return [int(x) for x in s.split(",") if x.strip()]
 
 
+class _Named:
+    def __init__(self, name):
+        self.name = name
+
+
+def rerender(path):
+    """Renders the report again from a latest.json (for tweaking the report)."""
+    with open(path) as fh:
+        d = json.load(fh)
+    names = ["direct"] + sorted({r["target"] for r in d["runs"]} - {"direct"})
+    report, _ = render(d["meta"], [_Named(n) for n in names], d["runs"], d["memory"], d["relais_idle_kb"],
+                       d["relais_idle_after_kb"], d["errors"], d["error_samples"], [])
+    print(report)
+    return 0
+
+
 def main(argv):
+    if argv[:1] == ["--rerender"] and len(argv) == 2:
+        return rerender(argv[1])
     a = parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     tests = set(t.strip() for t in a.tests.split(","))
@@ -436,7 +502,8 @@ def main(argv):
         gateways.append(gt)
         log(f"{a.gateway_name} answering at {a.gateway_url}")
 
-    ctx = {"upstream": up, "procs": procs, "load_cpus": load_cpus, "timeout_ms": a.timeout_ms}
+    ctx = {"upstream": up, "procs": procs, "load_cpus": load_cpus, "timeout_ms": a.timeout_ms,
+           "quiet_wait": a.quiet_wait}
     targets = [direct] + gateways
     runs = []  # (test, c, rep, target name, result)
     passed = failed = 0  # runs without / with failed requests, for the closing line
@@ -641,12 +708,13 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
              f"'cores busy' = each CPU's busy share during the gateway run (/proc/stat), to see which side saturates.\n")
 
     checks = []
+    noisy = []
 
     def point(test, c, g):
         reps = by.get((test, c), {})
         out = {"rps_d": [], "rps_g": [], "ratio": [], "lat_d": {}, "lat_g": {}, "add": {},
                "cpu_g": [], "cpu_u": [], "cpu_ratio": [], "rss": [], "err": 0, "ttft_d": {}, "ttft_g": {},
-               "ttft_add": {}, "busy": []}
+               "ttft_add": {}, "busy": [], "foreign": []}
         for k in ("p50_us", "p90_us", "p99_us"):
             for d in ("lat_d", "lat_g", "add", "ttft_d", "ttft_g", "ttft_add"):
                 out[d][k] = []
@@ -674,8 +742,11 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
             out["cpu_ratio"].append(cg / cu if cg is not None and cu else None)
             out["rss"].append(peak_kb(x, "gateway"))
             out["busy"].append([c["busy"] * 100 for c in x["procs"].get("_cores", [])])
+            out["foreign"] += [foreign_load(d), foreign_load(x)]
         m = {k: (med(v) if isinstance(v, list) else {kk: med(vv) for kk, vv in v.items()})
-             for k, v in out.items() if k not in ("err", "busy")}
+             for k, v in out.items() if k not in ("err", "busy", "foreign")}
+        fl = [v for v in out["foreign"] if v is not None]
+        m["foreign"] = max(fl) if fl else None
         ncpu = max((len(b) for b in out["busy"]), default=0)
         m["busy"] = [med([b[i] for b in out["busy"] if len(b) > i]) for i in range(ncpu)]
         m["err"] = out["err"]
@@ -691,7 +762,11 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
             P[(test, c, g)] = point(test, c, g)
 
     def busy(m):
-        return " / ".join(f(b, 0) for b in m["busy"]) or "–"
+        s_ = " / ".join(f(b, 0) for b in m["busy"]) or "–"
+        if m.get("foreign") is not None and m["foreign"] > NOISY:
+            noisy.append(m["foreign"])
+            s_ += f" ⚠{m['foreign']:.1f}"
+        return s_
 
     def lat3(d):
         return " / ".join(f(ms(d[k]), 3) for k in ("p50_us", "p90_us", "p99_us"))
@@ -792,6 +867,10 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
             add("RSS idle", mib(idle), "< 20 MiB", lambda v: v < 20, "{:.1f} MiB")
             add("peak RSS under c=64", mib(peak64), "< 50 MiB", lambda v: v < 50, "{:.1f} MiB")
             add("RSS per additional open stream", per, "< 10 KiB", lambda v: v < 10, "{:.1f} KiB")
+    if noisy:
+        L.insert(4, f"> ⚠ Other processes used up to {max(noisy):.1f} cores during {len(noisy)} of the points "
+                    f"(marked ⚠N, in cores, in 'cores busy'): those figures are disturbed. Rerun on a quiet machine "
+                    f"or with --quiet-wait 60.\n")
     if gws:
         L.append("")
         L.append("RSS per open stream = (RSS with the 2nd count − RSS with the 1st) ÷ (difference in open streams), "

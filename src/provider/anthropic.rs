@@ -144,9 +144,6 @@ impl AnthropicProvider {
         if let Some(b) = call.anthropic_beta {
             rb = rb.header("anthropic-beta", b);
         }
-        if let Some(key) = &self.cfg.api_key {
-            rb = rb.header("x-api-key", key.expose());
-        }
         Ok(rb)
     }
 }

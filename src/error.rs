@@ -48,9 +48,9 @@ impl UpstreamError {
     pub fn fault(&self) -> Fault {
         match self {
             UpstreamError::Status { status, .. } => match *status {
-                // 401/403 mean *our* provider credentials are wrong; 404 that the provider
-                // does not serve the model: not the caller's doing.
-                401 | 403 | 404 | 408 | 409 | 425 | 429 => Fault::Provider,
+                // 401/403 mean *our* provider credentials are wrong, 402 our account is out
+                // of credit, 404 the provider does not serve the model: not the caller's doing.
+                401..=404 | 408 | 409 | 425 | 429 => Fault::Provider,
                 400..=499 => Fault::Client,
                 _ => Fault::Provider,
             },

@@ -67,11 +67,36 @@ impl Counter for Approx {
     }
 }
 
-/// Tokens in `text`. Falls back to ~4 bytes a token if the tokenizer failed to load.
+/// Texts the BPE would be slow on: its merge step is quadratic in the length of one
+/// pre-tokenised piece (a run without whitespace: base64, minified data), and linear but
+/// long on huge inputs. Such texts get the length estimate instead.
+const MAX_BPE_TEXT: usize = 4 * 1024 * 1024;
+const MAX_BPE_RUN: usize = 512;
+
+fn bpe_is_slow_on(text: &str) -> bool {
+    if text.len() > MAX_BPE_TEXT {
+        return true;
+    }
+    let mut run = 0usize;
+    for b in text.bytes() {
+        if b.is_ascii_whitespace() {
+            run = 0;
+        } else {
+            run += 1;
+            if run > MAX_BPE_RUN {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Tokens in `text` with the BPE; the length estimate where the BPE would be slow, or if
+/// the tokenizer failed to load.
 pub fn count_text(text: &str) -> u64 {
     match bpe() {
-        Some(b) => b.encode_ordinary(text).len() as u64,
-        None => (text.len() as u64).div_ceil(4),
+        Some(b) if !bpe_is_slow_on(text) => b.encode_ordinary(text).len() as u64,
+        _ => approx_text(text),
     }
 }
 
@@ -177,6 +202,16 @@ mod tests {
             (approx / exact - 1.0).abs() < 0.5,
             "approx {approx} vs exact {exact}"
         );
+    }
+
+    #[test]
+    fn pathological_texts_fall_back_to_the_estimate() {
+        let run = "ab".repeat(50_000);
+        assert!(bpe_is_slow_on(&run));
+        assert_eq!(count_text(&run), approx_text(&run));
+        assert!(!bpe_is_slow_on(
+            "ordinary prose, with words of ordinary length"
+        ));
     }
 
     #[test]

@@ -603,3 +603,32 @@ async fn shutdown_lets_an_in_flight_stream_finish() {
         .expect("shutdown finished")
         .unwrap();
 }
+
+/// An answer with no content block at all (an empty `end_turn`, which Claude does send
+/// after some tool results, or an OpenAI host's empty content): the stream is committed
+/// already finished and must end cleanly, not crash the connection.
+#[tokio::test]
+async fn empty_stream_answer_ends_cleanly() {
+    let fake = FakeUpstream::start().await;
+    fake.push(Reply::sse(vec![
+        openai::frame(&openai::chunk(
+            json!({"role": "assistant", "content": ""}),
+            None,
+        )),
+        openai::frame(&openai::chunk(json!({}), Some("stop"))),
+        openai::done(),
+    ]));
+    let relais = Relais::with_fake(&fake, &Opts::default()).await;
+    let (status, _, text) = read_sse(relais.messages(&stream_body("Hi")).await).await;
+    assert_eq!(status, 200, "{text}");
+    let events = parse_sse(&text);
+    assert_eq!(
+        names(&events),
+        ["message_start", "message_delta", "message_stop"],
+        "{text}"
+    );
+    // The server is still serving.
+    fake.push(Reply::sse(openai::text_stream(&["ok"])));
+    let (status, _, _) = read_sse(relais.messages(&stream_body("Hi")).await).await;
+    assert_eq!(status, 200);
+}

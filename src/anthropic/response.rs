@@ -35,6 +35,8 @@ pub enum AssistantRole {
 pub enum ResponseBlock {
     Text {
         text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        citations: Option<Value>,
     },
     ToolUse {
         id: String,
@@ -53,7 +55,7 @@ pub enum ResponseBlock {
     Other(Value),
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     EndTurn,
@@ -63,8 +65,9 @@ pub enum StopReason {
     PauseTurn,
     Refusal,
     ModelContextWindowExceeded,
-    #[serde(other)]
-    Unknown,
+    /// A reason this version does not know, forwarded as the provider sent it.
+    #[serde(untagged)]
+    Other(String),
 }
 
 /// Token usage as Anthropic reports it. `input_tokens` excludes cached tokens.

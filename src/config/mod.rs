@@ -60,6 +60,7 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     pub shutdown_grace: Duration,
     pub allow_unauthenticated: bool,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -377,6 +378,10 @@ fn validate_server(s: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
         ping_interval: secs("server.ping_interval_s", s.ping_interval_s, 10.0)?,
         shutdown_grace: secs("server.shutdown_grace_s", s.shutdown_grace_s, 30.0)?,
         allow_unauthenticated: s.allow_unauthenticated.unwrap_or(false),
+        max_connections: match s.max_connections.unwrap_or(20_000) {
+            0 => return Err(invalid("server.max_connections", "must be at least 1")),
+            n => n,
+        },
     })
 }
 

@@ -38,6 +38,8 @@ pub struct RawServer {
     pub shutdown_grace_s: Option<f64>,
     /// Must be set to serve without client keys on a non-loopback address.
     pub allow_unauthenticated: Option<bool>,
+    /// Open client connections at most; further ones wait in the listen backlog.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]

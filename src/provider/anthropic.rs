@@ -3,6 +3,7 @@
 //! and streams are forwarded frame by frame; only `message_start`, `message_delta` and
 //! `error` are parsed, to report the served model and observe usage.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +16,8 @@ use serde_json::{Map, Value};
 
 use super::{http, EventStream, Provider, StreamItem, UpstreamCall};
 use crate::anthropic::{
-    Message, MessagesRequest, MessagesResponse, Metadata, StreamEvent, SystemPrompt, Tool,
-    ToolChoice,
+    ContentBlock, Message, MessageContent, MessagesRequest, MessagesResponse, Metadata,
+    StreamEvent, SystemPrompt, Tool, ToolChoice,
 };
 use crate::config::ProviderConfig;
 use crate::error::UpstreamError;
@@ -35,7 +36,7 @@ pub struct AnthropicProvider {
 struct Outgoing<'a> {
     model: &'a str,
     max_tokens: u64,
-    messages: &'a [Message],
+    messages: Cow<'a, [Message]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     system: Option<&'a SystemPrompt>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,7 +69,7 @@ fn outgoing<'a>(
     Outgoing {
         model: call.upstream_model,
         max_tokens: call.max_tokens,
-        messages: &req.messages,
+        messages: signed_thinking_only(&req.messages),
         system: req.system.as_ref(),
         stop_sequences: req.stop_sequences.as_deref(),
         stream,
@@ -81,6 +82,33 @@ fn outgoing<'a>(
         thinking: req.thinking.as_ref(),
         extra: &req.extra,
     }
+}
+
+/// Thinking blocks that another (OpenAI-compatible) upstream produced carry no signature,
+/// and Anthropic rejects unsigned ones; they are dropped from the history sent to Anthropic.
+/// The common case, nothing to drop, borrows.
+fn signed_thinking_only(messages: &[Message]) -> Cow<'_, [Message]> {
+    let unsigned = |b: &ContentBlock| matches!(b, ContentBlock::Thinking { signature, .. } if signature.is_empty());
+    let has_unsigned = messages.iter().any(|m| match &m.content {
+        MessageContent::Blocks(bs) => bs.iter().any(unsigned),
+        MessageContent::Text(_) => false,
+    });
+    if !has_unsigned {
+        return Cow::Borrowed(messages);
+    }
+    let cleaned = messages
+        .iter()
+        .map(|m| match &m.content {
+            MessageContent::Blocks(bs) if bs.iter().any(unsigned) => Message {
+                role: m.role,
+                content: MessageContent::Blocks(
+                    bs.iter().filter(|b| !unsigned(b)).cloned().collect(),
+                ),
+            },
+            _ => m.clone(),
+        })
+        .collect();
+    Cow::Owned(cleaned)
 }
 
 impl AnthropicProvider {
@@ -115,9 +143,6 @@ impl AnthropicProvider {
         };
         if let Some(b) = call.anthropic_beta {
             rb = rb.header("anthropic-beta", b);
-        }
-        if let Some(key) = &self.cfg.api_key {
-            rb = rb.header("x-api-key", key.expose());
         }
         Ok(rb)
     }
@@ -319,4 +344,47 @@ fn terminated(ev: &SseEvent) -> Bytes {
     }
     b.extend_from_slice(b"\n\n");
     Bytes::from(b)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsigned_thinking_is_dropped_and_signed_kept() {
+        let msgs: Vec<Message> = serde_json::from_value(serde_json::json!([
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "from vLLM", "signature": ""},
+                {"type": "thinking", "thinking": "from Claude", "signature": "sig"},
+                {"type": "text", "text": "answer"}
+            ]}
+        ]))
+        .unwrap();
+        let out = serde_json::to_value(signed_thinking_only(&msgs)).unwrap();
+        let blocks = out[1]["content"].as_array().unwrap();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0]["signature"], "sig");
+        assert_eq!(blocks[1]["type"], "text");
+        let plain = &msgs[..1];
+        assert!(matches!(signed_thinking_only(plain), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn unknown_stop_reasons_and_citations_survive_pass_through() {
+        let body = serde_json::json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+            "content": [{"type": "text", "text": "t", "citations": [{"type": "char_location"}]}],
+            "stop_reason": "brand_new_reason", "stop_sequence": null,
+            "usage": {"input_tokens": 1, "output_tokens": 2}
+        });
+        let msg: MessagesResponse = serde_json::from_value(body.clone()).unwrap();
+        let back = serde_json::to_value(&msg).unwrap();
+        assert_eq!(back["stop_reason"], "brand_new_reason");
+        assert_eq!(
+            back["content"][0]["citations"],
+            body["content"][0]["citations"]
+        );
+    }
 }

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 
-use crate::config::{ProviderConfig, Secret};
+use crate::config::{ApiKind, ProviderConfig, Secret};
 use crate::error::UpstreamError;
 
 /// Error bodies are read only up to this size: enough for any message, bounded against abuse.
@@ -15,7 +15,27 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 
 pub fn client(cfg: &ProviderConfig) -> Result<reqwest::Client, UpstreamError> {
+    // The provider key is set once, as a default header marked sensitive (kept out of
+    // debug output and HTTP/2 header compression tables), instead of per request.
+    let mut headers = HeaderMap::new();
+    if let Some(key) = &cfg.api_key {
+        let (name, value) = match cfg.api {
+            ApiKind::OpenAi => (AUTHORIZATION, format!("Bearer {}", key.expose())),
+            ApiKind::Anthropic => (
+                HeaderName::from_static("x-api-key"),
+                key.expose().to_owned(),
+            ),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            UpstreamError::Transport(
+                "the API key has characters not allowed in an HTTP header".into(),
+            )
+        })?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .connect_timeout(cfg.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use super::{http, EventStream, Provider, StreamItem, UpstreamCall};
 use crate::anthropic::{MessagesResponse, StreamEvent};
@@ -40,7 +40,7 @@ impl OpenAiProvider {
         chat.max_tokens = call.max_tokens;
         let body = serde_json::to_vec(&chat)
             .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
-        let mut rb = self
+        let rb = self
             .client
             .post(&self.url)
             .header(CONTENT_TYPE, "application/json")
@@ -53,9 +53,6 @@ impl OpenAiProvider {
                 },
             )
             .body(body);
-        if let Some(key) = &self.cfg.api_key {
-            rb = rb.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
-        }
         Ok(rb)
     }
 }

@@ -138,7 +138,9 @@ impl AttemptTrace {
             endpoint: c.endpoint.id.clone(),
             outcome: AttemptOutcome::Error,
             error_kind: Some(err.kind()),
-            error: Some(err.to_string()),
+            // Traces reach clients: only what `public_detail` allows (the full, redacted
+            // message is in the operator's logs).
+            error: Some(err.public_detail()),
             retryable: Some(err.retryable()),
             latency_ms: ms(latency),
             ttft_ms: None,

@@ -50,21 +50,30 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "request body is empty: send a JSON object",
         ));
     }
+    // The fast path parses plainly; only a failed parse is repeated with path tracking, to
+    // name the field at fault.
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Ok(v),
+        Err(plain) => Err(describe_error::<T>(bytes, plain)),
+    }
+}
+
+fn describe_error<T: DeserializeOwned>(bytes: &[u8], plain: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    if matches!(plain.classify(), Category::Syntax | Category::Eof) {
+        return ApiError::invalid(format!("request body is not valid JSON: {plain}"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                ApiError::invalid(format!("request body is not valid JSON: {inner}"))
-            }
-            _ if path.is_empty() || path == "." => {
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path.is_empty() || path == "." {
                 ApiError::invalid(format!("invalid request: {inner}"))
+            } else {
+                ApiError::invalid(format!("{path}: {inner}"))
             }
-            _ => ApiError::invalid(format!("{path}: {inner}")),
         }
-    })?;
-    de.end()
-        .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}")))?;
-    Ok(value)
+        Ok(_) => ApiError::invalid(format!("invalid request: {plain}")),
+    }
 }

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use futures_util::stream::Fuse;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
@@ -195,7 +196,7 @@ fn skip(trace: &mut Option<RoutingTrace>, cand: &Candidate, reason: impl Into<St
 
 enum Answer {
     Whole(MessagesResponse),
-    Stream(VecDeque<StreamItem>, EventStream),
+    Stream(VecDeque<StreamItem>, Fuse<EventStream>),
 }
 
 /// One attempt, bounded: streams by the provider's first-byte timeout (until the first
@@ -226,8 +227,10 @@ async fn attempt(
 async fn open_stream(
     provider: &dyn Provider,
     call: &UpstreamCall<'_>,
-) -> Result<(VecDeque<StreamItem>, EventStream), UpstreamError> {
-    let mut s = provider.send_stream(call).await?;
+) -> Result<(VecDeque<StreamItem>, Fuse<EventStream>), UpstreamError> {
+    // Fused: a stream that ended before any content block (an empty answer) is handed on
+    // already finished, and must answer `None` again rather than be polled past its end.
+    let mut s = provider.send_stream(call).await?.fuse();
     let mut buffered = VecDeque::new();
     loop {
         match s.next().await {

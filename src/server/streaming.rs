@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::Fuse;
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::time::Instant;
 
@@ -20,7 +21,7 @@ use crate::router::{AttemptGuard, Candidate, Router, RoutingTrace};
 use crate::sse::encode_event_into;
 
 pub struct Committed {
-    pub upstream: EventStream,
+    pub upstream: Fuse<EventStream>,
     pub buffered: VecDeque<StreamItem>,
     pub router: Arc<Router>,
     pub candidate: Candidate,

@@ -152,10 +152,16 @@ pub fn openai_to_anthropic_response(
         });
     }
     if !text.is_empty() {
-        content.push(ResponseBlock::Text { text });
+        content.push(ResponseBlock::Text {
+            text,
+            citations: None,
+        });
     }
     if let Some(text) = refusal {
-        content.push(ResponseBlock::Text { text });
+        content.push(ResponseBlock::Text {
+            text,
+            citations: None,
+        });
     }
     for (i, call) in tool_calls.into_iter().enumerate() {
         content.push(ResponseBlock::ToolUse {

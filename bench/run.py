@@ -256,10 +256,15 @@ def wait_quiet(ctx):
     return waited
 
 
+def real_cores(res):
+    # (older bench-load builds also reported the aggregate /proc/stat line as a bogus cpu)
+    return [c for c in res.get("procs", {}).get("_cores", []) if c["cpu"] < 4096]
+
+
 def foreign_load(res):
     """Cores used by processes other than upstream, gateway and load generator in the window."""
     p = res.get("procs", {})
-    cores = p.get("_cores")
+    cores = real_cores(res)
     w = res.get("window_s") or 0
     if not cores or w <= 0:
         return None
@@ -741,7 +746,7 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
             out["cpu_u"].append(cu)
             out["cpu_ratio"].append(cg / cu if cg is not None and cu else None)
             out["rss"].append(peak_kb(x, "gateway"))
-            out["busy"].append([c["busy"] * 100 for c in x["procs"].get("_cores", [])])
+            out["busy"].append([c["busy"] * 100 for c in real_cores(x)])
             out["foreign"] += [foreign_load(d), foreign_load(x)]
         m = {k: (med(v) if isinstance(v, list) else {kk: med(vv) for kk, vv in v.items()})
              for k, v in out.items() if k not in ("err", "busy", "foreign")}

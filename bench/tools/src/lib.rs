@@ -132,7 +132,11 @@ pub fn cpu_times() -> Vec<(usize, u64, u64, u64)> {
     };
     let mut out = Vec::new();
     for line in s.lines() {
+        // "cpu0 ..", "cpu1 ..": skip the aggregate "cpu  .." line.
         let Some(rest) = line.strip_prefix("cpu") else { continue };
+        if !rest.starts_with(|c: char| c.is_ascii_digit()) {
+            continue;
+        }
         let mut it = rest.split_whitespace();
         let Some(Ok(idx)) = it.next().map(str::parse::<usize>) else { continue };
         let v: Vec<u64> = it.filter_map(|x| x.parse().ok()).collect();

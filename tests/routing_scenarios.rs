@@ -685,6 +685,35 @@ async fn speed_preference_picks_the_faster_endpoint_and_follows_a_change() {
     );
 }
 
+/// The other direction: B recovers (becomes the faster one) while A stays as it was. B's
+/// estimate is only refreshed by traffic, and exploration only helps endpoints with no
+/// samples at all, so B's stale 150 ms keeps it behind A's 60 ms forever.
+#[tokio::test]
+#[ignore = "gap: a sampled endpoint that becomes faster is never tried again under `speed` \
+            unless the current choice becomes slower than its stale estimate"]
+async fn speed_preference_notices_when_the_other_endpoint_becomes_faster() {
+    let w = speed_world().await;
+    latency(&w, "a", 60);
+    latency(&w, "b", 150);
+    for p in ["a", "b"] {
+        for _ in 0..3 {
+            speed_request(&w, json!({"allowed_providers": [p]})).await;
+        }
+    }
+    assert_eq!(speed_request(&w, json!({})).await, "a/x-up");
+    latency(&w, "b", 10);
+    let mut seq = Vec::new();
+    for _ in 0..20 {
+        seq.push(speed_request(&w, json!({})).await);
+    }
+    assert!(
+        seq.iter().any(|e| e == "b/x-up"),
+        "b (now 10 ms) never tried again in {} requests; b's estimate: {}",
+        seq.len(),
+        w.endpoint("b/x-up").await
+    );
+}
+
 // ---------- 3. cost, and the balanced trace ----------
 
 #[tokio::test]
@@ -969,6 +998,41 @@ async fn fallback_recovers_from_a_429_and_skips_the_endpoint_until_retry_after_e
 }
 
 #[tokio::test]
+#[ignore = "bug: the 503's retry-after is truncated to whole seconds, so clients are told to \
+            come back before the endpoint is available again"]
+async fn when_only_a_rate_limited_endpoint_could_serve_the_client_gets_503_with_its_retry_after() {
+    let w = pair(Routing::default()).await;
+    w.all_ok(false);
+    w.fake("a").push(Reply::error_retry_after(
+        429,
+        json!({"error": {"message": "slow down"}}),
+        "3",
+    ));
+    assert_recovered(&w, false, "rate_limited").await;
+    let only_a = req("x", false, json!({"allowed_providers": ["a"]}));
+    let resp = w.send(&only_a).await;
+    let retry_after: u64 = header(resp.headers(), "retry-after")
+        .expect("retry-after on the 503")
+        .parse()
+        .expect("retry-after in seconds");
+    let msg = expect_error(resp, 503, "overloaded_error").await;
+    assert!(msg.contains("removed by availability"), "{msg}");
+    assert_eq!(
+        w.fake("a").request_count(),
+        1,
+        "a blocked endpoint is not called"
+    );
+    // Told to come back no earlier than the endpoint is available again.
+    let left = w.endpoint("a/x-up").await["retry_after_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        retry_after * 1000 >= left,
+        "retry-after: {retry_after} s, but the endpoint is blocked for {left} ms more"
+    );
+}
+
+#[tokio::test]
 async fn fallback_recovers_from_a_stream_that_hangs_before_its_first_byte() {
     let w = pair(Routing::default()).await; // first_byte_timeout 0.3 s
     w.all_ok(true);
@@ -1027,6 +1091,13 @@ async fn fallback_recovers_from_a_stream_that_dies_before_content() {
         ),
         (Reply::sse(vec![role]), "truncated"),
         (Reply::raw(200, "text/event-stream", b""), "truncated"),
+        // An error object in the stream before any content.
+        (
+            Reply::sse(vec![openai::frame(
+                &json!({"error": {"message": "model crashed", "type": "server_error"}}),
+            )]),
+            "stream_error",
+        ),
     ] {
         w.fake("a").set_default(dead);
         let a = assert_recovered(&w, true, kind).await;
@@ -1040,7 +1111,7 @@ async fn fallback_recovers_from_a_stream_that_dies_before_content() {
         b"{\"choices\": [ {\"mess",
     ));
     assert_recovered(&w, false, "protocol").await;
-    assert_eq!(w.counts(), counts(&[("a", 4), ("b", 4)]));
+    assert_eq!(w.counts(), counts(&[("a", 5), ("b", 5)]));
 }
 
 #[tokio::test]

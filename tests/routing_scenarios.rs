@@ -998,8 +998,6 @@ async fn fallback_recovers_from_a_429_and_skips_the_endpoint_until_retry_after_e
 }
 
 #[tokio::test]
-#[ignore = "bug: the 503's retry-after is truncated to whole seconds, so clients are told to \
-            come back before the endpoint is available again"]
 async fn when_only_a_rate_limited_endpoint_could_serve_the_client_gets_503_with_its_retry_after() {
     let w = pair(Routing::default()).await;
     w.all_ok(false);

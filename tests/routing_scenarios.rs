@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 // ---------- the scenario world ----------
 
-/// A provider: its name, compliance flags and first-byte timeout. Each gets its own fake.
+/// A provider: its name and compliance flags. Each gets its own fake upstream.
 #[derive(Clone, Copy)]
 struct P {
     name: &'static str,
@@ -314,7 +314,7 @@ async fn answer(resp: reqwest::Response, stream: bool) -> Answer {
     }
 }
 
-/// Asserts an error answer (status in `range`, Anthropic envelope); returns status and message.
+/// Asserts an error answer (4xx/5xx, Anthropic envelope); returns status and message.
 async fn error_answer(resp: reqwest::Response) -> (u16, String) {
     let (status, _, v) = json_of(resp).await;
     assert!(status >= 400, "expected an error, got {status}: {v}");

@@ -82,6 +82,7 @@ struct Routing {
     explore_probability: f64,
     near_equal_margin: f64,
     first_byte_timeout_s: f64,
+    request_timeout_s: f64,
 }
 
 impl Default for Routing {
@@ -94,6 +95,7 @@ impl Default for Routing {
             explore_probability: 0.0,
             near_equal_margin: 0.0,
             first_byte_timeout_s: 0.3,
+            request_timeout_s: 0.5,
         }
     }
 }
@@ -149,6 +151,7 @@ api_key_env = "{UPSTREAM_KEY_ENV}"
 eu_native = {eu}
 zero_data_retention = {zdr}
 first_byte_timeout_s = {fb}
+request_timeout_s = {rt}
 idle_timeout_s = 2
 connect_timeout_s = 1
 "#,
@@ -157,6 +160,7 @@ connect_timeout_s = 1
                 eu = p.eu,
                 zdr = p.zdr,
                 fb = r.first_byte_timeout_s,
+                rt = r.request_timeout_s,
             ));
         }
         for m in models {
@@ -688,30 +692,49 @@ async fn speed_preference_picks_the_faster_endpoint_and_follows_a_change() {
 /// The other direction: B recovers (becomes the faster one) while A stays as it was. B's
 /// estimate is only refreshed by traffic, and exploration only helps endpoints with no
 /// samples at all, so B's stale 150 ms keeps it behind A's 60 ms forever.
+/// Estimates do not decay, so a sampled endpoint that became faster is only noticed through
+/// exploration (`routing.explore_probability`), which also tries already-sampled endpoints.
 #[tokio::test]
-#[ignore = "gap: a sampled endpoint that becomes faster is never tried again under `speed` \
-            unless the current choice becomes slower than its stale estimate"]
 async fn speed_preference_notices_when_the_other_endpoint_becomes_faster() {
-    let w = speed_world().await;
-    latency(&w, "a", 60);
+    let w = World::start(
+        &[prov("a", false, false), prov("b", false, false)],
+        vec![model(
+            "x",
+            &[],
+            vec![ep("a", "x-up", 1.0), ep("b", "x-up", 1.0)],
+        )],
+        "",
+        &Routing {
+            first_byte_timeout_s: 5.0,
+            explore_probability: 0.25,
+            ..Routing::default()
+        },
+    )
+    .await;
+    latency(&w, "a", 40);
     latency(&w, "b", 150);
     for p in ["a", "b"] {
         for _ in 0..3 {
             speed_request(&w, json!({"allowed_providers": [p]})).await;
         }
     }
-    assert_eq!(speed_request(&w, json!({})).await, "a/x-up");
-    latency(&w, "b", 10);
-    let mut seq = Vec::new();
-    for _ in 0..20 {
-        seq.push(speed_request(&w, json!({})).await);
-    }
-    assert!(
-        seq.iter().any(|e| e == "b/x-up"),
-        "b (now 10 ms) never tried again in {} requests; b's estimate: {}",
-        seq.len(),
-        w.endpoint("b/x-up").await
+    let ttft = |v: &Value| v["ttft_ms"].as_f64().unwrap_or(f64::NAN);
+    let (a0, b0) = (
+        ttft(&w.endpoint("a/x-up").await),
+        ttft(&w.endpoint("b/x-up").await),
     );
+    assert!(b0 > a0, "b starts slower: a {a0} b {b0}");
+    latency(&w, "b", 5);
+    // 60 requests at a 25% exploration rate try b about 15 times (fewer than 5 has
+    // probability below 1e-4); a handful of samples bring its estimate under a's.
+    for _ in 0..60 {
+        speed_request(&w, json!({})).await;
+    }
+    let (a1, b1) = (
+        ttft(&w.endpoint("a/x-up").await),
+        ttft(&w.endpoint("b/x-up").await),
+    );
+    assert!(b1 < a1, "b (now 5 ms) not noticed: a {a1} b {b1}");
 }
 
 // ---------- 3. cost, and the balanced trace ----------
@@ -1055,12 +1078,10 @@ async fn fallback_recovers_from_a_stream_that_hangs_before_its_first_byte() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a hung non-streaming attempt consumes the whole routing deadline, so the \
-            next endpoint is never tried (504 after total_timeout_s)"]
 async fn fallback_recovers_from_a_non_stream_answer_that_hangs() {
-    // Non-streaming answers have no first byte before the whole generation, so they are
-    // bounded by the routing deadline; with a 3 s deadline a hung endpoint must still leave
-    // time for the next one.
+    // Non-streaming answers have no first byte before the whole generation: each attempt
+    // is bounded by the provider's request_timeout_s (0.5 s here), which leaves time in the
+    // 3 s deadline for the next endpoint.
     let w = pair(Routing {
         total_timeout_s: 3.0,
         ..Routing::default()
@@ -1069,7 +1090,7 @@ async fn fallback_recovers_from_a_non_stream_answer_that_hangs() {
     w.all_ok(false);
     w.fake("a").set_default(Reply::Hang);
     let t = Instant::now();
-    assert_recovered(&w, false, "first_byte_timeout").await;
+    assert_recovered(&w, false, "request_timeout").await;
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
 

@@ -126,6 +126,7 @@ pub struct ProviderConfig {
     pub first_byte_timeout: Duration,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -489,6 +490,11 @@ fn validate_provider(
             5.0,
         )?,
         idle_timeout: secs(&format!("{field}.idle_timeout_s"), p.idle_timeout_s, 120.0)?,
+        request_timeout: secs(
+            &format!("{field}.request_timeout_s"),
+            p.request_timeout_s,
+            300.0,
+        )?,
     }))
 }
 

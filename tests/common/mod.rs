@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_upstream;
+pub mod world;
 
 use std::time::Duration;
 

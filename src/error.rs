@@ -27,6 +27,12 @@ pub enum UpstreamError {
     FirstByteTimeout(Duration),
     #[error("stream idle for more than {0:?}")]
     IdleTimeout(Duration),
+    #[error("no answer within the provider's request timeout of {0:?}")]
+    RequestTimeout(Duration),
+    /// The request's routing deadline ran out during this attempt: the endpoint was not
+    /// necessarily at fault, so it does not count against its breaker.
+    #[error("the routing deadline ran out after {0:?}")]
+    Deadline(Duration),
     #[error("HTTP {status}: {message}")]
     Status {
         status: u16,
@@ -60,7 +66,12 @@ impl UpstreamError {
 
     /// Whether trying another endpoint (before the first byte reached the client) can help.
     pub fn retryable(&self) -> bool {
-        self.fault() == Fault::Provider
+        self.fault() == Fault::Provider && !matches!(self, UpstreamError::Deadline(_))
+    }
+
+    /// Whether this failure says something about the endpoint's health (breaker, stats).
+    pub fn counts_against_endpoint(&self) -> bool {
+        self.fault() == Fault::Provider && !matches!(self, UpstreamError::Deadline(_))
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -89,6 +100,8 @@ impl UpstreamError {
             UpstreamError::Connect(_) => "connect",
             UpstreamError::FirstByteTimeout(_) => "first_byte_timeout",
             UpstreamError::IdleTimeout(_) => "idle_timeout",
+            UpstreamError::RequestTimeout(_) => "request_timeout",
+            UpstreamError::Deadline(_) => "deadline",
             UpstreamError::Status { status: 429, .. } => "rate_limited",
             UpstreamError::Status {
                 status: 500..=599, ..
@@ -176,7 +189,10 @@ impl ApiError {
             UpstreamError::Status { status: 503 | 529, .. } => {
                 Self::new(StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), format!("provider `{provider}` is overloaded"))
             }
-            UpstreamError::FirstByteTimeout(_) | UpstreamError::IdleTimeout(_) => {
+            UpstreamError::FirstByteTimeout(_)
+            | UpstreamError::IdleTimeout(_)
+            | UpstreamError::RequestTimeout(_)
+            | UpstreamError::Deadline(_) => {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, format!("provider `{provider}` timed out: {err}"))
             }
             _ => Self::new(

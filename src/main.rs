@@ -36,12 +36,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Log lines are written by a background thread, so a request never waits on stderr.
+    // Not lossy: under overload, logging slows requests rather than dropping audit lines.
+    let (writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("RELAIS_LOG").unwrap_or_else(|_| EnvFilter::new("relais=info")),
         )
         .with_target(false)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .init();
     let cli = Cli::parse();
     match cli.command {

@@ -104,6 +104,9 @@ pub struct RawProvider {
     pub connect_timeout_s: Option<f64>,
     /// Idle time allowed between two events of a stream once it started.
     pub idle_timeout_s: Option<f64>,
+    /// Longest a non-streaming attempt may take (its answer comes only once generation is
+    /// done) before Relais falls back to the next endpoint.
+    pub request_timeout_s: Option<f64>,
     /// Skip this provider instead of failing start-up when its key variable is unset.
     #[serde(default)]
     pub optional: Option<bool>,

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;
+use sha2::{Digest, Sha256};
 
 const BASE: &str = r#"
 [[keys]]

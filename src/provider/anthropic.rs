@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::header::HeaderValue;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -117,34 +117,23 @@ impl AnthropicProvider {
         AnthropicProvider { cfg, client, url }
     }
 
-    fn request(
+    async fn post(
         &self,
         call: &UpstreamCall<'_>,
         stream: bool,
-    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
-        let body = serde_json::to_vec(&outgoing(call.req, call, stream))
-            .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
-        let mut rb = self
-            .client
-            .post(&self.url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(
-                ACCEPT,
-                if stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .body(body);
-        rb = match call.anthropic_version {
-            Some(v) => rb.header("anthropic-version", v),
-            None => rb.header("anthropic-version", DEFAULT_VERSION),
-        };
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let body = http::encode(&outgoing(call.req, call, stream))?;
+        let mut rb = self.client.post(&self.url).header(
+            "anthropic-version",
+            match call.anthropic_version {
+                Some(v) => v.clone(),
+                None => HeaderValue::from_static(DEFAULT_VERSION),
+            },
+        );
         if let Some(b) = call.anthropic_beta {
             rb = rb.header("anthropic-beta", b);
         }
-        Ok(rb)
+        http::post_json(rb, body, stream, &self.cfg).await
     }
 }
 
@@ -154,19 +143,8 @@ impl Provider for AnthropicProvider {
         call: &'a UpstreamCall<'a>,
     ) -> BoxFuture<'a, Result<MessagesResponse, UpstreamError>> {
         Box::pin(async move {
-            let resp = http::send_whole(self.request(call, false)?).await?;
-            if !resp.status().is_success() {
-                return Err(http::status_error(
-                    resp,
-                    self.cfg.idle_timeout,
-                    self.cfg.api_key.as_ref(),
-                )
-                .await);
-            }
-            let body =
-                http::read_body(resp, http::MAX_RESPONSE_BODY, self.cfg.idle_timeout).await?;
-            let mut msg: MessagesResponse = serde_json::from_slice(&body)
-                .map_err(|e| UpstreamError::Protocol(format!("response is not a message: {e}")))?;
+            let resp = self.post(call, false).await?;
+            let mut msg: MessagesResponse = http::read_json(resp, &self.cfg, "a message").await?;
             msg.model = call.served_model.to_owned();
             Ok(msg)
         })
@@ -177,15 +155,7 @@ impl Provider for AnthropicProvider {
         call: &'a UpstreamCall<'a>,
     ) -> BoxFuture<'a, Result<EventStream, UpstreamError>> {
         Box::pin(async move {
-            let resp = http::send(self.request(call, true)?, self.cfg.first_byte_timeout).await?;
-            if !resp.status().is_success() {
-                return Err(http::status_error(
-                    resp,
-                    self.cfg.idle_timeout,
-                    self.cfg.api_key.as_ref(),
-                )
-                .await);
-            }
+            let resp = self.post(call, true).await?;
             let s: EventStream = Box::pin(passthrough(
                 resp,
                 call.served_model.to_owned(),

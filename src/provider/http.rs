@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
+};
 
 use crate::config::{ApiKind, ProviderConfig, Secret};
 use crate::error::UpstreamError;
@@ -45,22 +47,48 @@ pub fn client(cfg: &ProviderConfig) -> Result<reqwest::Client, UpstreamError> {
         .map_err(|e| UpstreamError::Transport(format!("cannot build HTTP client: {e}")))
 }
 
-/// Sends and waits for the response head within the first-byte timeout.
-pub async fn send(
+/// POSTs a JSON body and returns the response once its status is a success. No timeout
+/// here: the caller bounds each attempt (first-byte timeout for streams, request timeout
+/// for whole answers, and the routing deadline).
+pub async fn post_json(
     rb: reqwest::RequestBuilder,
-    first_byte: Duration,
+    body: Vec<u8>,
+    stream: bool,
+    cfg: &ProviderConfig,
 ) -> Result<reqwest::Response, UpstreamError> {
-    match tokio::time::timeout(first_byte, rb.send()).await {
-        Err(_) => Err(UpstreamError::FirstByteTimeout(first_byte)),
-        Ok(Err(e)) => Err(classify(&e)),
-        Ok(Ok(resp)) => Ok(resp),
+    let accept = if stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let resp = rb
+        .header(CONTENT_TYPE, "application/json")
+        .header(ACCEPT, accept)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| classify(&e))?;
+    if !resp.status().is_success() {
+        return Err(status_error(resp, cfg.idle_timeout, cfg.api_key.as_ref()).await);
     }
+    Ok(resp)
 }
 
-/// Sends a non-streaming request. No first-byte timeout here: such answers arrive only once
-/// generation is done, so the caller bounds them by the routing deadline instead.
-pub async fn send_whole(rb: reqwest::RequestBuilder) -> Result<reqwest::Response, UpstreamError> {
-    rb.send().await.map_err(|e| classify(&e))
+/// Reads a whole JSON answer (bounded in size, idle timeout between chunks) and parses it.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    cfg: &ProviderConfig,
+    what: &str,
+) -> Result<T, UpstreamError> {
+    let body = read_body(resp, MAX_RESPONSE_BODY, cfg.idle_timeout).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| UpstreamError::Protocol(format!("response is not {what}: {e}")))
+}
+
+/// Serializes a request body.
+pub fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, UpstreamError> {
+    serde_json::to_vec(v)
+        .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))
 }
 
 pub fn classify(e: &reqwest::Error) -> UpstreamError {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use super::{http, EventStream, Provider, StreamItem, UpstreamCall};
 use crate::anthropic::{MessagesResponse, StreamEvent};
@@ -31,29 +30,15 @@ impl OpenAiProvider {
         OpenAiProvider { cfg, client, url }
     }
 
-    fn request(
+    async fn post(
         &self,
         call: &UpstreamCall<'_>,
         stream: bool,
-    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
+    ) -> Result<reqwest::Response, UpstreamError> {
         let mut chat = anthropic_to_openai_request(call.req, call.upstream_model, stream);
         chat.max_tokens = call.max_tokens;
-        let body = serde_json::to_vec(&chat)
-            .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
-        let rb = self
-            .client
-            .post(&self.url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(
-                ACCEPT,
-                if stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .body(body);
-        Ok(rb)
+        let rb = self.client.post(&self.url);
+        http::post_json(rb, http::encode(&chat)?, stream, &self.cfg).await
     }
 }
 
@@ -63,20 +48,8 @@ impl Provider for OpenAiProvider {
         call: &'a UpstreamCall<'a>,
     ) -> BoxFuture<'a, Result<MessagesResponse, UpstreamError>> {
         Box::pin(async move {
-            let resp = http::send_whole(self.request(call, false)?).await?;
-            if !resp.status().is_success() {
-                return Err(http::status_error(
-                    resp,
-                    self.cfg.idle_timeout,
-                    self.cfg.api_key.as_ref(),
-                )
-                .await);
-            }
-            let body =
-                http::read_body(resp, http::MAX_RESPONSE_BODY, self.cfg.idle_timeout).await?;
-            let chat: ChatResponse = serde_json::from_slice(&body).map_err(|e| {
-                UpstreamError::Protocol(format!("response is not a chat completion: {e}"))
-            })?;
+            let resp = self.post(call, false).await?;
+            let chat: ChatResponse = http::read_json(resp, &self.cfg, "a chat completion").await?;
             let had_usage = chat.usage.is_some();
             let stops = call.req.stop_sequences.as_deref().unwrap_or(&[]);
             let mut msg = openai_to_anthropic_response(
@@ -98,15 +71,7 @@ impl Provider for OpenAiProvider {
         call: &'a UpstreamCall<'a>,
     ) -> BoxFuture<'a, Result<EventStream, UpstreamError>> {
         Box::pin(async move {
-            let resp = http::send(self.request(call, true)?, self.cfg.first_byte_timeout).await?;
-            if !resp.status().is_success() {
-                return Err(http::status_error(
-                    resp,
-                    self.cfg.idle_timeout,
-                    self.cfg.api_key.as_ref(),
-                )
-                .await);
-            }
+            let resp = self.post(call, true).await?;
             let translator = OpenAiToAnthropicStream::new(
                 call.message_id.to_owned(),
                 call.served_model.to_owned(),

@@ -521,7 +521,7 @@ impl Router {
         if let Some(s) = self.states.get(endpoint) {
             s.record_failure(
                 self.clock.now(),
-                err.retryable(),
+                err.counts_against_endpoint(),
                 err.retry_after(),
                 err.kind(),
             );

@@ -19,8 +19,9 @@
 //! Near-equal candidates share load: those whose score is within `near_equal_margin`
 //! (relative) of the best are put in a weighted random order, each drawn with weight
 //! `1 / score`, so slightly better ones still win slightly more often. Exploration: with
-//! probability `routing.explore_probability`, an endpoint with no live samples yet (and
-//! speed mattering) goes first, so that its estimates can replace its prior.
+//! probability `routing.explore_probability` (when speed matters), another endpoint goes
+//! first: one with no live samples yet if there is one (so its estimates replace its
+//! prior), else any other eligible one (so one that became faster is noticed).
 
 use rand::{Rng, RngCore};
 use serde::Serialize;
@@ -161,12 +162,18 @@ pub(crate) fn rank<T>(
         scored.extend(rest);
     }
 
-    if p.weights.speed > 0.0 && p.explore_probability > 0.0 {
+    if p.weights.speed > 0.0 && p.explore_probability > 0.0 && scored.len() > 1 {
         let unsampled: Vec<usize> = (1..scored.len())
             .filter(|&i| scored[i].1.speed_samples == 0)
             .collect();
-        if !unsampled.is_empty() && rng.random::<f64>() < p.explore_probability {
-            let i = unsampled[rng.random_range(0..unsampled.len())];
+        if rng.random::<f64>() < p.explore_probability {
+            // Unsampled endpoints first; otherwise any other one, so that an endpoint that
+            // became faster since its last sample is noticed (estimates do not decay).
+            let i = if unsampled.is_empty() {
+                rng.random_range(1..scored.len())
+            } else {
+                unsampled[rng.random_range(0..unsampled.len())]
+            };
             let (item, mut s) = scored.remove(i);
             s.explored = true;
             scored.insert(0, (item, s));

@@ -18,6 +18,7 @@ pub fn endpoint(provider: &str, upstream: &str) -> EndpointConfig {
         first_byte_timeout: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(300),
     });
     EndpointConfig {
         id: format!("{}/{upstream}", provider.name),

@@ -28,7 +28,9 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/json"),
         );
         if let Some(ra) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&ra.as_secs().max(1).to_string()) {
+            // Rounded up: a client told to come back sooner would find it still unavailable.
+            let secs = ra.as_secs() + u64::from(ra.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
                 h.insert(header::RETRY_AFTER, v);
             }
         }

@@ -208,18 +208,29 @@ async fn attempt(
     cand: &Candidate,
     remaining: std::time::Duration,
 ) -> Result<Answer, UpstreamError> {
-    if stream {
-        let budget = remaining.min(cand.endpoint.provider.first_byte_timeout);
-        match tokio::time::timeout(budget, open_stream(provider, call)).await {
-            Err(_) => Err(UpstreamError::FirstByteTimeout(budget)),
-            Ok(r) => r.map(|(b, s)| Answer::Stream(b, s)),
-        }
+    let p = &cand.endpoint.provider;
+    // Whichever limit binds names the failure: the endpoint's own timeout counts against
+    // it; the request's routing deadline does not.
+    let (limit, err): (_, fn(std::time::Duration) -> UpstreamError) = if stream {
+        (p.first_byte_timeout, UpstreamError::FirstByteTimeout)
     } else {
-        match tokio::time::timeout(remaining, provider.send(call)).await {
-            Err(_) => Err(UpstreamError::FirstByteTimeout(remaining)),
-            Ok(r) => r.map(Answer::Whole),
-        }
-    }
+        (p.request_timeout, UpstreamError::RequestTimeout)
+    };
+    let (budget, on_timeout) = if limit < remaining {
+        (limit, err)
+    } else {
+        (remaining, UpstreamError::Deadline as fn(_) -> _)
+    };
+    let r = if stream {
+        tokio::time::timeout(budget, open_stream(provider, call))
+            .await
+            .map(|r| r.map(|(b, s)| Answer::Stream(b, s)))
+    } else {
+        tokio::time::timeout(budget, provider.send(call))
+            .await
+            .map(|r| r.map(Answer::Whole))
+    };
+    r.unwrap_or_else(|_| Err(on_timeout(budget)))
 }
 
 /// Opens the stream and reads it until the first content block starts (or it ends), so a

@@ -1,10 +1,11 @@
 //! An in-process fake upstream (OpenAI chat-completions or Anthropic Messages: it answers
 //! any path) whose behaviour each test scripts, and which records every request it gets.
 //!
-//! Replies are taken from a queue in order; when the queue is empty the default reply is
-//! used (a 500 saying nothing was scripted, unless the test set another).
+//! Replies are taken from a queue in order; when the queue is empty the reply set for the
+//! requested upstream `model` (if any, `set_model_default`) is used, else the default reply
+//! (a 500 saying nothing was scripted, unless the test set another).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -102,6 +103,19 @@ impl Reply {
         }
     }
 
+    /// SSE frames ending normally, the first one sent after `latency` (the time to first
+    /// token the router measures), the others without delay.
+    pub fn sse_after(latency: Duration, frames: Vec<String>) -> Reply {
+        Reply::Sse {
+            frames: frames
+                .into_iter()
+                .enumerate()
+                .map(|(i, f)| (if i == 0 { latency } else { Duration::ZERO }, f))
+                .collect(),
+            end: StreamEnd::Close,
+        }
+    }
+
     pub fn sse_then(frames: Vec<String>, end: StreamEnd) -> Reply {
         Reply::Sse {
             frames: frames.into_iter().map(|f| (Duration::ZERO, f)).collect(),
@@ -139,6 +153,8 @@ impl Recorded {
 struct Inner {
     queue: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
+    /// Default replies by the `model` field of the request body (the upstream model).
+    by_model: Mutex<HashMap<String, Reply>>,
     requests: Mutex<Vec<Recorded>>,
     /// Responses whose handler or body was dropped before it finished on its own.
     cancelled: AtomicUsize,
@@ -188,6 +204,7 @@ impl FakeUpstream {
                 500,
                 json!({"error": {"message": "fake upstream: no reply scripted", "type": "server_error"}}),
             )),
+            by_model: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             cancelled: AtomicUsize::new(0),
             completed: AtomicUsize::new(0),
@@ -217,6 +234,33 @@ impl FakeUpstream {
 
     pub fn set_default(&self, r: Reply) {
         *self.inner.default.lock().expect("lock") = r;
+    }
+
+    /// The reply for requests whose body asks for upstream model `model`, when the queue is
+    /// empty (one fake serving several endpoints of the same provider).
+    pub fn set_model_default(&self, model: &str, r: Reply) {
+        self.inner
+            .by_model
+            .lock()
+            .expect("lock")
+            .insert(model.to_owned(), r);
+    }
+
+    /// Requests received for upstream model `model`.
+    pub fn request_count_for(&self, model: &str) -> usize {
+        self.inner
+            .requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| {
+                r.body
+                    .as_ref()
+                    .and_then(|b| b.get("model"))
+                    .and_then(Value::as_str)
+                    == Some(model)
+            })
+            .count()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -278,7 +322,12 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let raw_body = axum::body::to_bytes(body, 64 * 1024 * 1024)
         .await
         .unwrap_or_default();
-    let parsed = serde_json::from_slice(&raw_body).ok();
+    let parsed: Option<Value> = serde_json::from_slice(&raw_body).ok();
+    let model = parsed
+        .as_ref()
+        .and_then(|b| b.get("model"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     inner.requests.lock().expect("lock").push(Recorded {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
@@ -289,7 +338,12 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     });
     let reply = {
         let next = inner.queue.lock().expect("lock").pop_front();
-        next.unwrap_or_else(|| inner.default.lock().expect("lock").clone())
+        let for_model = || {
+            let m = model.as_deref()?;
+            inner.by_model.lock().expect("lock").get(m).cloned()
+        };
+        next.or_else(for_model)
+            .unwrap_or_else(|| inner.default.lock().expect("lock").clone())
     };
     let guard = Guard {
         inner: inner.clone(),

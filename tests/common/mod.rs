@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_upstream;
+pub mod world;
 
 use std::time::Duration;
 
@@ -152,6 +153,29 @@ impl Relais {
             .post(self.url("/v1/messages"))
             .header("x-api-key", CLIENT_KEY)
             .header("anthropic-version", "2023-06-01")
+            .json(body)
+            .send()
+            .await
+            .expect("request to relais")
+    }
+
+    /// `POST /v1/messages` authenticated with another client key.
+    pub async fn messages_as(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/messages"))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(body)
+            .send()
+            .await
+            .expect("request to relais")
+    }
+
+    /// `POST path` with a JSON body and the client key.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("x-api-key", CLIENT_KEY)
             .json(body)
             .send()
             .await

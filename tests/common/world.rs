@@ -1,0 +1,360 @@
+//! The routing scenario world: several fake upstreams, one per provider (each with its own
+//! compliance flags, prices and scripted replies), and Relais started in front of them with
+//! a catalog built from `prov`/`model`/`ep` and a `[routing]` from `Routing`; plus the
+//! request and answer helpers the `routing_*` tests share.
+//!
+//! Determinism: exploration and near-equal load sharing are off unless a test says
+//! otherwise, and the compliant endpoints are made the *least* attractive ones, so that a
+//! leak would be the router's first choice, not an accident of ordering.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::fake_upstream::openai;
+use super::*;
+
+/// A provider: its name and compliance flags. Each gets its own fake upstream.
+#[derive(Clone, Copy)]
+pub struct P {
+    pub name: &'static str,
+    pub eu: bool,
+    pub zdr: bool,
+}
+
+pub const fn prov(name: &'static str, eu: bool, zdr: bool) -> P {
+    P { name, eu, zdr }
+}
+
+/// An endpoint of a model: provider, upstream model, price (EUR per Mtok, input and output
+/// alike) and any other TOML lines (priors, limits).
+pub struct E {
+    pub provider: &'static str,
+    pub upstream: &'static str,
+    pub price: f64,
+    pub extra: String,
+}
+
+pub fn ep(provider: &'static str, upstream: &'static str, price: f64) -> E {
+    E {
+        provider,
+        upstream,
+        price,
+        extra: String::new(),
+    }
+}
+
+impl E {
+    pub fn with(mut self, toml: &str) -> E {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+}
+
+pub struct M {
+    pub id: &'static str,
+    pub fallbacks: &'static [&'static str],
+    pub endpoints: Vec<E>,
+}
+
+pub fn model(id: &'static str, fallbacks: &'static [&'static str], endpoints: Vec<E>) -> M {
+    M {
+        id,
+        fallbacks,
+        endpoints,
+    }
+}
+
+/// `[routing]` of a scenario. Defaults: no exploration, no near-equal sharing, breakers
+/// that practically never open, four attempts.
+#[derive(Clone)]
+pub struct Routing {
+    pub total_timeout_s: f64,
+    pub max_attempts: u32,
+    pub breaker_failures: u32,
+    pub breaker_cooldown_s: f64,
+    pub explore_probability: f64,
+    pub near_equal_margin: f64,
+    pub first_byte_timeout_s: f64,
+    pub request_timeout_s: f64,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            total_timeout_s: 10.0,
+            max_attempts: 4,
+            breaker_failures: 100,
+            breaker_cooldown_s: 30.0,
+            explore_probability: 0.0,
+            near_equal_margin: 0.0,
+            first_byte_timeout_s: 0.3,
+            request_timeout_s: 0.5,
+        }
+    }
+}
+
+pub struct World {
+    pub relais: Relais,
+    pub fakes: BTreeMap<&'static str, FakeUpstream>,
+}
+
+impl World {
+    /// Starts one fake per provider (each answering "from <provider>" until scripted
+    /// otherwise) and Relais with this catalog. `keys` are extra `[[keys]]` tables.
+    pub async fn start(providers: &[P], models: Vec<M>, keys: &str, r: &Routing) -> World {
+        let mut fakes = BTreeMap::new();
+        for p in providers {
+            let f = FakeUpstream::start().await;
+            f.set_default(ok(p.name, false));
+            fakes.insert(p.name, f);
+        }
+        let mut toml = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace_s = 1
+
+[routing]
+total_timeout_s = {}
+max_attempts = {}
+breaker_failures = {}
+breaker_cooldown_s = {}
+explore_probability = {}
+near_equal_margin = {}
+
+[[keys]]
+name = "test"
+key = "{CLIENT_KEY}"
+{keys}
+"#,
+            r.total_timeout_s,
+            r.max_attempts,
+            r.breaker_failures,
+            r.breaker_cooldown_s,
+            r.explore_probability,
+            r.near_equal_margin,
+        );
+        for p in providers {
+            toml.push_str(&format!(
+                r#"
+[providers.{name}]
+api = "openai"
+base_url = "{url}"
+api_key_env = "{UPSTREAM_KEY_ENV}"
+eu_native = {eu}
+zero_data_retention = {zdr}
+first_byte_timeout_s = {fb}
+request_timeout_s = {rt}
+idle_timeout_s = 2
+connect_timeout_s = 1
+"#,
+                name = p.name,
+                url = fakes[p.name].base_url(),
+                eu = p.eu,
+                zdr = p.zdr,
+                fb = r.first_byte_timeout_s,
+                rt = r.request_timeout_s,
+            ));
+        }
+        for m in models {
+            let fallbacks: Vec<String> = m.fallbacks.iter().map(|f| format!("\"{f}\"")).collect();
+            toml.push_str(&format!(
+                "\n[[models]]\nid = \"{}\"\nfallbacks = [{}]\n",
+                m.id,
+                fallbacks.join(", ")
+            ));
+            for e in m.endpoints {
+                toml.push_str(&format!(
+                    "\n[[models.endpoints]]\nprovider = \"{}\"\nupstream_model = \"{}\"\n\
+                     price_input_per_mtok = {}\nprice_output_per_mtok = {}\n{}",
+                    e.provider, e.upstream, e.price, e.price, e.extra
+                ));
+            }
+        }
+        World {
+            relais: Relais::start(&toml).await,
+            fakes,
+        }
+    }
+
+    pub fn fake(&self, name: &str) -> &FakeUpstream {
+        &self.fakes[name]
+    }
+
+    /// Requests each provider received so far.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        self.fakes
+            .iter()
+            .map(|(n, f)| (*n, f.request_count()))
+            .collect()
+    }
+
+    /// Every provider answers normally again (JSON or SSE).
+    pub fn all_ok(&self, stream: bool) {
+        for (n, f) in &self.fakes {
+            f.set_default(ok(n, stream));
+        }
+    }
+
+    pub async fn send(&self, body: &Value) -> reqwest::Response {
+        self.relais.messages(body).await
+    }
+
+    /// One endpoint's live state from `GET /relais/endpoints`.
+    pub async fn endpoint(&self, id: &str) -> Value {
+        let (status, _, v) = json_of(self.relais.get("/relais/endpoints").await).await;
+        assert_eq!(status, 200, "{v}");
+        v["endpoints"]
+            .as_array()
+            .expect("endpoints array")
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("no endpoint {id} in {v}"))
+            .clone()
+    }
+}
+
+pub fn counts(pairs: &[(&'static str, usize)]) -> BTreeMap<&'static str, usize> {
+    pairs.iter().copied().collect()
+}
+
+/// A normal answer saying which provider gave it: a chat completion, or a complete stream.
+pub fn ok(provider: &str, stream: bool) -> Reply {
+    let text = format!("from {provider}");
+    if stream {
+        Reply::sse(openai::text_stream(&["from ", provider]))
+    } else {
+        Reply::json(openai::chat_response(&text))
+    }
+}
+
+pub fn e500() -> Reply {
+    Reply::error(
+        500,
+        json!({"error": {"message": "internal failure", "type": "server_error"}}),
+    )
+}
+
+/// A Messages body for `model` with the router fields of `fields` merged in.
+pub fn req(model: &str, stream: bool, fields: Value) -> Value {
+    let mut b = json!({
+        "model": model,
+        "max_tokens": 64,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "route me"}]
+    });
+    for (k, v) in fields.as_object().expect("fields object") {
+        b[k] = v.clone();
+    }
+    b
+}
+
+/// A successful answer, whichever the mode, checked to be clean and complete.
+pub struct Answer {
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub model: String,
+    /// The routing trace, when `include_metadata` was asked for.
+    pub relais: Option<Value>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> &str {
+        header(&self.headers, name).unwrap_or_else(|| panic!("no {name} header"))
+    }
+    pub fn endpoint(&self) -> &str {
+        self.header("x-relais-endpoint")
+    }
+    pub fn attempts(&self) -> &str {
+        self.header("x-relais-attempts")
+    }
+}
+
+/// Asserts a 200 with one clean answer: a full message, or a stream with the complete
+/// event sequence (message_start … message_stop) and no error event.
+pub async fn answer(resp: reqwest::Response, stream: bool) -> Answer {
+    if stream {
+        let (status, headers, text) = read_sse(resp).await;
+        assert_eq!(status, 200, "{text}");
+        let events = parse_sse(&text);
+        assert!(
+            !names(&events).contains(&"error"),
+            "a clean answer has no error event: {:?}",
+            names(&events)
+        );
+        let blocks = assert_stream_grammar(&events);
+        let model = events[0].data["message"]["model"]
+            .as_str()
+            .expect("model in message_start")
+            .to_owned();
+        let relais = events
+            .iter()
+            .find(|e| e.name == "message_delta")
+            .and_then(|e| e.data.get("relais").cloned());
+        Answer {
+            headers,
+            text: blocks.iter().map(|b| b.1.as_str()).collect(),
+            model,
+            relais,
+        }
+    } else {
+        let (status, headers, v) = json_of(resp).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["type"], "message", "{v}");
+        assert!(v["stop_reason"].is_string(), "{v}");
+        Answer {
+            headers,
+            text: v["content"][0]["text"].as_str().unwrap_or("").to_owned(),
+            model: v["model"].as_str().expect("model").to_owned(),
+            relais: v.get("relais").cloned(),
+        }
+    }
+}
+
+/// Asserts an error answer (4xx/5xx, Anthropic envelope); returns status and message.
+pub async fn error_answer(resp: reqwest::Response) -> (u16, String) {
+    let (status, _, v) = json_of(resp).await;
+    assert!(status >= 400, "expected an error, got {status}: {v}");
+    (
+        status,
+        assert_error_envelope(&v, v["error"]["type"].as_str().unwrap_or("?")),
+    )
+}
+
+// ---------- the compliance catalog (also used by the /v1/route tests) ----------
+
+/// eu+zdr, eu-only, zdr-only (not EU) and neither. The non-compliant ones are the cheapest,
+/// so `preference: cost` would pick them first if a filter let them through.
+pub const COMPLIANCE: [P; 4] = [
+    prov("euzdr", true, true),
+    prov("eu", true, false),
+    prov("zdr", false, true),
+    prov("us", false, false),
+];
+
+pub fn compliance_models(fallbacks: &'static [&'static str]) -> Vec<M> {
+    vec![
+        model(
+            "x",
+            fallbacks,
+            vec![
+                ep("euzdr", "x-up", 0.4),
+                ep("eu", "x-up", 0.3),
+                ep("zdr", "x-up", 0.2),
+                ep("us", "x-up", 0.1),
+            ],
+        ),
+        model(
+            "y",
+            &[],
+            vec![
+                ep("euzdr", "y-up", 0.4),
+                ep("eu", "y-up", 0.3),
+                ep("zdr", "y-up", 0.2),
+                ep("us", "y-up", 0.1),
+            ],
+        ),
+    ]
+}

@@ -1,0 +1,430 @@
+//! Routing fallback end to end: a failed attempt (5xx, 429, hangs, dead or truncated
+//! streams) moves on to the next endpoint, a client fault (400) does not, a rate-limited
+//! endpoint is skipped until its retry-after, a model whose endpoints all fail or are
+//! filtered out falls back to the next model, and an open circuit breaker keeps traffic
+//! off an endpoint until its cool-down, then lets one probe through.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fake_upstream::openai;
+use common::world::*;
+use common::*;
+use serde_json::{json, Value};
+
+// ---------- provider fallback ----------
+
+/// `a` is cheaper, so under `preference: cost` it is always tried first; `b` answers.
+async fn pair(r: Routing) -> World {
+    World::start(
+        &[prov("a", false, false), prov("b", false, false)],
+        vec![model(
+            "x",
+            &[],
+            vec![ep("a", "x-up", 0.1), ep("b", "x-up", 1.0)],
+        )],
+        "",
+        &r,
+    )
+    .await
+}
+
+fn cost(stream: bool) -> Value {
+    req(
+        "x",
+        stream,
+        json!({"preference": "cost", "include_metadata": true}),
+    )
+}
+
+/// One clean answer from `b` after one failed attempt on `a`.
+async fn assert_recovered(w: &World, stream: bool, failure_kind: &str) -> Answer {
+    let a = answer(w.send(&cost(stream)).await, stream).await;
+    assert_eq!(a.endpoint(), "b/x-up", "{failure_kind} stream={stream}");
+    assert_eq!(a.attempts(), "2", "{failure_kind} stream={stream}");
+    assert_eq!(a.text, "from b");
+    assert_eq!(a.model, "x");
+    let t = a.relais.as_ref().expect("trace");
+    let att = t["attempts"].as_array().unwrap();
+    assert_eq!(att.len(), 2, "{att:?}");
+    assert_eq!(att[0]["endpoint"], "a/x-up");
+    assert_eq!(att[0]["outcome"], "error");
+    assert_eq!(att[0]["error_kind"], failure_kind, "{att:?}");
+    assert_eq!(att[0]["retryable"], true);
+    assert_eq!(att[1]["outcome"], "ok");
+    a
+}
+
+#[tokio::test]
+async fn fallback_recovers_from_a_500() {
+    let w = pair(Routing::default()).await;
+    for stream in [false, true] {
+        w.all_ok(stream);
+        w.fake("a").set_default(e500());
+        assert_recovered(&w, stream, "upstream_5xx").await;
+    }
+    assert_eq!(w.counts(), counts(&[("a", 2), ("b", 2)]));
+}
+
+#[tokio::test]
+async fn fallback_recovers_from_a_429_and_skips_the_endpoint_until_retry_after_expires() {
+    let w = pair(Routing::default()).await;
+    for stream in [false, true] {
+        w.all_ok(stream);
+        let before = w.counts();
+        w.fake("a").set_default(Reply::error_retry_after(
+            429,
+            json!({"error": {"message": "slow down"}}),
+            "1",
+        ));
+        assert_recovered(&w, stream, "rate_limited").await;
+        let st = w.endpoint("a/x-up").await;
+        let left = st["retry_after_ms"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("retry-after not shown: {st}"));
+        assert!(left > 0 && left <= 1000, "{st}");
+        assert_eq!(st["last_error"], "rate_limited");
+
+        // While it holds, `a` is skipped: excluded from the plan, not even tried.
+        w.fake("a").set_default(ok("a", stream));
+        let a = answer(w.send(&cost(stream)).await, stream).await;
+        assert_eq!((a.endpoint(), a.attempts()), ("b/x-up", "1"));
+        let t = a.relais.unwrap();
+        let ex = &t["excluded"][0];
+        assert_eq!(
+            (&ex["endpoint"], &ex["filter"]),
+            (&json!("a/x-up"), &json!("availability"))
+        );
+        assert!(
+            ex["reason"].as_str().unwrap().contains("retry after"),
+            "{ex}"
+        );
+        assert_eq!(w.fake("a").request_count(), before["a"] + 1);
+
+        // Once it expired (bounded wait), `a` is back first.
+        let t0 = Instant::now();
+        while w.endpoint("a/x-up").await.get("retry_after_ms").is_some() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(3),
+                "retry-after never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let a = answer(w.send(&cost(stream)).await, stream).await;
+        assert_eq!((a.endpoint(), a.attempts()), ("a/x-up", "1"));
+        assert_eq!(w.fake("a").request_count(), before["a"] + 2);
+    }
+}
+
+#[tokio::test]
+async fn when_only_a_rate_limited_endpoint_could_serve_the_client_gets_503_with_its_retry_after() {
+    let w = pair(Routing::default()).await;
+    w.all_ok(false);
+    w.fake("a").push(Reply::error_retry_after(
+        429,
+        json!({"error": {"message": "slow down"}}),
+        "3",
+    ));
+    assert_recovered(&w, false, "rate_limited").await;
+    let only_a = req("x", false, json!({"allowed_providers": ["a"]}));
+    let resp = w.send(&only_a).await;
+    let retry_after: u64 = header(resp.headers(), "retry-after")
+        .expect("retry-after on the 503")
+        .parse()
+        .expect("retry-after in seconds");
+    let msg = expect_error(resp, 503, "overloaded_error").await;
+    assert!(msg.contains("removed by availability"), "{msg}");
+    assert_eq!(
+        w.fake("a").request_count(),
+        1,
+        "a blocked endpoint is not called"
+    );
+    // Told to come back no earlier than the endpoint is available again.
+    let left = w.endpoint("a/x-up").await["retry_after_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        retry_after * 1000 >= left,
+        "retry-after: {retry_after} s, but the endpoint is blocked for {left} ms more"
+    );
+}
+
+#[tokio::test]
+async fn fallback_recovers_from_a_stream_that_hangs_before_its_first_byte() {
+    let w = pair(Routing::default()).await; // first_byte_timeout 0.3 s
+    w.all_ok(true);
+    w.fake("a").set_default(Reply::Hang);
+    let t = Instant::now();
+    assert_recovered(&w, true, "first_byte_timeout").await;
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    // A stream whose head comes but whose first content does not is the same.
+    w.fake("a").set_default(Reply::sse_then(
+        vec![openai::frame(&openai::chunk(
+            json!({"role": "assistant", "content": ""}),
+            None,
+        ))],
+        StreamEnd::Hang,
+    ));
+    assert_recovered(&w, true, "first_byte_timeout").await;
+    assert_eq!(w.counts(), counts(&[("a", 2), ("b", 2)]));
+}
+
+#[tokio::test]
+async fn fallback_recovers_from_a_non_stream_answer_that_hangs() {
+    // Non-streaming answers have no first byte before the whole generation: each attempt
+    // is bounded by the provider's request_timeout_s (0.5 s here), which leaves time in the
+    // 3 s deadline for the next endpoint.
+    let w = pair(Routing {
+        total_timeout_s: 3.0,
+        ..Routing::default()
+    })
+    .await;
+    w.all_ok(false);
+    w.fake("a").set_default(Reply::Hang);
+    let t = Instant::now();
+    assert_recovered(&w, false, "request_timeout").await;
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn fallback_recovers_from_a_stream_that_dies_before_content() {
+    let w = pair(Routing::default()).await;
+    w.all_ok(true);
+    let role = openai::frame(&openai::chunk(
+        json!({"role": "assistant", "content": ""}),
+        None,
+    ));
+    for (dead, kind) in [
+        // A cut connection surfaces as a body decoding error.
+        (
+            Reply::sse_then(vec![role.clone()], StreamEnd::Abort),
+            "protocol",
+        ),
+        (Reply::sse(vec![role]), "truncated"),
+        (Reply::raw(200, "text/event-stream", b""), "truncated"),
+        // An error object in the stream before any content.
+        (
+            Reply::sse(vec![openai::frame(
+                &json!({"error": {"message": "model crashed", "type": "server_error"}}),
+            )]),
+            "stream_error",
+        ),
+    ] {
+        w.fake("a").set_default(dead);
+        let a = assert_recovered(&w, true, kind).await;
+        assert_eq!(a.text, "from b");
+    }
+    // The non-streaming counterpart: a 200 whose body is cut.
+    w.all_ok(false);
+    w.fake("a").set_default(Reply::raw(
+        200,
+        "application/json",
+        b"{\"choices\": [ {\"mess",
+    ));
+    assert_recovered(&w, false, "protocol").await;
+    assert_eq!(w.counts(), counts(&[("a", 5), ("b", 5)]));
+}
+
+#[tokio::test]
+async fn an_upstream_400_is_not_retried_elsewhere() {
+    let w = pair(Routing::default()).await;
+    for stream in [false, true] {
+        w.all_ok(stream);
+        w.fake("a").set_default(Reply::error(
+            400,
+            json!({"error": {"message": "bad tool schema", "type": "invalid_request_error"}}),
+        ));
+        let msg = expect_error(w.send(&cost(stream)).await, 400, "invalid_request_error").await;
+        assert!(msg.contains("bad tool schema"), "{msg}");
+    }
+    assert_eq!(w.counts(), counts(&[("a", 2), ("b", 0)]));
+    // A client fault says nothing about the endpoint's health.
+    let st = w.endpoint("a/x-up").await;
+    assert_eq!(
+        (&st["breaker"], &st["consecutive_failures"]),
+        (&json!("closed"), &json!(0))
+    );
+}
+
+// ---------- model fallback ----------
+
+/// Model `x` on `a` and `b`, falling back to `y` on `c`.
+async fn fallback_world() -> World {
+    World::start(
+        &[
+            prov("a", false, false),
+            prov("b", false, false),
+            prov("c", true, false),
+        ],
+        vec![
+            model(
+                "x",
+                &["y"],
+                vec![ep("a", "x-up", 0.1), ep("b", "x-up", 0.2)],
+            ),
+            model("y", &[], vec![ep("c", "y-up", 0.3)]),
+        ],
+        "",
+        &Routing::default(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn model_fallback_answers_when_every_endpoint_of_the_model_fails() {
+    let w = fallback_world().await;
+    for stream in [false, true] {
+        w.all_ok(stream);
+        w.fake("a").set_default(e500());
+        w.fake("b")
+            .set_default(Reply::error(503, json!({"error": {"message": "busy"}})));
+        let body = req(
+            "x",
+            stream,
+            json!({"preference": "cost", "include_metadata": true}),
+        );
+        let a = answer(w.send(&body).await, stream).await;
+        assert_eq!(a.model, "y", "stream={stream}");
+        assert_eq!(a.header("x-relais-model"), "y");
+        assert_eq!(a.header("x-relais-model-fallback"), "true");
+        assert_eq!(a.endpoint(), "c/y-up");
+        assert_eq!(a.attempts(), "3");
+        assert_eq!(a.text, "from c");
+        let t = a.relais.unwrap();
+        assert_eq!(t["models_considered"], json!(["x", "y"]));
+        assert_eq!(t["answered_by_model"], "y");
+        assert_eq!(t["candidates"][2]["is_fallback_model"], true);
+        assert_eq!(
+            w.fake("c").request_count_for("y-up"),
+            w.fake("c").request_count()
+        );
+
+        // With model fallback disabled by the request, the client gets the error.
+        let c_before = w.fake("c").request_count();
+        let body = req(
+            "x",
+            stream,
+            json!({"preference": "cost", "enable_model_fallback": false}),
+        );
+        let (status, _) = error_answer(w.send(&body).await).await;
+        assert_eq!(
+            status, 529,
+            "the last failure (a 503) decides: stream={stream}"
+        );
+        assert_eq!(w.fake("c").request_count(), c_before, "y never asked");
+    }
+    assert_eq!(w.counts(), counts(&[("a", 4), ("b", 4), ("c", 2)]));
+}
+
+#[tokio::test]
+async fn model_fallback_answers_when_the_request_filters_exclude_the_whole_model() {
+    let w = fallback_world().await;
+    for stream in [false, true] {
+        w.all_ok(stream);
+        // Only `c` is EU-native: x has nothing eligible, y does.
+        let a = answer(
+            w.send(&req("x", stream, json!({"eu_native": true}))).await,
+            stream,
+        )
+        .await;
+        assert_eq!((a.model.as_str(), a.endpoint()), ("y", "c/y-up"));
+        assert_eq!(a.header("x-relais-model"), "y");
+        assert_eq!(a.header("x-relais-model-fallback"), "true");
+        assert_eq!(a.attempts(), "1");
+
+        let body = req(
+            "x",
+            stream,
+            json!({"eu_native": true, "enable_model_fallback": false}),
+        );
+        let msg = expect_error(w.send(&body).await, 400, "invalid_request_error").await;
+        assert!(
+            msg.contains("`a/x-up` of `x` removed by eu_native"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("`b/x-up` of `x` removed by eu_native"),
+            "{msg}"
+        );
+    }
+    assert_eq!(w.counts(), counts(&[("a", 0), ("b", 0), ("c", 2)]));
+}
+
+// ---------- circuit breaker ----------
+
+#[tokio::test]
+async fn an_open_breaker_keeps_traffic_off_until_the_cooldown_then_one_probe() {
+    const COOLDOWN: Duration = Duration::from_millis(600);
+    let w = pair(Routing {
+        breaker_failures: 2,
+        breaker_cooldown_s: COOLDOWN.as_secs_f64(),
+        ..Routing::default()
+    })
+    .await;
+    w.all_ok(false);
+    w.fake("a").set_default(e500());
+    let body = req("x", false, json!({"preference": "cost"}));
+    for _ in 0..2 {
+        let a = answer(w.send(&body).await, false).await;
+        assert_eq!((a.endpoint(), a.attempts()), ("b/x-up", "2"));
+    }
+    let opened = Instant::now();
+    let st = w.endpoint("a/x-up").await;
+    assert_eq!(st["breaker"], "open", "{st}");
+    assert_eq!(st["consecutive_failures"], 2);
+
+    // Open: `a` gets nothing, `b` answers at the first attempt.
+    for _ in 0..3 {
+        let a = answer(w.send(&body).await, false).await;
+        assert_eq!((a.endpoint(), a.attempts()), ("b/x-up", "1"));
+    }
+    assert!(
+        opened.elapsed() < COOLDOWN,
+        "too slow to observe the open breaker"
+    );
+    assert_eq!(w.fake("a").request_count(), 2, "no traffic while open");
+
+    // After the cool-down, concurrent requests: exactly one probes `a` (which fails slowly),
+    // the others skip it.
+    tokio::time::sleep(COOLDOWN.saturating_sub(opened.elapsed()) + Duration::from_millis(50)).await;
+    w.fake("a")
+        .set_default(Reply::Delayed(Duration::from_millis(300), Box::new(e500())));
+    let sends: Vec<_> = (0..3).map(|_| w.send(&body)).collect();
+    for resp in futures_util::future::join_all(sends).await {
+        assert_eq!(answer(resp, false).await.endpoint(), "b/x-up");
+    }
+    assert_eq!(w.fake("a").request_count(), 3, "one probe, not more");
+    // The failed probe reopened it.
+    let st = w.endpoint("a/x-up").await;
+    assert_eq!(st["breaker"], "open", "{st}");
+    let a = answer(w.send(&body).await, false).await;
+    assert_eq!((a.endpoint(), a.attempts()), ("b/x-up", "1"));
+    assert_eq!(w.fake("a").request_count(), 3);
+
+    // Next cool-down: a successful probe closes it and `a` has the traffic back.
+    w.fake("a").set_default(ok("a", false));
+    let t0 = Instant::now();
+    while w.endpoint("a/x-up").await["open_for_ms"]
+        .as_u64()
+        .unwrap_or(0)
+        > 0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "cool-down never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..2 {
+        let a = answer(w.send(&body).await, false).await;
+        assert_eq!((a.endpoint(), a.attempts()), ("a/x-up", "1"));
+    }
+    assert_eq!(w.endpoint("a/x-up").await["breaker"], "closed");
+    assert_eq!(w.fake("a").request_count(), 5);
+}

@@ -4,6 +4,7 @@
 #   2. Rust unit and in-process integration tests (fake upstreams), with nextest
 #   3. the real-client suite in tests/python: the official `anthropic` SDK against a fake
 #      upstream and against the real SmolLM2 model on llama.cpp, and Claude Code headless.
+#   4. a few seconds of the benchmark harness (bench/run --smoke).
 # It first installs what the tests need (scripts/install-test-deps.sh: the llama.cpp server
 # and model, the SDK venv, Claude Code; cached, so only the first run is slow). Set
 # RELAIS_SKIP_INSTALL=1 to skip that; pieces whose tools are then missing are skipped,
@@ -59,6 +60,16 @@ stage "cargo fmt --all -- --check" cargo fmt --all -- --check
 stage "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
 stage "Rust unit and integration tests" rust_tests
 stage "client suite (pytest tests/python)" client_suite
+# A few seconds of the benchmark harness (issue: it must keep working); numbers are not
+# judged here, only that every request through Relais and straight to the upstream succeeds.
+bench_smoke() {
+  cargo build --bin relais || return 1
+  local target_dir
+  target_dir="$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+  bench/run --smoke --relais-bin "$target_dir/debug/relais"
+}
+stage "benchmark harness smoke (bench/run --smoke)" bench_smoke
 
 if [ "${#failed[@]}" -gt 0 ]; then
   printf 'FAILED stages:\n' >&2

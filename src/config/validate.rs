@@ -120,6 +120,12 @@ pub(super) fn validate_provider(
             "must start with http:// or https://",
         ));
     }
+    if let Err(e) = reqwest::Url::parse(&base_url) {
+        return Err(invalid(
+            format!("{field}.base_url"),
+            format!("not a valid URL: {e}"),
+        ));
+    }
     let api_key = match &p.api_key_env {
         None => None,
         Some(var) => match env(var).filter(|v| !v.is_empty()) {

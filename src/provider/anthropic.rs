@@ -28,7 +28,7 @@ const DEFAULT_VERSION: &str = "2023-06-01";
 pub struct AnthropicProvider {
     cfg: Arc<ProviderConfig>,
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
 }
 
 /// The request as sent upstream, borrowing everything from the client's request.
@@ -112,9 +112,9 @@ fn signed_thinking_only(messages: &[Message]) -> Cow<'_, [Message]> {
 }
 
 impl AnthropicProvider {
-    pub fn new(cfg: Arc<ProviderConfig>, client: reqwest::Client) -> Self {
-        let url = format!("{}/messages", cfg.base_url);
-        AnthropicProvider { cfg, client, url }
+    pub fn new(cfg: Arc<ProviderConfig>, client: reqwest::Client) -> Result<Self, UpstreamError> {
+        let url = http::endpoint_url(&cfg.base_url, "messages")?;
+        Ok(AnthropicProvider { cfg, client, url })
     }
 
     async fn post(
@@ -123,7 +123,7 @@ impl AnthropicProvider {
         stream: bool,
     ) -> Result<reqwest::Response, UpstreamError> {
         let body = http::encode(&outgoing(call.req, call, stream))?;
-        let mut rb = self.client.post(&self.url).header(
+        let mut rb = self.client.post(self.url.clone()).header(
             "anthropic-version",
             match call.anthropic_version {
                 Some(v) => v.clone(),

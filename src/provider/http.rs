@@ -38,6 +38,9 @@ pub fn client(cfg: &ProviderConfig) -> Result<reqwest::Client, UpstreamError> {
     }
     reqwest::Client::builder()
         .default_headers(headers)
+        // An API endpoint that redirects is misconfigured; following it would also cost a
+        // policy check per request.
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(cfg.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
@@ -45,6 +48,12 @@ pub fn client(cfg: &ProviderConfig) -> Result<reqwest::Client, UpstreamError> {
         .use_rustls_tls()
         .build()
         .map_err(|e| UpstreamError::Transport(format!("cannot build HTTP client: {e}")))
+}
+
+/// `{base_url}/{path}`, parsed once per provider.
+pub fn endpoint_url(base_url: &str, path: &str) -> Result<reqwest::Url, UpstreamError> {
+    reqwest::Url::parse(&format!("{base_url}/{path}"))
+        .map_err(|e| UpstreamError::Transport(format!("invalid base_url: {e}")))
 }
 
 /// POSTs a JSON body and returns the response once its status is a success. No timeout

@@ -74,7 +74,7 @@ pub trait Provider: Send + Sync {
 pub fn build(cfg: Arc<ProviderConfig>) -> Result<Arc<dyn Provider>, UpstreamError> {
     let client = http::client(&cfg)?;
     Ok(match cfg.api {
-        ApiKind::OpenAi => Arc::new(OpenAiProvider::new(cfg, client)),
-        ApiKind::Anthropic => Arc::new(AnthropicProvider::new(cfg, client)),
+        ApiKind::OpenAi => Arc::new(OpenAiProvider::new(cfg, client)?),
+        ApiKind::Anthropic => Arc::new(AnthropicProvider::new(cfg, client)?),
     })
 }

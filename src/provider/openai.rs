@@ -21,13 +21,14 @@ use crate::translate::stream::OpenAiToAnthropicStream;
 pub struct OpenAiProvider {
     cfg: Arc<ProviderConfig>,
     client: reqwest::Client,
-    url: String,
+    /// Parsed once: reqwest would otherwise parse a `&str` URL on every request.
+    url: reqwest::Url,
 }
 
 impl OpenAiProvider {
-    pub fn new(cfg: Arc<ProviderConfig>, client: reqwest::Client) -> Self {
-        let url = format!("{}/chat/completions", cfg.base_url);
-        OpenAiProvider { cfg, client, url }
+    pub fn new(cfg: Arc<ProviderConfig>, client: reqwest::Client) -> Result<Self, UpstreamError> {
+        let url = http::endpoint_url(&cfg.base_url, "chat/completions")?;
+        Ok(OpenAiProvider { cfg, client, url })
     }
 
     async fn post(
@@ -37,7 +38,7 @@ impl OpenAiProvider {
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut chat = anthropic_to_openai_request(call.req, call.upstream_model, stream);
         chat.max_tokens = call.max_tokens;
-        let rb = self.client.post(&self.url);
+        let rb = self.client.post(self.url.clone());
         http::post_json(rb, http::encode(&chat)?, stream, &self.cfg).await
     }
 }

@@ -278,8 +278,9 @@ def foreign_load(res):
     return max(0.0, sum(c["busy"] for c in cores) - acc / w)
 
 
-def run_load(ctx, target, mode, stream, c, duration, warmup):
-    wait_quiet(ctx)
+def run_load(ctx, target, mode, stream, c, duration, warmup, quiet=True):
+    if quiet:
+        wait_quiet(ctx)
     watch = [("upstream", ctx["upstream"].pid)]
     if target.pid:
         watch.append(("gateway", target.pid))
@@ -651,11 +652,12 @@ def profile(ctx, g, a, logdir):
     for test, stream in (("json", False), ("sse", True)):
         data = os.path.join(logdir, f"perf-{test}.data")
         dur = max(2.0, a.duration)
+        wait_quiet(ctx)  # before perf starts its clock
         pr = subprocess.Popen([perf, "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(g.pid),
                                "-o", data, "--", "sleep", str(dur + a.warmup)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
-        res = run_load(ctx, g, "instant", stream, 64, dur, a.warmup)
+        res = run_load(ctx, g, "instant", stream, 64, dur, a.warmup, quiet=False)
         try:
             pr.wait(timeout=dur + 60)
         except subprocess.TimeoutExpired:
@@ -665,11 +667,12 @@ def profile(ctx, g, a, logdir):
         # Syscalls per request, from a second run under perf stat (tracepoints).
         sc_names = ["writev", "write", "sendto", "sendmsg", "recvfrom", "read", "epoll_wait", "futex"]
         sc = {}
+        wait_quiet(ctx)
         sp = subprocess.Popen([perf, "stat", "-x", ",", "-e", ",".join(f"syscalls:sys_enter_{n}" for n in sc_names),
                                "-p", str(g.pid), "--", "sleep", str(dur + a.warmup)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(0.3)
-        res2 = run_load(ctx, g, "instant", stream, 64, dur, a.warmup)
+        res2 = run_load(ctx, g, "instant", stream, 64, dur, a.warmup, quiet=False)
         try:
             _, err = sp.communicate(timeout=dur + 60)
             for line in err.splitlines():

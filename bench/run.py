@@ -278,8 +278,9 @@ def foreign_load(res):
     return max(0.0, sum(c["busy"] for c in cores) - acc / w)
 
 
-def run_load(ctx, target, mode, stream, c, duration, warmup):
-    wait_quiet(ctx)
+def run_load(ctx, target, mode, stream, c, duration, warmup, quiet=True):
+    if quiet:
+        wait_quiet(ctx)
     watch = [("upstream", ctx["upstream"].pid)]
     if target.pid:
         watch.append(("gateway", target.pid))
@@ -651,20 +652,46 @@ def profile(ctx, g, a, logdir):
     for test, stream in (("json", False), ("sse", True)):
         data = os.path.join(logdir, f"perf-{test}.data")
         dur = max(2.0, a.duration)
+        wait_quiet(ctx)  # before perf starts its clock
         pr = subprocess.Popen([perf, "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(g.pid),
                                "-o", data, "--", "sleep", str(dur + a.warmup)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
-        run_load(ctx, g, "instant", stream, 64, dur, a.warmup)
+        res = run_load(ctx, g, "instant", stream, 64, dur, a.warmup, quiet=False)
         try:
             pr.wait(timeout=dur + 60)
         except subprocess.TimeoutExpired:
             pr.kill()
             pr.wait()
+        cpu_req = per_req_us(res, "gateway")
+        # Syscalls per request, from a second run under perf stat (tracepoints).
+        sc_names = ["writev", "write", "sendto", "sendmsg", "recvfrom", "read", "epoll_wait", "futex"]
+        sc = {}
+        wait_quiet(ctx)
+        sp = subprocess.Popen([perf, "stat", "-x", ",", "-e", ",".join(f"syscalls:sys_enter_{n}" for n in sc_names),
+                               "-p", str(g.pid), "--", "sleep", str(dur + a.warmup)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        res2 = run_load(ctx, g, "instant", stream, 64, dur, a.warmup, quiet=False)
+        try:
+            _, err = sp.communicate(timeout=dur + 60)
+            for line in err.splitlines():
+                parts = line.split(",")
+                if len(parts) > 2 and parts[2].startswith("syscalls:sys_enter_") and parts[0].strip().isdigit():
+                    sc[parts[2].split("sys_enter_")[1]] = int(parts[0])
+        except subprocess.TimeoutExpired:
+            sp.kill()
+        reqs = res2.get("requests_total") or 0
         txt = os.path.join(a.out, f"perf-{test}.txt")
         with open(txt, "w") as fh:
             fh.write(f"# perf profile of relais (pid {g.pid}), {test} at c=64 for {dur:.0f}s; "
                      "sampling cpu-clock at 499 Hz with DWARF call graphs\n")
+            fh.write(f"# relais CPU per request in the profiled run: {f(cpu_req, 1)} µs\n")
+            if sc and reqs:
+                fh.write("\n## syscalls per request (perf stat, separate run of the same load; all requests "
+                         "incl. warmup)\n\n" + "\n".join(f"{v / reqs:8.2f}  {k}" for k, v in sc.items() if v) + "\n")
+            fh.write("\n## where the time goes (share of samples whose stack contains the pattern; "
+                     "buckets overlap)\n\n" + buckets(perf, data, cpu_req) + "\n")
             views = (("self time, top functions", ["--no-children"], None),
                      ("inclusive time of relais' own functions (with everything they call)", ["--children"], "relais::"),
                      ("inclusive time, all functions", ["--children"], None))
@@ -679,6 +706,58 @@ def profile(ctx, g, a, logdir):
         out.append(txt)
         log(f"profile written to {txt}")
     return out
+
+
+BUCKETS = [
+    ("kernel writev (socket sends, incl. loopback delivery to the peer)", r"do_writev|__x64_sys_writev"),
+    ("kernel write(2) (e.g. log lines)", r"ksys_write"),
+    ("kernel recvfrom", r"__x64_sys_recvfrom"),
+    ("kernel epoll_wait / scheduler", r"__x64_sys_epoll_wait|^__schedule|^schedule$"),
+    ("logging (tracing_subscriber)", r"tracing_subscriber::"),
+    ("URL parsing (url::ParseOptions::parse)", r"url::ParseOptions::parse"),
+    ("serde_json", r"serde_json::"),
+    ("request id (uuid)", r"uuid::"),
+    ("relais::router", r"relais::router::"),
+    ("relais::server::messages::whole_response", r"relais::server::messages::whole_response"),
+    ("relais::server::streaming", r"relais::server::streaming::"),
+    ("relais::provider::openai::State::on_event (chunk translation)", r"relais::provider::openai::State.*on_event"),
+    ("relais::sse (decode/encode)", r"relais::sse::"),
+    ("reqwest/hyper client (send_request, pool, connector)",
+     r"hyper_util::client::legacy::client::Client.*send_request|reqwest::async_impl::client::Pending"),
+    ("allocator (mimalloc)", r"^(mi_|_mi_)"),
+    ("memcpy/memmove", r"__memmove|__memcpy"),
+]
+
+
+def buckets(perf, data, cpu_req):
+    """Share of samples whose call stack contains each pattern, and µs per request."""
+    import re
+    try:
+        r = subprocess.run([perf, "script", "-i", data, "--no-inline", "-F", "ip,sym"],
+                           capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        return "(perf script timed out)"
+    samples, cur = [], []
+    for line in r.stdout.splitlines():
+        t = line.strip()
+        if not t:
+            if cur:
+                samples.append(cur)
+                cur = []
+            continue
+        parts = t.split(None, 1)
+        cur.append(parts[1] if len(parts) > 1 else parts[0])
+    if cur:
+        samples.append(cur)
+    if not samples:
+        return "(no samples)"
+    rows = []
+    for name, pat in BUCKETS:
+        rx = re.compile(pat)
+        n = sum(1 for smp in samples if any(rx.search(fr) for fr in smp))
+        us = f"{cpu_req * n / len(samples):7.1f} µs/req" if cpu_req else ""
+        rows.append(f"{100 * n / len(samples):5.1f}%  {us}  {name}")
+    return f"{len(samples)} samples\n" + "\n".join(rows)
 
 
 def clean_perf(text):

@@ -5,15 +5,15 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use reqwest::header::HeaderValue;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::sse_body::SseBody;
 use super::{http, EventStream, Provider, StreamItem, UpstreamCall};
 use crate::anthropic::{
     ContentBlock, Message, MessageContent, MessagesRequest, MessagesResponse, Metadata,
@@ -21,7 +21,7 @@ use crate::anthropic::{
 };
 use crate::config::ProviderConfig;
 use crate::error::UpstreamError;
-use crate::sse::{SseDecoder, SseEvent};
+use crate::sse::SseEvent;
 
 const DEFAULT_VERSION: &str = "2023-06-01";
 
@@ -166,15 +166,12 @@ impl Provider for AnthropicProvider {
     }
 }
 
-struct State<S> {
-    body: S,
-    decoder: SseDecoder,
+struct State {
+    body: SseBody,
     served_model: String,
     cfg: Arc<ProviderConfig>,
-    idle: Duration,
     stopped: bool,
     finished: bool,
-    eof: bool,
 }
 
 fn passthrough(
@@ -183,80 +180,37 @@ fn passthrough(
     cfg: Arc<ProviderConfig>,
 ) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
     let st = State {
-        idle: cfg.idle_timeout,
-        cfg,
-        body: resp.bytes_stream(),
-        decoder: SseDecoder::new(),
+        body: SseBody::new(resp, cfg.idle_timeout),
         served_model,
+        cfg,
         stopped: false,
         finished: false,
-        eof: false,
     };
     futures_util::stream::unfold(st, |mut st| async move {
         loop {
             if st.finished {
                 return None;
             }
-            if st.eof {
-                st.finished = true;
-                return Some((Err(UpstreamError::Truncated), st));
-            }
-            match st.decoder.next_event() {
+            let r = match st.body.next_event().await {
                 Ok(Some(ev)) => match frame(&mut st, &ev) {
-                    Ok(Some(item)) => return Some((Ok(item), st)),
+                    Ok(Some(item)) => Ok(item),
                     Ok(None) => continue,
-                    Err(e) => {
-                        st.finished = true;
-                        return Some((Err(e), st));
-                    }
+                    Err(e) => Err(e),
                 },
-                Ok(None) => {}
-                Err(e) => {
-                    st.finished = true;
-                    return Some((Err(UpstreamError::Protocol(e.to_string())), st));
-                }
+                // A stream that ends without `message_stop` did not finish.
+                Ok(None) if st.stopped => return None,
+                Ok(None) => Err(UpstreamError::Truncated),
+                Err(e) => Err(e),
+            };
+            if r.is_err() {
+                st.finished = true;
             }
-            match tokio::time::timeout(st.idle, st.body.next()).await {
-                Err(_) => {
-                    st.finished = true;
-                    return Some((Err(UpstreamError::IdleTimeout(st.idle)), st));
-                }
-                Ok(Some(Ok(bytes))) => st.decoder.push(&bytes),
-                Ok(Some(Err(e))) => {
-                    st.finished = true;
-                    return Some((Err(http::classify(&e)), st));
-                }
-                Ok(None) => {
-                    st.finished = true;
-                    // A last event without its closing blank line still counts.
-                    let last = match st.decoder.finish() {
-                        Ok(Some(ev)) => frame(&mut st, &ev),
-                        Ok(None) => Ok(None),
-                        Err(e) => Err(UpstreamError::Protocol(e.to_string())),
-                    };
-                    let last = match last {
-                        Ok(Some(item)) => Some(Ok(item)),
-                        Ok(None) => None,
-                        Err(e) => Some(Err(e)),
-                    };
-                    if let Some(r) = last {
-                        // `stopped` is updated by `frame`; a missing message_stop is
-                        // reported by the next poll, after this last item.
-                        st.finished = st.stopped;
-                        st.eof = true;
-                        return Some((r, st));
-                    }
-                    if !st.stopped {
-                        return Some((Err(UpstreamError::Truncated), st));
-                    }
-                    return None;
-                }
-            }
+            return Some((r, st));
         }
     })
 }
 
-fn frame<S>(st: &mut State<S>, ev: &SseEvent) -> Result<Option<StreamItem>, UpstreamError> {
+fn frame(st: &mut State, ev: &SseEvent) -> Result<Option<StreamItem>, UpstreamError> {
     let name = ev.event().unwrap_or("");
     match name {
         "message_start" | "message_delta" | "error" => {

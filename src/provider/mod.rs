@@ -4,6 +4,7 @@
 mod anthropic;
 mod http;
 mod openai;
+mod sse_body;
 
 use std::pin::Pin;
 use std::sync::Arc;

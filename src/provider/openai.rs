@@ -3,17 +3,16 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 
+use super::sse_body::SseBody;
 use super::{http, EventStream, Provider, StreamItem, UpstreamCall};
 use crate::anthropic::{MessagesResponse, StreamEvent};
 use crate::config::ProviderConfig;
 use crate::error::UpstreamError;
 use crate::openai::ChatResponse;
-use crate::sse::SseDecoder;
 use crate::translate::request::anthropic_to_openai_request;
 use crate::translate::response::openai_to_anthropic_response;
 use crate::translate::stream::OpenAiToAnthropicStream;
@@ -86,14 +85,12 @@ impl Provider for OpenAiProvider {
     }
 }
 
-struct State<S> {
-    body: S,
-    decoder: SseDecoder,
+struct State {
+    body: SseBody,
     translator: OpenAiToAnthropicStream,
     pending: VecDeque<StreamEvent>,
     scratch: Vec<StreamEvent>,
     cfg: Arc<ProviderConfig>,
-    idle: Duration,
     finished: bool,
 }
 
@@ -104,13 +101,11 @@ fn translate_stream(
     cfg: Arc<ProviderConfig>,
 ) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
     let state = State {
-        idle: cfg.idle_timeout,
-        cfg,
-        body: resp.bytes_stream(),
-        decoder: SseDecoder::new(),
+        body: SseBody::new(resp, cfg.idle_timeout),
         translator,
         pending: VecDeque::new(),
         scratch: Vec::new(),
+        cfg,
         finished: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
@@ -121,55 +116,16 @@ fn translate_stream(
             if st.finished {
                 return None;
             }
-            // Drain complete SSE events already buffered before reading more bytes.
-            match st.decoder.next_event() {
-                Ok(Some(ev)) => {
-                    if let Err(e) = st.on_event(&ev) {
-                        return Some((Err(e), st));
-                    }
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    st.finished = true;
-                    return Some((Err(UpstreamError::Protocol(e.to_string())), st));
-                }
-            }
-            match tokio::time::timeout(st.idle, st.body.next()).await {
-                Err(_) => {
-                    st.finished = true;
-                    return Some((Err(UpstreamError::IdleTimeout(st.idle)), st));
-                }
-                Ok(Some(Ok(bytes))) => st.decoder.push(&bytes),
-                Ok(Some(Err(e))) => {
-                    st.finished = true;
-                    return Some((Err(http::classify(&e)), st));
-                }
-                Ok(None) => {
-                    // A last event without its closing blank line still counts.
-                    match st.decoder.finish() {
-                        Ok(Some(ev)) => {
-                            if let Err(e) = st.on_event(&ev) {
-                                return Some((Err(e), st));
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            st.finished = true;
-                            return Some((Err(UpstreamError::Protocol(e.to_string())), st));
-                        }
-                    }
-                    if !st.finished {
-                        st.finished = true;
-                        let r = st.translator.on_eof(&mut st.scratch);
-                        st.pending.extend(st.scratch.drain(..));
-                        if let Err(e) = r {
-                            // Nothing may follow the error (no message_stop after it).
-                            let e = stream_error(e, &st.cfg);
-                            return Some((Err(e), st.with_error_last()));
-                        }
-                    }
-                }
+            let r = match st.body.next_event().await {
+                Ok(Some(ev)) => st.on_event(&ev),
+                Ok(None) => st.on_eof(),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                // Nothing may follow the error (no message_stop after it).
+                st.finished = true;
+                st.pending.clear();
+                return Some((Err(e), st));
             }
         }
     })
@@ -184,20 +140,22 @@ fn stream_error(e: crate::translate::stream::StreamError, cfg: &ProviderConfig) 
     }
 }
 
-impl<S> State<S> {
+impl State {
     fn on_event(&mut self, ev: &crate::sse::SseEvent) -> Result<(), UpstreamError> {
         let done = ev.is_done();
         let r = self.translator.on_data(ev.data(), &mut self.scratch);
         self.pending.extend(self.scratch.drain(..));
-        if done || r.is_err() {
+        if done {
             self.finished = true;
         }
         r.map_err(|e| stream_error(e, &self.cfg))
     }
 
-    /// After an end-of-stream failure nothing may follow the error.
-    fn with_error_last(mut self) -> Self {
-        self.pending.clear();
-        self
+    /// The body ended: a stream without `[DONE]` or a finish reason is an upstream failure.
+    fn on_eof(&mut self) -> Result<(), UpstreamError> {
+        self.finished = true;
+        let r = self.translator.on_eof(&mut self.scratch);
+        self.pending.extend(self.scratch.drain(..));
+        r.map_err(|e| stream_error(e, &self.cfg))
     }
 }

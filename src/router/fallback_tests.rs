@@ -183,6 +183,35 @@ async fn breaker_opens_half_opens_with_one_probe_and_closes() {
     assert!(!g.is_probe());
 }
 
+/// A probe that is a long stream: once its first content arrives the breaker closes, so
+/// other requests use the endpoint while the stream still runs.
+#[tokio::test(start_paused = true)]
+async fn a_probe_stream_closes_the_breaker_at_its_first_content() {
+    let r = router(TWO);
+    r.record_failure("us/x", &status(500, None));
+    r.record_failure("us/x", &status(500, None));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let probe = r.start_attempt("us/x").unwrap();
+    assert!(probe.is_probe());
+    assert!(r.start_attempt("us/x").is_err());
+    r.record_first_content("us/x");
+    assert_eq!(r.snapshot()["endpoints"][0]["breaker"], "closed");
+    let other = r.start_attempt("us/x").unwrap();
+    assert!(!other.is_probe());
+    drop((probe, other));
+}
+
+/// Whole answers count as successes but give no speed sample.
+#[test]
+fn whole_answers_do_not_move_the_ttft_estimate() {
+    let r = router(TWO);
+    let before = r.snapshot()["endpoints"][0]["ttft_ms"].clone();
+    r.record_whole_success("us/x");
+    let snap = r.snapshot();
+    assert_eq!(snap["endpoints"][0]["ttft_ms"], before);
+    assert_eq!(snap["endpoints"][0]["successes"], 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_after_makes_an_endpoint_unavailable_until_then() {
     let r = router(TWO);

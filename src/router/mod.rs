@@ -516,6 +516,21 @@ impl Router {
         }
     }
 
+    /// A whole (non-streamed) answer: counts for the breaker and error rate, not for speed.
+    pub fn record_whole_success(&self, endpoint: &str) {
+        if let Some(s) = self.states.get(endpoint) {
+            s.record_success_without_timing();
+        }
+    }
+
+    /// A stream's first content arrived: a half-open breaker closes at once, so other
+    /// requests need not wait for a long stream to end before using the endpoint again.
+    pub fn record_first_content(&self, endpoint: &str) {
+        if let Some(s) = self.states.get(endpoint) {
+            s.mark_healthy();
+        }
+    }
+
     /// An attempt failed. Provider faults count toward the breaker; client faults do not.
     pub fn record_failure(&self, endpoint: &str, err: &UpstreamError) {
         if let Some(s) = self.states.get(endpoint) {

@@ -134,6 +134,20 @@ impl EndpointState {
         self.lock().breaker.admit(now, id)
     }
 
+    /// A success with no speed sample (a whole, non-streamed answer: its first token and
+    /// its generation cannot be told apart, so it would skew the TTFT estimate).
+    pub(crate) fn record_success_without_timing(&self) {
+        let mut g = self.lock();
+        g.breaker.on_success();
+        g.successes += 1;
+        g.error_rate *= 1.0 - ERROR_RATE_ALPHA;
+    }
+
+    /// The endpoint answered with content: its breaker closes now, not when the stream ends.
+    pub(crate) fn mark_healthy(&self) {
+        self.lock().breaker.on_success();
+    }
+
     pub(crate) fn record_success(&self, ttft: Duration, output_tokens: u64, total: Duration) {
         let mut g = self.lock();
         g.breaker.on_success();

@@ -130,13 +130,8 @@ async fn create_inner(
         let elapsed = now.elapsed();
         match outcome {
             Ok(Answer::Whole(msg)) => {
-                // A whole answer has no separate first token: the router then learns TTFT only.
-                st.router.record_success(
-                    &cand.endpoint.id,
-                    elapsed,
-                    msg.usage.output_tokens,
-                    elapsed,
-                );
+                // A whole answer has no separate first token: no speed sample from it.
+                st.router.record_whole_success(&cand.endpoint.id);
                 drop(guard);
                 if let Some(t) = &mut trace {
                     t.attempts.push(AttemptTrace::ok(cand, elapsed, None));
@@ -144,6 +139,7 @@ async fn create_inner(
                 return Ok(whole_response(msg, cand, trace, attempts, &rid));
             }
             Ok(Answer::Stream(buffered, rest)) => {
+                st.router.record_first_content(&cand.endpoint.id);
                 if let Some(t) = &mut trace {
                     t.attempts
                         .push(AttemptTrace::ok(cand, elapsed, Some(elapsed)));

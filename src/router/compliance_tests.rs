@@ -1,24 +1,34 @@
 //! The compliance invariant, as a property: over random catalogs, key policies, requests
-//! and failure sequences, a simulation of the server's loop (plan, permits, start_attempt,
-//! record outcome, provider and model fallback, breakers opening and closing as time
-//! passes) never attempts an endpoint that the request's effective policy excludes.
+//! and failure sequences, the real attempt loop (`Executor::dispatch`: permits,
+//! start_attempt, recorded outcomes, provider and model fallback, breakers opening and
+//! closing as time passes), fed scripted outcomes, never attempts an endpoint that the
+//! request's effective policy excludes.
 //! The expected policy and eligibility are computed here from the generated spec, not
 //! from the router's own code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use super::executor::{Executor, Opened, RequestMeta};
 use super::testutil::config;
-use super::{Candidate, Filter, ManualClock, Needs, RouteContext, RouteError, Router};
-use crate::anthropic::{Preference, RouterFields};
+use super::{
+    AttemptOutcome, Candidate, Filter, ManualClock, Needs, RouteContext, RouteError, Router,
+};
+use crate::anthropic::{MessagesResponse, Preference, RouterFields};
 use crate::config::ClientKey;
 use crate::error::UpstreamError;
+use crate::observe::{Api, Observers, TokenUsage};
+use crate::provider::{EventStream, Provider, UpstreamCall};
 
 const QUANTS: [&str; 3] = ["none", "fp8", "int4"];
 const WINDOWS: [Option<u64>; 4] = [None, Some(4_000), Some(32_000), Some(200_000)];
@@ -489,16 +499,61 @@ struct Coverage {
     nothing_eligible: usize,
 }
 
+/// The providers exist only so the executor finds them: the attempt function below
+/// plays the outcomes without calling them.
+struct NeverCalled;
+
+impl Provider for NeverCalled {
+    fn send<'a>(
+        &'a self,
+        _: &'a UpstreamCall<'a>,
+    ) -> BoxFuture<'a, Result<MessagesResponse, UpstreamError>> {
+        panic!("the simulation never sends")
+    }
+    fn send_stream<'a>(
+        &'a self,
+        _: &'a UpstreamCall<'a>,
+    ) -> BoxFuture<'a, Result<EventStream, UpstreamError>> {
+        panic!("the simulation never sends")
+    }
+}
+
+/// Drives the real executor (`Executor::dispatch`): every attempt it makes is checked
+/// against the spec, then given the next scripted outcome.
 fn run(
     c: &Catalog,
     key: Option<(&PolicySpec, &[usize])>,
     requests: &[RequestSpec],
     seed: u64,
 ) -> Coverage {
-    let mut cov = Coverage::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(run_async(c, key, requests, seed))
+}
+
+async fn run_async(
+    c: &Catalog,
+    key: Option<(&PolicySpec, &[usize])>,
+    requests: &[RequestSpec],
+    seed: u64,
+) -> Coverage {
+    let cov = RefCell::new(Coverage::default());
     let cfg = config(&to_toml(c, key));
     let clock = ManualClock::new();
-    let router = Router::with_clock(cfg.clone(), clock.clone());
+    let router = Arc::new(Router::with_clock(cfg.clone(), clock.clone()));
+    let providers: HashMap<String, Arc<dyn Provider>> = cfg
+        .providers
+        .iter()
+        .map(|p| (p.name.clone(), Arc::new(NeverCalled) as Arc<dyn Provider>))
+        .collect();
+    let executor = Executor {
+        router: router.clone(),
+        providers: Arc::new(providers),
+        observer: Arc::new(Observers::default()),
+    };
     let client_key: Option<&ClientKey> = cfg.keys.first();
     let mut rng = StdRng::seed_from_u64(seed);
     for r in requests {
@@ -525,56 +580,74 @@ fn run(
         let plan = match router.plan_with_rng(&ctx, &mut rng) {
             Ok(plan) => plan,
             Err(RouteError::NothingEligible { .. }) => {
-                cov.nothing_eligible += 1;
+                cov.borrow_mut().nothing_eligible += 1;
                 continue;
             }
             Err(_) => continue,
         };
-        cov.unavailable += plan
+        cov.borrow_mut().unavailable += plan
             .excluded
             .iter()
             .filter(|e| e.filter == Filter::Availability)
             .count();
-        let mut outcomes = r.outcomes.iter();
-        let mut failed_before = false;
+        // The plan itself must hold only compliant candidates: permits never skips.
         for cand in &plan.candidates {
-            // The plan itself must hold only compliant candidates: permits never skips.
             assert!(Router::permits(&plan.policy, &cand.endpoint));
-            let Ok(guard) = router.start_attempt(&cand.endpoint.id) else {
-                cov.refused += 1;
-                continue;
-            };
-            assert_compliant(c, key, r, cand);
-            cov.attempts += 1;
-            cov.provider_fallbacks += usize::from(failed_before);
-            cov.model_fallbacks += usize::from(cand.is_fallback_model);
-            clock.advance(Duration::from_millis(50));
-            match outcomes.next() {
-                Some(Outcome::Ok { ttft_ms, tokens }) => {
-                    let ttft = Duration::from_millis(u64::from(*ttft_ms));
-                    router.record_success(
-                        &cand.endpoint.id,
-                        ttft,
-                        u64::from(*tokens),
-                        ttft + Duration::from_millis(u64::from(*tokens) * 10),
-                    );
-                    break;
-                }
-                Some(Outcome::Fail(kind)) => {
-                    let err = error(*kind);
-                    router.record_failure(&cand.endpoint.id, &err);
-                    if !err.retryable() {
-                        break;
-                    }
-                    failed_before = true;
-                }
-                // The client went away mid-attempt: no outcome, the guard just drops.
-                None => break,
-            }
-            drop(guard);
         }
+        let outcomes = RefCell::new(r.outcomes.iter());
+        let attempted = Cell::new(0usize);
+        let mut meta = RequestMeta::new("req".into(), Api::Messages, None, true);
+        meta.include_trace = true;
+        let result = executor
+            .dispatch(&plan, meta, |a| {
+                let cand = a.candidate.clone();
+                assert_compliant(c, key, r, &cand);
+                {
+                    let mut cv = cov.borrow_mut();
+                    cv.attempts += 1;
+                    cv.provider_fallbacks += usize::from(attempted.get() > 0);
+                    cv.model_fallbacks += usize::from(cand.is_fallback_model);
+                }
+                attempted.set(attempted.get() + 1);
+                clock.advance(Duration::from_millis(50));
+                let next = outcomes.borrow_mut().next().cloned();
+                async move {
+                    match next {
+                        Some(Outcome::Ok { ttft_ms, tokens }) => {
+                            tokio::time::sleep(Duration::from_millis(u64::from(ttft_ms))).await;
+                            Ok(Opened::Stream(Some(u64::from(tokens))))
+                        }
+                        Some(Outcome::Fail(kind)) => Err(error(kind)),
+                        // The client goes away right after the attempt started.
+                        None => Ok(Opened::Stream(None)),
+                    }
+                }
+            })
+            .await;
+        let trace = match result {
+            Ok(served) => {
+                match served.value {
+                    Some(tokens) => {
+                        tokio::time::sleep(Duration::from_millis(tokens * 10)).await;
+                        served.ticket.finish(TokenUsage {
+                            output: tokens,
+                            ..TokenUsage::default()
+                        });
+                    }
+                    None => drop(served.ticket),
+                }
+                served.trace
+            }
+            Err(e) => e.trace,
+        };
+        // Admission (`start_attempt`) refused a planned candidate: the trace says skipped.
+        cov.borrow_mut().refused += trace
+            .iter()
+            .flat_map(|t| &t.attempts)
+            .filter(|a| a.outcome == AttemptOutcome::Skipped)
+            .count();
     }
-    cov
+    cov.into_inner()
 }
 
 proptest! {

@@ -2,15 +2,12 @@
 //! rank the rest by predicted time and cost, and hand the server an ordered list of
 //! candidates: the requested model's, then (with model fallback) each fallback model's.
 //!
-//! The server's loop, for each request:
-//!
-//! 1. `plan(&ctx)`; on `Err`, answer with `RouteError::api_error()`.
-//! 2. For each candidate in order: skip it unless `Router::permits(&plan.policy,
-//!    &candidate.endpoint)`; `start_attempt(&endpoint.id)` (skip it on `Err`: its breaker
-//!    opened or an upstream `retry-after` arrived since planning); send with
-//!    `candidate.max_tokens`; then `record_success` or `record_failure`; drop the guard.
-//! 3. Stop at the first success; go on only if `err.retryable()` and no byte reached the
-//!    client yet.
+//! Each request: `plan(&ctx)` (on `Err`, answer with `RouteError::api_error()`), then
+//! `executor::Executor::dispatch` runs the plan: for each candidate in order it re-checks
+//! `Router::permits`, admits the attempt (`start_attempt`: its breaker may have opened or an
+//! upstream `retry-after` arrived since planning), sends with `candidate.max_tokens`, records
+//! the outcome, and stops at the first success, going on only if `err.retryable()` and no
+//! byte reached the client yet. Every front door uses that one loop.
 //!
 //! Compliance is decided by the policy alone (`policy` module) and applied before ranking,
 //! to every model of the fallback chain alike, and re-checked before every attempt: no
@@ -18,6 +15,7 @@
 
 mod breaker;
 mod clock;
+pub mod executor;
 mod filter;
 mod policy;
 mod rank;

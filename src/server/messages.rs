@@ -14,7 +14,6 @@ use futures_util::stream::Fuse;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::time::Instant;
 
 use super::streaming::{self, Committed};
 use super::{auth, body, AppState, RequestId};
@@ -22,8 +21,10 @@ use crate::anthropic::{
     ContentBlock, MessageContent, MessagesRequest, MessagesResponse, ToolChoice, Usage,
 };
 use crate::error::{ApiError, UpstreamError};
+use crate::observe::{Api, TokenUsage};
 use crate::provider::{EventStream, Provider, StreamItem, UpstreamCall};
-use crate::router::{AttemptTrace, Candidate, Needs, RouteContext, Router, RoutingTrace};
+use crate::router::executor::{Opened, RequestMeta, Served, Ticket};
+use crate::router::{Candidate, Needs, RouteContext, RoutingTrace};
 
 const MAX_STOP_SEQUENCES: usize = 4;
 
@@ -77,156 +78,83 @@ async fn create_inner(
     let req = read_request(&st, &headers, body).await?;
     let max_tokens = validate(&req)?;
     let est = crate::tokens::estimate_request(&req);
-    let plan = st.router.plan(&route_context(&req, key, est, max_tokens))?;
-    // The trace is only materialised when the client asked for it.
-    let mut trace = (req.router.include_metadata == Some(true)).then(|| RoutingTrace::new(&plan));
-    let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let stream = req.stream.unwrap_or(false);
-    let routing = &st.cfg.routing;
-    let deadline = Instant::now() + routing.total_timeout;
-    let mut attempts = 0u32;
-    let mut last: Option<(String, UpstreamError)> = None;
-
-    for cand in &plan.candidates {
-        if attempts >= routing.max_attempts {
-            break;
+    let mut meta = RequestMeta::new(
+        rid.0.to_str().unwrap_or_default().to_owned(),
+        Api::Messages,
+        key.map(|k| k.name.clone()),
+        stream,
+    );
+    meta.include_trace = req.router.include_metadata == Some(true);
+    let plan = match st.router.plan(&route_context(&req, key, est, max_tokens)) {
+        Ok(p) => p,
+        Err(e) => {
+            let e = e.api_error();
+            let model = st.cfg.model(&req.model).map(|m| m.id.as_str());
+            meta.reject(st.executor.observer.as_ref(), model, &e);
+            return Err(e);
         }
-        // The compliance invariant: re-checked before every attempt, on every path.
-        if !Router::permits(&plan.policy, &cand.endpoint) {
-            skip(
-                &mut trace,
-                cand,
-                "excluded by the request's compliance policy",
-            );
-            continue;
+    };
+    let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let (req, headers, message_id) = (&req, &headers, message_id.as_str());
+    let served = st
+        .executor
+        .dispatch(&plan, meta, |ctx| async move {
+            let cand = &ctx.candidate;
+            let call = UpstreamCall {
+                req,
+                upstream_model: &cand.endpoint.upstream_model,
+                max_tokens: cand.max_tokens,
+                served_model: &cand.model.id,
+                message_id,
+                est_input_tokens: est,
+                anthropic_version: headers.get("anthropic-version"),
+                anthropic_beta: headers.get("anthropic-beta"),
+            };
+            let provider = ctx.provider.as_ref();
+            if stream {
+                let (buffered, rest) = ctx.first_byte(open_stream(provider, &call)).await?;
+                Ok(Opened::Stream(Answer::Stream(buffered, rest)))
+            } else {
+                let msg = ctx.whole(provider.send(&call)).await?;
+                Ok(Opened::Whole {
+                    value: Answer::Whole(msg),
+                    ttft: None,
+                })
+            }
+        })
+        .await
+        .map_err(|e| e.error)?;
+    let Served {
+        value,
+        candidate,
+        attempts,
+        trace,
+        ticket,
+        ..
+    } = served;
+    Ok(match value {
+        Answer::Whole(msg) => whole_response(msg, &candidate, trace, attempts, ticket),
+        Answer::Stream(buffered, upstream) => {
+            let mut h = HeaderMap::new();
+            routing_headers(&mut h, &candidate, attempts);
+            let committed = Committed {
+                upstream,
+                buffered,
+                candidate,
+                ticket,
+                trace,
+                ping_interval: st.cfg.server.ping_interval,
+                request_id: rid.0.clone(),
+            };
+            stream_response(committed, h)
         }
-        let Some(provider) = st.providers.get(&cand.endpoint.provider.name) else {
-            skip(&mut trace, cand, "provider not loaded");
-            continue;
-        };
-        let guard = match st.router.start_attempt(&cand.endpoint.id) {
-            Ok(g) => g,
-            Err(u) => {
-                skip(&mut trace, cand, u.reason);
-                continue;
-            }
-        };
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        attempts += 1;
-        let call = UpstreamCall {
-            req: &req,
-            upstream_model: &cand.endpoint.upstream_model,
-            max_tokens: cand.max_tokens,
-            served_model: &cand.model.id,
-            message_id: &message_id,
-            est_input_tokens: est,
-            anthropic_version: headers.get("anthropic-version"),
-            anthropic_beta: headers.get("anthropic-beta"),
-        };
-        let outcome = attempt(provider.as_ref(), &call, stream, cand, deadline - now).await;
-        let elapsed = now.elapsed();
-        match outcome {
-            Ok(Answer::Whole(msg)) => {
-                // A whole answer has no separate first token: no speed sample from it.
-                st.router.record_whole_success(&cand.endpoint.id);
-                drop(guard);
-                if let Some(t) = &mut trace {
-                    t.attempts.push(AttemptTrace::ok(cand, elapsed, None));
-                }
-                return Ok(whole_response(msg, cand, trace, attempts, &rid));
-            }
-            Ok(Answer::Stream(buffered, rest)) => {
-                st.router.record_first_content(&cand.endpoint.id);
-                if let Some(t) = &mut trace {
-                    t.attempts
-                        .push(AttemptTrace::ok(cand, elapsed, Some(elapsed)));
-                }
-                let committed = Committed {
-                    upstream: rest,
-                    buffered,
-                    router: st.router.clone(),
-                    candidate: cand.clone(),
-                    _guard: guard,
-                    started: now,
-                    ttft: elapsed,
-                    trace,
-                    ping_interval: st.cfg.server.ping_interval,
-                    request_id: rid.0.clone(),
-                };
-                return Ok(stream_response(committed, attempts));
-            }
-            Err(e) => {
-                tracing::info!(
-                    request_id = ?rid.0, endpoint = %cand.endpoint.id, kind = e.kind(), error = %e,
-                    "attempt failed"
-                );
-                st.router.record_failure(&cand.endpoint.id, &e);
-                if let Some(t) = &mut trace {
-                    t.attempts.push(AttemptTrace::failed(cand, &e, elapsed));
-                }
-                let retry = e.retryable();
-                last = Some((cand.endpoint.provider.name.clone(), e));
-                if !retry {
-                    break;
-                }
-            }
-        }
-    }
-    Err(match last {
-        Some((provider, e)) => ApiError::from_upstream(&provider, &e),
-        None => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no eligible endpoint could be tried (all temporarily unavailable); retry later",
-        ),
     })
-}
-
-fn skip(trace: &mut Option<RoutingTrace>, cand: &Candidate, reason: impl Into<String>) {
-    if let Some(t) = trace {
-        t.attempts.push(AttemptTrace::skipped(cand, reason));
-    }
 }
 
 enum Answer {
     Whole(MessagesResponse),
     Stream(VecDeque<StreamItem>, Fuse<EventStream>),
-}
-
-/// One attempt, bounded: streams by the provider's first-byte timeout (until the first
-/// content event), whole answers by the remaining routing deadline.
-async fn attempt(
-    provider: &dyn Provider,
-    call: &UpstreamCall<'_>,
-    stream: bool,
-    cand: &Candidate,
-    remaining: std::time::Duration,
-) -> Result<Answer, UpstreamError> {
-    let p = &cand.endpoint.provider;
-    // Whichever limit binds names the failure: the endpoint's own timeout counts against
-    // it; the request's routing deadline does not.
-    let (limit, err): (_, fn(std::time::Duration) -> UpstreamError) = if stream {
-        (p.first_byte_timeout, UpstreamError::FirstByteTimeout)
-    } else {
-        (p.request_timeout, UpstreamError::RequestTimeout)
-    };
-    let (budget, on_timeout) = if limit < remaining {
-        (limit, err)
-    } else {
-        (remaining, UpstreamError::Deadline as fn(_) -> _)
-    };
-    let r = if stream {
-        tokio::time::timeout(budget, open_stream(provider, call))
-            .await
-            .map(|r| r.map(|(b, s)| Answer::Stream(b, s)))
-    } else {
-        tokio::time::timeout(budget, provider.send(call))
-            .await
-            .map(|r| r.map(Answer::Whole))
-    };
-    r.unwrap_or_else(|_| Err(on_timeout(budget)))
 }
 
 /// Opens the stream and reads it until the first content block starts (or it ends), so a
@@ -379,13 +307,14 @@ fn routing_headers(h: &mut HeaderMap, cand: &Candidate, attempts: u32) {
     h.insert("x-relais-attempts", HeaderValue::from(attempts));
 }
 
-/// Cost of an answer in EUR from the endpoint's prices.
-pub fn cost_eur(cand: &Candidate, u: &Usage) -> f64 {
-    cand.cost_eur(
-        u.input_tokens + u.cache_creation_input_tokens,
-        u.cache_read_input_tokens,
-        u.output_tokens,
-    )
+/// The usage of an Anthropic answer, in the executor's terms.
+pub fn token_usage(u: &Usage) -> TokenUsage {
+    TokenUsage {
+        input: u.input_tokens,
+        output: u.output_tokens,
+        cache_read: u.cache_read_input_tokens,
+        cache_creation: u.cache_creation_input_tokens,
+    }
 }
 
 #[derive(Serialize)]
@@ -400,14 +329,9 @@ fn whole_response(
     cand: &Candidate,
     mut trace: Option<RoutingTrace>,
     attempts: u32,
-    rid: &RequestId,
+    ticket: Ticket,
 ) -> Response {
-    let cost = cost_eur(cand, &msg.usage);
-    tracing::info!(
-        request_id = ?rid.0, endpoint = %cand.endpoint.id, model = %cand.model.id, attempts,
-        input_tokens = msg.usage.input_tokens, output_tokens = msg.usage.output_tokens,
-        cost_eur = cost, "message served"
-    );
+    let cost = ticket.finish(token_usage(&msg.usage));
     let body = match &mut trace {
         Some(t) => {
             let u = &msg.usage;
@@ -443,9 +367,7 @@ fn whole_response(
     resp
 }
 
-fn stream_response(c: Committed, attempts: u32) -> Response {
-    let mut h = HeaderMap::new();
-    routing_headers(&mut h, &c.candidate, attempts);
+fn stream_response(c: Committed, h: HeaderMap) -> Response {
     let mut resp = Response::new(Body::from_stream(streaming::body(c)));
     let rh = resp.headers_mut();
     rh.extend(h);

@@ -23,13 +23,16 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::provider::{self, Provider};
+use crate::observe::{LogObserver, Observer};
+use crate::provider;
+use crate::router::executor::Executor;
 use crate::router::Router;
 
 pub struct AppState {
     pub cfg: Arc<Config>,
     pub router: Arc<Router>,
-    pub providers: HashMap<String, Arc<dyn Provider>>,
+    /// Runs plans: the one attempt loop every front door uses.
+    pub executor: Executor,
 }
 
 /// Per-request id, set by the middleware, returned as the `request-id` header.
@@ -107,10 +110,16 @@ pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
             provider::build(p.clone()).map_err(|e| StartError::Provider(p.name.clone(), e))?;
         providers.insert(p.name.clone(), adapter);
     }
+    let router = Arc::new(Router::new(cfg.clone()));
+    let observer: Arc<dyn Observer> = Arc::new(LogObserver);
     Ok(Arc::new(AppState {
-        router: Arc::new(Router::new(cfg.clone())),
+        executor: Executor {
+            router: router.clone(),
+            providers: Arc::new(providers),
+            observer,
+        },
+        router,
         cfg,
-        providers,
     }))
 }
 

@@ -4,31 +4,27 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::Fuse;
 use futures_util::{FutureExt, Stream, StreamExt};
-use tokio::time::Instant;
 
-use super::messages::cost_eur;
+use super::messages::token_usage;
 use crate::anthropic::{ErrorBody, StreamEvent, Usage};
 use crate::error::{ApiError, UpstreamError};
 use crate::provider::{EventStream, StreamItem};
-use crate::router::{AttemptGuard, Candidate, Router, RoutingTrace};
+use crate::router::executor::Ticket;
+use crate::router::{Candidate, RoutingTrace};
 use crate::sse::encode_event_into;
 
 pub struct Committed {
     pub upstream: Fuse<EventStream>,
     pub buffered: VecDeque<StreamItem>,
-    pub router: Arc<Router>,
     pub candidate: Candidate,
-    /// Held until the stream ends: counts it in flight, and frees a breaker probe slot.
-    pub _guard: AttemptGuard,
-    pub started: Instant,
-    pub ttft: Duration,
+    /// Closed when the stream ends; dropped unclosed (the client went away), it says so.
+    pub ticket: Ticket,
     /// Present when the client asked for `include_metadata`.
     pub trace: Option<RoutingTrace>,
     pub ping_interval: Duration,
@@ -37,6 +33,8 @@ pub struct Committed {
 
 struct State {
     c: Committed,
+    /// Taken when the books are closed.
+    ticket: Option<Ticket>,
     usage: Usage,
     done: bool,
     /// Frames ready to leave in the next write.
@@ -46,9 +44,11 @@ struct State {
 /// Frames more than this are not coalesced further: it keeps one write bounded.
 const MAX_COALESCED: usize = 64 * 1024;
 
-pub fn body(c: Committed) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+pub fn body(mut c: Committed) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+    let ticket = std::mem::replace(&mut c.ticket, Ticket::closed());
     let st = State {
         c,
+        ticket: Some(ticket),
         usage: Usage::default(),
         done: false,
         out: BytesMut::new(),
@@ -90,11 +90,13 @@ impl State {
             Some(Err(e)) => {
                 self.done = true;
                 let c = &self.c;
-                c.router.record_failure(&c.candidate.endpoint.id, &e);
                 tracing::warn!(
                     request_id = ?c.request_id, endpoint = %c.candidate.endpoint.id,
                     kind = e.kind(), error = %e, "stream failed after it started"
                 );
+                if let Some(t) = self.ticket.take() {
+                    t.fail(token_usage(&self.usage), &e);
+                }
                 let api = ApiError::from_upstream(&c.candidate.endpoint.provider.name, &e);
                 let ev = StreamEvent::Error {
                     error: ErrorBody {
@@ -153,19 +155,18 @@ impl State {
         }
     }
 
-    fn finish(&self) {
-        let total = self.c.started.elapsed();
-        self.c.router.record_success(
-            &self.c.candidate.endpoint.id,
-            self.c.ttft,
-            self.usage.output_tokens,
-            total,
-        );
-        tracing::info!(
-            request_id = ?self.c.request_id, endpoint = %self.c.candidate.endpoint.id,
-            input_tokens = self.usage.input_tokens, output_tokens = self.usage.output_tokens,
-            cost_eur = cost_eur(&self.c.candidate, &self.usage), total_ms = total.as_secs_f64() * 1e3,
-            "stream served"
-        );
+    fn finish(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            t.finish(token_usage(&self.usage));
+        }
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // The client went away mid-stream: the tokens so far are still accounted.
+        if let Some(t) = self.ticket.take() {
+            t.client_closed(token_usage(&self.usage));
+        }
     }
 }

@@ -1,0 +1,163 @@
+//! What the executor reports about each request, for the usage ledger, metrics and logs.
+//!
+//! The router-side executor (`router::executor`) fills one [`RequestRecord`] per routed
+//! request (success or failure, streamed or not) and hands it to every [`Observer`] exactly
+//! once, when the request ends: a streamed answer when its last event left (or the client
+//! went away), a whole answer when its body was built, a failure when the last attempt
+//! failed. Attempts are reported as they end. Observers run on the request's task: they
+//! must only enqueue or bump counters, never wait on I/O.
+//!
+//! Never in a record: prompts, completions, client keys or provider keys.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// Which front door the request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+    /// OpenAI `POST /v1/chat/completions`.
+    ChatCompletions,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Messages => "messages",
+            Api::ChatCompletions => "chat_completions",
+        }
+    }
+}
+
+/// Token counts of one answer, in Anthropic's split: `input` excludes cache reads and
+/// cache writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TokenUsage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_creation: u64,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Answered completely.
+    Ok,
+    /// Failed before any byte reached the client (the HTTP status says how).
+    Failed,
+    /// A stream that started failed mid-way (an `error` event was sent).
+    FailedMidStream,
+    /// The client went away before the answer ended.
+    ClientClosed,
+}
+
+/// One routed request, as the ledger stores it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    /// Wall-clock time the request arrived.
+    #[serde(serialize_with = "unix_ms")]
+    pub time: SystemTime,
+    pub request_id: String,
+    pub api: Api,
+    /// The client key's configured name; never the key.
+    pub key_name: Option<String>,
+    /// The configured model id the request resolved to (never the raw name the client
+    /// sent, which could be anything), or `(unknown)`.
+    pub model_requested: String,
+    /// The model that answered (a fallback model's id after model fallback).
+    pub model_served: Option<String>,
+    pub provider: Option<String>,
+    pub endpoint: Option<String>,
+    pub stream: bool,
+    /// Attempts actually sent upstream.
+    pub attempts: u32,
+    pub usage: TokenUsage,
+    pub cost_eur: f64,
+    /// Time to the first content event, from the request's arrival.
+    pub ttft_ms: Option<f64>,
+    pub duration_ms: f64,
+    /// Time spent waiting on upstreams (all attempts), so `duration_ms - upstream_ms` is
+    /// Relais's own share.
+    pub upstream_ms: f64,
+    pub status: Status,
+    /// The HTTP status the client got (200 for a stream that failed mid-way).
+    pub http_status: u16,
+    /// Low-cardinality error kind when the request failed.
+    pub error_kind: Option<&'static str>,
+    /// Another endpoint was tried after a failure.
+    pub fallback: bool,
+    /// A fallback model answered.
+    pub model_fallback: bool,
+    /// The answering (or last) attempt went to an endpoint its breaker or a `retry-after`
+    /// had marked unavailable, because no available compliant endpoint was left.
+    pub last_resort: bool,
+}
+
+fn unix_ms<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    s.serialize_u64(ms)
+}
+
+/// One attempt at one endpoint, reported when it ends.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord<'a> {
+    pub api: Api,
+    pub model: &'a str,
+    pub provider: &'a str,
+    pub endpoint: &'a str,
+    /// `None` when the attempt succeeded (its first content arrived, or its whole answer).
+    pub error_kind: Option<&'static str>,
+    pub duration_ms: f64,
+    pub last_resort: bool,
+}
+
+/// Receives what the executor reports. Both methods default to doing nothing.
+pub trait Observer: Send + Sync {
+    fn attempt(&self, _a: &AttemptRecord<'_>) {}
+    fn request(&self, _r: &RequestRecord) {}
+}
+
+/// Reports to several observers in order.
+#[derive(Default, Clone)]
+pub struct Observers(pub Vec<Arc<dyn Observer>>);
+
+impl Observer for Observers {
+    fn attempt(&self, a: &AttemptRecord<'_>) {
+        for o in &self.0 {
+            o.attempt(a);
+        }
+    }
+    fn request(&self, r: &RequestRecord) {
+        for o in &self.0 {
+            o.request(r);
+        }
+    }
+}
+
+/// One log line per request with the ledger's fields (never prompts, completions or keys).
+pub struct LogObserver;
+
+impl Observer for LogObserver {
+    fn request(&self, r: &RequestRecord) {
+        let u = &r.usage;
+        tracing::info!(
+            request_id = %r.request_id, api = r.api.as_str(), key = r.key_name.as_deref(),
+            model = %r.model_requested, served_model = r.model_served.as_deref(),
+            endpoint = r.endpoint.as_deref(), stream = r.stream, status = ?r.status,
+            http_status = r.http_status, error_kind = r.error_kind, attempts = r.attempts,
+            fallback = r.fallback, last_resort = r.last_resort,
+            input_tokens = u.input, output_tokens = u.output, cache_read_tokens = u.cache_read,
+            cache_creation_tokens = u.cache_creation, cost_eur = r.cost_eur,
+            ttft_ms = r.ttft_ms, duration_ms = r.duration_ms, "request"
+        );
+    }
+}

@@ -1,0 +1,500 @@
+//! The router-side executor: runs a plan. One loop for every front door (Anthropic
+//! Messages, OpenAI chat completions), streamed or not. It owns what happens between the
+//! plan and the first byte to the client: the compliance re-check before every attempt,
+//! admission (breaker, `retry-after`), the routing deadline, per-attempt timeouts, fallback
+//! order, breaker and estimate bookkeeping, the list of every failed attempt, the trace,
+//! and the report of each attempt and of the request to the observers (ledger, metrics).
+//!
+//! A door gives [`Executor::dispatch`] a function that makes one attempt at one candidate
+//! (translate, send, read until the first content event) and gets back either a
+//! [`Served`] answer, with a [`Ticket`] that closes the books when the answer ends, or an
+//! [`Exhausted`] failure, already reported, with the client-facing error.
+//!
+//! Fallback is possible only before the first content reaches the client: an attempt
+//! returns at its first content event (streams) or with its whole answer, and from then on
+//! the executor never tries another endpoint.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::http::StatusCode;
+use tokio::time::Instant;
+
+use super::{AttemptGuard, AttemptTrace, Candidate, Plan, Router, RoutingTrace};
+use crate::error::{ApiError, UpstreamError};
+use crate::observe::{Api, AttemptRecord, Observer, RequestRecord, Status, TokenUsage};
+use crate::provider::Provider;
+
+/// Called with the request's record when it ends, after the observers (for example to
+/// settle a budget reservation with the real cost).
+pub type OnEnd = Box<dyn FnOnce(&RequestRecord) + Send>;
+
+/// What the executor needs to know about the request besides its plan.
+pub struct RequestMeta {
+    pub request_id: String,
+    pub api: Api,
+    pub key_name: Option<String>,
+    pub stream: bool,
+    /// When the request arrived (for TTFT and duration as the client sees them).
+    pub arrived: Instant,
+    pub time: SystemTime,
+    /// Build the routing trace (the client asked for `include_metadata`).
+    pub include_trace: bool,
+    pub on_end: Vec<OnEnd>,
+}
+
+impl RequestMeta {
+    pub fn new(request_id: String, api: Api, key_name: Option<String>, stream: bool) -> Self {
+        RequestMeta {
+            request_id,
+            api,
+            key_name,
+            stream,
+            arrived: Instant::now(),
+            time: SystemTime::now(),
+            include_trace: false,
+            on_end: Vec::new(),
+        }
+    }
+
+    fn record(&self, model_requested: &str) -> RequestRecord {
+        RequestRecord {
+            time: self.time,
+            request_id: self.request_id.clone(),
+            api: self.api,
+            key_name: self.key_name.clone(),
+            model_requested: model_requested.to_owned(),
+            model_served: None,
+            provider: None,
+            endpoint: None,
+            stream: self.stream,
+            attempts: 0,
+            usage: TokenUsage::default(),
+            cost_eur: 0.0,
+            ttft_ms: None,
+            duration_ms: 0.0,
+            upstream_ms: 0.0,
+            status: Status::Failed,
+            http_status: 0,
+            error_kind: None,
+            fallback: false,
+            model_fallback: false,
+            last_resort: false,
+        }
+    }
+
+    /// Reports a request refused before any attempt (no eligible endpoint, model unknown).
+    /// `model` is the configured model it resolved to, if any: a name the client made up
+    /// is never recorded (it could be anything, a key pasted by mistake included).
+    pub fn reject(self, observer: &dyn Observer, model: Option<&str>, err: &ApiError) {
+        let mut r = self.record(model.unwrap_or("(unknown)"));
+        r.duration_ms = ms(self.arrived.elapsed());
+        r.http_status = err.status.as_u16();
+        r.error_kind = Some(err.kind());
+        end(observer, &r, self.on_end);
+    }
+}
+
+fn end(observer: &dyn Observer, r: &RequestRecord, on_end: Vec<OnEnd>) {
+    observer.request(r);
+    for f in on_end {
+        f(r);
+    }
+}
+
+/// One attempt's bounds and target, handed to the door's attempt function.
+pub struct AttemptCtx {
+    pub candidate: Candidate,
+    pub provider: Arc<dyn Provider>,
+    /// The routing deadline's remaining time when the attempt started.
+    remaining: Duration,
+}
+
+impl AttemptCtx {
+    /// Bounds the wait for a stream's first content event by the endpoint's
+    /// `first_byte_timeout_s` (or the remaining deadline, whichever binds first).
+    pub async fn first_byte<T>(
+        &self,
+        fut: impl Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        let limit = self.candidate.endpoint.provider.first_byte_timeout;
+        bounded(limit, UpstreamError::FirstByteTimeout, self.remaining, fut).await
+    }
+
+    /// Bounds a whole (non-streamed) answer by the endpoint's `request_timeout_s` (or the
+    /// remaining deadline, whichever binds first).
+    pub async fn whole<T>(
+        &self,
+        fut: impl Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        let limit = self.candidate.endpoint.provider.request_timeout;
+        bounded(limit, UpstreamError::RequestTimeout, self.remaining, fut).await
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.remaining
+    }
+}
+
+/// Whichever limit binds names the failure: the endpoint's own timeout counts against it;
+/// the request's routing deadline does not.
+async fn bounded<T>(
+    limit: Duration,
+    own: fn(Duration) -> UpstreamError,
+    remaining: Duration,
+    fut: impl Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, UpstreamError> {
+    let (budget, on_timeout) = if limit < remaining {
+        (limit, own)
+    } else {
+        (remaining, UpstreamError::Deadline as fn(_) -> _)
+    };
+    tokio::time::timeout(budget, fut)
+        .await
+        .unwrap_or_else(|_| Err(on_timeout(budget)))
+}
+
+/// What one successful attempt produced.
+pub enum Opened<T> {
+    /// A stream at its first content event: the door streams the rest and ends the ticket.
+    Stream(T),
+    /// A complete answer. `ttft` when it was assembled from a stream (then it also gives a
+    /// speed sample); `None` for a plain JSON answer, whose first token cannot be seen.
+    Whole { value: T, ttft: Option<Duration> },
+}
+
+/// A request's failed attempt, kept for the trace, logs and the final error.
+#[derive(Debug, Clone)]
+pub struct AttemptFailure {
+    pub provider: String,
+    pub endpoint: String,
+    pub error: UpstreamError,
+}
+
+/// The request was answered: by `candidate`, after `attempts` attempts.
+pub struct Served<T> {
+    pub value: T,
+    pub candidate: Candidate,
+    pub attempts: u32,
+    /// Earlier attempts that failed, in order.
+    pub failures: Vec<AttemptFailure>,
+    /// Present when the client asked for it.
+    pub trace: Option<RoutingTrace>,
+    /// Closes the books when the answer has left (or failed, or the client went away).
+    pub ticket: Ticket,
+}
+
+/// No candidate answered. Already reported to the observers.
+#[derive(Debug)]
+pub struct Exhausted {
+    pub error: ApiError,
+    pub failures: Vec<AttemptFailure>,
+    pub trace: Option<RoutingTrace>,
+}
+
+/// The executor: the router, the providers, and who to report to.
+#[derive(Clone)]
+pub struct Executor {
+    pub router: Arc<Router>,
+    pub providers: Arc<HashMap<String, Arc<dyn Provider>>>,
+    pub observer: Arc<dyn Observer>,
+}
+
+impl Executor {
+    /// Runs `plan`: tries its candidates in order with `attempt` until one answers, a
+    /// failure that no other endpoint can fix, the attempt limit, or the routing deadline.
+    pub async fn dispatch<T, F, Fut>(
+        &self,
+        plan: &Plan,
+        meta: RequestMeta,
+        mut attempt: F,
+    ) -> Result<Served<T>, Exhausted>
+    where
+        F: FnMut(AttemptCtx) -> Fut,
+        Fut: Future<Output = Result<Opened<T>, UpstreamError>>,
+    {
+        let routing = &self.router.config().routing;
+        let deadline = meta.arrived + routing.total_timeout;
+        let mut trace = meta.include_trace.then(|| RoutingTrace::new(plan));
+        let mut attempts = 0u32;
+        let mut failures: Vec<AttemptFailure> = Vec::new();
+        let mut upstream = Duration::ZERO;
+
+        for cand in &plan.candidates {
+            if attempts >= routing.max_attempts {
+                break;
+            }
+            // The compliance invariant: re-checked before every attempt, on every path.
+            if !Router::permits(&plan.policy, &cand.endpoint) {
+                skip(
+                    &mut trace,
+                    cand,
+                    "excluded by the request's compliance policy",
+                );
+                continue;
+            }
+            let Some(provider) = self.providers.get(&cand.endpoint.provider.name) else {
+                skip(&mut trace, cand, "provider not loaded");
+                continue;
+            };
+            let guard = match self.router.start_attempt(&cand.endpoint.id) {
+                Ok(g) => g,
+                Err(u) => {
+                    skip(&mut trace, cand, u.reason);
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            attempts += 1;
+            let ctx = AttemptCtx {
+                candidate: cand.clone(),
+                provider: provider.clone(),
+                remaining: deadline - now,
+            };
+            // The deadline bounds the whole attempt, whatever the door's function does.
+            let remaining = deadline - now;
+            let outcome = tokio::time::timeout(remaining, attempt(ctx))
+                .await
+                .unwrap_or_else(|_| Err(UpstreamError::Deadline(remaining)));
+            let elapsed = now.elapsed();
+            upstream += elapsed;
+            match outcome {
+                Ok(opened) => {
+                    self.report_attempt(meta.api, cand, None, elapsed);
+                    let (value, mode) = match opened {
+                        Opened::Stream(v) => {
+                            // A half-open breaker closes at the first content, so others
+                            // need not wait for a long stream to end.
+                            self.router.record_first_content(&cand.endpoint.id);
+                            (v, Mode::Stream { ttft: elapsed })
+                        }
+                        Opened::Whole { value, ttft } => (value, Mode::Whole { ttft }),
+                    };
+                    let ttft = match mode {
+                        Mode::Stream { ttft } | Mode::Whole { ttft: Some(ttft) } => Some(ttft),
+                        Mode::Whole { ttft: None } => None,
+                    };
+                    if let Some(t) = &mut trace {
+                        t.attempts.push(AttemptTrace::ok(cand, elapsed, ttft));
+                    }
+                    let mut record = meta.record(&plan.model);
+                    record.model_served = Some(cand.model.id.clone());
+                    record.provider = Some(cand.endpoint.provider.name.clone());
+                    record.endpoint = Some(cand.endpoint.id.clone());
+                    record.attempts = attempts;
+                    record.fallback = !failures.is_empty();
+                    record.model_fallback = cand.is_fallback_model;
+                    record.http_status = 200;
+                    // TTFT as the client sees it: from arrival, not from this attempt.
+                    record.ttft_ms = ttft.map(|_| ms(meta.arrived.elapsed()));
+                    let ticket = Ticket {
+                        inner: Some(TicketInner {
+                            router: self.router.clone(),
+                            observer: self.observer.clone(),
+                            candidate: cand.clone(),
+                            _guard: guard,
+                            attempt_started: now,
+                            arrived: meta.arrived,
+                            upstream_before: upstream - elapsed,
+                            mode,
+                            record,
+                            on_end: meta.on_end,
+                        }),
+                    };
+                    return Ok(Served {
+                        value,
+                        candidate: cand.clone(),
+                        attempts,
+                        failures,
+                        trace,
+                        ticket,
+                    });
+                }
+                Err(e) => {
+                    tracing::info!(
+                        request_id = %meta.request_id, endpoint = %cand.endpoint.id,
+                        kind = e.kind(), error = %e, "attempt failed"
+                    );
+                    self.router.record_failure(&cand.endpoint.id, &e);
+                    self.report_attempt(meta.api, cand, Some(e.kind()), elapsed);
+                    if let Some(t) = &mut trace {
+                        t.attempts.push(AttemptTrace::failed(cand, &e, elapsed));
+                    }
+                    let retry = e.retryable();
+                    failures.push(AttemptFailure {
+                        provider: cand.endpoint.provider.name.clone(),
+                        endpoint: cand.endpoint.id.clone(),
+                        error: e,
+                    });
+                    drop(guard);
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        let error = match failures.last() {
+            Some(f) => ApiError::from_upstream(&f.provider, &f.error),
+            None => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no eligible endpoint could be tried (all temporarily unavailable); retry later",
+            ),
+        };
+        let mut record = meta.record(&plan.model);
+        record.attempts = attempts;
+        record.fallback = failures.len() > 1;
+        if let Some(f) = failures.last() {
+            record.provider = Some(f.provider.clone());
+            record.endpoint = Some(f.endpoint.clone());
+            record.error_kind = Some(f.error.kind());
+        } else {
+            record.error_kind = Some(error.kind());
+        }
+        record.http_status = error.status.as_u16();
+        record.duration_ms = ms(meta.arrived.elapsed());
+        record.upstream_ms = ms(upstream);
+        end(self.observer.as_ref(), &record, meta.on_end);
+        Err(Exhausted {
+            error,
+            failures,
+            trace,
+        })
+    }
+
+    fn report_attempt(
+        &self,
+        api: Api,
+        cand: &Candidate,
+        error_kind: Option<&'static str>,
+        elapsed: Duration,
+    ) {
+        self.observer.attempt(&AttemptRecord {
+            api,
+            model: &cand.model.id,
+            provider: &cand.endpoint.provider.name,
+            endpoint: &cand.endpoint.id,
+            error_kind,
+            duration_ms: ms(elapsed),
+            last_resort: false,
+        });
+    }
+}
+
+fn skip(trace: &mut Option<RoutingTrace>, cand: &Candidate, reason: impl Into<String>) {
+    if let Some(t) = trace {
+        t.attempts.push(AttemptTrace::skipped(cand, reason));
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Stream { ttft: Duration },
+    Whole { ttft: Option<Duration> },
+}
+
+struct TicketInner {
+    router: Arc<Router>,
+    observer: Arc<dyn Observer>,
+    candidate: Candidate,
+    /// Held until the answer ends: counts it in flight, and frees a breaker probe slot.
+    _guard: AttemptGuard,
+    attempt_started: Instant,
+    arrived: Instant,
+    upstream_before: Duration,
+    mode: Mode,
+    record: RequestRecord,
+    on_end: Vec<OnEnd>,
+}
+
+/// The open books of a served request. Exactly one of `finish`, `fail` or a drop (the
+/// client went away) closes them: estimates and breaker are updated, the record reported.
+pub struct Ticket {
+    inner: Option<TicketInner>,
+}
+
+impl Ticket {
+    /// A ticket with nothing to close (a placeholder once the real one was taken).
+    pub fn closed() -> Self {
+        Ticket { inner: None }
+    }
+
+    /// The answer ended normally with this usage. Returns its cost in EUR.
+    pub fn finish(mut self, usage: TokenUsage) -> f64 {
+        let Some(mut t) = self.inner.take() else {
+            return 0.0;
+        };
+        let total = t.attempt_started.elapsed();
+        let id = &t.candidate.endpoint.id;
+        match t.mode {
+            Mode::Stream { ttft } | Mode::Whole { ttft: Some(ttft) } => {
+                t.router.record_success(id, ttft, usage.output, total)
+            }
+            // A whole answer has no separate first token: no speed sample from it.
+            Mode::Whole { ttft: None } => t.router.record_whole_success(id),
+        }
+        t.record.status = Status::Ok;
+        t.close(usage)
+    }
+
+    /// The client went away before the answer ended, after `usage` (as far as known).
+    /// Not the endpoint's fault: no estimate or breaker update.
+    pub fn client_closed(mut self, usage: TokenUsage) {
+        if let Some(t) = self.inner.take() {
+            t.close_by_client(usage);
+        }
+    }
+
+    /// A stream that had started failed mid-way (the door sent an `error` event).
+    pub fn fail(mut self, usage: TokenUsage, err: &UpstreamError) {
+        let Some(mut t) = self.inner.take() else {
+            return;
+        };
+        t.router.record_failure(&t.candidate.endpoint.id, err);
+        t.record.status = Status::FailedMidStream;
+        t.record.error_kind = Some(err.kind());
+        t.close(usage);
+    }
+}
+
+impl TicketInner {
+    fn close_by_client(mut self, usage: TokenUsage) {
+        self.record.status = Status::ClientClosed;
+        self.record.error_kind = Some("client_closed");
+        self.close(usage);
+    }
+
+    fn close(mut self, usage: TokenUsage) -> f64 {
+        let cost = cost_eur(&self.candidate, &usage);
+        let r = &mut self.record;
+        r.usage = usage;
+        r.cost_eur = cost;
+        r.duration_ms = ms(self.arrived.elapsed());
+        r.upstream_ms = ms(self.upstream_before + self.attempt_started.elapsed());
+        end(self.observer.as_ref(), &self.record, self.on_end);
+        cost
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // Neither finished nor failed: the client went away. Not the endpoint's fault, so
+        // no estimate or breaker update; the guard frees a probe slot it may hold.
+        if let Some(t) = self.inner.take() {
+            t.close_by_client(TokenUsage::default());
+        }
+    }
+}
+
+/// Cost of an answer in EUR from the endpoint's prices.
+pub fn cost_eur(cand: &Candidate, u: &TokenUsage) -> f64 {
+    cand.cost_eur(u.input + u.cache_creation, u.cache_read, u.output)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -95,10 +95,36 @@ async fn upstream_hang_is_504_within_its_bound() {
     let fake = FakeUpstream::start().await;
     fake.set_default(Reply::Hang);
     let relais = Relais::with_fake(&fake, &fast()).await;
+    // Both bounded by the first-byte timeout: a non-streaming request is streamed upstream
+    // (`stream_whole_answers`, the default for OpenAI-compatible providers).
     for (body, min_ms, max_ms) in [
         (stream_body("hi"), 900, 2500),
-        (simple_body("hi"), 4900, 6500),
+        (simple_body("hi"), 900, 2500),
     ] {
+        let t = Instant::now();
+        let resp = relais.messages(&body).await;
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(min_ms) && took < Duration::from_millis(max_ms),
+            "answered after {took:?}, expected {min_ms}..{max_ms} ms"
+        );
+        expect_error(resp, 504, "timeout_error").await;
+    }
+}
+
+/// With `stream_whole_answers = false`, a non-streaming answer's head comes only after the
+/// whole generation: it is bounded by the request timeout (300 s default) or the routing
+/// deadline (5 s here), whichever is first.
+#[tokio::test]
+async fn upstream_hang_without_streamed_whole_answers_waits_for_the_deadline() {
+    let fake = FakeUpstream::start().await;
+    fake.set_default(Reply::Hang);
+    let o = Opts {
+        provider_extra: "stream_whole_answers = false",
+        ..fast()
+    };
+    let relais = Relais::with_fake(&fake, &o).await;
+    for (body, min_ms, max_ms) in [(simple_body("hi"), 4900, 6500)] {
         let t = Instant::now();
         let resp = relais.messages(&body).await;
         let took = t.elapsed();
@@ -458,19 +484,56 @@ async fn client_fault_400_does_not_fall_back() {
 
 #[tokio::test]
 async fn slow_non_stream_generation_within_total_deadline_succeeds() {
+    // A non-streaming request is streamed upstream: the first-byte timeout (1 s) bounds
+    // only the first token; a generation longer than that (1.5 s) is assembled within the
+    // routing deadline (5 s).
+    let fake = FakeUpstream::start().await;
+    let frames = openai::text_stream(&["a long", " answer"]);
+    let n = frames.len();
+    fake.push(Reply::Sse {
+        frames: frames
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| {
+                (
+                    Duration::from_millis(if i == 0 || i == n - 1 { 0 } else { 500 }),
+                    f,
+                )
+            })
+            .collect(),
+        end: StreamEnd::Close,
+    });
+    let relais = Relais::with_fake(&fake, &fast()).await; // first byte 1 s, total 5 s
+    let t = Instant::now();
+    let (status, _, v) = json_of(relais.messages(&simple_body("hi")).await).await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(status, 200, "a 1.5 s generation within a 5 s deadline: {v}");
+    assert_eq!(v["content"][0]["text"], "a long answer");
+}
+
+#[tokio::test]
+async fn slow_json_answer_without_streamed_whole_answers_succeeds_within_the_deadline() {
     // OpenAI-compatible servers send a non-streaming response's head only when the whole
-    // generation is done, so the head of a long answer comes late. Relais's own fallback
-    // loop gives non-streaming answers "the whole deadline" (routing.total_timeout_s), not
-    // the first-byte timeout meant for streams.
+    // generation is done. With `stream_whole_answers = false` Relais waits for it up to the
+    // request timeout or the routing deadline, not the first-byte timeout.
     let fake = FakeUpstream::start().await;
     fake.push(Reply::Delayed(
         Duration::from_millis(1500),
         Box::new(Reply::json(openai::chat_response("a long answer"))),
     ));
-    let relais = Relais::with_fake(&fake, &fast()).await; // first byte 1 s, total 5 s
+    let o = Opts {
+        provider_extra: "stream_whole_answers = false",
+        ..fast()
+    };
+    let relais = Relais::with_fake(&fake, &o).await;
     let (status, _, v) = json_of(relais.messages(&simple_body("hi")).await).await;
     assert_eq!(status, 200, "a 1.5 s generation within a 5 s deadline: {v}");
     assert_eq!(v["content"][0]["text"], "a long answer");
+    assert_eq!(fake.only_request().json().get("stream"), None);
 }
 
 #[tokio::test]

@@ -177,9 +177,8 @@ async fn fallback_recovers_from_a_stream_that_hangs_before_its_first_byte() {
 
 #[tokio::test]
 async fn fallback_recovers_from_a_non_stream_answer_that_hangs() {
-    // Non-streaming answers have no first byte before the whole generation: each attempt
-    // is bounded by the provider's request_timeout_s (0.5 s here), which leaves time in the
-    // 3 s deadline for the next endpoint.
+    // A non-streaming request is streamed upstream, so a hang is caught by the provider's
+    // first_byte_timeout_s, which leaves time in the 3 s deadline for the next endpoint.
     let w = pair(Routing {
         total_timeout_s: 3.0,
         ..Routing::default()
@@ -188,7 +187,7 @@ async fn fallback_recovers_from_a_non_stream_answer_that_hangs() {
     w.all_ok(false);
     w.fake("a").set_default(Reply::Hang);
     let t = Instant::now();
-    assert_recovered(&w, false, "request_timeout").await;
+    assert_recovered(&w, false, "first_byte_timeout").await;
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
 
@@ -220,14 +219,15 @@ async fn fallback_recovers_from_a_stream_that_dies_before_content() {
         let a = assert_recovered(&w, true, kind).await;
         assert_eq!(a.text, "from b");
     }
-    // The non-streaming counterpart: a 200 whose body is cut.
+    // The non-streaming counterpart: a 200 whose body is cut (a non-streaming client
+    // request is streamed upstream, so this is a stream with no complete event).
     w.all_ok(false);
     w.fake("a").set_default(Reply::raw(
         200,
         "application/json",
         b"{\"choices\": [ {\"mess",
     ));
-    assert_recovered(&w, false, "protocol").await;
+    assert_recovered(&w, false, "truncated").await;
     assert_eq!(w.counts(), counts(&[("a", 5), ("b", 5)]));
 }
 

@@ -130,6 +130,10 @@ pub struct ProviderConfig {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
+    /// Non-streaming client requests are sent upstream as streams and assembled (OpenAI
+    /// API only): the first-byte timeout then bounds a hang, and every answer gives a
+    /// speed sample. Off: one JSON answer, bounded by `request_timeout`.
+    pub stream_whole_answers: bool,
 }
 
 #[derive(Debug)]

@@ -107,6 +107,9 @@ pub struct RawProvider {
     /// Longest a non-streaming attempt may take (its answer comes only once generation is
     /// done) before Relais falls back to the next endpoint.
     pub request_timeout_s: Option<f64>,
+    /// Serve non-streaming client requests by streaming upstream and assembling the answer
+    /// (default for `api = "openai"`), so `first_byte_timeout_s` bounds a hang.
+    pub stream_whole_answers: Option<bool>,
     /// Skip this provider instead of failing start-up when its key variable is unset.
     #[serde(default)]
     pub optional: Option<bool>,

@@ -139,8 +139,20 @@ pub(super) fn validate_provider(
             }
         },
     };
+    let stream_whole_answers = match (api, p.stream_whole_answers) {
+        (ApiKind::OpenAi, v) => v.unwrap_or(true),
+        (ApiKind::Anthropic, Some(true)) => {
+            return Err(invalid(
+                format!("{field}.stream_whole_answers"),
+                "only providers with api = \"openai\" can assemble whole answers from streams"
+                    .to_owned(),
+            ))
+        }
+        (ApiKind::Anthropic, _) => false,
+    };
     Ok(Ok(ProviderConfig {
         name: name.to_owned(),
+        stream_whole_answers,
         api,
         base_url,
         api_key,

@@ -19,6 +19,7 @@ pub fn endpoint(provider: &str, upstream: &str) -> EndpointConfig {
         connect_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(300),
+        stream_whole_answers: true,
     });
     EndpointConfig {
         id: format!("{}/{upstream}", provider.name),

@@ -14,17 +14,19 @@ use futures_util::stream::Fuse;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use super::streaming::{self, Committed};
 use super::{auth, body, AppState, RequestId};
 use crate::anthropic::{
-    ContentBlock, MessageContent, MessagesRequest, MessagesResponse, ToolChoice, Usage,
+    ContentBlock, MessageContent, MessagesRequest, MessagesResponse, StreamEvent, ToolChoice, Usage,
 };
 use crate::error::{ApiError, UpstreamError};
 use crate::observe::{Api, TokenUsage};
 use crate::provider::{EventStream, Provider, StreamItem, UpstreamCall};
 use crate::router::executor::{Opened, RequestMeta, Served, Ticket};
 use crate::router::{Candidate, Needs, RouteContext, RoutingTrace};
+use crate::translate::assemble::{AssembleError, MessageAssembler};
 
 const MAX_STOP_SEQUENCES: usize = 4;
 
@@ -115,6 +117,18 @@ async fn create_inner(
             if stream {
                 let (buffered, rest) = ctx.first_byte(open_stream(provider, &call)).await?;
                 Ok(Opened::Stream(Answer::Stream(buffered, rest)))
+            } else if cand.endpoint.provider.stream_whole_answers {
+                // Streamed upstream and assembled: a hang is caught by the first-byte
+                // timeout, and a failure before the end can still fall back (the client
+                // has seen nothing yet).
+                let started = Instant::now();
+                let (buffered, rest) = ctx.first_byte(open_stream(provider, &call)).await?;
+                let ttft = started.elapsed();
+                let msg = assemble(buffered, rest).await?;
+                Ok(Opened::Whole {
+                    value: Answer::Whole(msg),
+                    ttft: Some(ttft),
+                })
             } else {
                 let msg = ctx.whole(provider.send(&call)).await?;
                 Ok(Opened::Whole {
@@ -181,6 +195,38 @@ async fn open_stream(
             None => return Ok((buffered, s)),
         }
     }
+}
+
+/// Reads the rest of a stream into one message. Bounded by the stream's idle timeout and
+/// the executor's routing deadline.
+async fn assemble(
+    buffered: VecDeque<StreamItem>,
+    mut rest: Fuse<EventStream>,
+) -> Result<MessagesResponse, UpstreamError> {
+    let mut a = MessageAssembler::new();
+    let mut feed = |item: StreamItem| match item {
+        StreamItem::Event(StreamEvent::Error { error }) => {
+            Err(UpstreamError::Reported(error.message))
+        }
+        StreamItem::Event(ev) => a
+            .push(ev)
+            .map_err(|e| UpstreamError::Protocol(e.to_string())),
+        // Only pass-through (Anthropic) streams have raw frames, and those providers
+        // never assemble (config validation).
+        StreamItem::Raw { .. } => Err(UpstreamError::Protocol(
+            "cannot assemble a pass-through stream".to_owned(),
+        )),
+    };
+    for item in buffered {
+        feed(item)?;
+    }
+    while let Some(item) = rest.next().await {
+        feed(item?)?;
+    }
+    a.finish().map_err(|e| match e {
+        AssembleError::Unfinished => UpstreamError::Truncated,
+        other => UpstreamError::Protocol(other.to_string()),
+    })
 }
 
 fn route_context<'a>(

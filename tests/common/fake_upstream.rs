@@ -356,6 +356,28 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
         r => r,
     };
+    // Like a real OpenAI-compatible server, a scripted chat completion is sent as a stream
+    // when the request asked for one (Relais streams non-streaming client requests too).
+    let wants_stream = inner
+        .requests
+        .lock()
+        .expect("lock")
+        .last()
+        .and_then(|r| r.body.as_ref())
+        .and_then(|b| b.get("stream"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    let reply = match reply {
+        Reply::Json {
+            status: 200,
+            body,
+            headers,
+        } if wants_stream && body.get("choices").is_some() => {
+            let _ = headers;
+            Reply::sse(openai::completion_as_stream(&body))
+        }
+        r => r,
+    };
     match reply {
         Reply::Json {
             status,
@@ -513,6 +535,58 @@ pub mod openai {
 
     pub fn done() -> String {
         "data: [DONE]\n\n".to_owned()
+    }
+
+    /// A chat completion as the stream a server would send for it: a role chunk, the
+    /// reasoning, the content, each tool call, the finish chunk, the usage chunk, `[DONE]`.
+    pub fn completion_as_stream(c: &Value) -> Vec<String> {
+        let choice = &c["choices"][0];
+        let msg = &choice["message"];
+        let with_ids = |mut v: Value| {
+            v["id"] = c["id"].clone();
+            v["model"] = c["model"].clone();
+            v
+        };
+        let mut out = vec![frame(&with_ids(chunk(
+            json!({"role": "assistant", "content": ""}),
+            None,
+        )))];
+        if let Some(r) = msg.get("reasoning_content").and_then(Value::as_str) {
+            out.push(frame(&with_ids(chunk(
+                json!({"reasoning_content": r}),
+                None,
+            ))));
+        }
+        if let Some(t) = msg.get("content").and_then(Value::as_str) {
+            if !t.is_empty() {
+                out.push(frame(&with_ids(chunk(json!({"content": t}), None))));
+            }
+        }
+        if let Some(calls) = msg.get("tool_calls").and_then(Value::as_array) {
+            for (i, call) in calls.iter().enumerate() {
+                let mut call = call.clone();
+                call["index"] = json!(i);
+                out.push(frame(&with_ids(chunk(json!({"tool_calls": [call]}), None))));
+            }
+        }
+        let finish = choice["finish_reason"].as_str().unwrap_or("stop");
+        let mut last = with_ids(chunk(json!({}), Some(finish)));
+        // Choice-level extras (vLLM's `stop_reason`) ride on the finish chunk.
+        if let Some(extra) = choice.as_object() {
+            for (k, v) in extra {
+                if !["index", "message", "finish_reason"].contains(&k.as_str()) {
+                    last["choices"][0][k] = v.clone();
+                }
+            }
+        }
+        out.push(frame(&last));
+        if let Some(u) = c.get("usage").filter(|u| u.is_object()) {
+            let mut uc = usage_chunk(0, 0);
+            uc["usage"] = u.clone();
+            out.push(frame(&with_ids(uc)));
+        }
+        out.push(done());
+        out
     }
 
     /// A complete, well-formed text stream: role chunk, one chunk per piece, a finish

@@ -39,6 +39,8 @@ pub struct Opts {
     pub ping_interval_s: f64,
     /// High by default so that tests of repeated failures reach the upstream every time.
     pub breaker_failures: u32,
+    /// Extra lines for the `[providers.fake]` section.
+    pub provider_extra: &'static str,
 }
 
 impl Default for Opts {
@@ -52,6 +54,7 @@ impl Default for Opts {
             max_attempts: 1,
             ping_interval_s: 30.0,
             breaker_failures: 100,
+            provider_extra: "",
         }
     }
 }
@@ -85,6 +88,7 @@ api_key_env = "{UPSTREAM_KEY_ENV}"
 first_byte_timeout_s = {fb}
 idle_timeout_s = {idle}
 connect_timeout_s = 1
+{provider_extra}
 
 [[models]]
 id = "{MODEL}"
@@ -103,6 +107,7 @@ upstream_model = "{UPSTREAM_MODEL}"
         api = o.api,
         fb = o.first_byte_timeout_s,
         idle = o.idle_timeout_s,
+        provider_extra = o.provider_extra,
     )
 }
 

@@ -87,19 +87,21 @@ async fn fallback_recovers_from_a_429_and_skips_the_endpoint_until_retry_after_e
         assert!(left > 0 && left <= 1000, "{st}");
         assert_eq!(st["last_error"], "rate_limited");
 
-        // While it holds, `a` is skipped: excluded from the plan, not even tried.
+        // While it holds, `a` is not tried while `b` can serve: it is planned last, as a
+        // last resort (not excluded), and `b` answers.
         w.fake("a").set_default(ok("a", stream));
         let a = answer(w.send(&cost(stream)).await, stream).await;
         assert_eq!((a.endpoint(), a.attempts()), ("b/x-up", "1"));
         let t = a.relais.unwrap();
-        let ex = &t["excluded"][0];
-        assert_eq!(
-            (&ex["endpoint"], &ex["filter"]),
-            (&json!("a/x-up"), &json!("availability"))
-        );
+        assert_eq!(t["excluded"], json!([]), "{t}");
+        let last = &t["candidates"][1];
+        assert_eq!(last["endpoint"], "a/x-up", "{t}");
         assert!(
-            ex["reason"].as_str().unwrap().contains("retry after"),
-            "{ex}"
+            last["last_resort"]
+                .as_str()
+                .unwrap()
+                .contains("retry after"),
+            "{last}"
         );
         assert_eq!(w.fake("a").request_count(), before["a"] + 1);
 
@@ -119,7 +121,7 @@ async fn fallback_recovers_from_a_429_and_skips_the_endpoint_until_retry_after_e
 }
 
 #[tokio::test]
-async fn when_only_a_rate_limited_endpoint_could_serve_the_client_gets_503_with_its_retry_after() {
+async fn when_only_a_rate_limited_endpoint_could_serve_it_is_tried_as_a_last_resort() {
     let w = pair(Routing::default()).await;
     w.all_ok(false);
     w.fake("a").push(Reply::error_retry_after(
@@ -128,27 +130,31 @@ async fn when_only_a_rate_limited_endpoint_could_serve_the_client_gets_503_with_
         "3",
     ));
     assert_recovered(&w, false, "rate_limited").await;
-    let only_a = req("x", false, json!({"allowed_providers": ["a"]}));
+    // Only `a` may serve, and its retry-after holds: Relais still asks it (a last resort)
+    // rather than make up a 503. Still rate limiting: the client gets the provider's own
+    // 429 with its retry-after, which the SDKs act on.
+    w.fake("a").push(Reply::error_retry_after(
+        429,
+        json!({"error": {"message": "slow down"}}),
+        "2",
+    ));
+    let only_a = req(
+        "x",
+        false,
+        json!({"allowed_providers": ["a"], "include_metadata": true}),
+    );
     let resp = w.send(&only_a).await;
-    let retry_after: u64 = header(resp.headers(), "retry-after")
-        .expect("retry-after on the 503")
-        .parse()
-        .expect("retry-after in seconds");
-    let msg = expect_error(resp, 503, "overloaded_error").await;
-    assert!(msg.contains("removed by availability"), "{msg}");
-    assert_eq!(
-        w.fake("a").request_count(),
-        1,
-        "a blocked endpoint is not called"
-    );
-    // Told to come back no earlier than the endpoint is available again.
-    let left = w.endpoint("a/x-up").await["retry_after_ms"]
-        .as_u64()
-        .unwrap();
-    assert!(
-        retry_after * 1000 >= left,
-        "retry-after: {retry_after} s, but the endpoint is blocked for {left} ms more"
-    );
+    let retry_after = header(resp.headers(), "retry-after").expect("retry-after on the 429");
+    assert_eq!(retry_after, "2");
+    expect_error(resp, 429, "rate_limit_error").await;
+    assert_eq!(w.fake("a").request_count(), 2, "the last resort was tried");
+    // Healthy again (its retry-after still holds in Relais): the last resort answers.
+    let a = answer(w.send(&only_a).await, false).await;
+    assert_eq!((a.endpoint(), a.text.as_str()), ("a/x-up", "from a"));
+    let t = a.relais.expect("trace");
+    assert_eq!(t["attempts"][0]["last_resort"], true, "{t}");
+    assert!(t["candidates"][0]["last_resort"].is_string(), "{t}");
+    assert_eq!(w.fake("a").request_count(), 3);
 }
 
 #[tokio::test]

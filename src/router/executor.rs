@@ -205,6 +205,13 @@ pub struct Executor {
 impl Executor {
     /// Runs `plan`: tries its candidates in order with `attempt` until one answers, a
     /// failure that no other endpoint can fix, the attempt limit, or the routing deadline.
+    ///
+    /// Candidates unavailable at planning (`Candidate::unavailable`) or refused at
+    /// admission (breaker opened, probe taken, `retry-after` since planning) are deferred
+    /// and tried after every available one, as last resorts: Relais never refuses a request
+    /// it could serve because of its own breaker, and a single-provider deployment never
+    /// serves a self-made outage. Compliance is re-checked before every attempt, last
+    /// resorts included.
     pub async fn dispatch<T, F, Fut>(
         &self,
         plan: &Plan,
@@ -217,153 +224,211 @@ impl Executor {
     {
         let routing = &self.router.config().routing;
         let deadline = meta.arrived + routing.total_timeout;
-        let mut trace = meta.include_trace.then(|| RoutingTrace::new(plan));
-        let mut attempts = 0u32;
-        let mut failures: Vec<AttemptFailure> = Vec::new();
-        let mut upstream = Duration::ZERO;
+        let mut run = Run {
+            trace: meta.include_trace.then(|| RoutingTrace::new(plan)),
+            attempts: 0,
+            failures: Vec::new(),
+            upstream: Duration::ZERO,
+            last_resort: false,
+        };
+        let mut deferred: Vec<&Candidate> = Vec::new();
+        let mut queue: Vec<&Candidate> = plan.candidates.iter().collect();
 
-        for cand in &plan.candidates {
-            if attempts >= routing.max_attempts {
-                break;
-            }
-            // The compliance invariant: re-checked before every attempt, on every path.
-            if !Router::permits(&plan.policy, &cand.endpoint) {
-                skip(
-                    &mut trace,
-                    cand,
-                    "excluded by the request's compliance policy",
-                );
-                continue;
-            }
-            let Some(provider) = self.providers.get(&cand.endpoint.provider.name) else {
-                skip(&mut trace, cand, "provider not loaded");
-                continue;
-            };
-            let guard = match self.router.start_attempt(&cand.endpoint.id) {
-                Ok(g) => g,
-                Err(u) => {
-                    skip(&mut trace, cand, u.reason);
+        'phases: loop {
+            for cand in queue {
+                if run.attempts >= routing.max_attempts {
+                    break 'phases;
+                }
+                // The compliance invariant: re-checked before every attempt, on every path.
+                if !Router::permits(&plan.policy, &cand.endpoint) {
+                    skip(
+                        &mut run.trace,
+                        cand,
+                        "excluded by the request's compliance policy",
+                    );
                     continue;
                 }
-            };
-            let now = Instant::now();
-            if now >= deadline {
+                let Some(provider) = self.providers.get(&cand.endpoint.provider.name) else {
+                    skip(&mut run.trace, cand, "provider not loaded");
+                    continue;
+                };
+                let guard = if run.last_resort {
+                    self.router.start_last_resort(&cand.endpoint.id)
+                } else if cand.unavailable.is_some() {
+                    deferred.push(cand);
+                    continue;
+                } else {
+                    match self.router.start_attempt(&cand.endpoint.id) {
+                        Ok(g) => g,
+                        Err(_) => {
+                            deferred.push(cand);
+                            continue;
+                        }
+                    }
+                };
+                let now = Instant::now();
+                if now >= deadline {
+                    break 'phases;
+                }
+                run.attempts += 1;
+                let remaining = deadline - now;
+                let ctx = AttemptCtx {
+                    candidate: cand.clone(),
+                    provider: provider.clone(),
+                    remaining,
+                };
+                // The deadline bounds the whole attempt, whatever the door's function does.
+                let outcome = tokio::time::timeout(remaining, attempt(ctx))
+                    .await
+                    .unwrap_or_else(|_| Err(UpstreamError::Deadline(remaining)));
+                let elapsed = now.elapsed();
+                run.upstream += elapsed;
+                match outcome {
+                    Ok(opened) => {
+                        let (value, ticket) =
+                            self.served(plan, &mut run, cand, guard, (now, elapsed), opened, meta);
+                        return Ok(Served {
+                            value,
+                            candidate: cand.clone(),
+                            attempts: run.attempts,
+                            failures: run.failures,
+                            trace: run.trace,
+                            ticket,
+                        });
+                    }
+                    Err(e) => {
+                        let retry = e.retryable();
+                        self.failed(&meta, &mut run, cand, e, elapsed);
+                        drop(guard);
+                        if !retry {
+                            break 'phases;
+                        }
+                    }
+                }
+            }
+            if run.last_resort || deferred.is_empty() {
                 break;
             }
-            attempts += 1;
-            let ctx = AttemptCtx {
-                candidate: cand.clone(),
-                provider: provider.clone(),
-                remaining: deadline - now,
-            };
-            // The deadline bounds the whole attempt, whatever the door's function does.
-            let remaining = deadline - now;
-            let outcome = tokio::time::timeout(remaining, attempt(ctx))
-                .await
-                .unwrap_or_else(|_| Err(UpstreamError::Deadline(remaining)));
-            let elapsed = now.elapsed();
-            upstream += elapsed;
-            match outcome {
-                Ok(opened) => {
-                    self.report_attempt(meta.api, cand, None, elapsed);
-                    let (value, mode) = match opened {
-                        Opened::Stream(v) => {
-                            // A half-open breaker closes at the first content, so others
-                            // need not wait for a long stream to end.
-                            self.router.record_first_content(&cand.endpoint.id);
-                            (v, Mode::Stream { ttft: elapsed })
-                        }
-                        Opened::Whole { value, ttft } => (value, Mode::Whole { ttft }),
-                    };
-                    let ttft = match mode {
-                        Mode::Stream { ttft } | Mode::Whole { ttft: Some(ttft) } => Some(ttft),
-                        Mode::Whole { ttft: None } => None,
-                    };
-                    if let Some(t) = &mut trace {
-                        t.attempts.push(AttemptTrace::ok(cand, elapsed, ttft));
-                    }
-                    let mut record = meta.record(&plan.model);
-                    record.model_served = Some(cand.model.id.clone());
-                    record.provider = Some(cand.endpoint.provider.name.clone());
-                    record.endpoint = Some(cand.endpoint.id.clone());
-                    record.attempts = attempts;
-                    record.fallback = !failures.is_empty();
-                    record.model_fallback = cand.is_fallback_model;
-                    record.http_status = 200;
-                    // TTFT as the client sees it: from arrival, not from this attempt.
-                    record.ttft_ms = ttft.map(|_| ms(meta.arrived.elapsed()));
-                    let ticket = Ticket {
-                        inner: Some(TicketInner {
-                            router: self.router.clone(),
-                            observer: self.observer.clone(),
-                            candidate: cand.clone(),
-                            _guard: guard,
-                            attempt_started: now,
-                            arrived: meta.arrived,
-                            upstream_before: upstream - elapsed,
-                            mode,
-                            record,
-                            on_end: meta.on_end,
-                        }),
-                    };
-                    return Ok(Served {
-                        value,
-                        candidate: cand.clone(),
-                        attempts,
-                        failures,
-                        trace,
-                        ticket,
-                    });
-                }
-                Err(e) => {
-                    tracing::info!(
-                        request_id = %meta.request_id, endpoint = %cand.endpoint.id,
-                        kind = e.kind(), error = %e, "attempt failed"
-                    );
-                    self.router.record_failure(&cand.endpoint.id, &e);
-                    self.report_attempt(meta.api, cand, Some(e.kind()), elapsed);
-                    if let Some(t) = &mut trace {
-                        t.attempts.push(AttemptTrace::failed(cand, &e, elapsed));
-                    }
-                    let retry = e.retryable();
-                    failures.push(AttemptFailure {
-                        provider: cand.endpoint.provider.name.clone(),
-                        endpoint: cand.endpoint.id.clone(),
-                        error: e,
-                    });
-                    drop(guard);
-                    if !retry {
-                        break;
-                    }
-                }
-            }
+            run.last_resort = true;
+            queue = std::mem::take(&mut deferred);
         }
-        let error = match failures.last() {
+        Err(self.exhausted(plan, run, meta))
+    }
+
+    /// Closes the attempt loop on a success: bookkeeping, trace, and the ticket.
+    #[allow(clippy::too_many_arguments)]
+    fn served<T>(
+        &self,
+        plan: &Plan,
+        run: &mut Run,
+        cand: &Candidate,
+        guard: AttemptGuard,
+        (started, elapsed): (Instant, Duration),
+        opened: Opened<T>,
+        meta: RequestMeta,
+    ) -> (T, Ticket) {
+        self.report_attempt(meta.api, cand, None, elapsed, run.last_resort);
+        let (value, mode) = match opened {
+            Opened::Stream(v) => {
+                // A half-open breaker closes at the first content, so others need not wait
+                // for a long stream to end.
+                self.router.record_first_content(&cand.endpoint.id);
+                (v, Mode::Stream { ttft: elapsed })
+            }
+            Opened::Whole { value, ttft } => (value, Mode::Whole { ttft }),
+        };
+        let ttft = match mode {
+            Mode::Stream { ttft } | Mode::Whole { ttft: Some(ttft) } => Some(ttft),
+            Mode::Whole { ttft: None } => None,
+        };
+        if let Some(t) = &mut run.trace {
+            t.attempts
+                .push(AttemptTrace::ok(cand, elapsed, ttft).last_resort(run.last_resort));
+        }
+        let mut record = meta.record(&plan.model);
+        record.model_served = Some(cand.model.id.clone());
+        record.provider = Some(cand.endpoint.provider.name.clone());
+        record.endpoint = Some(cand.endpoint.id.clone());
+        record.attempts = run.attempts;
+        record.fallback = !run.failures.is_empty();
+        record.model_fallback = cand.is_fallback_model;
+        record.last_resort = run.last_resort;
+        record.http_status = 200;
+        // TTFT as the client sees it: from arrival, not from this attempt.
+        record.ttft_ms = ttft.map(|_| ms(meta.arrived.elapsed()));
+        let ticket = Ticket {
+            inner: Some(TicketInner {
+                router: self.router.clone(),
+                observer: self.observer.clone(),
+                candidate: cand.clone(),
+                _guard: guard,
+                attempt_started: started,
+                arrived: meta.arrived,
+                upstream_before: run.upstream.saturating_sub(elapsed),
+                mode,
+                record,
+                on_end: meta.on_end,
+            }),
+        };
+        (value, ticket)
+    }
+
+    fn failed(
+        &self,
+        meta: &RequestMeta,
+        run: &mut Run,
+        cand: &Candidate,
+        e: UpstreamError,
+        elapsed: Duration,
+    ) {
+        tracing::info!(
+            request_id = %meta.request_id, endpoint = %cand.endpoint.id,
+            kind = e.kind(), error = %e, last_resort = run.last_resort, "attempt failed"
+        );
+        self.router.record_failure(&cand.endpoint.id, &e);
+        self.report_attempt(meta.api, cand, Some(e.kind()), elapsed, run.last_resort);
+        if let Some(t) = &mut run.trace {
+            t.attempts
+                .push(AttemptTrace::failed(cand, &e, elapsed).last_resort(run.last_resort));
+        }
+        run.failures.push(AttemptFailure {
+            provider: cand.endpoint.provider.name.clone(),
+            endpoint: cand.endpoint.id.clone(),
+            error: e,
+        });
+    }
+
+    /// No candidate answered: the client's error, and the request's record.
+    fn exhausted(&self, plan: &Plan, run: Run, meta: RequestMeta) -> Exhausted {
+        // The last provider's own answer decides (a 429 stays a 429, an overload a 529).
+        // With no attempt at all, only the routing deadline can be the cause.
+        let error = match run.failures.last() {
             Some(f) => ApiError::from_upstream(&f.provider, &f.error),
             None => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no eligible endpoint could be tried (all temporarily unavailable); retry later",
+                StatusCode::GATEWAY_TIMEOUT,
+                "the routing deadline ran out before any endpoint could be tried",
             ),
         };
         let mut record = meta.record(&plan.model);
-        record.attempts = attempts;
-        record.fallback = failures.len() > 1;
-        if let Some(f) = failures.last() {
+        record.attempts = run.attempts;
+        record.fallback = run.failures.len() > 1;
+        record.last_resort = run.last_resort;
+        if let Some(f) = run.failures.last() {
             record.provider = Some(f.provider.clone());
             record.endpoint = Some(f.endpoint.clone());
             record.error_kind = Some(f.error.kind());
         } else {
-            record.error_kind = Some(error.kind());
+            record.error_kind = Some("deadline");
         }
         record.http_status = error.status.as_u16();
         record.duration_ms = ms(meta.arrived.elapsed());
-        record.upstream_ms = ms(upstream);
+        record.upstream_ms = ms(run.upstream);
         end(self.observer.as_ref(), &record, meta.on_end);
-        Err(Exhausted {
+        Exhausted {
             error,
-            failures,
-            trace,
-        })
+            failures: run.failures,
+            trace: run.trace,
+        }
     }
 
     fn report_attempt(
@@ -372,6 +437,7 @@ impl Executor {
         cand: &Candidate,
         error_kind: Option<&'static str>,
         elapsed: Duration,
+        last_resort: bool,
     ) {
         self.observer.attempt(&AttemptRecord {
             api,
@@ -380,9 +446,19 @@ impl Executor {
             endpoint: &cand.endpoint.id,
             error_kind,
             duration_ms: ms(elapsed),
-            last_resort: false,
+            last_resort,
         });
     }
+}
+
+/// The state of one request's attempt loop.
+struct Run {
+    trace: Option<RoutingTrace>,
+    attempts: u32,
+    failures: Vec<AttemptFailure>,
+    upstream: Duration,
+    /// In the last-resort phase: every available candidate was tried or skipped.
+    last_resort: bool,
 }
 
 fn skip(trace: &mut Option<RoutingTrace>, cand: &Candidate, reason: impl Into<String>) {

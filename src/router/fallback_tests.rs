@@ -151,19 +151,25 @@ async fn breaker_opens_half_opens_with_one_probe_and_closes() {
     r.record_failure("us/x", &status(500, None));
     assert_eq!(plan().unwrap().candidates.len(), 2);
     r.record_failure("us/x", &status(502, None));
+    // Open: not excluded, but moved behind every available candidate (a last resort).
     let p = plan().unwrap();
-    assert_eq!(ids(&p), ["us2/y"]);
-    let (filter, reason) = excluded(&p.excluded, "us/x");
-    assert_eq!(filter, Filter::Availability);
+    assert_eq!(ids(&p), ["us2/y", "us/x"]);
+    assert!(p.excluded.is_empty(), "{:?}", p.excluded);
+    let reason = &p.candidates[1].unavailable.as_ref().unwrap().reason;
     assert!(reason.contains("circuit breaker open"), "{reason}");
+    assert!(p.candidates[0].unavailable.is_none());
     assert!(r.start_attempt("us/x").is_err());
 
     tokio::time::advance(Duration::from_secs(10)).await;
-    assert_eq!(plan().unwrap().candidates.len(), 2);
+    assert!(plan()
+        .unwrap()
+        .candidates
+        .iter()
+        .all(|c| c.unavailable.is_none()));
     let probe = r.start_attempt("us/x").unwrap();
     assert!(probe.is_probe());
-    // While the probe runs, other requests neither plan nor start on it.
-    assert_eq!(ids(&plan().unwrap()), ["us2/y"]);
+    // While the probe runs, other requests put it last and do not start on it.
+    assert_eq!(ids(&plan().unwrap()), ["us2/y", "us/x"]);
     assert!(r.start_attempt("us/x").is_err());
     let snap = r.snapshot();
     assert_eq!(snap["endpoints"][0]["breaker"], "half_open");
@@ -218,26 +224,21 @@ async fn retry_after_makes_an_endpoint_unavailable_until_then() {
     let f = fields();
     r.record_failure("us/x", &status(429, Some(5)));
     let p = r.plan_with_rng(&ctx("m", &f), &mut rng()).unwrap();
-    assert_eq!(ids(&p), ["us2/y"]);
-    let e = p.excluded.iter().find(|e| e.endpoint == "us/x").unwrap();
-    assert_eq!(e.retry_in_ms, Some(5_000));
+    assert_eq!(ids(&p), ["us2/y", "us/x"]);
+    let u = p.candidates[1].unavailable.as_ref().unwrap();
+    assert_eq!(u.retry_in, Some(Duration::from_secs(5)));
     assert_eq!(r.snapshot()["endpoints"][0]["retry_after_ms"], 5_000);
 
-    // Both unavailable: a 503 whose retry-after is the sooner of the two.
+    // Both unavailable: still a plan (no made-up 503), both as last resorts, ranked.
     r.record_failure("us2/y", &status(503, Some(2)));
-    let err = r.plan_with_rng(&ctx("m", &f), &mut rng()).unwrap_err();
-    let api = err.api_error();
-    assert_eq!(api.status.as_u16(), 503);
-    assert_eq!(api.retry_after, Some(Duration::from_secs(2)));
+    let p = r.plan_with_rng(&ctx("m", &f), &mut rng()).unwrap();
+    assert_eq!(p.candidates.len(), 2);
+    assert!(p.candidates.iter().all(|c| c.unavailable.is_some()));
 
     tokio::time::advance(Duration::from_secs(5)).await;
-    assert_eq!(
-        r.plan_with_rng(&ctx("m", &f), &mut rng())
-            .unwrap()
-            .candidates
-            .len(),
-        2
-    );
+    let p = r.plan_with_rng(&ctx("m", &f), &mut rng()).unwrap();
+    assert_eq!(p.candidates.len(), 2);
+    assert!(p.candidates.iter().all(|c| c.unavailable.is_none()));
 }
 
 #[test]

@@ -21,8 +21,6 @@ pub enum Filter {
     Quantization,
     Capability,
     Fit,
-    /// Circuit breaker open, its half-open probe taken, or an upstream `retry-after`.
-    Availability,
 }
 
 impl Filter {
@@ -37,7 +35,6 @@ impl Filter {
             Filter::Quantization => "quantization",
             Filter::Capability => "capability",
             Filter::Fit => "fit",
-            Filter::Availability => "availability",
         }
     }
 
@@ -61,9 +58,6 @@ pub struct Exclusion {
     pub endpoint: String,
     pub filter: Filter,
     pub reason: String,
-    /// For `availability`: when the endpoint may be tried again.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_in_ms: Option<u64>,
 }
 
 /// Which limit lowered a request's `max_tokens` for one endpoint.
@@ -215,7 +209,6 @@ mod tests {
             Quantization,
             Capability,
             Fit,
-            Availability,
         ] {
             assert_eq!(serde_json::to_value(f).unwrap(), f.name());
         }

@@ -81,6 +81,10 @@ pub struct Candidate {
     /// Set when `max_tokens` was lowered, and by which limit.
     pub clamp: Option<Clamp>,
     pub score: Score,
+    /// Set when the endpoint was unavailable at planning (breaker open, its probe taken,
+    /// or an upstream `retry-after`): it is tried only as a last resort, after every
+    /// available candidate.
+    pub unavailable: Option<Unavailable>,
 }
 
 impl Candidate {
@@ -158,34 +162,17 @@ fn describe(excluded: &[Exclusion]) -> String {
 }
 
 impl RouteError {
-    /// The Anthropic error for the client. Nothing eligible is a 400 when the request's
-    /// constraints exclude everything, and a 503 (`overloaded_error`, with `retry-after`
-    /// when known) when some endpoint was excluded only for being unavailable right now.
+    /// The Anthropic error for the client. Nothing eligible is a 400: only the request's
+    /// own constraints (compliance, capability, fit) exclude endpoints; availability never
+    /// does (an unavailable endpoint is still a last resort), so Relais never answers a
+    /// made-up 503 for a state of its own.
     pub fn api_error(&self) -> ApiError {
         match self {
             RouteError::ModelNotFound(_) | RouteError::ModelUnavailable { .. } => {
                 ApiError::not_found(self.to_string())
             }
             RouteError::Denied(_) => ApiError::permission(self.to_string()),
-            RouteError::NothingEligible { excluded, .. } => {
-                let unavailable: Vec<&Exclusion> = excluded
-                    .iter()
-                    .filter(|e| e.filter == Filter::Availability)
-                    .collect();
-                if unavailable.is_empty() {
-                    return ApiError::invalid(self.to_string());
-                }
-                let mut e = ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    self.to_string(),
-                );
-                e.retry_after = unavailable
-                    .iter()
-                    .filter_map(|e| e.retry_in_ms)
-                    .min()
-                    .map(|ms| Duration::from_millis(ms).max(Duration::from_secs(1)));
-                e
-            }
+            RouteError::NothingEligible { .. } => ApiError::invalid(self.to_string()),
         }
     }
 }
@@ -195,12 +182,12 @@ struct Eligible {
     max_tokens: u64,
     clamp: Option<Clamp>,
     speed: stats::SpeedEstimate,
+    unavailable: Option<Unavailable>,
 }
 
 struct Rejected {
     filter: Filter,
     reason: String,
-    retry_in: Option<Duration>,
 }
 
 pub struct Router {
@@ -313,13 +300,18 @@ impl Router {
         };
         let now = self.clock.now();
         let mut candidates = Vec::new();
+        // Unavailable endpoints are not excluded: they go after every available candidate
+        // of every model, as last resorts (ranked among themselves the same way).
+        let mut last_resorts = Vec::new();
         for (model, is_fallback_model) in &chain {
             let mut inputs = Vec::new();
+            let mut unavailable_inputs = Vec::new();
             for ep in &model.endpoints {
                 let Eligible {
                     max_tokens,
                     clamp,
                     speed,
+                    unavailable,
                 } = match self.eligibility(ctx, &policy, ep, now) {
                     Ok(v) => v,
                     Err(r) => {
@@ -328,13 +320,17 @@ impl Router {
                             endpoint: ep.id.clone(),
                             filter: r.filter,
                             reason: r.reason,
-                            retry_in_ms: r.retry_in.map(|d| d.as_millis() as u64),
                         });
                         continue;
                     }
                 };
-                inputs.push(RankInput {
-                    item: (ep, max_tokens, clamp),
+                let to = if unavailable.is_some() {
+                    &mut unavailable_inputs
+                } else {
+                    &mut inputs
+                };
+                to.push(RankInput {
+                    item: (ep, max_tokens, clamp, unavailable),
                     speed,
                     est_input_tokens: ctx.est_input_tokens,
                     expected_output_tokens: max_tokens.min(r.expected_output_tokens),
@@ -342,17 +338,26 @@ impl Router {
                     price_output_per_mtok: ep.price_output_per_mtok,
                 });
             }
-            for ((ep, max_tokens, clamp), score) in rank::rank(inputs, &params, rng) {
-                candidates.push(Candidate {
-                    model: model.clone(),
-                    endpoint: ep.clone(),
-                    is_fallback_model: *is_fallback_model,
-                    max_tokens,
-                    clamp,
-                    score,
-                });
+            for (into, inputs) in [
+                (&mut candidates, inputs),
+                (&mut last_resorts, unavailable_inputs),
+            ] {
+                for ((ep, max_tokens, clamp, unavailable), score) in
+                    rank::rank(inputs, &params, rng)
+                {
+                    into.push(Candidate {
+                        model: model.clone(),
+                        endpoint: ep.clone(),
+                        is_fallback_model: *is_fallback_model,
+                        max_tokens,
+                        clamp,
+                        score,
+                        unavailable,
+                    });
+                }
             }
         }
+        candidates.extend(last_resorts);
         if candidates.is_empty() {
             return Err(RouteError::NothingEligible {
                 model: primary.id.clone(),
@@ -416,7 +421,6 @@ impl Router {
                             endpoint: "*".to_owned(),
                             filter: Filter::ModelUnavailable,
                             reason: reason.unwrap_or_else(|| "not configured".to_owned()),
-                            retry_in_ms: None,
                         });
                     }
                     continue;
@@ -431,7 +435,6 @@ impl Router {
                         endpoint: "*".to_owned(),
                         filter: Filter::ModelDenied,
                         reason: "this API key may not use this model".to_owned(),
-                        retry_in_ms: None,
                     });
                     continue;
                 }
@@ -449,16 +452,12 @@ impl Router {
         ep: &EndpointConfig,
         now: tokio::time::Instant,
     ) -> Result<Eligible, Rejected> {
-        let reject = |filter, reason, retry_in| Rejected {
-            filter,
-            reason,
-            retry_in,
-        };
+        let reject = |filter, reason| Rejected { filter, reason };
         if let Some((f, reason)) = policy::compliance_exclusion(policy, ep) {
-            return Err(reject(f, reason, None));
+            return Err(reject(f, reason));
         }
         if let Some(reason) = filter::capability_exclusion(ctx.needs, ep) {
-            return Err(reject(Filter::Capability, reason, None));
+            return Err(reject(Filter::Capability, reason));
         }
         let (max_tokens, clamp) = filter::fit(
             ctx.est_input_tokens,
@@ -466,24 +465,24 @@ impl Router {
             ep,
             self.cfg.routing.strict_max_tokens,
         )
-        .map_err(|reason| reject(Filter::Fit, reason, None))?;
-        let speed = match self.states.get(&ep.id) {
-            Some(st) => {
-                st.check(now)
-                    .map_err(|u| reject(Filter::Availability, u.reason, u.retry_in))?;
-                st.speed()
-            }
+        .map_err(|reason| reject(Filter::Fit, reason))?;
+        let (speed, unavailable) = match self.states.get(&ep.id) {
+            Some(st) => (st.speed(), st.check(now).err()),
             // Unreachable (every configured endpoint has a state); rank on defaults.
-            None => stats::SpeedEstimate {
-                ttft_ms: DEFAULT_TTFT_MS,
-                tokens_per_s: DEFAULT_TOKENS_PER_S,
-                samples: 0,
-            },
+            None => (
+                stats::SpeedEstimate {
+                    ttft_ms: DEFAULT_TTFT_MS,
+                    tokens_per_s: DEFAULT_TOKENS_PER_S,
+                    samples: 0,
+                },
+                None,
+            ),
         };
         Ok(Eligible {
             max_tokens,
             clamp,
             speed,
+            unavailable,
         })
     }
 
@@ -499,6 +498,14 @@ impl Router {
             None => false,
         };
         Ok(AttemptGuard::start(state, id, probe, now))
+    }
+
+    /// Admits an attempt on `endpoint_id` whatever its availability: the last resort when
+    /// no available compliant candidate is left. Never the half-open probe.
+    pub fn start_last_resort(&self, endpoint_id: &str) -> AttemptGuard {
+        let id = self.next_attempt.fetch_add(1, Ordering::Relaxed);
+        let state = self.states.get(endpoint_id).cloned();
+        AttemptGuard::start(state, id, false, self.clock.now())
     }
 
     /// A response completed: `ttft` to its first token (or first byte), `total` to its end.

@@ -54,6 +54,9 @@ pub struct CandidateTrace {
     pub clamp: Option<Clamp>,
     #[serde(flatten)]
     pub score: Score,
+    /// Why the endpoint was unavailable at planning: it is tried only as a last resort.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_resort: Option<String>,
 }
 
 impl Plan {
@@ -85,6 +88,7 @@ impl Plan {
                     max_tokens: c.max_tokens,
                     clamp: c.clamp,
                     score: c.score.clone(),
+                    last_resort: c.unavailable.as_ref().map(|u| u.reason.clone()),
                 })
                 .collect(),
             excluded: self.excluded.clone(),
@@ -116,6 +120,10 @@ pub struct AttemptTrace {
     pub latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttft_ms: Option<f64>,
+    /// Tried although unavailable (breaker open, `retry-after`), because no available
+    /// compliant candidate was left.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub last_resort: bool,
 }
 
 impl AttemptTrace {
@@ -129,6 +137,7 @@ impl AttemptTrace {
             retryable: None,
             latency_ms: ms(latency),
             ttft_ms: ttft.map(ms),
+            last_resort: false,
         }
     }
 
@@ -144,6 +153,7 @@ impl AttemptTrace {
             retryable: Some(err.retryable()),
             latency_ms: ms(latency),
             ttft_ms: None,
+            last_resort: false,
         }
     }
 
@@ -157,7 +167,13 @@ impl AttemptTrace {
             retryable: None,
             latency_ms: 0.0,
             ttft_ms: None,
+            last_resort: false,
         }
+    }
+
+    pub fn last_resort(mut self, yes: bool) -> Self {
+        self.last_resort = yes;
+        self
     }
 }
 

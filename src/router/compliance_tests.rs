@@ -21,9 +21,7 @@ use rand::SeedableRng;
 
 use super::executor::{Executor, Opened, RequestMeta};
 use super::testutil::config;
-use super::{
-    AttemptOutcome, Candidate, Filter, ManualClock, Needs, RouteContext, RouteError, Router,
-};
+use super::{AttemptOutcome, Candidate, ManualClock, Needs, RouteContext, RouteError, Router};
 use crate::anthropic::{MessagesResponse, Preference, RouterFields};
 use crate::config::ClientKey;
 use crate::error::UpstreamError;

@@ -96,11 +96,9 @@ async fn speed_preference_picks_the_faster_endpoint_and_follows_a_change() {
     );
 }
 
-/// The other direction: B recovers (becomes the faster one) while A stays as it was. B's
-/// estimate is only refreshed by traffic, and exploration only helps endpoints with no
-/// samples at all, so B's stale 150 ms keeps it behind A's 60 ms forever.
-/// Estimates do not decay, so a sampled endpoint that became faster is only noticed through
-/// exploration (`routing.explore_probability`), which also tries already-sampled endpoints.
+/// The other direction: B recovers (becomes the faster one) while A stays as it was. Random
+/// exploration (`routing.explore_probability`), which also tries already-sampled endpoints,
+/// notices it too (the re-probe of stale estimates is tested on its own below).
 #[tokio::test]
 async fn speed_preference_notices_when_the_other_endpoint_becomes_faster() {
     let w = World::start(
@@ -142,6 +140,49 @@ async fn speed_preference_notices_when_the_other_endpoint_becomes_faster() {
         ttft(&w.endpoint("b/x-up").await),
     );
     assert!(b1 < a1, "b (now 5 ms) not noticed: a {a1} b {b1}");
+}
+
+/// Estimates age: with no exploration at all, an endpoint that stopped getting traffic
+/// because it was slow is re-probed about once every `STALE_PLANS` (20) requests, and the
+/// re-probe's sample weighs 0.75, so once it recovers it wins the speed traffic back within
+/// a few dozen requests; while it stays slow it gets no more than those re-probes.
+#[tokio::test]
+async fn a_recovered_endpoint_regains_the_speed_traffic_and_a_slow_one_is_not_hammered() {
+    let w = speed_world().await; // explore_probability = 0
+    latency(&w, "a", 80);
+    latency(&w, "b", 30);
+    for p in ["a", "b"] {
+        for _ in 0..3 {
+            speed_request(&w, json!({"allowed_providers": [p]})).await;
+        }
+    }
+    // a stays slow: only re-probes reach it (one per 20 plans it took part in).
+    let before = w.counts();
+    for _ in 0..60 {
+        speed_request(&w, json!({})).await;
+    }
+    let to_a = w.counts()["a"] - before["a"];
+    assert!(
+        (1..=4).contains(&to_a),
+        "a slow endpoint got {to_a} of 60 requests (expected its 3 re-probes)"
+    );
+    // a recovers and is now the fastest: within a few dozen requests it serves them all.
+    latency(&w, "a", 3);
+    let mut served = Vec::new();
+    for _ in 0..60 {
+        served.push(speed_request(&w, json!({})).await);
+    }
+    let first_a = served.iter().position(|e| e == "a/x-up");
+    assert!(
+        first_a.is_some_and(|i| i <= 21),
+        "re-probed within 21 requests: {served:?}"
+    );
+    // From then on b, now the slow one, gets only its own re-probes (one per 20).
+    let b_late = served[30..].iter().filter(|e| *e == "b/x-up").count();
+    assert!(
+        b_late <= 2,
+        "a regained the traffic after its re-probes: {served:?}"
+    );
 }
 
 // ---------- cost, and the balanced trace ----------

@@ -236,7 +236,7 @@ impl Router {
                                 cfg.routing.breaker_failures,
                                 cfg.routing.breaker_cooldown,
                             );
-                            Arc::new(EndpointState::new(ep, b))
+                            Arc::new(EndpointState::new(ep, b, clock.now()))
                         })
                 });
                 let models = models_of.entry(ep.id.clone()).or_default();
@@ -345,6 +345,11 @@ impl Router {
                 for ((ep, max_tokens, clamp, unavailable), score) in
                     rank::rank(inputs, &params, rng)
                 {
+                    if score.reprobe {
+                        if let Some(st) = self.states.get(&ep.id) {
+                            st.claim_reprobe(now);
+                        }
+                    }
                     into.push(Candidate {
                         model: model.clone(),
                         endpoint: ep.clone(),
@@ -467,13 +472,17 @@ impl Router {
         )
         .map_err(|reason| reject(Filter::Fit, reason))?;
         let (speed, unavailable) = match self.states.get(&ep.id) {
-            Some(st) => (st.speed(), st.check(now).err()),
+            Some(st) => {
+                let unavailable = st.check(now).err();
+                (st.speed_for_plan(now, unavailable.is_none()), unavailable)
+            }
             // Unreachable (every configured endpoint has a state); rank on defaults.
             None => (
                 stats::SpeedEstimate {
                     ttft_ms: DEFAULT_TTFT_MS,
                     tokens_per_s: DEFAULT_TOKENS_PER_S,
                     samples: 0,
+                    stale: false,
                 },
                 None,
             ),
@@ -517,7 +526,7 @@ impl Router {
         total: Duration,
     ) {
         if let Some(s) = self.states.get(endpoint) {
-            s.record_success(ttft, output_tokens, total);
+            s.record_success(self.clock.now(), ttft, output_tokens, total);
         }
     }
 

@@ -22,6 +22,11 @@
 //! probability `routing.explore_probability` (when speed matters), another endpoint goes
 //! first: one with no live samples yet if there is one (so its estimates replace its
 //! prior), else any other eligible one (so one that became faster is noticed).
+//!
+//! Re-probe (when speed matters, before exploration): if an endpoint's estimate is stale
+//! (see `stats`: no sample for `STALE_PLANS` plans or `STALE_AGE`), the best-ranked stale
+//! one goes first for this one request, so estimates follow recovery; the router then
+//! resets its staleness, so a slow endpoint gets about one request in `STALE_PLANS`.
 
 use rand::{Rng, RngCore};
 use serde::Serialize;
@@ -74,6 +79,12 @@ pub struct Score {
     pub near_equal: bool,
     /// Moved first to gather samples (exploration).
     pub explored: bool,
+    /// The speed estimate is stale (no recent sample).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
+    /// Goes first to refresh its stale estimate (re-probe).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reprobe: bool,
 }
 
 pub(crate) struct RankInput<T> {
@@ -118,6 +129,8 @@ pub(crate) fn rank<T>(
                 score: 0.0,
                 near_equal: false,
                 explored: false,
+                stale: i.speed.stale,
+                reprobe: false,
             };
             (i.item, score)
         })
@@ -162,6 +175,14 @@ pub(crate) fn rank<T>(
         scored.extend(rest);
     }
 
+    if p.weights.speed > 0.0 {
+        if let Some(i) = scored.iter().position(|(_, s)| s.stale) {
+            let (item, mut s) = scored.remove(i);
+            s.reprobe = true;
+            scored.insert(0, (item, s));
+            return scored;
+        }
+    }
     if p.weights.speed > 0.0 && p.explore_probability > 0.0 && scored.len() > 1 {
         let unsampled: Vec<usize> = (1..scored.len())
             .filter(|&i| scored[i].1.speed_samples == 0)
@@ -216,6 +237,7 @@ mod tests {
                 ttft_ms,
                 tokens_per_s: tps,
                 samples: 10,
+                stale: false,
             },
             est_input_tokens: 10_000,
             expected_output_tokens: 500,

@@ -11,6 +11,15 @@
 //! below are used and the first sample replaces them. Sample `n` (0-based) gets weight
 //! `max(ALPHA, 1 / (n + prior + 1))`: a plain mean over the first few samples, then an
 //! EWMA that forgets old behaviour with a horizon of about 1/ALPHA responses.
+//!
+//! Ageing: an estimate only moves when its endpoint serves, and a slow endpoint stops being
+//! served, so it could never show that it became fast again. An endpoint is *stale* when it
+//! took part in `STALE_PLANS` plans without giving a sample, or gave none for `STALE_AGE`
+//! (counted from its last sample or last re-probe). Ranking then puts one stale endpoint
+//! first for one request (a re-probe, see `rank`), which resets the count at once so that
+//! concurrent requests do not all probe it: a slow endpoint gets at most about one request
+//! in `STALE_PLANS`. The re-probe's sample weighs `STALE_WEIGHT` (not `ALPHA`): an old
+//! estimate says little about now. Failures are not samples; they go to the breaker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,6 +43,12 @@ const MIN_DECODE_TOKENS: u64 = 16;
 const MIN_DECODE_TIME: Duration = Duration::from_millis(5);
 /// Weight of each outcome in the error-rate EWMA shown to operators.
 const ERROR_RATE_ALPHA: f64 = 0.1;
+/// Plans an endpoint may take part in without a sample before it is re-probed.
+pub const STALE_PLANS: u64 = 20;
+/// Time without a sample (or re-probe) after which an endpoint is re-probed.
+pub const STALE_AGE: Duration = Duration::from_secs(30);
+/// Weight of a re-probe's sample.
+pub const STALE_WEIGHT: f64 = 0.75;
 
 /// One running average with its sample count.
 #[derive(Debug, Clone, Copy)]
@@ -52,9 +67,12 @@ impl Ewma {
         }
     }
 
-    fn update(&mut self, x: f64) {
+    fn update(&mut self, x: f64, reprobe: bool) {
         let n = (self.samples + self.prior_weight) as f64;
-        let w = ALPHA.max(1.0 / (n + 1.0));
+        let mut w = ALPHA.max(1.0 / (n + 1.0));
+        if reprobe {
+            w = w.max(STALE_WEIGHT);
+        }
         self.value += w * (x - self.value);
         self.samples += 1;
     }
@@ -67,6 +85,8 @@ pub(crate) struct SpeedEstimate {
     pub tokens_per_s: f64,
     /// Successful responses seen (the TTFT sample count).
     pub samples: u64,
+    /// No sample for too long or too many plans: worth one re-probe.
+    pub stale: bool,
 }
 
 #[derive(Debug)]
@@ -78,6 +98,10 @@ struct Inner {
     failures: u64,
     error_rate: f64,
     last_error: Option<&'static str>,
+    /// When the last speed sample, or the last re-probe claim, happened.
+    freshened: Instant,
+    /// A re-probe was claimed and its sample has not arrived yet.
+    reprobe_pending: bool,
 }
 
 #[derive(Debug)]
@@ -86,16 +110,19 @@ pub(crate) struct EndpointState {
     pub provider: String,
     pub models: Mutex<Vec<String>>,
     in_flight: AtomicU64,
+    /// Plans this endpoint was an available candidate in since its last sample.
+    plans_since_sample: AtomicU64,
     inner: Mutex<Inner>,
 }
 
 impl EndpointState {
-    pub(crate) fn new(ep: &EndpointConfig, breaker: Breaker) -> Self {
+    pub(crate) fn new(ep: &EndpointConfig, breaker: Breaker, now: Instant) -> Self {
         EndpointState {
             id: ep.id.clone(),
             provider: ep.provider.name.clone(),
             models: Mutex::new(Vec::new()),
             in_flight: AtomicU64::new(0),
+            plans_since_sample: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 breaker,
                 ttft_ms: Ewma::new(ep.prior_ttft_ms, DEFAULT_TTFT_MS),
@@ -107,6 +134,8 @@ impl EndpointState {
                 failures: 0,
                 error_rate: 0.0,
                 last_error: None,
+                freshened: now,
+                reprobe_pending: false,
             }),
         }
     }
@@ -117,13 +146,31 @@ impl EndpointState {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn speed(&self) -> SpeedEstimate {
+    /// The estimate for a plan. `available`: the endpoint is an available candidate of
+    /// it, which counts toward staleness (an unavailable one is never re-probed).
+    pub(crate) fn speed_for_plan(&self, now: Instant, available: bool) -> SpeedEstimate {
+        let plans = if available {
+            self.plans_since_sample.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        };
         let g = self.lock();
+        let old = now.saturating_duration_since(g.freshened) >= STALE_AGE;
         SpeedEstimate {
             ttft_ms: g.ttft_ms.value,
             tokens_per_s: g.tokens_per_s.value,
             samples: g.ttft_ms.samples,
+            stale: available && !g.reprobe_pending && (plans >= STALE_PLANS || old),
         }
+    }
+
+    /// This endpoint goes first in one plan to refresh its estimate: no other plan
+    /// re-probes it until it is stale again.
+    pub(crate) fn claim_reprobe(&self, now: Instant) {
+        self.plans_since_sample.store(0, Ordering::Relaxed);
+        let mut g = self.lock();
+        g.freshened = now;
+        g.reprobe_pending = true;
     }
 
     pub(crate) fn check(&self, now: Instant) -> Result<(), Unavailable> {
@@ -148,16 +195,25 @@ impl EndpointState {
         self.lock().breaker.on_success();
     }
 
-    pub(crate) fn record_success(&self, ttft: Duration, output_tokens: u64, total: Duration) {
+    pub(crate) fn record_success(
+        &self,
+        now: Instant,
+        ttft: Duration,
+        output_tokens: u64,
+        total: Duration,
+    ) {
+        self.plans_since_sample.store(0, Ordering::Relaxed);
         let mut g = self.lock();
+        let reprobe = std::mem::take(&mut g.reprobe_pending);
+        g.freshened = now;
         g.breaker.on_success();
         g.successes += 1;
         g.error_rate *= 1.0 - ERROR_RATE_ALPHA;
-        g.ttft_ms.update(ttft.as_secs_f64() * 1000.0);
+        g.ttft_ms.update(ttft.as_secs_f64() * 1000.0, reprobe);
         let decode = total.saturating_sub(ttft);
         if output_tokens >= MIN_DECODE_TOKENS && decode >= MIN_DECODE_TIME {
             g.tokens_per_s
-                .update(output_tokens as f64 / decode.as_secs_f64());
+                .update(output_tokens as f64 / decode.as_secs_f64(), reprobe);
         }
     }
 
@@ -169,6 +225,8 @@ impl EndpointState {
         kind: &'static str,
     ) {
         let mut g = self.lock();
+        // A failed re-probe gave no sample; the next one is due when stale again.
+        g.reprobe_pending = false;
         g.breaker.on_failure(now, counts, retry_after);
         g.failures += 1;
         g.last_error = Some(kind);
@@ -299,7 +357,7 @@ mod tests {
         let mut ep = endpoint("p", "m");
         ep.prior_ttft_ms = prior_ttft;
         ep.prior_tokens_per_s = prior_tps;
-        EndpointState::new(&ep, Breaker::new(3, Duration::from_secs(30)))
+        EndpointState::new(&ep, Breaker::new(3, Duration::from_secs(30)), Instant::now())
     }
 
     fn ms(v: u64) -> Duration {
@@ -309,11 +367,11 @@ mod tests {
     #[test]
     fn defaults_are_replaced_by_the_first_sample() {
         let s = state(None, None);
-        assert_eq!(s.speed().ttft_ms, DEFAULT_TTFT_MS);
-        assert_eq!(s.speed().tokens_per_s, DEFAULT_TOKENS_PER_S);
+        assert_eq!(s.speed_for_plan(Instant::now(), false).ttft_ms, DEFAULT_TTFT_MS);
+        assert_eq!(s.speed_for_plan(Instant::now(), false).tokens_per_s, DEFAULT_TOKENS_PER_S);
         // 200 ms to first token, 100 tokens in 1 s after it.
-        s.record_success(ms(200), 100, ms(1_200));
-        let sp = s.speed();
+        s.record_success(Instant::now(), ms(200), 100, ms(1_200));
+        let sp = s.speed_for_plan(Instant::now(), false);
         assert!((sp.ttft_ms - 200.0).abs() < 1e-9);
         assert!((sp.tokens_per_s - 100.0).abs() < 1e-9);
         assert_eq!(sp.samples, 1);
@@ -322,24 +380,24 @@ mod tests {
     #[test]
     fn a_prior_counts_as_one_sample_then_ewma() {
         let s = state(Some(1_000.0), Some(10.0));
-        s.record_success(ms(200), 100, ms(1_200));
-        let sp = s.speed();
+        s.record_success(Instant::now(), ms(200), 100, ms(1_200));
+        let sp = s.speed_for_plan(Instant::now(), false);
         assert!((sp.ttft_ms - 600.0).abs() < 1e-9, "{sp:?}");
         assert!((sp.tokens_per_s - 55.0).abs() < 1e-9);
         // Many samples: converges to the live value, the prior forgotten.
         for _ in 0..60 {
-            s.record_success(ms(200), 100, ms(1_200));
+            s.record_success(Instant::now(), ms(200), 100, ms(1_200));
         }
-        assert!((s.speed().ttft_ms - 200.0).abs() < 0.01);
+        assert!((s.speed_for_plan(Instant::now(), false).ttft_ms - 200.0).abs() < 0.01);
     }
 
     #[test]
     fn short_or_unstreamed_responses_do_not_move_the_decode_rate() {
         let s = state(None, Some(40.0));
-        s.record_success(ms(300), 5, ms(400));
-        s.record_success(ms(300), 500, ms(300));
-        assert_eq!(s.speed().tokens_per_s, 40.0);
-        assert_eq!(s.speed().samples, 2);
+        s.record_success(Instant::now(), ms(300), 5, ms(400));
+        s.record_success(Instant::now(), ms(300), 500, ms(300));
+        assert_eq!(s.speed_for_plan(Instant::now(), false).tokens_per_s, 40.0);
+        assert_eq!(s.speed_for_plan(Instant::now(), false).samples, 2);
     }
 
     #[test]

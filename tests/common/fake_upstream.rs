@@ -217,6 +217,10 @@ impl FakeUpstream {
             .fallback(handle)
             .with_state(inner.clone());
         let task = tokio::spawn(async move {
+            // No Nagle: a test's latencies must be its own, not a 40 ms delayed-ACK stall.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
+                let _ = s.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         FakeUpstream { addr, inner, task }

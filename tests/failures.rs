@@ -543,7 +543,7 @@ async fn open_breaker_of_the_only_provider_does_not_refuse_requests() {
     let relais = Relais::with_fake(
         &fake,
         &Opts {
-            breaker_failures: 2,
+            breaker_failures: Some(2),
             ..fast()
         },
     )

@@ -199,7 +199,14 @@ async fn fallback_recovers_from_a_non_stream_answer_that_hangs() {
 
 #[tokio::test]
 async fn fallback_recovers_from_a_stream_that_dies_before_content() {
-    let w = pair(Routing::default()).await;
+    // Breaker out of the way, on purpose: each of the five dead-stream shapes must reach
+    // `a`, and five failures in a row would open its breaker (which then rightly keeps
+    // traffic on `b`; the default breaker has its own tests below).
+    let w = pair(Routing {
+        breaker_failures: Some(100),
+        ..Routing::default()
+    })
+    .await;
     w.all_ok(true);
     let role = openai::frame(&openai::chunk(
         json!({"role": "assistant", "content": ""}),
@@ -368,8 +375,8 @@ async fn model_fallback_answers_when_the_request_filters_exclude_the_whole_model
 async fn an_open_breaker_keeps_traffic_off_until_the_cooldown_then_one_probe() {
     const COOLDOWN: Duration = Duration::from_millis(600);
     let w = pair(Routing {
-        breaker_failures: 2,
-        breaker_cooldown_s: COOLDOWN.as_secs_f64(),
+        breaker_failures: Some(2),
+        breaker_cooldown_s: Some(COOLDOWN.as_secs_f64()),
         ..Routing::default()
     })
     .await;

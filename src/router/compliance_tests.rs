@@ -448,6 +448,16 @@ fn assert_compliant(
     let j: usize = cand.endpoint.upstream_model[1..].parse().unwrap();
     let e = &c.models[k].endpoints[j];
     assert_eq!(cand.endpoint.provider.name, provider_name(e.provider));
+    let permitted = |e: &EndpointSpec| {
+        let p = &c.providers[e.provider];
+        (!eu || p.eu)
+            && (!zdr || p.zdr)
+            && (quant || QUANTS[e.quant] == "none")
+            && allowed.as_ref().is_none_or(|a| a.contains(&e.provider))
+            && (!r.needs.0 || e.caps.0)
+            && (!r.needs.1 || e.caps.1)
+            && (!r.needs.2 || e.caps.2)
+    };
     let p = &c.providers[e.provider];
     assert!(!eu || p.eu, "non-EU endpoint attempted under eu_native");
     assert!(
@@ -467,9 +477,22 @@ fn assert_compliant(
     assert!(!r.needs.0 || e.caps.0, "tools");
     assert!(!r.needs.1 || e.caps.1, "images");
     assert!(!r.needs.2 || e.caps.2, "thinking");
+    assert!(permitted(e));
 
     let input = INPUTS[r.input];
     let max_tokens = MAX_TOKENS[r.max_tokens];
+    // Fit means fit: when an endpoint of the model fits as asked, none is clamped.
+    let fits_as_asked = |e: &EndpointSpec| {
+        MAX_OUTS[e.max_out].is_none_or(|m| max_tokens <= m)
+            && WINDOWS[e.window].is_none_or(|w| input + max_tokens <= w)
+    };
+    if c.models[k]
+        .endpoints
+        .iter()
+        .any(|e| permitted(e) && fits_as_asked(e))
+    {
+        assert_eq!(cand.max_tokens, max_tokens, "clamped although another fits");
+    }
     let window = WINDOWS[e.window];
     let max_out = MAX_OUTS[e.max_out];
     if c.strict {

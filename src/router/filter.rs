@@ -68,6 +68,15 @@ pub enum ClampLimit {
     ContextWindow,
 }
 
+impl ClampLimit {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClampLimit::MaxOutputTokens => "max_output_tokens",
+            ClampLimit::ContextWindow => "context window",
+        }
+    }
+}
+
 /// `max_tokens` lowered to what the endpoint can produce (non-strict mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Clamp {

@@ -177,14 +177,6 @@ impl RouteError {
     }
 }
 
-/// An endpoint that passed every filter, with what ranking and the server need.
-struct Eligible {
-    max_tokens: u64,
-    clamp: Option<Clamp>,
-    speed: stats::SpeedEstimate,
-    unavailable: Option<Unavailable>,
-}
-
 struct Rejected {
     filter: Filter,
     reason: String,
@@ -306,24 +298,42 @@ impl Router {
         for (model, is_fallback_model) in &chain {
             let mut inputs = Vec::new();
             let mut unavailable_inputs = Vec::new();
-            for ep in &model.endpoints {
-                let Eligible {
-                    max_tokens,
-                    clamp,
-                    speed,
-                    unavailable,
-                } = match self.eligibility(ctx, &policy, ep, now) {
+            let checked: Vec<_> = model
+                .endpoints
+                .iter()
+                .map(|ep| (ep, self.eligibility(ctx, &policy, ep)))
+                .collect();
+            // Fit means fit: an endpoint that would lower `max_tokens` is excluded when
+            // another endpoint of the same model fits as asked; it is clamped only when
+            // none does.
+            let one_fits = checked.iter().any(|(_, r)| matches!(r, Ok((_, None))));
+            for (ep, verdict) in checked {
+                let verdict = match verdict {
+                    Ok((_, Some(c))) if one_fits => Err(Rejected {
+                        filter: Filter::Fit,
+                        reason: format!(
+                            "max_tokens {} exceeds its {} ({}), and another endpoint of this \
+                             model fits as asked",
+                            c.requested,
+                            c.limit.name(),
+                            c.clamped_to
+                        ),
+                    }),
+                    other => other,
+                };
+                let (max_tokens, clamp) = match verdict {
                     Ok(v) => v,
-                    Err(r) => {
+                    Err(rej) => {
                         excluded.push(Exclusion {
                             model: model.id.clone(),
                             endpoint: ep.id.clone(),
-                            filter: r.filter,
-                            reason: r.reason,
+                            filter: rej.filter,
+                            reason: rej.reason,
                         });
                         continue;
                     }
                 };
+                let (speed, unavailable) = self.live(ep, now);
                 let to = if unavailable.is_some() {
                     &mut unavailable_inputs
                 } else {
@@ -450,13 +460,13 @@ impl Router {
     }
 
     /// All filters for one endpoint, in the documented order; the first that fails decides.
+    /// Returns the `max_tokens` to send and the clamp, if any.
     fn eligibility(
         &self,
         ctx: &RouteContext<'_>,
         policy: &EffectivePolicy,
         ep: &EndpointConfig,
-        now: tokio::time::Instant,
-    ) -> Result<Eligible, Rejected> {
+    ) -> Result<(u64, Option<Clamp>), Rejected> {
         let reject = |filter, reason| Rejected { filter, reason };
         if let Some((f, reason)) = policy::compliance_exclusion(policy, ep) {
             return Err(reject(f, reason));
@@ -464,14 +474,23 @@ impl Router {
         if let Some(reason) = filter::capability_exclusion(ctx.needs, ep) {
             return Err(reject(Filter::Capability, reason));
         }
-        let (max_tokens, clamp) = filter::fit(
+        filter::fit(
             ctx.est_input_tokens,
             ctx.max_tokens,
             ep,
             self.cfg.routing.strict_max_tokens,
         )
-        .map_err(|reason| reject(Filter::Fit, reason))?;
-        let (speed, unavailable) = match self.states.get(&ep.id) {
+        .map_err(|reason| reject(Filter::Fit, reason))
+    }
+
+    /// The live state ranking needs: the speed estimate, and whether the endpoint is
+    /// available now (else it can only be a last resort).
+    fn live(
+        &self,
+        ep: &EndpointConfig,
+        now: tokio::time::Instant,
+    ) -> (stats::SpeedEstimate, Option<Unavailable>) {
+        match self.states.get(&ep.id) {
             Some(st) => {
                 let unavailable = st.check(now).err();
                 (st.speed_for_plan(now, unavailable.is_none()), unavailable)
@@ -486,13 +505,7 @@ impl Router {
                 },
                 None,
             ),
-        };
-        Ok(Eligible {
-            max_tokens,
-            clamp,
-            speed,
-            unavailable,
-        })
+        }
     }
 
     /// Admits an attempt on `endpoint_id`. `Err` when it became unavailable since the plan

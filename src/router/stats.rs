@@ -357,7 +357,11 @@ mod tests {
         let mut ep = endpoint("p", "m");
         ep.prior_ttft_ms = prior_ttft;
         ep.prior_tokens_per_s = prior_tps;
-        EndpointState::new(&ep, Breaker::new(3, Duration::from_secs(30)), Instant::now())
+        EndpointState::new(
+            &ep,
+            Breaker::new(3, Duration::from_secs(30)),
+            Instant::now(),
+        )
     }
 
     fn ms(v: u64) -> Duration {
@@ -367,8 +371,14 @@ mod tests {
     #[test]
     fn defaults_are_replaced_by_the_first_sample() {
         let s = state(None, None);
-        assert_eq!(s.speed_for_plan(Instant::now(), false).ttft_ms, DEFAULT_TTFT_MS);
-        assert_eq!(s.speed_for_plan(Instant::now(), false).tokens_per_s, DEFAULT_TOKENS_PER_S);
+        assert_eq!(
+            s.speed_for_plan(Instant::now(), false).ttft_ms,
+            DEFAULT_TTFT_MS
+        );
+        assert_eq!(
+            s.speed_for_plan(Instant::now(), false).tokens_per_s,
+            DEFAULT_TOKENS_PER_S
+        );
         // 200 ms to first token, 100 tokens in 1 s after it.
         s.record_success(Instant::now(), ms(200), 100, ms(1_200));
         let sp = s.speed_for_plan(Instant::now(), false);

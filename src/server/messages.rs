@@ -351,6 +351,13 @@ fn routing_headers(h: &mut HeaderMap, cand: &Candidate, attempts: u32) {
         }
     }
     h.insert("x-relais-attempts", HeaderValue::from(attempts));
+    if let Some(c) = cand.clamp {
+        // No endpoint of the model could produce the requested max_tokens: say so.
+        h.insert(
+            "x-relais-max-tokens-clamped",
+            HeaderValue::from(c.clamped_to),
+        );
+    }
 }
 
 /// The usage of an Anthropic answer, in the executor's terms.

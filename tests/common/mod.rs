@@ -37,8 +37,8 @@ pub struct Opts {
     pub max_body_bytes: u64,
     pub max_attempts: u32,
     pub ping_interval_s: f64,
-    /// High by default so that tests of repeated failures reach the upstream every time.
-    pub breaker_failures: u32,
+    /// `None`: the shipped default (3 consecutive failures open it).
+    pub breaker_failures: Option<u32>,
     /// Extra lines for the `[providers.fake]` section.
     pub provider_extra: &'static str,
 }
@@ -53,7 +53,7 @@ impl Default for Opts {
             max_body_bytes: 64 * 1024,
             max_attempts: 1,
             ping_interval_s: 30.0,
-            breaker_failures: 100,
+            breaker_failures: None,
             provider_extra: "",
         }
     }
@@ -74,8 +74,7 @@ shutdown_grace_s = 1
 [routing]
 total_timeout_s = {total}
 max_attempts = {attempts}
-breaker_failures = {breaker}
-explore_probability = 0
+{breaker}explore_probability = 0
 
 [[keys]]
 name = "test"
@@ -103,7 +102,10 @@ upstream_model = "{UPSTREAM_MODEL}"
         ping = o.ping_interval_s,
         total = o.total_timeout_s,
         attempts = o.max_attempts,
-        breaker = o.breaker_failures,
+        breaker = o
+            .breaker_failures
+            .map(|n| format!("breaker_failures = {n}\n"))
+            .unwrap_or_default(),
         api = o.api,
         fb = o.first_byte_timeout_s,
         idle = o.idle_timeout_s,

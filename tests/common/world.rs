@@ -66,14 +66,15 @@ pub fn model(id: &'static str, fallbacks: &'static [&'static str], endpoints: Ve
     }
 }
 
-/// `[routing]` of a scenario. Defaults: no exploration, no near-equal sharing, breakers
-/// that practically never open, four attempts.
+/// `[routing]` of a scenario. Defaults: no exploration and no near-equal sharing (both
+/// random: scenarios assert exact orders; exploration has tests of its own), the shipped
+/// breaker (`None`: Relais's own defaults, 3 failures, 30 s), four attempts.
 #[derive(Clone)]
 pub struct Routing {
     pub total_timeout_s: f64,
     pub max_attempts: u32,
-    pub breaker_failures: u32,
-    pub breaker_cooldown_s: f64,
+    pub breaker_failures: Option<u32>,
+    pub breaker_cooldown_s: Option<f64>,
     pub explore_probability: f64,
     pub near_equal_margin: f64,
     pub first_byte_timeout_s: f64,
@@ -85,8 +86,8 @@ impl Default for Routing {
         Routing {
             total_timeout_s: 10.0,
             max_attempts: 4,
-            breaker_failures: 100,
-            breaker_cooldown_s: 30.0,
+            breaker_failures: None,
+            breaker_cooldown_s: None,
             explore_probability: 0.0,
             near_equal_margin: 0.0,
             first_byte_timeout_s: 0.3,
@@ -119,9 +120,7 @@ shutdown_grace_s = 1
 [routing]
 total_timeout_s = {}
 max_attempts = {}
-breaker_failures = {}
-breaker_cooldown_s = {}
-explore_probability = {}
+{}{}explore_probability = {}
 near_equal_margin = {}
 
 [[keys]]
@@ -131,8 +130,12 @@ key = "{CLIENT_KEY}"
 "#,
             r.total_timeout_s,
             r.max_attempts,
-            r.breaker_failures,
-            r.breaker_cooldown_s,
+            r.breaker_failures
+                .map(|n| format!("breaker_failures = {n}\n"))
+                .unwrap_or_default(),
+            r.breaker_cooldown_s
+                .map(|s| format!("breaker_cooldown_s = {s}\n"))
+                .unwrap_or_default(),
             r.explore_probability,
             r.near_equal_margin,
         );

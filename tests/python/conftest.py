@@ -91,7 +91,8 @@ class RelaisProcess:
 
 
 def relais_config(base_url: str, *, first_byte_timeout_s: float = 5, context_window: int | None = None,
-                  max_output_tokens: int | None = None, quantization: str = "none") -> str:
+                  max_output_tokens: int | None = None, quantization: str = "none",
+                  provider_extra: str = "") -> str:
     endpoint_extra = ""
     if context_window:
         endpoint_extra += f"context_window = {context_window}\n"
@@ -105,7 +106,6 @@ shutdown_grace_s = 2
 [routing]
 total_timeout_s = 120
 max_attempts = 1
-breaker_failures = 100
 explore_probability = 0
 
 [[keys]]
@@ -119,6 +119,7 @@ api_key_env = "RELAIS_PYTEST_UPSTREAM_KEY"
 first_byte_timeout_s = {first_byte_timeout_s}
 idle_timeout_s = 60
 connect_timeout_s = 2
+{provider_extra}
 
 [[models]]
 id = "{MODEL}"
@@ -256,8 +257,10 @@ def llama_server():
 
 @pytest.fixture
 def relais_llama(start_relais, llama_server) -> RelaisProcess:
+    # As relais.local.toml: llama-cpp-python cannot stream tools with tool_choice auto.
     return start_relais(relais_config(llama_server, first_byte_timeout_s=60, context_window=2048,
-                                      max_output_tokens=1024, quantization="int4"))
+                                      max_output_tokens=1024, quantization="int4",
+                                      provider_extra="stream_whole_answers = false"))
 
 
 @pytest.fixture

@@ -91,6 +91,25 @@ def tool_stream(name: str, args: str, call_id: str = "call_fake_1") -> list[str]
     return frames
 
 
+def completion_as_stream(c: dict) -> list[str]:
+    """A chat completion as the stream a server would send for it (content, tool calls,
+    finish, usage, [DONE])."""
+    choice = c["choices"][0]
+    msg = choice.get("message") or {}
+    frames = [_chunk({"role": "assistant", "content": ""})]
+    if msg.get("content"):
+        frames.append(_chunk({"content": msg["content"]}))
+    for i, call in enumerate(msg.get("tool_calls") or []):
+        frames.append(_chunk({"tool_calls": [dict(call, index=i)]}))
+    frames.append(_chunk({}, choice.get("finish_reason") or "stop"))
+    if c.get("usage"):
+        usage = {"id": c.get("id", "chatcmpl-fake"), "object": "chat.completion.chunk",
+                 "choices": [], "usage": c["usage"]}
+        frames.append("data: " + json.dumps(usage) + "\n\n")
+    frames.append("data: [DONE]\n\n")
+    return frames
+
+
 class FakeOpenAI:
     def __init__(self) -> None:
         self.queue: deque[Reply] = deque()
@@ -126,6 +145,11 @@ class FakeOpenAI:
                     reply = fake.queue.popleft() if fake.queue else fake.default
                 if reply is None:
                     reply = fake.automatic(body or {})
+                # Like a real server: a scripted completion is streamed when asked to be
+                # (Relais streams non-streaming client requests upstream too).
+                if (reply.sse is None and reply.status == 200 and isinstance(reply.body, dict)
+                        and "choices" in reply.body and (body or {}).get("stream")):
+                    reply = Reply(sse=completion_as_stream(reply.body), headers=reply.headers)
                 if reply.sse is not None:
                     self.send_response(reply.status)
                     self.send_header("content-type", "text/event-stream")

@@ -32,8 +32,11 @@ def test_create_non_stream(client, fake_openai):
     assert msg.content[0].text == DEFAULT_TEXT
     assert msg.stop_reason == "end_turn"
     assert msg.usage.input_tokens == 13
-    assert msg.usage.output_tokens == 6
+    # Streamed upstream and assembled (stream_whole_answers): the fake's stream reports
+    # one completion token per piece.
+    assert msg.usage.output_tokens == 5
     (req,) = fake_openai.chat_requests()
+    assert req["body"]["stream"] is True
     assert req["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert req["body"]["messages"] == [
         {"role": "system", "content": "Be brief."},
@@ -182,6 +185,48 @@ def test_sdk_retries_429_then_succeeds(relais_fake, fake_openai):
                             messages=[{"role": "user", "content": "hi"}])
     assert msg.content[0].text == DEFAULT_TEXT
     assert len(fake_openai.chat_requests()) == 2
+
+
+def _recording_client(relais_fake, seen: list[int]) -> anthropic.Anthropic:
+    """The SDK with its default retries, recording every HTTP status Relais answered."""
+    http = anthropic.DefaultHttpxClient(event_hooks={"response": [lambda r: seen.append(r.status_code)]})
+    return anthropic.Anthropic(base_url=relais_fake.base_url, api_key=CLIENT_KEY, http_client=http)
+
+
+def test_sdk_never_sees_503_from_a_healthy_single_provider_after_faults(relais_fake, fake_openai):
+    # Three faults of three kinds (a 500, a malformed stream, a dropped connection) open the
+    # default breaker of the only provider; it is healthy right after.
+    fake_openai.push(Reply(status=500, body={"error": {"message": "boom"}}))
+    fake_openai.push(Reply(sse=["data: {not json\n\n"]))
+    fake_openai.push(Reply(sse=[], end="abort"))
+    seen: list[int] = []
+    c = _recording_client(relais_fake, seen)
+    with pytest.raises(anthropic.InternalServerError):
+        c.messages.create(model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert seen == [502, 502, 502], "the SDK's default retries each met a real upstream fault"
+    for stream in (False, True):
+        if stream:
+            with c.messages.stream(model=MODEL, max_tokens=10,
+                                   messages=[{"role": "user", "content": "hi"}]) as s:
+                text = s.get_final_message().content[0].text
+        else:
+            text = c.messages.create(model=MODEL, max_tokens=10,
+                                     messages=[{"role": "user", "content": "hi"}]).content[0].text
+        assert text == DEFAULT_TEXT
+    assert 503 not in seen and 529 not in seen, seen
+    assert seen[3:] == [200, 200]
+
+
+def test_sdk_sees_the_providers_429_then_success_never_503(relais_fake, fake_openai):
+    fake_openai.push(Reply(status=429, body={"error": {"message": "slow down"}},
+                           headers={"retry-after": "1"}))
+    seen: list[int] = []
+    c = _recording_client(relais_fake, seen)
+    msg = c.messages.create(model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert msg.content[0].text == DEFAULT_TEXT
+    # The SDK's retry came within the provider's retry-after second: Relais still asked
+    # the provider (a last resort) instead of answering a made-up 503.
+    assert seen == [429, 200], seen
 
 
 def test_sdk_does_not_retry_400(relais_fake, fake_openai):

@@ -31,6 +31,26 @@ def test_llama_create(llama_client):
     assert 0 < msg.usage.output_tokens <= 24
 
 
+def test_llama_whole_answer_assembled_from_a_stream(start_relais, llama_server):
+    """The shipped default (`stream_whole_answers = true`): a non-streaming request goes to
+    the real server as a stream and is assembled; same answer as asking it for JSON."""
+    from conftest import CLIENT_KEY, relais_config
+
+    streamed = start_relais(relais_config(llama_server, first_byte_timeout_s=60,
+                                          context_window=2048, max_output_tokens=1024))
+    c = anthropic.Anthropic(base_url=streamed.base_url, api_key=CLIENT_KEY, max_retries=0,
+                            timeout=120)
+    ask = dict(model=MODEL, max_tokens=24, extra_body={"temperature": 0},
+               messages=[{"role": "user", "content": "What is the capital of France?"}])
+    msg = c.messages.create(**ask)
+    assert msg.content and msg.content[0].type == "text"
+    assert msg.stop_reason in ("end_turn", "max_tokens")
+    assert msg.usage.input_tokens > 0 and 0 < msg.usage.output_tokens <= 24
+    with c.messages.stream(**ask) as s:
+        direct = s.get_final_message()
+    assert msg.content[0].text == direct.content[0].text, "temperature 0: the same answer"
+
+
 def test_llama_max_tokens_stop_reason(llama_client):
     msg = llama_client.messages.create(
         model=MODEL, max_tokens=3, extra_body={"temperature": 0},

@@ -23,6 +23,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::observe::{LogObserver, Observer};
 use crate::provider;
 use crate::router::executor::Executor;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub router: Arc<Router>,
     /// Runs plans: the one attempt loop every front door uses.
     pub executor: Executor,
+    /// Rate limits and budgets; created once per process, kept across reloads.
+    pub limits: Arc<Limits>,
 }
 
 /// Per-request id, set by the middleware, returned as the `request-id` header.
@@ -98,11 +101,33 @@ impl ServerHandle {
 pub enum StartError {
     #[error("provider `{0}`: {1}")]
     Provider(String, crate::error::UpstreamError),
+    #[error("limits store: {0}")]
+    State(crate::limits::StoreError),
     #[error("cannot read listener address: {0}")]
     Io(#[from] std::io::Error),
 }
 
-pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
+/// What outlives config reloads: created once at start, handed to every new state.
+#[derive(Clone)]
+pub struct Shared {
+    pub limits: Arc<Limits>,
+}
+
+impl Shared {
+    pub fn new(cfg: &Config) -> Result<Shared, StartError> {
+        Ok(Shared {
+            limits: Limits::from_config(&cfg.state).map_err(StartError::State)?,
+        })
+    }
+}
+
+/// The state for `cfg`. With `previous`, the router keeps its live estimates and breakers
+/// for endpoints that did not change (a reload).
+pub fn state(
+    cfg: Config,
+    shared: &Shared,
+    previous: Option<&AppState>,
+) -> Result<Arc<AppState>, StartError> {
     let cfg = Arc::new(cfg);
     let mut providers = HashMap::new();
     for p in &cfg.providers {
@@ -110,7 +135,10 @@ pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
             provider::build(p.clone()).map_err(|e| StartError::Provider(p.name.clone(), e))?;
         providers.insert(p.name.clone(), adapter);
     }
-    let router = Arc::new(Router::new(cfg.clone()));
+    let router = Arc::new(match previous {
+        Some(old) => Router::carry_over(cfg.clone(), &old.router),
+        None => Router::new(cfg.clone()),
+    });
     let observer: Arc<dyn Observer> = Arc::new(LogObserver);
     Ok(Arc::new(AppState {
         executor: Executor {
@@ -120,13 +148,15 @@ pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
         },
         router,
         cfg,
+        limits: shared.limits.clone(),
     }))
 }
 
 /// Serves `cfg` on `listener` until [`ServerHandle::shutdown`].
 pub fn start(cfg: Config, listener: TcpListener) -> Result<ServerHandle, StartError> {
     let addr = listener.local_addr()?;
-    let state = state(cfg)?;
+    let shared = Shared::new(&cfg)?;
+    let state = state(cfg, &shared, None)?;
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(serve(listener, state, rx));
     Ok(ServerHandle {

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod fake_upstream;
+pub mod limits;
+pub mod redis;
 pub mod world;
 
 use std::time::Duration;

@@ -205,6 +205,11 @@ impl Relais {
             .expect("request to relais")
     }
 
+    /// Config reload and the parts that outlive it (limits store health).
+    pub fn reloader(&self) -> std::sync::Arc<relais::server::Reloader> {
+        self.handle.as_ref().expect("running").reloader().clone()
+    }
+
     pub async fn stop(mut self) {
         if let Some(h) = self.handle.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), h.shutdown()).await;

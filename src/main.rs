@@ -148,7 +148,8 @@ fn reload_on_sighup(reloader: std::sync::Arc<relais::server::Reloader>, path: Pa
             match reloader.reload(&path) {
                 Ok(()) => {}
                 Err(e) => tracing::error!(
-                    "config reload rejected, the previous config keeps serving: {e}"
+                    error = %e,
+                    "config reload rejected; the previous config keeps serving"
                 ),
             }
         }

@@ -39,3 +39,9 @@ if ! "$CLAUDE" --version >/dev/null 2>&1; then
   fi
   "$CLAUDE" --version
 fi
+
+# 4. A real Redis for the limits tests (tests/common/redis.rs starts its own instances).
+if ! command -v redis-server >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi

@@ -27,6 +27,9 @@ enum Command {
         /// Overrides server.listen.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// `text` or `json` (one JSON object per line).
+        #[arg(long, env = "RELAIS_LOG_FORMAT", value_enum, default_value = "text")]
+        log_format: LogFormat,
     },
     /// Validate a config file and print the resulting catalog.
     Check {
@@ -35,20 +38,35 @@ enum Command {
     },
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    /// One JSON object per line (the per-request line carries the ledger's fields).
+    Json,
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match &cli.command {
+        Command::Serve { log_format, .. } => *log_format,
+        Command::Check { .. } => LogFormat::Text,
+    };
     // Log lines are written by a background thread, so a request never waits on stderr.
     // Not lossy: under overload, logging slows requests rather than dropping audit lines.
     let (writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("RELAIS_LOG").unwrap_or_else(|_| EnvFilter::new("relais=info")),
-        )
+    let filter =
+        EnvFilter::try_from_env("RELAIS_LOG").unwrap_or_else(|_| EnvFilter::new("relais=info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_target(false)
-        .with_writer(writer)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().flatten_event(true).init(),
+    }
     match cli.command {
         Command::Check { config } => match relais::config::Config::load(&config) {
             Ok(cfg) => {
@@ -66,7 +84,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Serve { config, listen } => {
+        Command::Serve { config, listen, .. } => {
             let mut cfg = match relais::config::Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -91,7 +109,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(cfg)) {
+            match rt.block_on(run(cfg, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -102,7 +120,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cfg: relais::config::Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(cfg: relais::config::Config, path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let listen = cfg.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -110,10 +128,34 @@ async fn run(cfg: relais::config::Config) -> Result<(), Box<dyn std::error::Erro
     let models: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
     let handle = relais::server::start(cfg, listener)?;
     tracing::info!(addr = %handle.addr, models = ?models, "relais listening");
+    reload_on_sighup(handle.reloader().clone(), path);
     shutdown_signal().await;
     tracing::info!("shutting down: letting in-flight requests finish");
     handle.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP reloads the config file; an invalid one is logged (field named) and ignored.
+fn reload_on_sighup(reloader: std::sync::Arc<relais::server::Reloader>, path: PathBuf) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: config reload by signal is off");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match reloader.reload(&path) {
+                Ok(()) => {}
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "config reload rejected; the previous config keeps serving"
+                ),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (reloader, path);
 }
 
 async fn shutdown_signal() {

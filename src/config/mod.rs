@@ -1,6 +1,7 @@
 //! Configuration: parsed into raw structs (`raw`), then validated here into the runtime
 //! form that the server and router use. Errors name the field at fault.
 
+mod limits;
 mod raw;
 mod secret;
 mod validate;
@@ -16,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::anthropic::Preference;
-pub use raw::RawConfig;
+pub use limits::{KeyLimits, LimitSet, OnRedisError, StateConfig};
+pub use raw::{RawConfig, RawKey, RawLimits};
 pub use secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 pub struct Config {
     pub server: ServerConfig,
     pub routing: RoutingConfig,
+    pub state: StateConfig,
     pub keys: Vec<ClientKey>,
     pub providers: Vec<Arc<ProviderConfig>>,
     pub models: Vec<Arc<ModelConfig>>,
@@ -88,6 +91,8 @@ pub struct ClientKey {
     pub name: String,
     pub digest: [u8; 32],
     pub policy: KeyPolicy,
+    /// Rate limits and budgets (empty: unlimited).
+    pub limits: KeyLimits,
 }
 
 impl std::fmt::Debug for ClientKey {
@@ -95,6 +100,7 @@ impl std::fmt::Debug for ClientKey {
         f.debug_struct("ClientKey")
             .field("name", &self.name)
             .field("policy", &self.policy)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -186,6 +192,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let server = validate_server(&raw.server)?;
         let routing = validate_routing(&raw.routing)?;
+        let state = limits::validate_state(&raw.state, env)?;
         let mut providers = Vec::new();
         let mut by_name: HashMap<String, Arc<ProviderConfig>> = HashMap::new();
         let mut disabled: HashMap<String, String> = HashMap::new();
@@ -316,6 +323,7 @@ impl Config {
         let cfg = Config {
             server,
             routing,
+            state,
             keys,
             providers,
             models,

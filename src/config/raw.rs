@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::anthropic::Preference;
 
@@ -20,6 +20,9 @@ pub struct RawConfig {
     pub models: Vec<RawModel>,
     #[serde(default)]
     pub routing: RawRouting,
+    /// Shared state between replicas (limit counters in Redis).
+    #[serde(default)]
+    pub state: RawState,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -88,6 +91,44 @@ pub struct RawKey {
     pub enable_model_fallback: Option<bool>,
     #[serde(default)]
     pub denied_models: Vec<String>,
+    /// Rate limits and budgets of this key (and per model under `limits.models`).
+    #[serde(default)]
+    pub limits: Option<RawLimits>,
+}
+
+/// Rate limits and EUR budgets. Minute windows are fixed UTC minutes; EUR budgets are
+/// calendar UTC day, ISO week (from Monday) and month. See docs/operations.md.
+#[derive(Debug, Deserialize, Serialize, Default, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_min: Option<u64>,
+    /// Input (cache reads and writes included) plus output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_min: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eur_per_day: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eur_per_week: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eur_per_month: Option<f64>,
+    /// Limits of this key for one requested model (id or exact alias), on top of the
+    /// key's own. Only one level deep.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, RawLimits>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// `redis://host:port/db`; counters are shared through it when set.
+    pub redis_url: Option<String>,
+    /// The environment variable holding the URL instead (when it carries a password).
+    pub redis_url_env: Option<String>,
+    /// `"open"` (admit, default) or `"closed"` (refuse with 503) when Redis fails.
+    pub on_redis_error: Option<String>,
+    /// Longest wait for one Redis call before it counts as failed.
+    pub redis_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -230,9 +230,14 @@ pub(super) fn validate_key(
             }
         }
     }
+    let limits = match &k.limits {
+        Some(l) => super::limits::validate_limits(&format!("{field}.limits"), l, raw)?,
+        None => KeyLimits::default(),
+    };
     Ok(ClientKey {
         name: k.name.clone(),
         digest,
+        limits,
         policy: KeyPolicy {
             preference: k.preference,
             eu_native: k.eu_native.unwrap_or(false),

@@ -90,6 +90,7 @@ fn denied_fallback_models_are_skipped_but_walked_through() {
     let mut key = ClientKey {
         name: "k".into(),
         digest: [0; 32],
+        limits: Default::default(),
         policy: crate::config::KeyPolicy {
             allow_quantization: true,
             ..Default::default()

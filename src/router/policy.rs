@@ -124,6 +124,7 @@ mod tests {
         ClientKey {
             name: "k".into(),
             digest: [0; 32],
+            limits: Default::default(),
             policy,
         }
     }

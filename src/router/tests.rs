@@ -210,6 +210,7 @@ fn model_resolution_and_denial() {
         .unwrap_or_else(|| ClientKey {
             name: "k".into(),
             digest: [0; 32],
+            limits: Default::default(),
             policy: crate::config::KeyPolicy {
                 allow_quantization: true,
                 ..Default::default()

@@ -97,6 +97,18 @@ async fn create_inner(
             return Err(e);
         }
     };
+    let mut admission = match st.limits.admit(key, &plan, max_tokens, est).await {
+        Ok(a) => a,
+        Err(rejected) => {
+            meta.reject(
+                st.executor.observer.as_ref(),
+                Some(&plan.model),
+                &rejected.error,
+            );
+            return Ok(rejected.into_response());
+        }
+    };
+    meta.on_end.extend(admission.on_end());
     let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let (req, headers, message_id) = (&req, &headers, message_id.as_str());
     let served = st
@@ -147,7 +159,7 @@ async fn create_inner(
         ticket,
         ..
     } = served;
-    Ok(match value {
+    let mut resp = match value {
         Answer::Whole(msg) => whole_response(msg, &candidate, trace, attempts, ticket),
         Answer::Stream(buffered, upstream) => {
             let mut h = HeaderMap::new();
@@ -163,7 +175,9 @@ async fn create_inner(
             };
             stream_response(committed, h)
         }
-    })
+    };
+    admission.add_headers(resp.headers_mut());
+    Ok(resp)
 }
 
 enum Answer {

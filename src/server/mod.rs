@@ -5,6 +5,7 @@ mod body;
 mod errors;
 mod info;
 mod messages;
+mod reload;
 mod streaming;
 
 use std::collections::HashMap;
@@ -21,18 +22,22 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::observe::{LogObserver, Observer};
 use crate::provider;
 use crate::router::executor::Executor;
 use crate::router::Router;
+pub use reload::Reloader;
 
 pub struct AppState {
     pub cfg: Arc<Config>,
     pub router: Arc<Router>,
     /// Runs plans: the one attempt loop every front door uses.
     pub executor: Executor,
+    /// Rate limits and budgets; created once per process, kept across reloads.
+    pub limits: Arc<Limits>,
 }
 
 /// Per-request id, set by the middleware, returned as the `request-id` header.
@@ -84,9 +89,15 @@ pub struct ServerHandle {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    reloader: Arc<Reloader>,
 }
 
 impl ServerHandle {
+    /// Reloads the config (what SIGHUP does), reads the current state and the shared parts.
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
     /// Stops accepting, lets in-flight requests finish within the configured grace.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -98,11 +109,33 @@ impl ServerHandle {
 pub enum StartError {
     #[error("provider `{0}`: {1}")]
     Provider(String, crate::error::UpstreamError),
+    #[error("limits store: {0}")]
+    State(crate::limits::StoreError),
     #[error("cannot read listener address: {0}")]
     Io(#[from] std::io::Error),
 }
 
-pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
+/// What outlives config reloads: created once at start, handed to every new state.
+#[derive(Clone)]
+pub struct Shared {
+    pub limits: Arc<Limits>,
+}
+
+impl Shared {
+    pub fn new(cfg: &Config) -> Result<Shared, StartError> {
+        Ok(Shared {
+            limits: Limits::from_config(&cfg.state).map_err(StartError::State)?,
+        })
+    }
+}
+
+/// The state for `cfg`. With `previous`, the router keeps its live estimates and breakers
+/// for endpoints that did not change (a reload).
+pub fn state(
+    cfg: Config,
+    shared: &Shared,
+    previous: Option<&AppState>,
+) -> Result<Arc<AppState>, StartError> {
     let cfg = Arc::new(cfg);
     let mut providers = HashMap::new();
     for p in &cfg.providers {
@@ -110,7 +143,10 @@ pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
             provider::build(p.clone()).map_err(|e| StartError::Provider(p.name.clone(), e))?;
         providers.insert(p.name.clone(), adapter);
     }
-    let router = Arc::new(Router::new(cfg.clone()));
+    let router = Arc::new(match previous {
+        Some(old) => Router::carry_over(cfg.clone(), &old.router),
+        None => Router::new(cfg.clone()),
+    });
     let observer: Arc<dyn Observer> = Arc::new(LogObserver);
     Ok(Arc::new(AppState {
         executor: Executor {
@@ -120,35 +156,44 @@ pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
         },
         router,
         cfg,
+        limits: shared.limits.clone(),
     }))
 }
 
 /// Serves `cfg` on `listener` until [`ServerHandle::shutdown`].
 pub fn start(cfg: Config, listener: TcpListener) -> Result<ServerHandle, StartError> {
     let addr = listener.local_addr()?;
-    let state = state(cfg)?;
+    let shared = Shared::new(&cfg)?;
+    let state = state(cfg, &shared, None)?;
+    let server = state.cfg.server.clone();
+    let reloader = Arc::new(Reloader::new(state, shared, addr));
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(serve(listener, state, rx));
+    let task = tokio::spawn(serve(listener, server, reloader.clone(), rx));
     Ok(ServerHandle {
         addr,
         shutdown: tx,
         task,
+        reloader,
     })
 }
 
 /// HTTP/1.1 only: every Anthropic client speaks it, and hyper's header-read timeout then
 /// covers a connection from its first byte (hyper-util's auto-detection of HTTP/2 waits
 /// for the protocol preface with no timer, so a silent client would hold a socket forever).
-async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
-    let grace = state.cfg.server.shutdown_grace;
+async fn serve(
+    listener: TcpListener,
+    server: ServerConfig,
+    reloader: Arc<Reloader>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let grace = server.shutdown_grace;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(state.cfg.server.header_timeout)
+        .header_read_timeout(server.header_timeout)
         .keep_alive(true);
     // Bounds open connections: past it, new ones wait in the kernel's backlog.
-    let slots = Arc::new(Semaphore::new(state.cfg.server.max_connections));
-    let app = app(state);
+    let slots = Arc::new(Semaphore::new(server.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
@@ -170,7 +215,12 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: watch:
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                // Each request goes to the app current when it arrives (config reload).
+                let reloader = reloader.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let mut app = reloader.app();
+                    async move { tower_service::Service::call(&mut app, req).await }
+                });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

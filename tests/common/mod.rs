@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod fake_upstream;
+pub mod limits;
+pub mod redis;
 pub mod world;
 
 use std::time::Duration;
@@ -208,6 +210,11 @@ impl Relais {
             .send()
             .await
             .expect("request to relais")
+    }
+
+    /// Config reload and the parts that outlive it (limits store health).
+    pub fn reloader(&self) -> std::sync::Arc<relais::server::Reloader> {
+        self.handle.as_ref().expect("running").reloader().clone()
     }
 
     pub async fn stop(mut self) {

@@ -20,6 +20,10 @@ pub struct RawConfig {
     pub models: Vec<RawModel>,
     #[serde(default)]
     pub routing: RawRouting,
+    #[serde(default)]
+    pub ledger: super::ops::RawLedger,
+    #[serde(default)]
+    pub admin: super::ops::RawAdmin,
 }
 
 #[derive(Debug, Deserialize, Default)]

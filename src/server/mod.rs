@@ -1,6 +1,7 @@
 //! The HTTP server: routes, shared state, connection handling and graceful shutdown.
 
-mod auth;
+pub mod admin;
+pub mod auth;
 mod body;
 mod errors;
 mod info;
@@ -22,8 +23,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
+use crate::db::{Db, DbError};
 use crate::error::ApiError;
-use crate::observe::{LogObserver, Observer};
+use crate::keys::KeyStore;
+use crate::ledger::Ledger;
+use crate::observe::{LogObserver, Observer, Observers};
 use crate::provider;
 use crate::router::executor::Executor;
 use crate::router::Router;
@@ -33,6 +37,36 @@ pub struct AppState {
     pub router: Arc<Router>,
     /// Runs plans: the one attempt loop every front door uses.
     pub executor: Executor,
+    /// The usage ledger, when a database is configured.
+    pub ledger: Option<Arc<Ledger>>,
+    /// Keys stored in the database, when one is configured.
+    pub keys: Option<Arc<KeyStore>>,
+}
+
+/// What lives in the database: opened (and migrated) before the server starts.
+#[derive(Default)]
+pub struct Stores {
+    pub ledger: Option<Arc<Ledger>>,
+    pub keys: Option<Arc<KeyStore>>,
+}
+
+impl Stores {
+    /// Opens the configured database, starts the ledger's writer and loads the keys table
+    /// (refreshed in the background from then on). Nothing when no database is configured.
+    pub async fn open(cfg: &Config) -> Result<Stores, StartError> {
+        let Some(url) = &cfg.ledger.database else {
+            return Ok(Stores::default());
+        };
+        let db = Db::open(url).await.map_err(StartError::Database)?;
+        let keys = KeyStore::open(db.clone(), cfg.raw.0.clone())
+            .await
+            .map_err(StartError::Database)?;
+        keys.spawn_refresh(cfg.ledger.keys_refresh);
+        Ok(Stores {
+            ledger: Some(Ledger::start(db, &cfg.ledger)),
+            keys: Some(keys),
+        })
+    }
 }
 
 /// Per-request id, set by the middleware, returned as the `request-id` header.
@@ -48,6 +82,16 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/models/{id}", get(info::get_model))
         .route("/v1/route", post(messages::route_only))
         .route("/relais/endpoints", get(info::endpoints))
+        .route("/relais/usage", get(admin::usage))
+        .route(
+            "/relais/admin/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route("/relais/admin/keys/{name}/revoke", post(admin::revoke_key))
+        .route(
+            "/relais/admin/keys/{name}/policy",
+            axum::routing::put(admin::put_policy).patch(admin::patch_policy),
+        )
         .route("/health", get(root))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -100,9 +144,13 @@ pub enum StartError {
     Provider(String, crate::error::UpstreamError),
     #[error("cannot read listener address: {0}")]
     Io(#[from] std::io::Error),
+    #[error("database: {0}")]
+    Database(DbError),
+    #[error("the config has a database ([ledger]): start with server::launch")]
+    NeedsLaunch,
 }
 
-pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
+pub fn state(cfg: Config, stores: Stores) -> Result<Arc<AppState>, StartError> {
     let cfg = Arc::new(cfg);
     let mut providers = HashMap::new();
     for p in &cfg.providers {
@@ -111,7 +159,11 @@ pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
         providers.insert(p.name.clone(), adapter);
     }
     let router = Arc::new(Router::new(cfg.clone()));
-    let observer: Arc<dyn Observer> = Arc::new(LogObserver);
+    let mut observers: Vec<Arc<dyn Observer>> = vec![Arc::new(LogObserver)];
+    if let Some(l) = &stores.ledger {
+        observers.push(l.clone());
+    }
+    let observer: Arc<dyn Observer> = Arc::new(Observers(observers));
     Ok(Arc::new(AppState {
         executor: Executor {
             router: router.clone(),
@@ -120,13 +172,34 @@ pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
         },
         router,
         cfg,
+        ledger: stores.ledger,
+        keys: stores.keys,
     }))
 }
 
-/// Serves `cfg` on `listener` until [`ServerHandle::shutdown`].
+/// Serves `cfg` on `listener` until [`ServerHandle::shutdown`]. For a config without a
+/// database; [`launch`] opens one first.
 pub fn start(cfg: Config, listener: TcpListener) -> Result<ServerHandle, StartError> {
+    if cfg.ledger.database.is_some() {
+        return Err(StartError::NeedsLaunch);
+    }
+    start_with(cfg, listener, Stores::default())
+}
+
+/// Opens the configured database (if any), then serves until [`ServerHandle::shutdown`],
+/// which also flushes the ledger.
+pub async fn launch(cfg: Config, listener: TcpListener) -> Result<ServerHandle, StartError> {
+    let stores = Stores::open(&cfg).await?;
+    start_with(cfg, listener, stores)
+}
+
+pub fn start_with(
+    cfg: Config,
+    listener: TcpListener,
+    stores: Stores,
+) -> Result<ServerHandle, StartError> {
     let addr = listener.local_addr()?;
-    let state = state(cfg)?;
+    let state = state(cfg, stores)?;
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(serve(listener, state, rx));
     Ok(ServerHandle {
@@ -148,6 +221,7 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: watch:
         .keep_alive(true);
     // Bounds open connections: past it, new ones wait in the kernel's backlog.
     let slots = Arc::new(Semaphore::new(state.cfg.server.max_connections));
+    let (ledger, keys) = (state.ledger.clone(), state.keys.clone());
     let app = app(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -187,6 +261,13 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: watch:
         .is_err()
     {
         tracing::warn!("shutdown grace of {grace:?} elapsed with requests still in flight");
+    }
+    if let Some(k) = keys {
+        k.stop();
+    }
+    // Every request has ended (or the grace ran out): write what the ledger holds.
+    if let Some(l) = ledger {
+        l.shutdown(grace).await;
     }
 }
 

@@ -126,6 +126,8 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 /// A running server.
 pub struct ServerHandle {
     pub addr: SocketAddr,
+    /// The running server's state (its ledger counters, key table...).
+    pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -201,9 +203,10 @@ pub fn start_with(
     let addr = listener.local_addr()?;
     let state = state(cfg, stores)?;
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(serve(listener, state, rx));
+    let task = tokio::spawn(serve(listener, state.clone(), rx));
     Ok(ServerHandle {
         addr,
+        state,
         shutdown: tx,
         task,
     })

@@ -144,3 +144,75 @@ async fn a_key_created_or_revoked_on_one_replica_applies_on_the_other() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The database goes away and comes back: requests go on (stored keys from the in-memory
+/// table), their records wait in the queue, and all reach the ledger once it is back.
+#[tokio::test]
+async fn database_outage_loses_nothing_within_the_queue() {
+    let mut pg = Pg::start().await;
+    let fake = FakeUpstream::start().await;
+    fake.set_default(Reply::json(openai::chat_response("ok")));
+    let a = replica(&fake, &pg).await;
+    let (st, v) = admin_post(&a, "/relais/admin/keys", json!({"name": "dave"})).await;
+    assert_eq!(st, 201, "{v}");
+    let key = v["key"].as_str().unwrap().to_owned();
+
+    pg.stop_server();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let t = Instant::now();
+        let r = if i % 2 == 0 {
+            a.messages_as(&key, &simple_body("hi")).await
+        } else {
+            a.messages(&simple_body("hi")).await
+        };
+        assert_eq!(r.status(), 200);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "waited on the database"
+        );
+        ids.push(rid(&r));
+    }
+    // Stored keys keep working through a failed refresh (shipped interval: 2 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = a.messages_as(&key, &simple_body("hi")).await;
+    assert_eq!(r.status(), 200);
+    ids.push(rid(&r));
+
+    pg.restart().await;
+    let ledger = a.state().ledger.clone().unwrap();
+    let client = pg.client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: i64 = client
+            .query_one("SELECT COUNT(*) FROM requests", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 7 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} of 7 rows after the database returned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in &ids {
+        let n: i64 = client
+            .query_one("SELECT COUNT(*) FROM requests WHERE request_id = $1", &[id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "{id}");
+    }
+    assert_eq!(ledger.dropped(), 0);
+    assert!(
+        ledger
+            .stats()
+            .write_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    a.stop().await;
+}

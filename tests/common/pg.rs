@@ -116,20 +116,7 @@ impl Pg {
         );
         let port = free_port();
         let log = dir.path().join("postgres.log");
-        let server = cmd(&bin, user.as_deref(), "postgres")
-            .arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(dir.path())
-            .args(["-p", &port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=40"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn postgres");
+        let server = spawn_server(&bin, user.as_deref(), &data, dir.path(), port, &log);
         let mut pg = Pg {
             url: format!("postgres://relais@127.0.0.1:{port}/postgres"),
             port,
@@ -198,6 +185,38 @@ impl Pg {
             .ok()
     }
 
+    /// Stops the server (fast shutdown: open connections are cut), as a database outage.
+    pub fn stop_server(&mut self) {
+        let _ = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["stop", "-m", "fast", "-s", "-t", "10"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.server.wait();
+    }
+
+    /// Starts the stopped server again on the same port and data.
+    pub async fn restart(&mut self) {
+        let dir = self._dir.path().to_path_buf();
+        let log = dir.join("postgres-restart.log");
+        self.server = spawn_server(
+            &self.bin,
+            self.user.as_deref(),
+            &self.data,
+            &dir,
+            self.port,
+            &log,
+        );
+        assert!(
+            self.wait_ready(&log).await,
+            "port {} taken during the restart",
+            self.port
+        );
+    }
+
     /// A new client connection (for tests that read or lock tables themselves).
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio::time::timeout(
@@ -210,6 +229,30 @@ impl Pg {
         tokio::spawn(conn);
         client
     }
+}
+
+fn spawn_server(
+    bin: &Path,
+    user: Option<&str>,
+    data: &Path,
+    dir: &Path,
+    port: u16,
+    log: &Path,
+) -> Child {
+    cmd(bin, user, "postgres")
+        .arg("-D")
+        .arg(data)
+        .arg("-k")
+        .arg(dir)
+        .args(["-p", &port.to_string()])
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+        .args(["-c", "full_page_writes=off", "-c", "max_connections=40"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawn postgres")
 }
 
 fn cmd(bin: &Path, user: Option<&str>, prog: &str) -> Command {

@@ -161,15 +161,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match rt.block_on(run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -182,19 +176,20 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime(mut b: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    b.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 /// Runs one CLI command on a small runtime and prints what it returns.
 fn run_cli(
     fut: impl std::future::Future<Output = Result<String, relais::cli::CliError>>,
 ) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(fut) {
         Ok(out) => {

@@ -187,15 +187,20 @@ impl Pg {
 
     /// Stops the server (fast shutdown: open connections are cut), as a database outage.
     pub fn stop_server(&mut self) {
+        self.pg_ctl_stop("fast");
+        let _ = self.server.wait();
+    }
+
+    /// `pg_ctl stop` in `mode` (`fast`, `immediate`), bounded by its own 10 s timeout.
+    fn pg_ctl_stop(&self, mode: &str) {
         let _ = self
             .cmd("pg_ctl")
             .arg("-D")
             .arg(&self.data)
-            .args(["stop", "-m", "fast", "-s", "-t", "10"])
+            .args(["stop", "-m", mode, "-s", "-t", "10"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let _ = self.server.wait();
     }
 
     /// Starts the stopped server again on the same port and data.
@@ -269,14 +274,7 @@ fn cmd(bin: &Path, user: Option<&str>, prog: &str) -> Command {
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        let _ = self
-            .cmd("pg_ctl")
-            .arg("-D")
-            .arg(&self.data)
-            .args(["stop", "-m", "immediate", "-s", "-t", "10"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        self.pg_ctl_stop("immediate");
         let _ = self.server.kill();
         let _ = self.server.wait();
         if let Some(w) = &mut self.watchdog {

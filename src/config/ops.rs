@@ -156,3 +156,66 @@ pub fn validate_admin(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::config::RawConfig;
+
+    fn ledger(toml: &str, dir: Option<&Path>) -> Result<LedgerConfig, String> {
+        let raw: RawConfig = toml::from_str(toml).map_err(|e| e.to_string())?;
+        validate_ledger(&raw.ledger, dir).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ledger_defaults_and_urls() {
+        let d = Path::new("/etc/relais");
+        let l = ledger("", Some(d)).unwrap();
+        assert!(matches!(&l.database, Some(DbUrl::Sqlite(p)) if p == &d.join("relais.db")));
+        assert_eq!(l.flush_interval, Duration::from_millis(200));
+        assert_eq!((l.batch_rows, l.queue_capacity), (500, 100_000));
+        assert_eq!(l.keys_refresh, Duration::from_secs(2));
+        assert!(ledger("", None).unwrap().database.is_none());
+        assert!(ledger("[ledger]\nenabled = false", Some(d))
+            .unwrap()
+            .database
+            .is_none());
+        let l = ledger("[ledger]\nurl = \"sqlite://x/l.db\"", Some(d)).unwrap();
+        assert!(matches!(&l.database, Some(DbUrl::Sqlite(p)) if p == &d.join("x/l.db")));
+        let l = ledger("[ledger]\nurl = \"postgres://u:pw@127.0.0.1:5/db\"", None).unwrap();
+        assert!(!format!("{l:?}").contains("pw"), "the password printed");
+    }
+
+    #[test]
+    fn ledger_errors_name_the_field() {
+        for (toml, field) in [
+            ("[ledger]\nflush_secs = 1", "flush_secs"),
+            ("[ledger]\nurl = \"mysql://x\"", "ledger.url"),
+            ("[ledger]\nurl = \"sqlite://rel.db\"", "ledger.url"),
+            ("[ledger]\nbatch_rows = 5000", "ledger.batch_rows"),
+            ("[ledger]\nqueue_capacity = 0", "ledger.queue_capacity"),
+            ("[ledger]\nkeys_refresh_s = 0", "ledger.keys_refresh_s"),
+            ("[admin]\nkey = \"x\"", "key"),
+        ] {
+            let e = ledger(toml, None).unwrap_err();
+            assert!(e.contains(field), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn admin_key_from_env() {
+        let raw = RawAdmin {
+            key_env: Some("ADMIN".into()),
+        };
+        let short = validate_admin(&raw, &|_| Some("short".into())).unwrap_err();
+        assert!(short.to_string().contains("admin.key_env"));
+        assert!(validate_admin(&raw, &|_| None).is_err());
+        let ok = validate_admin(&raw, &|_| Some("a".repeat(16))).unwrap();
+        assert_eq!(ok.key.unwrap().expose(), "a".repeat(16));
+        assert!(validate_admin(&RawAdmin::default(), &|_| None)
+            .unwrap()
+            .key
+            .is_none());
+    }
+}

@@ -80,6 +80,24 @@ async fn two_replicas_write_one_row_per_request_to_one_ledger() {
     let cost: f64 = rows.iter().map(|r| r.get::<_, f64>(3)).sum();
     // Per replica: 11 in + 7 out (whole) and 11 in + 2 out (stream) at 1000 / 2000 EUR/Mtok.
     assert!((cost - 2.0 * (0.025 + 0.015)).abs() < 1e-9, "{cost}");
+
+    // The usage queries on Postgres, every grouping.
+    let url = relais::config::DbUrl::Postgres(relais::config::Secret::new(pg.url.clone()));
+    let db = relais::db::Db::open(&url).await.unwrap();
+    for by in ["key", "model", "provider", "day"] {
+        let q = relais::db::UsageQuery::parse(Some(by), Some("1d"), None).unwrap();
+        let rows = db.usage(&q).await.unwrap();
+        assert_eq!(rows.len(), 1, "{by}: {rows:?}");
+        let r = &rows[0];
+        assert_eq!((r.requests, r.failed), (8, 4), "{by}: {r:?}");
+        assert_eq!((r.input_tokens, r.output_tokens), (44, 18), "{by}: {r:?}");
+        assert!((r.cost_eur - cost).abs() < 1e-9);
+    }
+    let q = relais::db::UsageQuery::parse(Some("day"), None, None).unwrap();
+    let day = &db.usage(&q).await.unwrap()[0].group;
+    assert!(day.len() == 10 && day.as_bytes()[4] == b'-', "{day}");
+    let q = relais::db::UsageQuery::parse(Some("key"), None, Some("nobody".into())).unwrap();
+    assert!(db.usage(&q).await.unwrap().is_empty());
 }
 
 async fn admin_post(r: &Relais, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {

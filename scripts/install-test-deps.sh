@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 CACHE="${RELAIS_CACHE:-$HOME/.cache/relais}"
 mkdir -p "$CACHE"
 
+# 0. A real Postgres for the ledger/keys replica tests (tests/common/pg.rs runs initdb and
+#    postgres itself, on loopback, as the `postgres` system user when run as root).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq postgresql >/dev/null
+fi
+
 # 1. The real local model: llama-cpp-python server + SmolLM2 GGUF (builds once, cached).
 scripts/setup-llm.sh >/dev/null
 

@@ -1,8 +1,12 @@
 //! Relais: an Anthropic-compatible LLM router over OpenAI-compatible and Anthropic providers.
 
 pub mod anthropic;
+pub mod cli;
 pub mod config;
+pub mod db;
 pub mod error;
+pub mod keys;
+pub mod ledger;
 pub mod limits;
 pub mod observe;
 pub mod openai;

@@ -36,6 +36,56 @@ enum Command {
         #[arg(long, env = "RELAIS_CONFIG")]
         config: PathBuf,
     },
+    /// Manage client keys stored in the database ([ledger]).
+    Keys {
+        #[arg(long, env = "RELAIS_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Usage and cost from the ledger, grouped by key, model, provider or day.
+    Usage {
+        #[arg(long, env = "RELAIS_CONFIG")]
+        config: PathBuf,
+        /// key | model | provider | day
+        #[arg(long, default_value = "key")]
+        by: String,
+        /// A UTC date (2025-01-31) or a span back from now (30m, 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this key's requests.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a key (shown once) with an optional policy: the JSON form of a [[keys]]
+    /// entry without name and key, e.g. '{"eu_native": true}'.
+    Create {
+        name: String,
+        #[arg(long)]
+        policy: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List stored keys (never the keys themselves).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key: every server refuses it within [ledger] keys_refresh_s.
+    Revoke { name: String },
+    /// Replace a key's policy (or, with --merge, change only the fields given).
+    SetPolicy {
+        name: String,
+        policy: String,
+        #[arg(long)]
+        merge: bool,
+    },
 }
 
 /// How log lines are written.
@@ -50,7 +100,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = match &cli.command {
         Command::Serve { log_format, .. } => *log_format,
-        Command::Check { .. } => LogFormat::Text,
+        Command::Check { .. } | Command::Keys { .. } | Command::Usage { .. } => LogFormat::Text,
     };
     // Log lines are written by a background thread, so a request never waits on stderr.
     // Not lossy: under overload, logging slows requests rather than dropping audit lines.
@@ -84,6 +134,36 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Keys { config, command } => {
+            let Some(config) = config else {
+                eprintln!("error: --config (or RELAIS_CONFIG) is required");
+                return ExitCode::from(2);
+            };
+            run_cli(async move {
+                use relais::cli;
+                match command {
+                    KeysCommand::Create { name, policy, json } => {
+                        cli::keys_create(&config, &name, policy.as_deref(), json).await
+                    }
+                    KeysCommand::List { json } => cli::keys_list(&config, json).await,
+                    KeysCommand::Revoke { name } => cli::keys_revoke(&config, &name).await,
+                    KeysCommand::SetPolicy {
+                        name,
+                        policy,
+                        merge,
+                    } => cli::keys_set_policy(&config, &name, &policy, merge).await,
+                }
+            })
+        }
+        Command::Usage {
+            config,
+            by,
+            since,
+            key,
+            json,
+        } => run_cli(async move {
+            relais::cli::usage(&config, Some(&by), since.as_deref(), key, json).await
+        }),
         Command::Serve { config, listen, .. } => {
             let mut cfg = match relais::config::Config::load(&config) {
                 Ok(c) => c,
@@ -99,15 +179,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match rt.block_on(run(cfg, config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -120,13 +194,43 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime(mut b: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    b.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs one CLI command on a small runtime and prints what it returns.
+fn run_cli(
+    fut: impl std::future::Future<Output = Result<String, relais::cli::CliError>>,
+) -> ExitCode {
+    let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(fut) {
+        Ok(out) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(cfg: relais::config::Config, path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let listen = cfg.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let models: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
-    let handle = relais::server::start(cfg, listener)?;
+    let handle = relais::server::launch(cfg, listener).await?;
     tracing::info!(addr = %handle.addr, models = ?models, "relais listening");
     reload_on_sighup(handle.reloader().clone(), path);
     shutdown_signal().await;

@@ -1,7 +1,9 @@
 //! Configuration: parsed into raw structs (`raw`), then validated here into the runtime
 //! form that the server and router use. Errors name the field at fault.
 
+mod db_key;
 mod limits;
+mod ops;
 mod raw;
 mod secret;
 mod validate;
@@ -17,7 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::anthropic::Preference;
+pub use db_key::{check_policy_shape, validate_db_key};
 pub use limits::{KeyLimits, LimitSet, OnRedisError, StateConfig};
+pub use ops::{validate_ledger, AdminConfig, DbUrl, LedgerConfig, RawAdmin, RawLedger};
 pub use raw::{RawConfig, RawKey, RawLimits};
 pub use secret::Secret;
 
@@ -55,6 +59,24 @@ pub struct Config {
     pub unavailable_models: HashMap<String, String>,
     /// Aliases ending in `*` (e.g. `claude-*`): prefix → model index, longest prefix first.
     pub alias_prefixes: Vec<(String, usize)>,
+    /// The usage ledger and run-time keys database.
+    pub ledger: LedgerConfig,
+    pub admin: AdminConfig,
+    /// The file as parsed: stored keys' policies are validated against it.
+    pub raw: RawSource,
+    /// The file it was loaded from (what a reload reads again); `None` for a text config.
+    pub source: Option<std::path::PathBuf>,
+}
+
+/// The raw config kept beside the validated one. Its `Debug` hides it: it holds the
+/// plaintext of any `key = "..."` entry.
+#[derive(Clone)]
+pub struct RawSource(pub Arc<RawConfig>);
+
+impl std::fmt::Debug for RawSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawConfig(..)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -171,12 +193,26 @@ pub struct EndpointConfig {
 }
 
 impl Config {
+    /// Reads and validates a config file; the default database lives beside it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let raw = Self::load_raw(path)?;
+        let mut cfg = Self::validate_at(
+            raw,
+            &|name| std::env::var(name).ok(),
+            Some(&config_dir(path)),
+        )?;
+        cfg.source = Some(path.to_owned());
+        Ok(cfg)
+    }
+
+    /// Reads and parses a config file without validating it (the CLI's `keys` and `usage`
+    /// commands need only its `[ledger]` section and what key policies refer to).
+    pub fn load_raw(path: &Path) -> Result<RawConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml_str(&text)
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
     /// Parses and validates; environment variables named by `*_env` fields are read here.
@@ -186,10 +222,22 @@ impl Config {
     }
 
     /// Validation with an injectable environment, so tests need not touch the process's.
+    /// Without a config file there is no default database: set `[ledger] url` to have one.
     pub fn validate(
         raw: RawConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Self::validate_at(raw, env, None)
+    }
+
+    /// Validation of a config read from a file in `config_dir`.
+    pub fn validate_at(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        config_dir: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let ledger = validate_ledger(&raw.ledger, config_dir)?;
+        let admin = ops::validate_admin(&raw.admin, env)?;
         let server = validate_server(&raw.server)?;
         let routing = validate_routing(&raw.routing)?;
         let state = limits::validate_state(&raw.state, env)?;
@@ -330,6 +378,10 @@ impl Config {
             model_index,
             unavailable_models,
             alias_prefixes,
+            ledger,
+            admin,
+            raw: RawSource(Arc::new(raw)),
+            source: None,
         };
         cfg.check_exposure()?;
         Ok(cfg)
@@ -339,13 +391,15 @@ impl Config {
     /// Called again by the CLI after `--listen` overrides the address.
     pub fn check_exposure(&self) -> Result<(), ConfigError> {
         if self.keys.is_empty()
+            && self.admin.key.is_none()
             && !self.server.listen.ip().is_loopback()
             && !self.server.allow_unauthenticated
         {
             return Err(invalid(
                 "keys",
                 "no client keys are configured and server.listen is not a loopback address; \
-                 add [[keys]] or set server.allow_unauthenticated = true",
+                 add [[keys]], or [admin] to manage keys in the database, \
+                 or set server.allow_unauthenticated = true",
             ));
         }
         Ok(())
@@ -360,6 +414,14 @@ impl Config {
                 .map(|&(_, i)| i)
         })?;
         self.models.get(idx)
+    }
+}
+
+/// The folder of a config file (`.` for a bare file name).
+pub fn config_dir(path: &Path) -> std::path::PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
     }
 }
 

@@ -23,6 +23,10 @@ pub struct RawConfig {
     /// Shared state between replicas (limit counters in Redis).
     #[serde(default)]
     pub state: RawState,
+    #[serde(default)]
+    pub ledger: super::ops::RawLedger,
+    #[serde(default)]
+    pub admin: super::ops::RawAdmin,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -1,21 +1,36 @@
-//! Client authentication by `x-api-key` or `Authorization: Bearer`.
+//! Client authentication by `x-api-key` or `Authorization: Bearer`: keys from the config
+//! file, then keys stored in the database (from the in-memory table, never a query).
+
+use std::ops::Deref;
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{ClientKey, Config};
+use super::AppState;
+use crate::config::ClientKey;
 use crate::error::ApiError;
 
-/// The key that authenticated the request; `None` when no keys are configured.
-pub fn authenticate<'a>(
-    cfg: &'a Config,
-    headers: &HeaderMap,
-) -> Result<Option<&'a ClientKey>, ApiError> {
-    if cfg.keys.is_empty() {
-        return Ok(None);
+/// The key that authenticated a request: from the config file or from the database.
+pub enum KeyRef<'a> {
+    Config(&'a ClientKey),
+    Stored(Arc<ClientKey>),
+}
+
+impl Deref for KeyRef<'_> {
+    type Target = ClientKey;
+    fn deref(&self) -> &ClientKey {
+        match self {
+            KeyRef::Config(k) => k,
+            KeyRef::Stored(k) => k,
+        }
     }
-    let presented = headers
+}
+
+/// The key presented in `x-api-key` or `Authorization: Bearer`, if any.
+pub(super) fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .or_else(|| {
@@ -29,11 +44,27 @@ pub fn authenticate<'a>(
         })
         .map(str::trim)
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            ApiError::auth(
-                "missing API key: send it in the x-api-key header or as Authorization: Bearer",
-            )
-        })?;
+}
+
+/// The key that authenticated the request; `None` when no keys are configured at all (no
+/// `[[keys]]`, no `[admin]`, and no key ever stored in the database).
+pub fn authenticate<'a>(
+    st: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<Option<KeyRef<'a>>, ApiError> {
+    let cfg = &st.cfg;
+    let stored = st.keys.as_ref().map(|k| k.table());
+    let required = !cfg.keys.is_empty()
+        || cfg.admin.key.is_some()
+        || stored.as_ref().is_some_and(|t| t.stored > 0);
+    if !required {
+        return Ok(None);
+    }
+    let presented = presented_key(headers).ok_or_else(|| {
+        ApiError::auth(
+            "missing API key: send it in the x-api-key header or as Authorization: Bearer",
+        )
+    })?;
     // Comparing digests in constant time, over every key, reveals neither the key nor which
     // configured key was close.
     let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
@@ -43,7 +74,12 @@ pub fn authenticate<'a>(
             found = Some(k);
         }
     }
-    found
-        .map(Some)
+    if let Some(k) = found {
+        return Ok(Some(KeyRef::Config(k)));
+    }
+    stored
+        .as_ref()
+        .and_then(|t| t.get(&digest).cloned())
+        .map(|k| Some(KeyRef::Stored(k)))
         .ok_or_else(|| ApiError::auth("invalid API key"))
 }

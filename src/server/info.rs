@@ -41,7 +41,7 @@ pub async fn list_models(
     headers: HeaderMap,
     q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(e) = auth::authenticate(&st.cfg, &headers) {
+    if let Err(e) = auth::authenticate(&st, &headers) {
         return e.into_response();
     }
     let q = match q {
@@ -91,7 +91,7 @@ pub async fn get_model(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = auth::authenticate(&st.cfg, &headers) {
+    if let Err(e) = auth::authenticate(&st, &headers) {
         return e.into_response();
     }
     match st.cfg.model(&id) {
@@ -112,7 +112,7 @@ pub async fn count_tokens(
     body: Body,
 ) -> Response {
     let r = async {
-        auth::authenticate(&st.cfg, &headers)?;
+        auth::authenticate(&st, &headers)?;
         let bytes = body::read(
             &headers,
             body,
@@ -139,7 +139,7 @@ pub async fn count_tokens(
 
 /// Operator view of every endpoint's live state.
 pub async fn endpoints(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(e) = auth::authenticate(&st.cfg, &headers) {
+    if let Err(e) = auth::authenticate(&st, &headers) {
         return e.into_response();
     }
     Json(st.router.snapshot()).into_response()

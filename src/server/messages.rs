@@ -49,11 +49,13 @@ pub async fn route_only(
     body: Body,
 ) -> Response {
     let r = async {
-        let key = auth::authenticate(&st.cfg, &headers)?;
+        let key = auth::authenticate(&st, &headers)?;
         let req = read_request(&st, &headers, body).await?;
         let max_tokens = validate(&req)?;
         let est = crate::tokens::estimate_request(&req);
-        let plan = st.router.plan(&route_context(&req, key, est, max_tokens))?;
+        let plan = st
+            .router
+            .plan(&route_context(&req, key.as_deref(), est, max_tokens))?;
         Ok::<_, ApiError>(axum::Json(RoutingTrace::new(&plan)).into_response())
     }
     .await;
@@ -76,7 +78,7 @@ async fn create_inner(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let key = auth::authenticate(&st.cfg, &headers)?;
+    let key = auth::authenticate(&st, &headers)?;
     let req = read_request(&st, &headers, body).await?;
     let max_tokens = validate(&req)?;
     let est = crate::tokens::estimate_request(&req);
@@ -84,11 +86,14 @@ async fn create_inner(
     let mut meta = RequestMeta::new(
         rid.0.to_str().unwrap_or_default().to_owned(),
         Api::Messages,
-        key.map(|k| k.name.clone()),
+        key.as_ref().map(|k| k.name.clone()),
         stream,
     );
     meta.include_trace = req.router.include_metadata == Some(true);
-    let plan = match st.router.plan(&route_context(&req, key, est, max_tokens)) {
+    let plan = match st
+        .router
+        .plan(&route_context(&req, key.as_deref(), est, max_tokens))
+    {
         Ok(p) => p,
         Err(e) => {
             let e = e.api_error();
@@ -97,7 +102,11 @@ async fn create_inner(
             return Err(e);
         }
     };
-    let mut admission = match st.limits.admit(key, &plan, max_tokens, est).await {
+    let mut admission = match st
+        .limits
+        .admit(key.as_deref(), &plan, max_tokens, est)
+        .await
+    {
         Ok(a) => a,
         Err(rejected) => {
             meta.reject(

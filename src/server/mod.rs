@@ -1,6 +1,7 @@
 //! The HTTP server: routes, shared state, connection handling and graceful shutdown.
 
-mod auth;
+pub mod admin;
+pub mod auth;
 mod body;
 mod errors;
 mod info;
@@ -23,9 +24,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Config, ServerConfig};
+use crate::db::{Db, DbError};
 use crate::error::ApiError;
+use crate::keys::KeyStore;
+use crate::ledger::Ledger;
 use crate::limits::Limits;
-use crate::observe::{LogObserver, Observer};
+use crate::observe::{LogObserver, Observer, Observers};
 use crate::provider;
 use crate::router::executor::Executor;
 use crate::router::Router;
@@ -38,6 +42,58 @@ pub struct AppState {
     pub executor: Executor,
     /// Rate limits and budgets; created once per process, kept across reloads.
     pub limits: Arc<Limits>,
+    /// The usage ledger, when a database is configured.
+    pub ledger: Option<Arc<Ledger>>,
+    /// Keys stored in the database, when one is configured.
+    pub keys: Option<Arc<KeyStore>>,
+    reloader: Arc<std::sync::OnceLock<std::sync::Weak<Reloader>>>,
+}
+
+impl AppState {
+    /// The server's reloader (absent only while the server is being built).
+    pub fn reloader(&self) -> Option<Arc<Reloader>> {
+        self.reloader.get().and_then(std::sync::Weak::upgrade)
+    }
+}
+
+/// What outlives config reloads: created once at start, handed to every new state.
+#[derive(Clone)]
+pub struct Shared {
+    pub limits: Arc<Limits>,
+    pub ledger: Option<Arc<Ledger>>,
+    pub keys: Option<Arc<KeyStore>>,
+    /// The server's reloader, for `POST /relais/admin/reload` (set once it exists; weak,
+    /// since the reloader holds the states that hold this).
+    pub reloader: Arc<std::sync::OnceLock<std::sync::Weak<Reloader>>>,
+}
+
+impl Shared {
+    /// Without a database (the ledger and stored keys need [`Shared::open`]).
+    pub fn new(cfg: &Config) -> Result<Shared, StartError> {
+        Ok(Shared {
+            limits: Limits::from_config(&cfg.state).map_err(StartError::State)?,
+            ledger: None,
+            keys: None,
+            reloader: Arc::default(),
+        })
+    }
+
+    /// Opens the configured database (migrated), starts the ledger's writer and loads the
+    /// keys table (refreshed in the background from then on).
+    pub async fn open(cfg: &Config) -> Result<Shared, StartError> {
+        let mut shared = Shared::new(cfg)?;
+        let Some(url) = &cfg.ledger.database else {
+            return Ok(shared);
+        };
+        let db = Db::open(url).await.map_err(StartError::Database)?;
+        let keys = KeyStore::open(db.clone(), cfg.raw.0.clone())
+            .await
+            .map_err(StartError::Database)?;
+        keys.spawn_refresh(cfg.ledger.keys_refresh);
+        shared.ledger = Some(Ledger::start(db, &cfg.ledger));
+        shared.keys = Some(keys);
+        Ok(shared)
+    }
 }
 
 /// Per-request id, set by the middleware, returned as the `request-id` header.
@@ -53,6 +109,17 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/models/{id}", get(info::get_model))
         .route("/v1/route", post(messages::route_only))
         .route("/relais/endpoints", get(info::endpoints))
+        .route("/relais/usage", get(admin::usage))
+        .route(
+            "/relais/admin/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route("/relais/admin/keys/{name}/revoke", post(admin::revoke_key))
+        .route("/relais/admin/reload", post(admin::reload))
+        .route(
+            "/relais/admin/keys/{name}/policy",
+            axum::routing::put(admin::put_policy).patch(admin::patch_policy),
+        )
         .route("/health", get(root))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -87,6 +154,8 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 /// A running server.
 pub struct ServerHandle {
     pub addr: SocketAddr,
+    /// The running server's state (its ledger counters, key table...).
+    pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     reloader: Arc<Reloader>,
@@ -113,20 +182,10 @@ pub enum StartError {
     State(crate::limits::StoreError),
     #[error("cannot read listener address: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// What outlives config reloads: created once at start, handed to every new state.
-#[derive(Clone)]
-pub struct Shared {
-    pub limits: Arc<Limits>,
-}
-
-impl Shared {
-    pub fn new(cfg: &Config) -> Result<Shared, StartError> {
-        Ok(Shared {
-            limits: Limits::from_config(&cfg.state).map_err(StartError::State)?,
-        })
-    }
+    #[error("database: {0}")]
+    Database(DbError),
+    #[error("the config has a database ([ledger]): start with server::launch")]
+    NeedsLaunch,
 }
 
 /// The state for `cfg`. With `previous`, the router keeps its live estimates and breakers
@@ -147,7 +206,11 @@ pub fn state(
         Some(old) => Router::carry_over(cfg.clone(), &old.router),
         None => Router::new(cfg.clone()),
     });
-    let observer: Arc<dyn Observer> = Arc::new(LogObserver);
+    let mut observers: Vec<Arc<dyn Observer>> = vec![Arc::new(LogObserver)];
+    if let Some(l) = &shared.ledger {
+        observers.push(l.clone());
+    }
+    let observer: Arc<dyn Observer> = Arc::new(Observers(observers));
     Ok(Arc::new(AppState {
         executor: Executor {
             router: router.clone(),
@@ -157,20 +220,45 @@ pub fn state(
         router,
         cfg,
         limits: shared.limits.clone(),
+        ledger: shared.ledger.clone(),
+        keys: shared.keys.clone(),
+        reloader: shared.reloader.clone(),
     }))
 }
 
-/// Serves `cfg` on `listener` until [`ServerHandle::shutdown`].
+/// Serves `cfg` on `listener` until [`ServerHandle::shutdown`]. For a config without a
+/// database; [`launch`] opens one first.
 pub fn start(cfg: Config, listener: TcpListener) -> Result<ServerHandle, StartError> {
-    let addr = listener.local_addr()?;
+    if cfg.ledger.database.is_some() {
+        return Err(StartError::NeedsLaunch);
+    }
     let shared = Shared::new(&cfg)?;
+    start_with(cfg, listener, shared)
+}
+
+/// Opens the configured database (if any), then serves until [`ServerHandle::shutdown`],
+/// which also flushes the ledger.
+pub async fn launch(cfg: Config, listener: TcpListener) -> Result<ServerHandle, StartError> {
+    let shared = Shared::open(&cfg).await?;
+    start_with(cfg, listener, shared)
+}
+
+pub fn start_with(
+    cfg: Config,
+    listener: TcpListener,
+    shared: Shared,
+) -> Result<ServerHandle, StartError> {
+    let addr = listener.local_addr()?;
     let state = state(cfg, &shared, None)?;
     let server = state.cfg.server.clone();
-    let reloader = Arc::new(Reloader::new(state, shared, addr));
+    let handle = shared.reloader.clone();
+    let reloader = Arc::new(Reloader::new(state.clone(), shared, addr));
+    let _ = handle.set(Arc::downgrade(&reloader));
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(serve(listener, server, reloader.clone(), rx));
     Ok(ServerHandle {
         addr,
+        state,
         shutdown: tx,
         task,
         reloader,
@@ -194,6 +282,10 @@ async fn serve(
         .keep_alive(true);
     // Bounds open connections: past it, new ones wait in the kernel's backlog.
     let slots = Arc::new(Semaphore::new(server.max_connections));
+    let (ledger, keys) = (
+        reloader.shared().ledger.clone(),
+        reloader.shared().keys.clone(),
+    );
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
@@ -237,6 +329,13 @@ async fn serve(
         .is_err()
     {
         tracing::warn!("shutdown grace of {grace:?} elapsed with requests still in flight");
+    }
+    if let Some(k) = keys {
+        k.stop();
+    }
+    // Every request has ended (or the grace ran out): write what the ledger holds.
+    if let Some(l) = ledger {
+        l.shutdown(grace).await;
     }
 }
 

@@ -79,6 +79,11 @@ impl Reloader {
                 message: other.to_string(),
             },
         })?;
+        if let Some(store) = &self.shared.keys {
+            // Stored keys are validated against the new catalog from the next refresh on
+            // (within `ledger.keys_refresh_s`).
+            store.set_raw(new.cfg.raw.0.clone());
+        }
         let (models, keys) = (new.cfg.models.len(), new.cfg.keys.len());
         self.app.store(Arc::new(app(new.clone())));
         self.state.store(new);

@@ -6,6 +6,7 @@
 
 pub mod fake_upstream;
 pub mod limits;
+pub mod pg;
 pub mod redis;
 pub mod world;
 
@@ -115,6 +116,27 @@ upstream_model = "{UPSTREAM_MODEL}"
     )
 }
 
+/// Validates a TOML config as `Relais::start` does, with more environment variables and
+/// the folder a config file would be in (the default database lives there).
+pub fn validate_cfg(
+    toml_text: &str,
+    env: &[(&str, &str)],
+    dir: Option<&std::path::Path>,
+) -> Config {
+    let raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([(UPSTREAM_KEY_ENV.to_owned(), UPSTREAM_KEY.to_owned())])
+        .collect();
+    Config::validate_at(
+        raw,
+        &|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+        dir,
+    )
+    .expect("test config validates")
+}
+
 /// A running in-process Relais.
 pub struct Relais {
     pub base: String,
@@ -131,10 +153,17 @@ impl Relais {
             (name == UPSTREAM_KEY_ENV).then(|| UPSTREAM_KEY.to_owned())
         })
         .expect("test config validates");
+        Relais::start_cfg(cfg).await
+    }
+
+    /// Starts Relais with a validated config (its database, if any, opened first).
+    pub async fn start_cfg(cfg: Config) -> Relais {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind relais");
-        let handle = relais::server::start(cfg, listener).expect("relais starts");
+        let handle = relais::server::launch(cfg, listener)
+            .await
+            .expect("relais starts");
         let base = format!("http://{}", handle.addr);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -215,6 +244,11 @@ impl Relais {
     /// Config reload and the parts that outlive it (limits store health).
     pub fn reloader(&self) -> std::sync::Arc<relais::server::Reloader> {
         self.handle.as_ref().expect("running").reloader().clone()
+    }
+
+    /// The running server's current state (the newest config's, after a reload).
+    pub fn state(&self) -> std::sync::Arc<relais::server::AppState> {
+        self.reloader().state()
     }
 
     pub async fn stop(mut self) {

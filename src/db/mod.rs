@@ -1,0 +1,223 @@
+//! The database behind the usage ledger and the run-time keys: embedded SQLite by default,
+//! Postgres when replicas share one. Both speak the schema in `schema`; this module is the
+//! one interface the ledger, the key store, the admin API and the CLI use.
+
+mod postgres;
+mod schema;
+mod sqlite;
+mod time;
+
+pub use time::{format_utc, parse_since};
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::config::DbUrl;
+use crate::observe::{RequestRecord, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("cannot open database: {0}")]
+    Open(String),
+    #[error("database task failed: {0}")]
+    Task(String),
+    #[error("a key named `{0}` already exists")]
+    Conflict(String),
+}
+
+/// An open database. Cheap to clone.
+#[derive(Clone)]
+pub enum Db {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+/// What usage is grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    #[default]
+    Key,
+    Model,
+    Provider,
+    Day,
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "key" => Ok(GroupBy::Key),
+            "model" => Ok(GroupBy::Model),
+            "provider" => Ok(GroupBy::Provider),
+            "day" => Ok(GroupBy::Day),
+            other => Err(format!("`{other}` is not one of key, model, provider, day")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UsageQuery {
+    pub by: GroupBy,
+    /// Unix milliseconds; records at or after it.
+    pub since_ms: Option<i64>,
+    pub key: Option<String>,
+}
+
+/// One group of usage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageRow {
+    /// The key name, model, provider or UTC day (`YYYY-MM-DD`); `(none)` when unset.
+    pub group: String,
+    pub requests: i64,
+    /// Requests that did not end `ok`.
+    pub failed: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_creation_tokens: i64,
+    pub cost_eur: f64,
+}
+
+/// A stored key (never the key: its digest).
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub name: String,
+    pub digest: [u8; 32],
+    pub policy: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+impl Db {
+    /// Opens (creating an SQLite file if needed) and migrates to the current schema.
+    pub async fn open(url: &DbUrl) -> Result<Db, DbError> {
+        let db = match url {
+            DbUrl::Sqlite(path) => Db::Sqlite(sqlite::Sqlite::open(path.clone()).await?),
+            DbUrl::Postgres(url) => Db::Postgres(postgres::Postgres::open(url.clone()).await?),
+        };
+        Ok(db)
+    }
+
+    /// Inserts a batch in one transaction. A request id already stored is skipped, so a
+    /// batch retried after an unclear failure is not counted twice.
+    pub async fn insert_requests(&self, rows: &[RequestRecord]) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(d) => d.insert_requests(rows.to_vec()).await,
+            Db::Postgres(d) => d.insert_requests(rows).await,
+        }
+    }
+
+    pub async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, DbError> {
+        match self {
+            Db::Sqlite(d) => d.usage(q.clone()).await,
+            Db::Postgres(d) => d.usage(q).await,
+        }
+    }
+
+    /// Refuses (`Conflict`) a name already stored, revoked or not.
+    pub async fn insert_key(&self, k: KeyRow) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(d) => d.insert_key(k).await,
+            Db::Postgres(d) => d.insert_key(&k).await,
+        }
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<KeyRow>, DbError> {
+        match self {
+            Db::Sqlite(d) => d.list_keys().await,
+            Db::Postgres(d) => d.list_keys().await,
+        }
+    }
+
+    /// Marks a key revoked (the first revocation time stays). False when there is no such key.
+    pub async fn revoke_key(&self, name: &str) -> Result<bool, DbError> {
+        match self {
+            Db::Sqlite(d) => d.revoke_key(name.to_owned(), now_ms()).await,
+            Db::Postgres(d) => d.revoke_key(name, now_ms()).await,
+        }
+    }
+
+    /// Replaces a key's policy. False when there is no such key.
+    pub async fn set_policy(&self, name: &str, policy: &str) -> Result<bool, DbError> {
+        match self {
+            Db::Sqlite(d) => {
+                d.set_policy(name.to_owned(), policy.to_owned(), now_ms())
+                    .await
+            }
+            Db::Postgres(d) => d.set_policy(name, policy, now_ms()).await,
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}
+
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub fn status_str(s: Status) -> &'static str {
+    match s {
+        Status::Ok => "ok",
+        Status::Failed => "failed",
+        Status::FailedMidStream => "failed_mid_stream",
+        Status::ClientClosed => "client_closed",
+    }
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn digest_from_hex(s: &str) -> Result<[u8; 32], DbError> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| DbError::Open("a stored key digest is not 64 hex characters".into()))
+}
+
+/// The SQL of a usage query; `day` and the placeholders differ by backend.
+fn usage_sql(q: &UsageQuery, day_expr: &str, ph: fn(usize) -> String) -> String {
+    let group = match q.by {
+        GroupBy::Key => "COALESCE(key_name, '(none)')".to_owned(),
+        GroupBy::Model => "COALESCE(model_served, model_requested)".to_owned(),
+        GroupBy::Provider => "COALESCE(provider, '(none)')".to_owned(),
+        GroupBy::Day => day_expr.to_owned(),
+    };
+    let mut conds = Vec::new();
+    let mut n = 0;
+    if q.since_ms.is_some() {
+        n += 1;
+        conds.push(format!("time_ms >= {}", ph(n)));
+    }
+    if q.key.is_some() {
+        n += 1;
+        conds.push(format!("key_name = {}", ph(n)));
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    format!(
+        "SELECT {group} AS g, COUNT(*), \
+         CAST(SUM(CASE WHEN status = 'ok' THEN 0 ELSE 1 END) AS BIGINT), \
+         CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT), \
+         CAST(SUM(cache_read_tokens) AS BIGINT), CAST(SUM(cache_creation_tokens) AS BIGINT), \
+         CAST(SUM(cost_eur) AS DOUBLE PRECISION) \
+         FROM requests {filter} GROUP BY g ORDER BY g"
+    )
+}
+
+/// Bounds every connection attempt, so a database that does not answer fails fast.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,0 +1,254 @@
+//! The embedded SQLite backend. Every call runs on tokio's blocking pool, never on an
+//! async worker; one connection, in WAL mode so that `relais usage` can read while a
+//! server writes.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::schema::{CREATE_VERSIONS, KEY_COLUMNS, MIGRATIONS, REQUEST_COLUMNS};
+use super::{
+    digest_from_hex, i64_of, now_ms, status_str, unix_ms, usage_sql, DbError, KeyRow, UsageQuery,
+    UsageRow,
+};
+use crate::observe::RequestRecord;
+
+#[derive(Clone)]
+pub struct Sqlite {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Sqlite {
+    pub async fn open(path: PathBuf) -> Result<Sqlite, DbError> {
+        let conn = blocking(move || {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| DbError::Open(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let mut conn = Connection::open(&path)?;
+            // Another process (the CLI, a second server) may hold the write lock briefly.
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await?;
+        Ok(Sqlite {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let conn = self.conn.clone();
+        blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| DbError::Task("sqlite connection lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+    }
+
+    pub async fn insert_requests(&self, rows: Vec<RequestRecord>) -> Result<(), DbError> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(&format!(
+                    "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES \
+                     (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,\
+                     ?21,?22,?23,?24) ON CONFLICT (request_id) DO NOTHING"
+                ))?;
+                for r in &rows {
+                    st.execute(params![
+                        r.request_id,
+                        unix_ms(r.time),
+                        r.api.as_str(),
+                        r.key_name,
+                        r.model_requested,
+                        r.model_served,
+                        r.provider,
+                        r.endpoint,
+                        r.stream,
+                        r.attempts,
+                        i64_of(r.usage.input),
+                        i64_of(r.usage.output),
+                        i64_of(r.usage.cache_read),
+                        i64_of(r.usage.cache_creation),
+                        r.cost_eur,
+                        r.ttft_ms,
+                        r.duration_ms,
+                        r.upstream_ms,
+                        status_str(r.status),
+                        r.http_status,
+                        r.error_kind,
+                        r.fallback,
+                        r.model_fallback,
+                        r.last_resort,
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn usage(&self, q: UsageQuery) -> Result<Vec<UsageRow>, DbError> {
+        self.with(move |c| {
+            let sql = usage_sql(
+                &q,
+                "strftime('%Y-%m-%d', time_ms / 1000, 'unixepoch')",
+                |n| format!("?{n}"),
+            );
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(s) = q.since_ms {
+                args.push(s.into());
+            }
+            if let Some(k) = &q.key {
+                args.push(k.clone().into());
+            }
+            let mut st = c.prepare(&sql)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok(UsageRow {
+                        group: r.get(0)?,
+                        requests: r.get(1)?,
+                        failed: r.get(2)?,
+                        input_tokens: r.get(3)?,
+                        output_tokens: r.get(4)?,
+                        cache_read_tokens: r.get(5)?,
+                        cache_creation_tokens: r.get(6)?,
+                        cost_eur: r.get(7)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn insert_key(&self, k: KeyRow) -> Result<(), DbError> {
+        self.with(move |c| {
+            let n = c.execute(
+                &format!(
+                    "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,NULL) \
+                     ON CONFLICT DO NOTHING"
+                ),
+                params![
+                    k.name,
+                    hex::encode(k.digest),
+                    k.policy,
+                    k.created_ms,
+                    k.updated_ms
+                ],
+            )?;
+            if n == 0 {
+                return Err(DbError::Conflict(k.name));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<KeyRow>, DbError> {
+        self.with(|c| {
+            let mut st =
+                c.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY name"))?;
+            let raw = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            raw.into_iter()
+                .map(
+                    |(name, digest, policy, created_ms, updated_ms, revoked_ms)| {
+                        Ok(KeyRow {
+                            name,
+                            digest: digest_from_hex(&digest)?,
+                            policy,
+                            created_ms,
+                            updated_ms,
+                            revoked_ms,
+                        })
+                    },
+                )
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn revoke_key(&self, name: String, now: i64) -> Result<bool, DbError> {
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE keys SET revoked_ms = COALESCE(revoked_ms, ?2), updated_ms = ?2 \
+                 WHERE name = ?1",
+                params![name, now],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    pub async fn set_policy(
+        &self,
+        name: String,
+        policy: String,
+        now: i64,
+    ) -> Result<bool, DbError> {
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE keys SET policy = ?2, updated_ms = ?3 WHERE name = ?1",
+                params![name, policy, now],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DbError> + Send + 'static,
+) -> Result<T, DbError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), DbError> {
+    // IMMEDIATE takes the write lock first, so two processes starting at once migrate in turn.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute(CREATE_VERSIONS, [])?;
+    let current: i64 = tx
+        .query_row("SELECT MAX(version) FROM relais_schema", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .optional()?
+        .flatten()
+        .unwrap_or(0);
+    for (version, statements) in MIGRATIONS {
+        if *version <= current {
+            continue;
+        }
+        for s in *statements {
+            tx.execute(s, [])?;
+        }
+        tx.execute(
+            "INSERT INTO relais_schema (version, applied_ms) VALUES (?1, ?2)",
+            params![version, now_ms()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The usage ledger: one row per request in the database, written off the request path.
+//!
+//! The observer only `try_send`s a copy of the record into a bounded queue: a request never
+//! waits on the database. A full queue drops the record and counts it (`dropped`). One
+//! writer task batches records (every `flush_ms`, or as soon as `batch_rows` are waiting)
+//! and inserts each batch in one statement. While the database fails, the writer retries
+//! the same batch with backoff and reads no more, so the queue fills and further records
+//! are dropped and counted: memory stays bounded. `shutdown` writes what is queued.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::LedgerConfig;
+use crate::db::Db;
+use crate::observe::{Observer, RequestRecord};
+
+/// Longest wait between two tries of a failing batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Tries of each batch at shutdown before its records count as lost.
+const SHUTDOWN_TRIES: u32 = 3;
+
+/// Counters for metrics; every field only grows except the queue depth.
+#[derive(Debug, Default)]
+pub struct LedgerStats {
+    /// Records dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Records written.
+    pub written: AtomicU64,
+    /// Batch writes that failed (each is retried while running).
+    pub write_errors: AtomicU64,
+    /// Records still unwritten at shutdown because the database kept failing.
+    pub lost: AtomicU64,
+}
+
+pub struct Ledger {
+    tx: mpsc::Sender<RequestRecord>,
+    capacity: usize,
+    stats: Arc<LedgerStats>,
+    stop: watch::Sender<bool>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Ledger {
+    /// Starts the writer task (on the current runtime).
+    pub fn start(db: Db, cfg: &LedgerConfig) -> Arc<Ledger> {
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let stats = Arc::new(LedgerStats::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let writer = Writer {
+            db,
+            rx,
+            stats: stats.clone(),
+            stop: stop_rx,
+            flush: cfg.flush_interval,
+            batch_rows: cfg.batch_rows,
+        };
+        let task = tokio::spawn(writer.run());
+        Arc::new(Ledger {
+            tx,
+            capacity: cfg.queue_capacity,
+            stats,
+            stop,
+            writer: Mutex::new(Some(task)),
+        })
+    }
+
+    pub fn stats(&self) -> &Arc<LedgerStats> {
+        &self.stats
+    }
+
+    /// Records dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.stats.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records waiting to be written.
+    pub fn queue_depth(&self) -> usize {
+        self.capacity.saturating_sub(self.tx.capacity())
+    }
+
+    /// Writes what is queued (bounded by `grace`) and stops the writer. Later records are
+    /// dropped and counted.
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let task = self.writer.lock().ok().and_then(|mut t| t.take());
+        if let Some(mut task) = task {
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
+                task.abort();
+                let left = self.queue_depth() as u64;
+                self.stats.lost.fetch_add(left, Ordering::Relaxed);
+                tracing::error!(
+                    "ledger: shutdown flush did not finish within {grace:?}; \
+                     about {left} queued records not written"
+                );
+            }
+        }
+    }
+}
+
+impl Observer for Ledger {
+    fn request(&self, r: &RequestRecord) {
+        if self.tx.try_send(r.clone()).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Writer {
+    db: Db,
+    rx: mpsc::Receiver<RequestRecord>,
+    stats: Arc<LedgerStats>,
+    stop: watch::Receiver<bool>,
+    flush: Duration,
+    batch_rows: usize,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut batch: Vec<RequestRecord> = Vec::with_capacity(self.batch_rows);
+        while !*self.stop.borrow() {
+            // Wait for a first record, then up to `flush` for more.
+            let first = tokio::select! {
+                r = self.rx.recv() => r,
+                _ = self.stop.changed() => break,
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + self.flush;
+            while batch.len() < self.batch_rows {
+                tokio::select! {
+                    r = self.rx.recv() => match r {
+                        Some(r) => batch.push(r),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = self.stop.changed() => break,
+                }
+            }
+            self.write_until_done_or_stopped(&mut batch).await;
+        }
+        self.drain(batch).await;
+    }
+
+    /// Retries a failing batch with backoff until it is written or shutdown begins.
+    async fn write_until_done_or_stopped(&mut self, batch: &mut Vec<RequestRecord>) {
+        let mut backoff = self.flush.max(Duration::from_millis(50));
+        let mut failing = false;
+        loop {
+            match self.db.insert_requests(batch).await {
+                Ok(()) => {
+                    self.stats
+                        .written
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    if failing {
+                        tracing::info!("ledger: database writes recovered");
+                    }
+                    batch.clear();
+                    return;
+                }
+                Err(e) => {
+                    self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    if !failing {
+                        tracing::warn!(
+                            rows = batch.len(),
+                            "ledger: write failed, retrying (new records are dropped and \
+                             counted once the queue is full): {e}"
+                        );
+                    }
+                    failing = true;
+                }
+            }
+            if *self.stop.borrow() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// At shutdown: everything queued, in batches, each tried a few times.
+    async fn drain(mut self, mut pending: Vec<RequestRecord>) {
+        self.rx.close();
+        while let Ok(r) = self.rx.try_recv() {
+            pending.push(r);
+        }
+        for chunk in pending.chunks(self.batch_rows) {
+            let mut ok = false;
+            for i in 0..SHUTDOWN_TRIES {
+                match self.db.insert_requests(chunk).await {
+                    Ok(()) => {
+                        ok = true;
+                        break;
+                    }
+                    Err(e) => {
+                        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("ledger: shutdown write failed (try {}): {e}", i + 1);
+                        tokio::time::sleep(Duration::from_millis(100 << i)).await;
+                    }
+                }
+            }
+            let n = chunk.len() as u64;
+            if ok {
+                self.stats.written.fetch_add(n, Ordering::Relaxed);
+            } else {
+                self.stats.lost.fetch_add(n, Ordering::Relaxed);
+                tracing::error!("ledger: {n} records lost at shutdown: database unavailable");
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@
 pub mod anthropic;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod observe;
 pub mod openai;
 pub mod provider;

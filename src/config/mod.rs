@@ -6,7 +6,8 @@ mod secret;
 mod validate;
 
 use validate::{
-    validate_endpoint, validate_key, validate_provider, validate_routing, validate_server,
+    validate_endpoint, validate_key, validate_metrics, validate_provider, validate_routing,
+    validate_server,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -52,6 +53,18 @@ pub struct Config {
     pub unavailable_models: HashMap<String, String>,
     /// Aliases ending in `*` (e.g. `claude-*`): prefix → model index, longest prefix first.
     pub alias_prefixes: Vec<(String, usize)>,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`, validated.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// A separate, unauthenticated listener serving only `GET /metrics`.
+    pub listen: Option<SocketAddr>,
+    /// `GET /metrics` on the main listener needs no client key.
+    pub public: bool,
+    pub include_key_label: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +195,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let server = validate_server(&raw.server)?;
         let routing = validate_routing(&raw.routing)?;
+        let metrics = validate_metrics(&raw.metrics)?;
         let mut providers = Vec::new();
         let mut by_name: HashMap<String, Arc<ProviderConfig>> = HashMap::new();
         let mut disabled: HashMap<String, String> = HashMap::new();
@@ -318,6 +332,7 @@ impl Config {
             model_index,
             unavailable_models,
             alias_prefixes,
+            metrics,
         };
         cfg.check_exposure()?;
         Ok(cfg)

@@ -5,6 +5,7 @@ mod body;
 mod errors;
 mod info;
 mod messages;
+mod scrape;
 mod streaming;
 
 use std::collections::HashMap;
@@ -23,7 +24,8 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::observe::{LogObserver, Observer};
+use crate::metrics::{Metrics, MetricsObserver};
+use crate::observe::{LogObserver, Observer, Observers};
 use crate::provider;
 use crate::router::executor::Executor;
 use crate::router::Router;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub router: Arc<Router>,
     /// Runs plans: the one attempt loop every front door uses.
     pub executor: Executor,
+    /// `None` when `[metrics] enabled = false`.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Per-request id, set by the middleware, returned as the `request-id` header.
@@ -40,7 +44,7 @@ pub struct AppState {
 pub struct RequestId(pub HeaderValue);
 
 pub fn app(state: Arc<AppState>) -> axum::Router {
-    axum::Router::new()
+    let mut r = axum::Router::new()
         .route("/", get(root).head(root))
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/count_tokens", post(info::count_tokens))
@@ -49,9 +53,16 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/route", post(messages::route_only))
         .route("/relais/endpoints", get(info::endpoints))
         .route("/health", get(root))
+        .route("/metrics", get(scrape::main_listener))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(request_id))
+        .method_not_allowed_fallback(method_not_allowed);
+    if let Some(m) = state.metrics.clone() {
+        r = r.layer(axum::middleware::from_fn_with_state(
+            m,
+            scrape::count_errors,
+        ));
+    }
+    r.layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }
 
@@ -82,8 +93,11 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 /// A running server.
 pub struct ServerHandle {
     pub addr: SocketAddr,
+    /// The separate metrics listener (`[metrics] listen`), when configured.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -91,6 +105,9 @@ impl ServerHandle {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        if let Some(t) = self.metrics_task {
+            let _ = t.await;
+        }
     }
 }
 
@@ -100,6 +117,8 @@ pub enum StartError {
     Provider(String, crate::error::UpstreamError),
     #[error("cannot read listener address: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot listen on metrics.listen {0}: {1}")]
+    MetricsListen(SocketAddr, std::io::Error),
 }
 
 pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
@@ -111,8 +130,17 @@ pub fn state(cfg: Config) -> Result<Arc<AppState>, StartError> {
         providers.insert(p.name.clone(), adapter);
     }
     let router = Arc::new(Router::new(cfg.clone()));
-    let observer: Arc<dyn Observer> = Arc::new(LogObserver);
+    let metrics = cfg
+        .metrics
+        .enabled
+        .then(|| Arc::new(Metrics::with_router(&cfg.metrics, router.clone())));
+    let mut observers: Vec<Arc<dyn Observer>> = vec![Arc::new(LogObserver)];
+    if let Some(m) = &metrics {
+        observers.push(Arc::new(MetricsObserver(m.clone())));
+    }
+    let observer: Arc<dyn Observer> = Arc::new(Observers(observers));
     Ok(Arc::new(AppState {
+        metrics,
         executor: Executor {
             router: router.clone(),
             providers: Arc::new(providers),
@@ -128,11 +156,19 @@ pub fn start(cfg: Config, listener: TcpListener) -> Result<ServerHandle, StartEr
     let addr = listener.local_addr()?;
     let state = state(cfg)?;
     let (tx, rx) = watch::channel(false);
+    let (mut metrics_addr, mut metrics_task) = (None, None);
+    if let (Some(m), Some(at)) = (&state.metrics, state.cfg.metrics.listen) {
+        let l = std::net::TcpListener::bind(at).map_err(|e| StartError::MetricsListen(at, e))?;
+        let (a, t) = scrape::spawn_listener(l, m.clone(), rx.clone())?;
+        (metrics_addr, metrics_task) = (Some(a), Some(t));
+    }
     let task = tokio::spawn(serve(listener, state, rx));
     Ok(ServerHandle {
         addr,
+        metrics_addr,
         shutdown: tx,
         task,
+        metrics_task,
     })
 }
 

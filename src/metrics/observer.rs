@@ -4,7 +4,7 @@
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -34,10 +34,18 @@ pub(super) struct Series {
     provider: Lv,
     api: &'static str,
     requests_ok: Counter,
+    /// Present once a model answered (`served`), so that a refused or failed request's
+    /// series shows no empty token, TTFT or cost series.
+    served_handles: Option<Served>,
+}
+
+struct Served {
     duration_ok: Histogram,
     ttft: Histogram,
-    /// input, output, cache_read, cache_creation
-    tokens: [Histogram; 4],
+    input: Histogram,
+    output: Histogram,
+    /// Created on the first non-zero count: most upstreams report no cache use.
+    cache: [OnceLock<Histogram>; 2],
     cost: Counter<f64, AtomicU64>,
 }
 
@@ -48,7 +56,7 @@ pub(super) struct EndpointSeries {
     ok: Counter,
 }
 
-const TOKEN_TYPES: [&str; 4] = ["input", "output", "cache_read", "cache_creation"];
+const CACHE_TYPES: [&str; 2] = ["cache_read", "cache_creation"];
 
 pub fn status_str(s: Status) -> &'static str {
     match s {
@@ -90,34 +98,38 @@ impl Metrics {
             return;
         }
         let secs = r.duration_ms / 1000.0;
-        if r.status == Status::Ok {
-            s.duration_ok.observe(secs);
-        } else {
-            let kind = r.error_kind.unwrap_or("_OTHER");
-            let labels = gen_ai_labels(
-                &s.provider,
-                &s.model,
-                s.served.as_ref(),
-                ("error_type", V::S(kind)),
-            );
-            self.duration.get_or_create(&labels).observe(secs);
-        }
-        if let (true, Some(t)) = (r.stream, r.ttft_ms) {
-            s.ttft.observe(t / 1000.0);
-        }
-        if s.served.is_some() {
-            let u = &r.usage;
-            s.tokens[0].observe(u.input as f64);
-            s.tokens[1].observe(u.output as f64);
-            if u.cache_read > 0 {
-                s.tokens[2].observe(u.cache_read as f64);
+        let served = s.served_handles.as_ref();
+        match (r.status, served) {
+            (Status::Ok, Some(h)) => h.duration_ok.observe(secs),
+            _ => {
+                let kind = match r.status {
+                    Status::Ok => "_OTHER",
+                    _ => r.error_kind.unwrap_or("_OTHER"),
+                };
+                let labels = gen_ai_labels(
+                    &s.provider,
+                    &s.model,
+                    s.served.as_ref(),
+                    ("error_type", V::S(kind)),
+                );
+                self.duration.get_or_create(&labels).observe(secs);
             }
-            if u.cache_creation > 0 {
-                s.tokens[3].observe(u.cache_creation as f64);
+        }
+        if let Some(h) = served {
+            if let (true, Some(t)) = (r.stream, r.ttft_ms) {
+                h.ttft.observe(t / 1000.0);
+            }
+            let u = &r.usage;
+            h.input.observe(u.input as f64);
+            h.output.observe(u.output as f64);
+            for (i, n) in [u.cache_read, u.cache_creation].into_iter().enumerate() {
+                if n > 0 {
+                    self.cache_histogram(&s, h, i).observe(n as f64);
+                }
             }
             match key {
                 None => {
-                    s.cost.inc_by(r.cost_eur);
+                    h.cost.inc_by(r.cost_eur);
                 }
                 Some(k) => {
                     let labels = Labels([
@@ -231,36 +243,49 @@ impl Metrics {
         let requests_ok = self
             .requests
             .get_or_create_owned(&request_labels(api, &model, &provider, "ok", "none", None));
-        let gen_ai = |last| gen_ai_labels(&provider, &model, served.as_ref(), last);
-        let duration_ok = self
-            .duration
-            .get_or_create_owned(&gen_ai(("error_type", V::Absent)));
-        let ttft = self
-            .ttft
-            .get_or_create_owned(&gen_ai(("error_type", V::Absent)));
-        let tokens = TOKEN_TYPES.map(|t| {
-            self.tokens
-                .get_or_create_owned(&gen_ai(("gen_ai_token_type", V::S(t))))
+        let served_handles = served.as_ref().map(|served| {
+            let gen_ai = |last| gen_ai_labels(&provider, &model, Some(served), last);
+            let token = |t| {
+                self.tokens
+                    .get_or_create_owned(&gen_ai(("gen_ai_token_type", V::S(t))))
+            };
+            Served {
+                duration_ok: self
+                    .duration
+                    .get_or_create_owned(&gen_ai(("error_type", V::Absent))),
+                ttft: self
+                    .ttft
+                    .get_or_create_owned(&gen_ai(("error_type", V::Absent))),
+                input: token("input"),
+                output: token("output"),
+                cache: Default::default(),
+                cost: self.cost.get_or_create_owned(&Labels([
+                    ("model", V::A(served.clone())),
+                    ("provider", V::A(provider.clone())),
+                    ("key", V::Absent),
+                ])),
+            }
         });
-        let cost = self.cost.get_or_create_owned(&Labels([
-            (
-                "model",
-                V::A(served.clone().unwrap_or_else(|| model.clone())),
-            ),
-            ("provider", V::A(provider.clone())),
-            ("key", V::Absent),
-        ]));
         Series {
             model,
             served,
             provider,
             api,
             requests_ok,
-            duration_ok,
-            ttft,
-            tokens,
-            cost,
+            served_handles,
         }
+    }
+
+    fn cache_histogram<'a>(&self, s: &Series, h: &'a Served, i: usize) -> &'a Histogram {
+        h.cache[i].get_or_init(|| {
+            let t = CACHE_TYPES[i];
+            self.tokens.get_or_create_owned(&gen_ai_labels(
+                &s.provider,
+                &s.model,
+                s.served.as_ref(),
+                ("gen_ai_token_type", V::S(t)),
+            ))
+        })
     }
 }
 

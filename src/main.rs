@@ -109,7 +109,7 @@ async fn run(cfg: relais::config::Config) -> Result<(), Box<dyn std::error::Erro
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let models: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
     let handle = relais::server::start(cfg, listener)?;
-    tracing::info!(addr = %handle.addr, models = ?models, "relais listening");
+    tracing::info!(addr = %handle.addr, metrics = ?handle.metrics_addr, models = ?models, "relais listening");
     shutdown_signal().await;
     tracing::info!("shutting down: letting in-flight requests finish");
     handle.shutdown().await;

@@ -414,8 +414,8 @@ def parse_args(argv):
     ap.add_argument("--relais-config-extra", metavar="FILE",
                     help="TOML snippet appended to the generated Relais config (e.g. bench/variants/metrics-off.toml)")
     ap.add_argument("--relais-variant", action="append", default=[], metavar="NAME=FILE",
-                    help="also run Relais with this snippet appended (after --relais-config-extra), interleaved "
-                         "with the plain one, and report it relative to it (repeatable)")
+                    help="also run Relais with this snippet appended (instead of --relais-config-extra's), "
+                         "interleaved with the plain one, and report it relative to it (repeatable)")
     ap.add_argument("--relais-env", action="append", default=[], metavar="K=V", help="extra environment for relais (e.g. RUST_LOG=info)")
     ap.add_argument("--gateway-url", help="another gateway to compare, e.g. http://127.0.0.1:4000/v1/messages")
     ap.add_argument("--gateway-format", choices=["anthropic", "openai"], default="anthropic", help="the other gateway's API format")
@@ -524,7 +524,7 @@ def main(argv):
         base_extra = read_extra(a.relais_config_extra)
         # The variants: the same config plus a snippet each, run interleaved with `relais`.
         for name, extra in [("relais", base_extra)] + [
-                (n, base_extra + read_extra(f)) for n, f in (parse_variant(v) for v in a.relais_variant)]:
+                (n, read_extra(f)) for n, f in (parse_variant(v) for v in a.relais_variant)]:
             rt, rp = start_relais(name, binp, up_port, extra, logdir, gw_cpus, env)
             procs[name] = rp
             gateways.append(rt)

@@ -57,19 +57,10 @@ fn with<'a>(base: &[(&'a str, &'a str)], more: &[(&'a str, &'a str)]) -> Vec<(&'
 #[tokio::test]
 async fn a_scrape_counts_requests_tokens_ttft_fallbacks_breakers_and_refusals() {
     // `a` is cheaper (tried first) and fails; its breaker opens at the first failure.
-    let w = World::start(
-        &[prov("a", false, false), prov("b", false, false)],
-        vec![model(
-            "x",
-            &[],
-            vec![ep("a", "x-up", 0.1), ep("b", "x-up", 1.0)],
-        )],
-        "",
-        &Routing {
-            breaker_failures: 1,
-            ..Routing::default()
-        },
-    )
+    let w = pair(Routing {
+        breaker_failures: 1,
+        ..Routing::default()
+    })
     .await;
     let r = &w.relais;
     let before = scrape(r).await;

@@ -329,3 +329,33 @@ upstream_model = "up"
         "2",
     );
 }
+
+/// The observer's own cost per request (one record and one attempt), with the series
+/// already created. Ignored by default (a timing); run with
+/// `cargo test --lib metrics::tests::observer_cost -- --ignored --nocapture` (add
+/// `--release` for the real figure). The bound is the c=1 target for all of Relais's
+/// added latency, so even a debug build must stay well under it.
+#[test]
+#[ignore]
+fn observer_cost() {
+    let m = Metrics::new(&cfg(false));
+    let r = record();
+    let a = AttemptRecord {
+        api: Api::Messages,
+        model: "m1",
+        provider: "p1",
+        endpoint: "p1/up",
+        error_kind: None,
+        duration_ms: 1.0,
+        last_resort: false,
+    };
+    let n = 200_000;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        m.attempt(&a);
+        m.request(&r);
+    }
+    let per = start.elapsed() / n;
+    println!("metrics observer: {per:?} per request (record + attempt)");
+    assert!(per < std::time::Duration::from_micros(20), "{per:?}");
+}

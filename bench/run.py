@@ -156,6 +156,7 @@ class Target:
     def __init__(self, name, url, fmt, prefix, headers=(), pid=None):
         self.name, self.url, self.fmt, self.prefix = name, url, fmt, prefix
         self.headers, self.pid = list(headers), pid
+        self.variant = False
 
     def model(self, mode):
         return self.prefix + mode
@@ -187,6 +188,41 @@ max_output_tokens = 4096
 price_input_per_mtok = 0.1
 price_output_per_mtok = 0.3
 """
+
+
+def read_extra(path):
+    """A TOML snippet appended to the generated Relais config (e.g. a [metrics] table)."""
+    if not path:
+        return ""
+    try:
+        with open(path) as fh:
+            return "\n# from " + path + "\n" + fh.read() + "\n"
+    except OSError as e:
+        raise Fatal(f"cannot read config snippet {path}: {e}")
+
+
+def parse_variant(v):
+    name, sep, path = v.partition("=")
+    if not sep or not name or name == "relais" or not path:
+        raise Fatal(f"--relais-variant wants NAME=FILE (NAME other than relais), got {v!r}")
+    return name, path
+
+
+def start_relais(name, binp, up_port, extra, logdir, cpus, env):
+    rport = free_port()
+    cfg = RELAIS_CONFIG.format(port=rport, up=up_port) + "".join(
+        RELAIS_MODEL.format(mode=m) for m in ("instant", "paced", "hold")) + extra
+    cfg_path = os.path.join(logdir, f"{name}.toml")
+    with open(cfg_path, "w") as fh:
+        fh.write(cfg)
+    rp = start(name, [binp, "serve", "--config", cfg_path, "--listen", f"127.0.0.1:{rport}"],
+               os.path.join(logdir, f"{name}.log"), cpus, env)
+    rt = Target(name, f"http://127.0.0.1:{rport}/v1/messages", "anthropic", "bench-",
+                ["x-api-key: sk-bench", "anthropic-version: 2023-06-01"], rp.pid)
+    rt.variant = name != "relais"
+    wait_ready(rt, rp, 60)
+    time.sleep(0.5)
+    return rt, rp
 
 
 def wait_ready(target, proc, timeout_s):
@@ -375,6 +411,11 @@ def parse_args(argv):
     ap.add_argument("--no-build", action="store_true", help="use already built binaries")
     ap.add_argument("--relais-bin", help="use this relais binary instead of building target/release/relais")
     ap.add_argument("--no-relais", action="store_true", help="do not run Relais (direct upstream, and --gateway-url if given)")
+    ap.add_argument("--relais-config-extra", metavar="FILE",
+                    help="TOML snippet appended to the generated Relais config (e.g. bench/variants/metrics-off.toml)")
+    ap.add_argument("--relais-variant", action="append", default=[], metavar="NAME=FILE",
+                    help="also run Relais with this snippet appended (instead of --relais-config-extra's), "
+                         "interleaved with the plain one, and report it relative to it (repeatable)")
     ap.add_argument("--relais-env", action="append", default=[], metavar="K=V", help="extra environment for relais (e.g. RUST_LOG=info)")
     ap.add_argument("--gateway-url", help="another gateway to compare, e.g. http://127.0.0.1:4000/v1/messages")
     ap.add_argument("--gateway-format", choices=["anthropic", "openai"], default="anthropic", help="the other gateway's API format")
@@ -404,8 +445,8 @@ def ints(s):
 
 
 class _Named:
-    def __init__(self, name):
-        self.name = name
+    def __init__(self, name, variant=False):
+        self.name, self.variant = name, variant
 
 
 def rerender(path):
@@ -413,7 +454,7 @@ def rerender(path):
     with open(path) as fh:
         d = json.load(fh)
     names = ["direct"] + sorted({r["target"] for r in d["runs"]} - {"direct"})
-    report, _ = render(d["meta"], [_Named(n) for n in names], d["runs"], d["memory"], d["relais_idle_kb"],
+    report, _ = render(d["meta"], [_Named(n, n in d["meta"].get("variants", [])) for n in names], d["runs"], d["memory"], d["relais_idle_kb"],
                        d["relais_idle_after_kb"], d["errors"], d["error_samples"], [])
     print(report)
     return 0
@@ -476,26 +517,20 @@ def main(argv):
         binp = a.relais_bin or os.path.join(ROOT, "target", "release", "relais")
         if not os.path.exists(binp):
             raise Fatal(f"{binp} missing (build failed or --no-build without a build)")
-        rport = free_port()
-        cfg = RELAIS_CONFIG.format(port=rport, up=up_port) + "".join(
-            RELAIS_MODEL.format(mode=m) for m in ("instant", "paced", "hold"))
-        cfg_path = os.path.join(logdir, "relais.toml")
-        with open(cfg_path, "w") as fh:
-            fh.write(cfg)
         env = dict(os.environ)  # relais logs at its default level (RELAIS_LOG) unless --relais-env
         for kv in a.relais_env:
             k, v = kv.split("=", 1)
             env[k] = v
-        rp = start("relais", [binp, "serve", "--config", cfg_path, "--listen", f"127.0.0.1:{rport}"],
-                   os.path.join(logdir, "relais.log"), gw_cpus, env)
-        procs["relais"] = rp
-        rt = Target("relais", f"http://127.0.0.1:{rport}/v1/messages", "anthropic", "bench-",
-                    ["x-api-key: sk-bench", "anthropic-version: 2023-06-01"], rp.pid)
-        wait_ready(rt, rp, 60)
-        time.sleep(0.5)
-        relais_idle_kb = proc_kb(rp.pid, "VmRSS")
-        log(f"relais ready on 127.0.0.1:{rport}, idle RSS {relais_idle_kb} KiB")
-        gateways.append(rt)
+        base_extra = read_extra(a.relais_config_extra)
+        # The variants: the same config plus a snippet each, run interleaved with `relais`.
+        for name, extra in [("relais", base_extra)] + [
+                (n, read_extra(f)) for n, f in (parse_variant(v) for v in a.relais_variant)]:
+            rt, rp = start_relais(name, binp, up_port, extra, logdir, gw_cpus, env)
+            procs[name] = rp
+            gateways.append(rt)
+            if name == "relais":
+                relais_idle_kb = proc_kb(rp.pid, "VmRSS")
+                log(f"relais ready at {rt.url}, idle RSS {relais_idle_kb} KiB")
         try:
             relais_commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                            capture_output=True, text=True, timeout=10).stdout.strip()
@@ -545,7 +580,7 @@ def main(argv):
     if "memory" in tests:
         counts = ints(a.memory_streams)
         cap = max(1, (nofile - 512) // 2)  # a gateway holds a client and an upstream socket per stream
-        for g in gateways:
+        for g in [g for g in gateways if not g.variant]:
             mem[g.name] = []
             for n in counts:
                 n_eff = min(n, cap)
@@ -607,6 +642,7 @@ def main(argv):
         "duration_s": a.duration, "warmup_s": a.warmup, "repeats": a.repeats,
         "pace_ms": a.pace_ms, "chunks": a.chunks, "relais_commit": relais_commit,
         "nofile": nofile, "smoke": a.smoke, "argv": argv,
+        "variants": [g.name for g in gateways if g.variant],
     }
     report, checks = render(meta, targets, runs, mem, relais_idle_kb, relais_idle_after_kb,
                             total_errors, error_samples, perf_files)
@@ -774,6 +810,27 @@ def clean_perf(text):
     return "\n".join(out)
 
 
+def variant_point(reps, v):
+    """Variant `v` against plain `relais`, within each repeat, medians over repeats."""
+    out = {"rps_b": [], "rps_v": [], "ratio": [], "add50": [], "add99": [], "ttft50": [], "cpu": [], "err": 0}
+    for rr in reps.values():
+        b, x = rr.get("relais"), rr.get(v)
+        if not b or not x:
+            continue
+        out["err"] += b["errors"] + x["errors"]
+        out["rps_b"].append(b["rps"])
+        out["rps_v"].append(x["rps"])
+        out["ratio"].append(x["rps"] / b["rps"] if b["rps"] else None)
+        if b["requests"] and x["requests"]:
+            out["add50"].append(x["latency"]["p50_us"] - b["latency"]["p50_us"])
+            out["add99"].append(x["latency"]["p99_us"] - b["latency"]["p99_us"])
+            if b["ttft"]["n"] and x["ttft"]["n"]:
+                out["ttft50"].append(x["ttft"]["p50_us"] - b["ttft"]["p50_us"])
+        cb, cx = per_req_us(b, "gateway"), per_req_us(x, "gateway")
+        out["cpu"].append(cx - cb if cb is not None and cx is not None else None)
+    return {k: (v_ if k == "err" else med(v_)) for k, v_ in out.items()}
+
+
 def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error_samples, perf_files):
     gws = [t.name for t in targets if t.name != "direct"]
     by = {}
@@ -903,6 +960,32 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
                          f"{two(m['lat_d'])} | {two(m['lat_g'])} | {two(m['add'])} | {f(m['cpu_g'], 1)} | "
                          f"{f(mib(m['rss']), 1)} | {busy(m)} | {m['err']} |")
         L.append("")
+
+    variants = [t.name for t in targets if getattr(t, "variant", False)]
+    if variants and "relais" in gws:
+        L.append("## Variants vs `relais` (same run: each ratio and difference is taken within a repeat, "
+                 "then the median)\n")
+        L.append("| test | c | variant | relais req/s | variant req/s | variant ÷ relais | "
+                 "added p50 / p99 ms (variant − relais) | added TTFT p50 ms | added CPU µs/req | failed |")
+        L.append("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|")
+        for (test, c) in points:
+            for v in variants:
+                m = variant_point(by.get((test, c), {}), v)
+                P[(test, c, "vs:" + v)] = m
+                L.append(f"| {test} | {c} | {v} | {f(m['rps_b'], 0)} | {f(m['rps_v'], 0)} | "
+                         f"{f(m['ratio'] and m['ratio'] * 100, 1, ' %')} | {f(ms(m['add50']), 4)} / "
+                         f"{f(ms(m['add99']), 4)} | {f(ms(m['ttft50']), 4)} | {f(m['cpu'], 1)} | {m['err']} |")
+        L.append("")
+        for v in variants:
+            j64, j1 = P.get(("json", 64, "vs:" + v)), P.get(("json", 1, "vs:" + v))
+            checks.append({"target": f"{v}: c=64 json throughput vs relais", "limit": "≥ 95 %",
+                           "value": j64 and j64["ratio"] and j64["ratio"] * 100, "fmt": "{:.1f} %"})
+            checks.append({"target": f"{v}: c=1 json added p50 vs relais", "limit": "< 0.02 ms",
+                           "value": j1 and ms(j1["add50"]), "fmt": "{:.4f} ms"})
+            for ch in checks[-2:]:
+                lim = 95 if "throughput" in ch["target"] else 0.02
+                ch["met"] = None if ch["value"] is None else (
+                    ch["value"] >= lim if "throughput" in ch["target"] else ch["value"] < lim)
 
     # memory
     if gws:

@@ -8,6 +8,7 @@ pub mod error;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
+pub mod metrics;
 pub mod observe;
 pub mod openai;
 pub mod provider;

@@ -231,7 +231,7 @@ async fn run(cfg: relais::config::Config, path: PathBuf) -> Result<(), Box<dyn s
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let models: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
     let handle = relais::server::launch(cfg, listener).await?;
-    tracing::info!(addr = %handle.addr, models = ?models, "relais listening");
+    tracing::info!(addr = %handle.addr, metrics = ?handle.metrics_addr, models = ?models, "relais listening");
     reload_on_sighup(handle.reloader().clone(), path);
     shutdown_signal().await;
     tracing::info!("shutting down: letting in-flight requests finish");

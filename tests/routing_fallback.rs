@@ -16,21 +16,6 @@ use serde_json::{json, Value};
 
 // ---------- provider fallback ----------
 
-/// `a` is cheaper, so under `preference: cost` it is always tried first; `b` answers.
-async fn pair(r: Routing) -> World {
-    World::start(
-        &[prov("a", false, false), prov("b", false, false)],
-        vec![model(
-            "x",
-            &[],
-            vec![ep("a", "x-up", 0.1), ep("b", "x-up", 1.0)],
-        )],
-        "",
-        &r,
-    )
-    .await
-}
-
 fn cost(stream: bool) -> Value {
     req(
         "x",

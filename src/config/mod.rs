@@ -9,7 +9,8 @@ mod secret;
 mod validate;
 
 use validate::{
-    validate_endpoint, validate_key, validate_provider, validate_routing, validate_server,
+    validate_endpoint, validate_key, validate_metrics, validate_provider, validate_routing,
+    validate_server,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -66,6 +67,7 @@ pub struct Config {
     pub raw: RawSource,
     /// The file it was loaded from (what a reload reads again); `None` for a text config.
     pub source: Option<std::path::PathBuf>,
+    pub metrics: MetricsConfig,
 }
 
 /// The raw config kept beside the validated one. Its `Debug` hides it: it holds the
@@ -77,6 +79,17 @@ impl std::fmt::Debug for RawSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RawConfig(..)")
     }
+}
+
+/// `[metrics]`, validated.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// A separate, unauthenticated listener serving only `GET /metrics`.
+    pub listen: Option<SocketAddr>,
+    /// `GET /metrics` on the main listener needs no client key.
+    pub public: bool,
+    pub include_key_label: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +254,7 @@ impl Config {
         let server = validate_server(&raw.server)?;
         let routing = validate_routing(&raw.routing)?;
         let state = limits::validate_state(&raw.state, env)?;
+        let metrics = validate_metrics(&raw.metrics)?;
         let mut providers = Vec::new();
         let mut by_name: HashMap<String, Arc<ProviderConfig>> = HashMap::new();
         let mut disabled: HashMap<String, String> = HashMap::new();
@@ -382,6 +396,7 @@ impl Config {
             admin,
             raw: RawSource(Arc::new(raw)),
             source: None,
+            metrics,
         };
         cfg.check_exposure()?;
         Ok(cfg)

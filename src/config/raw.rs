@@ -27,6 +27,23 @@ pub struct RawConfig {
     pub ledger: super::ops::RawLedger,
     #[serde(default)]
     pub admin: super::ops::RawAdmin,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// `[metrics]`: the Prometheus endpoint (see README, "Metrics").
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Count and serve metrics at all (default true).
+    pub enabled: Option<bool>,
+    /// Also serve `GET /metrics`, unauthenticated, on this separate address.
+    pub listen: Option<String>,
+    /// Serve `GET /metrics` on the main listener without a client key (default false).
+    pub public: Option<bool>,
+    /// Label `relais_requests_total` and `relais_cost_eur_total` with the client key's name
+    /// (default false: one series per key can be many).
+    pub include_key_label: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

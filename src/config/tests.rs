@@ -156,3 +156,21 @@ fn shipped_configs_are_valid() {
         parse(&text, &[]).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }
+
+#[test]
+fn metrics_section_is_strict_and_defaults_to_enabled_behind_a_key() {
+    let c = parse(BASE, &[]).unwrap();
+    let m = &c.metrics;
+    assert!(m.enabled && !m.public && !m.include_key_label && m.listen.is_none());
+    let c = parse(
+        &format!("{BASE}\n[metrics]\nlisten = \"127.0.0.1:9464\"\npublic = true\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert!(c.metrics.public);
+    let e = err(&format!("{BASE}\n[metrics]\nenable = false\n"));
+    assert!(e.contains("enable"), "{e}");
+    let e = err(&format!("{BASE}\n[metrics]\nlisten = \"9464\"\n"));
+    assert!(e.contains("metrics.listen"), "{e}");
+}

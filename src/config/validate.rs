@@ -47,6 +47,24 @@ pub(super) fn validate_server(s: &raw::RawServer) -> Result<ServerConfig, Config
     })
 }
 
+pub(super) fn validate_metrics(m: &raw::RawMetrics) -> Result<MetricsConfig, ConfigError> {
+    let listen = match m.listen.as_deref() {
+        None => None,
+        Some(l) => Some(l.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "metrics.listen",
+                format!("`{l}` is not an address like 127.0.0.1:9464"),
+            )
+        })?),
+    };
+    Ok(MetricsConfig {
+        enabled: m.enabled.unwrap_or(true),
+        listen,
+        public: m.public.unwrap_or(false),
+        include_key_label: m.include_key_label.unwrap_or(false),
+    })
+}
+
 pub(super) fn validate_routing(r: &raw::RawRouting) -> Result<RoutingConfig, ConfigError> {
     let w = r.balanced_speed_weight.unwrap_or(0.5);
     if !(0.0..=1.0).contains(&w) {

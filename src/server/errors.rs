@@ -38,12 +38,17 @@ impl IntoResponse for ApiError {
             // Anthropic's SDKs honour this header when deciding to retry.
             h.insert("x-should-retry", HeaderValue::from_static("true"));
         }
-        metrics_error(&self);
+        metrics_error(&self, &mut resp);
         resp
     }
 }
 
-fn metrics_error(e: &ApiError) {
+/// Counted by the metrics middleware (`server::scrape`), which knows the instance.
+fn metrics_error(e: &ApiError, resp: &mut Response) {
+    resp.extensions_mut().insert(super::scrape::RenderedError {
+        status: e.status.as_u16(),
+        error_type: e.error_type(),
+    });
     tracing::debug!(
         kind = e.kind(),
         status = e.status.as_u16(),

@@ -7,6 +7,7 @@ mod errors;
 mod info;
 mod messages;
 mod reload;
+mod scrape;
 mod streaming;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::error::ApiError;
 use crate::keys::KeyStore;
 use crate::ledger::Ledger;
 use crate::limits::Limits;
+use crate::metrics::{Metrics, MetricsObserver};
 use crate::observe::{LogObserver, Observer, Observers};
 use crate::provider;
 use crate::router::executor::Executor;
@@ -46,6 +48,8 @@ pub struct AppState {
     pub ledger: Option<Arc<Ledger>>,
     /// Keys stored in the database, when one is configured.
     pub keys: Option<Arc<KeyStore>>,
+    /// `None` when `[metrics] enabled = false`; created once, kept across reloads.
+    pub metrics: Option<Arc<Metrics>>,
     reloader: Arc<std::sync::OnceLock<std::sync::Weak<Reloader>>>,
 }
 
@@ -62,6 +66,8 @@ pub struct Shared {
     pub limits: Arc<Limits>,
     pub ledger: Option<Arc<Ledger>>,
     pub keys: Option<Arc<KeyStore>>,
+    /// Prometheus metrics (counters must survive reloads).
+    pub metrics: Option<Arc<Metrics>>,
     /// The server's reloader, for `POST /relais/admin/reload` (set once it exists; weak,
     /// since the reloader holds the states that hold this).
     pub reloader: Arc<std::sync::OnceLock<std::sync::Weak<Reloader>>>,
@@ -70,10 +76,17 @@ pub struct Shared {
 impl Shared {
     /// Without a database (the ledger and stored keys need [`Shared::open`]).
     pub fn new(cfg: &Config) -> Result<Shared, StartError> {
+        let limits = Limits::from_config(&cfg.state).map_err(StartError::State)?;
+        let metrics = cfg.metrics.enabled.then(|| {
+            let m = Arc::new(Metrics::new(&cfg.metrics));
+            m.watch_limits(&limits);
+            m
+        });
         Ok(Shared {
-            limits: Limits::from_config(&cfg.state).map_err(StartError::State)?,
+            limits,
             ledger: None,
             keys: None,
+            metrics,
             reloader: Arc::default(),
         })
     }
@@ -90,7 +103,11 @@ impl Shared {
             .await
             .map_err(StartError::Database)?;
         keys.spawn_refresh(cfg.ledger.keys_refresh);
-        shared.ledger = Some(Ledger::start(db, &cfg.ledger));
+        let ledger = Ledger::start(db, &cfg.ledger);
+        if let Some(m) = &shared.metrics {
+            m.watch_ledger(&ledger);
+        }
+        shared.ledger = Some(ledger);
         shared.keys = Some(keys);
         Ok(shared)
     }
@@ -101,7 +118,7 @@ impl Shared {
 pub struct RequestId(pub HeaderValue);
 
 pub fn app(state: Arc<AppState>) -> axum::Router {
-    axum::Router::new()
+    let mut r = axum::Router::new()
         .route("/", get(root).head(root))
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/count_tokens", post(info::count_tokens))
@@ -121,9 +138,16 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             axum::routing::put(admin::put_policy).patch(admin::patch_policy),
         )
         .route("/health", get(root))
+        .route("/metrics", get(scrape::main_listener))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(request_id))
+        .method_not_allowed_fallback(method_not_allowed);
+    if let Some(m) = state.metrics.clone() {
+        r = r.layer(axum::middleware::from_fn_with_state(
+            m,
+            scrape::count_errors,
+        ));
+    }
+    r.layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }
 
@@ -156,8 +180,11 @@ pub struct ServerHandle {
     pub addr: SocketAddr,
     /// The running server's state (its ledger counters, key table...).
     pub state: Arc<AppState>,
+    /// The separate metrics listener (`[metrics] listen`), when configured.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
     reloader: Arc<Reloader>,
 }
 
@@ -171,6 +198,9 @@ impl ServerHandle {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        if let Some(t) = self.metrics_task {
+            let _ = t.await;
+        }
     }
 }
 
@@ -186,6 +216,8 @@ pub enum StartError {
     Database(DbError),
     #[error("the config has a database ([ledger]): start with server::launch")]
     NeedsLaunch,
+    #[error("cannot listen on metrics.listen {0}: {1}")]
+    MetricsListen(SocketAddr, std::io::Error),
 }
 
 /// The state for `cfg`. With `previous`, the router keeps its live estimates and breakers
@@ -207,11 +239,17 @@ pub fn state(
         None => Router::new(cfg.clone()),
     });
     let mut observers: Vec<Arc<dyn Observer>> = vec![Arc::new(LogObserver)];
+    if let Some(m) = &shared.metrics {
+        // Breakers and in-flight counts of the router now serving.
+        m.set_router(router.clone());
+        observers.push(Arc::new(MetricsObserver(m.clone())));
+    }
     if let Some(l) = &shared.ledger {
         observers.push(l.clone());
     }
     let observer: Arc<dyn Observer> = Arc::new(Observers(observers));
     Ok(Arc::new(AppState {
+        metrics: shared.metrics.clone(),
         executor: Executor {
             router: router.clone(),
             providers: Arc::new(providers),
@@ -255,12 +293,20 @@ pub fn start_with(
     let reloader = Arc::new(Reloader::new(state.clone(), shared, addr));
     let _ = handle.set(Arc::downgrade(&reloader));
     let (tx, rx) = watch::channel(false);
+    let (mut metrics_addr, mut metrics_task) = (None, None);
+    if let (Some(m), Some(at)) = (&state.metrics, state.cfg.metrics.listen) {
+        let l = std::net::TcpListener::bind(at).map_err(|e| StartError::MetricsListen(at, e))?;
+        let (a, t) = scrape::spawn_listener(l, m.clone(), rx.clone())?;
+        (metrics_addr, metrics_task) = (Some(a), Some(t));
+    }
     let task = tokio::spawn(serve(listener, server, reloader.clone(), rx));
     Ok(ServerHandle {
         addr,
         state,
+        metrics_addr,
         shutdown: tx,
         task,
+        metrics_task,
         reloader,
     })
 }

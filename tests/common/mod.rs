@@ -7,6 +7,7 @@
 pub mod fake_upstream;
 pub mod limits;
 pub mod pg;
+pub mod prom;
 pub mod redis;
 pub mod world;
 
@@ -179,6 +180,11 @@ impl Relais {
     /// The standard config against a fake upstream.
     pub async fn with_fake(fake: &FakeUpstream, o: &Opts) -> Relais {
         Relais::start(&config(&fake.base_url(), o)).await
+    }
+
+    /// The separate metrics listener, when `[metrics] listen` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.handle.as_ref().and_then(|h| h.metrics_addr)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -240,6 +240,21 @@ pub fn e500() -> Reply {
     )
 }
 
+/// `a` is cheaper, so under `preference: cost` it is always tried first; `b` answers.
+pub async fn pair(r: Routing) -> World {
+    World::start(
+        &[prov("a", false, false), prov("b", false, false)],
+        vec![model(
+            "x",
+            &[],
+            vec![ep("a", "x-up", 0.1), ep("b", "x-up", 1.0)],
+        )],
+        "",
+        &r,
+    )
+    .await
+}
+
 /// A Messages body for `model` with the router fields of `fields` merged in.
 pub fn req(model: &str, stream: bool, fields: Value) -> Value {
     let mut b = json!({

@@ -1,0 +1,81 @@
+//! `GET /metrics` (Prometheus text format), on the main listener and optionally on its own
+//! address; and the count of every error response, by status and error type.
+//!
+//! On the main listener the endpoint needs a client key unless `[metrics] public = true`:
+//! it is unauthenticated like most Prometheus endpoints only when the operator says so,
+//! since the main listener may face the Internet. The separate `[metrics] listen` address
+//! serves nothing else and needs no key: bind it where only Prometheus can reach it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::watch;
+
+use super::{auth, AppState};
+use crate::error::ApiError;
+use crate::metrics::{Metrics, CONTENT_TYPE};
+
+/// Marks a response rendered from an [`ApiError`] (set by `server::errors`), so the
+/// middleware can count it without the renderer knowing the instance's metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct RenderedError {
+    pub status: u16,
+    pub error_type: &'static str,
+}
+
+pub async fn main_listener(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let Some(m) = &st.metrics else {
+        return ApiError::not_found("metrics are disabled ([metrics] enabled = false)")
+            .into_response();
+    };
+    // A client key or the admin key (an operator's scraper need not hold a client key).
+    if !st.cfg.metrics.public && super::admin::authorize(&st.cfg, &headers).is_err() {
+        if let Err(e) = auth::authenticate(&st, &headers) {
+            return e.into_response();
+        }
+    }
+    exposition(m)
+}
+
+fn exposition(m: &Metrics) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], m.render()).into_response()
+}
+
+pub async fn count_errors(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if let Some(e) = resp.extensions().get::<RenderedError>() {
+        m.error_response(e.status, e.error_type);
+    }
+    resp
+}
+
+/// Serves only `GET /metrics`, unauthenticated, on `listener` until `shutdown` changes.
+pub fn spawn_listener(
+    listener: std::net::TcpListener,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route("/metrics", get(move || async move { exposition(&metrics) }))
+        .fallback(|| async { ApiError::not_found("this listener serves only GET /metrics") });
+    let task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!("metrics listener stopped: {e}");
+        }
+    });
+    Ok((addr, task))
+}

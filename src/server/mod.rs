@@ -2,9 +2,12 @@
 
 mod auth;
 mod body;
+mod chat;
+mod chat_stream;
 mod errors;
 mod info;
 mod messages;
+mod openai_errors;
 mod streaming;
 
 use std::collections::HashMap;
@@ -43,6 +46,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .route("/", get(root).head(root))
         .route("/v1/messages", post(messages::create))
+        .route("/v1/chat/completions", post(chat::create))
         .route("/v1/messages/count_tokens", post(info::count_tokens))
         .route("/v1/models", get(info::list_models))
         .route("/v1/models/{id}", get(info::get_model))

@@ -110,7 +110,8 @@ pub fn pump<R: Render>(
         while let Some(item) = st.buffered.pop_front() {
             st.render.item(item, &mut st.out);
         }
-        if st.out.is_empty() {
+        // An item may write nothing (a usage chunk the client did not ask for): wait on.
+        while st.out.is_empty() {
             if st.done {
                 return None;
             }

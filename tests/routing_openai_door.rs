@@ -41,7 +41,11 @@ async fn eu_native_chat_request_never_leaves_the_eu_even_when_every_eu_endpoint_
         w.all_ok(stream);
         fail_allowed(&w, &["euzdr", "eu"], stream);
         let t = Instant::now();
-        let body = chat_req("x", stream, json!({"eu_native": true, "preference": "cost"}));
+        let body = chat_req(
+            "x",
+            stream,
+            json!({"eu_native": true, "preference": "cost"}),
+        );
         let (status, kind, _) = chat_error(w.send_chat(&body).await).await;
         assert!(status >= 500, "stream={stream}: {status}");
         assert_eq!(kind, "server_error");
@@ -77,7 +81,10 @@ allow_zero_data_retention = true
         w.all_ok(stream);
         fail_allowed(&w, &["euzdr", "zdr"], stream);
         let loosen = json!({"allow_zero_data_retention": false, "preference": "cost"});
-        let resp = w.relais.chat_as(key, &chat_req("x", stream, loosen.clone())).await;
+        let resp = w
+            .relais
+            .chat_as(key, &chat_req("x", stream, loosen.clone()))
+            .await;
         let (status, _, _) = chat_error(resp).await;
         assert!(status >= 500, "stream={stream}: {status}");
         assert_eq!(
@@ -141,7 +148,10 @@ async fn fallback_from_a_failing_openai_endpoint_to_an_anthropic_one_with_the_tr
             true,
             // Dies before its first content: still before the commit point.
             Reply::sse_then(
-                vec![openai::frame(&openai::chunk(json!({"role": "assistant"}), None))],
+                vec![openai::frame(&openai::chunk(
+                    json!({"role": "assistant"}),
+                    None,
+                ))],
                 StreamEnd::Abort,
             ),
             // A body cut short is a malformed response, as on the Messages door.
@@ -194,7 +204,10 @@ async fn a_stream_that_failed_after_its_first_content_is_not_retried() {
         .set_default(Reply::sse_then(frames, StreamEnd::Abort));
     let (status, _, text) = read_sse(w.send_chat(&cost(true)).await).await;
     assert_eq!(status, 200);
-    assert!(!text.contains("[DONE]"), "no [DONE] after a failure: {text}");
+    assert!(
+        !text.contains("[DONE]"),
+        "no [DONE] after a failure: {text}"
+    );
     let last = text.trim_end().lines().last().unwrap();
     let err: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(err["error"]["type"], "server_error", "{text}");
@@ -217,7 +230,11 @@ async fn model_fallback_through_the_chat_door_stays_compliant() {
         .await;
         w.all_ok(stream);
         fail_allowed(&w, &["euzdr", "eu"], stream);
-        let body = chat_req("x", stream, json!({"eu_native": true, "preference": "cost"}));
+        let body = chat_req(
+            "x",
+            stream,
+            json!({"eu_native": true, "preference": "cost"}),
+        );
         let (status, _, _) = chat_error(w.send_chat(&body).await).await;
         assert!(status >= 500, "stream={stream}: {status}");
         for f in ["euzdr", "eu"] {

@@ -295,4 +295,3 @@ fn tool_choice(choice: Option<&Value>, no_parallel: bool) -> Option<ToolChoice> 
         },
     })
 }
-

@@ -78,10 +78,7 @@ pub async fn chat_answer(resp: reqwest::Response, stream: bool) -> Answer {
         let (status, headers, text) = read_sse(resp).await;
         assert_eq!(status, 200, "{text}");
         let chunks = chat_chunks(&text);
-        assert!(
-            chunks.iter().all(|c| c.get("error").is_none()),
-            "{text}"
-        );
+        assert!(chunks.iter().all(|c| c.get("error").is_none()), "{text}");
         for c in &chunks {
             assert_eq!(c["object"], "chat.completion.chunk", "{c}");
         }

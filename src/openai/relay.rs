@@ -257,3 +257,49 @@ pub fn relay_response(
     v.insert("model".to_owned(), Value::String(served_model.to_owned()));
     Ok((v, usage))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn model_of(b: &[u8]) -> Value {
+        serde_json::from_slice::<Value>(b).unwrap()["model"].clone()
+    }
+
+    #[test]
+    fn the_model_is_replaced_in_place_or_by_reserializing() {
+        let d = Bytes::from_static(br#"{"id":"x","model" : "up/m","choices":[{"delta":{"content":"\"model\":\"up/m\""}}]}"#);
+        let out = set_model(&d, "up/m", "served").unwrap();
+        assert_eq!(
+            &out[..],
+            &br#"{"id":"x","model" : "served","choices":[{"delta":{"content":"\"model\":\"up/m\""}}]}"#[..]
+        );
+        // Written with an escape: found by parsing instead, content untouched.
+        let d = Bytes::from_static(br#"{"model":"up\/m","choices":[{"delta":{"content":"a"}}]}"#);
+        let out = set_model(&d, "up/m", "served").unwrap();
+        assert_eq!(model_of(&out), "served");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).unwrap()["choices"][0]["delta"]["content"],
+            "a"
+        );
+    }
+
+    #[test]
+    fn a_whole_answer_without_choices_is_the_providers_failure() {
+        let r = relay_response(br#"{"id":"c1","choices":[]}"#, "s", 1);
+        assert!(matches!(r, Err(TranslateError::NoChoices { .. })));
+        let (body, usage) = relay_response(
+            br#"{"id":"c1","model":"up","choices":[{"message":{"content":"hello there"}}],"x":1}"#,
+            "s",
+            7,
+        )
+        .unwrap();
+        assert_eq!(
+            (body["model"].as_str(), body["x"].as_i64()),
+            (Some("s"), Some(1))
+        );
+        assert_eq!(usage.input, 7);
+        assert!(usage.output > 0, "counted locally without usage");
+    }
+}

@@ -295,3 +295,93 @@ fn tool_choice(choice: Option<&Value>, no_parallel: bool) -> Option<ToolChoice> 
         },
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tr(v: Value) -> Result<Value, Untranslatable> {
+        let req: ChatCompletionRequest = serde_json::from_value(v).unwrap();
+        openai_to_anthropic_request(&req, "up", 10).map(|r| serde_json::to_value(r).unwrap())
+    }
+
+    #[test]
+    fn parallel_tool_results_join_one_user_turn_with_the_next_text() {
+        let out = tr(json!({"model": "m", "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "calling", "tool_calls": [
+                {"id": "a", "type": "function", "function": {"name": "f", "arguments": ""}},
+                {"id": "b", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}}]},
+            {"role": "tool", "tool_call_id": "a", "content": [{"type": "text", "text": "1"}]},
+            {"role": "tool", "tool_call_id": "b", "content": "2"},
+            {"role": "user", "content": "thanks"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"}))
+        .unwrap();
+        let m = out["messages"].as_array().unwrap();
+        assert_eq!(m.len(), 3, "{out}");
+        assert_eq!(m[1]["content"][1]["input"], json!({}));
+        assert_eq!(m[1]["content"][2]["input"], json!({"x": 1}));
+        let user = m[2]["content"].as_array().unwrap();
+        assert_eq!(
+            user.iter()
+                .map(|b| b["type"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["tool_result", "tool_result", "text"]
+        );
+        assert_eq!(out["tool_choice"], json!({"type": "none"}));
+        assert_eq!(
+            out["tools"][0]["input_schema"],
+            json!({"type": "object", "properties": {}})
+        );
+    }
+
+    #[test]
+    fn what_anthropic_cannot_honour_is_refused_with_the_field() {
+        let base = |extra: Value, messages: Value| {
+            let mut v = json!({"model": "m", "messages": messages});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            tr(v).unwrap_err().0
+        };
+        let user = json!([{"role": "user", "content": "x"}]);
+        assert!(base(
+            json!({"response_format": {"type": "json_object"}}),
+            user.clone()
+        )
+        .starts_with("response_format"));
+        assert!(base(
+            json!({}),
+            json!([{"role": "function", "name": "f", "content": "x"}])
+        )
+        .starts_with("messages[0].role"));
+        let audio = json!([{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]);
+        assert!(base(json!({}), audio).contains("`input_audio` parts"));
+        let bad_args = json!([{"role": "assistant", "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{"}}]}]);
+        assert!(
+            base(json!({}), bad_args).starts_with("messages[0].tool_calls[0].function.arguments")
+        );
+        assert!(
+            tr(json!({"model": "m", "messages": user, "response_format": {"type": "text"}}))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn image_urls_become_sources() {
+        assert!(matches!(
+            image_source("data:image/jpeg;base64,/9j/"),
+            Some(ImageSource::Base64 { media_type, data }) if media_type == "image/jpeg" && data == "/9j/"
+        ));
+        assert!(matches!(
+            image_source("https://x/y.png"),
+            Some(ImageSource::Url { .. })
+        ));
+        assert!(image_source("data:image/png,rawnotbase64").is_none());
+        assert!(image_source("ftp://x").is_none());
+    }
+}

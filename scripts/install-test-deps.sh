@@ -19,10 +19,10 @@ scripts/setup-llm.sh >/dev/null
 
 # 2. The Python client suite's venv.
 PY_VENV="${RELAIS_PY_VENV:-$CACHE/py-venv}"
-if ! "$PY_VENV/bin/python" -c 'import anthropic, pytest, httpx' 2>/dev/null; then
+if ! "$PY_VENV/bin/python" -c 'import anthropic, openai, pytest, httpx' 2>/dev/null; then
   python3 -m venv "$PY_VENV"
   "$PY_VENV/bin/pip" install --quiet --upgrade pip
-  "$PY_VENV/bin/pip" install --quiet 'anthropic==2.14.0' 'pytest==9.2.0' 'httpx==0.28.1'
+  "$PY_VENV/bin/pip" install --quiet 'anthropic==2.14.0' 'openai==1.109.1' 'pytest==9.2.0' 'httpx==0.28.1'
 fi
 
 # 3. Claude Code, from the npm registry.

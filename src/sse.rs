@@ -45,6 +45,11 @@ impl SseEvent {
         &self.data
     }
 
+    /// The data as shared bytes (no copy).
+    pub fn data_bytes(&self) -> &Bytes {
+        &self.data
+    }
+
     pub fn data_str(&self) -> Result<&str, std::str::Utf8Error> {
         std::str::from_utf8(&self.data)
     }

@@ -10,6 +10,7 @@ use tiktoken_rs::CoreBPE;
 use crate::anthropic::{
     ContentBlock, MessageContent, MessagesRequest, SystemPrompt, ToolResultContent,
 };
+use crate::openai::inbound::{ChatCompletionRequest, InContent};
 
 fn bpe() -> Option<&'static CoreBPE> {
     static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
@@ -137,6 +138,40 @@ fn request_with(req: &MessagesRequest, c: &dyn Counter) -> u64 {
             if let Some(s) = &t.input_schema {
                 n += c.json(s);
             }
+        }
+    }
+    n
+}
+
+/// A cheap estimate of a chat-completions request's input tokens, for routing, by the
+/// same rules as [`estimate_request`].
+pub fn estimate_chat(req: &ChatCompletionRequest) -> u64 {
+    let c = &Approx;
+    let mut n = 0;
+    for m in &req.messages {
+        n += PER_MESSAGE;
+        match &m.content {
+            Some(InContent::Text(t)) => n += c.text(t),
+            Some(InContent::Parts(parts)) => {
+                for p in parts {
+                    n += match (&p.text, &p.image_url) {
+                        (Some(t), _) => c.text(t),
+                        (None, Some(_)) => PER_IMAGE,
+                        (None, None) => p.extra.values().map(|v| c.json(v)).sum(),
+                    };
+                }
+            }
+            None => {}
+        }
+        for t in m.tool_calls.iter().flatten() {
+            n += c.text(&t.function.name) + c.text(&t.function.arguments);
+        }
+    }
+    for t in req.tools.iter().flatten() {
+        if let Some(f) = &t.function {
+            n += c.text(&f.name);
+            n += f.description.as_deref().map_or(0, |d| c.text(d));
+            n += f.parameters.as_ref().map_or(0, |p| c.json(p));
         }
     }
     n

@@ -466,11 +466,14 @@ async fn models_list_and_get_shapes() {
     )
     .await;
 
-    // Bearer works here too; pagination parameters are accepted.
+    // Bearer works here too (with `anthropic-version`, as Anthropic SDKs send it; without
+    // it a Bearer client gets OpenAI's shape, see openai_door.rs); pagination parameters
+    // are accepted.
     let resp = relais
         .client
         .get(relais.url("/v1/models?limit=1"))
         .header("authorization", format!("Bearer {CLIENT_KEY}"))
+        .header("anthropic-version", "2023-06-01")
         .send()
         .await
         .unwrap();

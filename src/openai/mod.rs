@@ -1,9 +1,15 @@
-//! OpenAI chat-completions wire types. Requests are what we send (Serialize); responses
-//! and stream chunks are what providers send (Deserialize, lenient: unknown fields and
-//! explicit nulls everywhere are tolerated).
+//! OpenAI chat-completions wire types. Here: requests Relais builds from Anthropic ones
+//! (Serialize), and responses and stream chunks providers send (Deserialize, lenient:
+//! unknown fields and explicit nulls everywhere are tolerated). `inbound`: the requests
+//! clients send to `/v1/chat/completions`; `completion`: what Relais writes to them;
+//! `relay`: upstream chunks read and forwarded to them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub mod completion;
+pub mod inbound;
+pub mod relay;
 
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct ChatRequest {
@@ -205,6 +211,8 @@ pub struct PromptTokensDetails {
 pub struct ChatChunk {
     #[serde(default)]
     pub id: Option<String>,
+    #[serde(default)]
+    pub created: Option<u64>,
     #[serde(default)]
     pub model: Option<String>,
     #[serde(default)]

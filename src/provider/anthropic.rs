@@ -14,14 +14,20 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::sse_body::SseBody;
-use super::{http, EventStream, Provider, StreamItem, UpstreamCall};
+use super::{
+    http, ChatAnswer, ChatCall, ChatItem, ChatStream, EventStream, Provider, StreamItem,
+    UpstreamCall,
+};
 use crate::anthropic::{
-    ContentBlock, Message, MessageContent, MessagesRequest, MessagesResponse, Metadata,
+    ContentBlock, ErrorBody, Message, MessageContent, MessagesRequest, MessagesResponse, Metadata,
     StreamEvent, SystemPrompt, Tool, ToolChoice,
 };
 use crate::config::ProviderConfig;
 use crate::error::UpstreamError;
 use crate::sse::SseEvent;
+use crate::translate::chat_request::openai_to_anthropic_request;
+use crate::translate::chat_response::anthropic_to_openai_response;
+use crate::translate::chat_stream::{AnthropicToOpenAiStream, ChatStreamError};
 
 const DEFAULT_VERSION: &str = "2023-06-01";
 
@@ -137,7 +143,72 @@ impl AnthropicProvider {
     }
 }
 
+impl AnthropicProvider {
+    /// Translates the chat request and posts it as a Messages request.
+    async fn post_chat(
+        &self,
+        call: &ChatCall<'_>,
+        stream: bool,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let req = openai_to_anthropic_request(call.req, call.upstream_model, call.max_tokens)
+            .map_err(|e| UpstreamError::Status {
+                status: 400,
+                message: e.0,
+                retry_after: None,
+            })?;
+        let messages_call = UpstreamCall {
+            req: &req,
+            upstream_model: call.upstream_model,
+            max_tokens: call.max_tokens,
+            served_model: call.served_model,
+            message_id: call.completion_id,
+            est_input_tokens: call.est_input_tokens,
+            anthropic_version: None,
+            anthropic_beta: None,
+        };
+        self.post(&messages_call, stream).await
+    }
+}
+
 impl Provider for AnthropicProvider {
+    fn chat<'a>(
+        &'a self,
+        call: &'a ChatCall<'a>,
+    ) -> BoxFuture<'a, Result<ChatAnswer, UpstreamError>> {
+        Box::pin(async move {
+            let resp = self.post_chat(call, false).await?;
+            let msg: MessagesResponse = http::read_json(resp, &self.cfg, "a message").await?;
+            let usage = msg.usage.token_usage();
+            let chat = anthropic_to_openai_response(
+                msg,
+                call.completion_id.to_owned(),
+                call.created,
+                call.served_model,
+            );
+            let body = match serde_json::to_value(chat) {
+                Ok(Value::Object(m)) => m,
+                _ => return Err(UpstreamError::Protocol("cannot encode the answer".into())),
+            };
+            Ok(ChatAnswer { body, usage })
+        })
+    }
+
+    fn chat_stream<'a>(
+        &'a self,
+        call: &'a ChatCall<'a>,
+    ) -> BoxFuture<'a, Result<ChatStream, UpstreamError>> {
+        Box::pin(async move {
+            let resp = self.post_chat(call, true).await?;
+            let translator = AnthropicToOpenAiStream::new(
+                call.completion_id.to_owned(),
+                call.created,
+                call.served_model.to_owned(),
+            );
+            let s: ChatStream = Box::pin(chat_stream(resp, translator, self.cfg.clone()));
+            Ok(s)
+        })
+    }
+
     fn send<'a>(
         &'a self,
         call: &'a UpstreamCall<'a>,
@@ -223,19 +294,7 @@ fn frame(st: &mut State, ev: &SseEvent) -> Result<Option<StreamItem>, UpstreamEr
                         message,
                     })))
                 }
-                StreamEvent::Error { error } => {
-                    let status = match error.kind.as_str() {
-                        "overloaded_error" => 529,
-                        "rate_limit_error" => 429,
-                        "invalid_request_error" => 400,
-                        _ => 500,
-                    };
-                    Err(UpstreamError::Status {
-                        status,
-                        message: http::redact(error.message, st.cfg.api_key.as_ref()),
-                        retry_after: None,
-                    })
-                }
+                StreamEvent::Error { error } => Err(error_event(error, &st.cfg)),
                 other => Ok(Some(StreamItem::Event(other))),
             }
         }
@@ -249,6 +308,88 @@ fn frame(st: &mut State, ev: &SseEvent) -> Result<Option<StreamItem>, UpstreamEr
             frame: terminated(ev),
             starts_content: name == "content_block_start",
         })),
+    }
+}
+
+/// The events whose content matters to a chat client: a malformed one is a failure.
+const CHAT_EVENTS: [&str; 5] = [
+    "message_start",
+    "content_block_start",
+    "message_delta",
+    "message_stop",
+    "error",
+];
+
+/// Upstream Anthropic events → chat chunks, one event at a time.
+fn chat_stream(
+    resp: reqwest::Response,
+    translator: AnthropicToOpenAiStream,
+    cfg: Arc<ProviderConfig>,
+) -> impl Stream<Item = Result<ChatItem, UpstreamError>> + Send {
+    let st = (SseBody::new(resp, cfg.idle_timeout), translator, cfg);
+    let st = (st, std::collections::VecDeque::new(), Vec::new(), false);
+    futures_util::stream::unfold(
+        st,
+        |((mut body, mut tr, cfg), mut pending, mut scratch, mut finished)| async move {
+            loop {
+                if let Some(item) = pending.pop_front() {
+                    return Some((Ok(item), ((body, tr, cfg), pending, scratch, finished)));
+                }
+                if finished {
+                    return None;
+                }
+                let r = match body.next_event().await {
+                    Ok(Some(ev)) => {
+                        let name = ev.event().unwrap_or("");
+                        match serde_json::from_slice::<StreamEvent>(ev.data()) {
+                            Ok(parsed) => tr
+                                .on_event(parsed, &mut scratch)
+                                .map_err(|e| chat_error(e, &cfg)),
+                            // Lenient with providers: event and delta types this version does
+                            // not know carry nothing a chat client could be given.
+                            Err(_) if !CHAT_EVENTS.contains(&name) => continue,
+                            Err(e) => Err(UpstreamError::Protocol(format!(
+                                "malformed `{name}` event: {e}"
+                            ))),
+                        }
+                    }
+                    Ok(None) => {
+                        finished = true;
+                        tr.on_eof().map_err(|e| chat_error(e, &cfg))
+                    }
+                    Err(e) => Err(e),
+                };
+                pending.extend(scratch.drain(..));
+                if let Err(e) = r {
+                    // Nothing may follow the error.
+                    pending.clear();
+                    return Some((Err(e), ((body, tr, cfg), pending, scratch, true)));
+                }
+            }
+        },
+    )
+}
+
+fn chat_error(e: ChatStreamError, cfg: &ProviderConfig) -> UpstreamError {
+    match e {
+        ChatStreamError::Truncated => UpstreamError::Truncated,
+        ChatStreamError::Upstream(body) => error_event(body, cfg),
+        ChatStreamError::Encode(m) => UpstreamError::Protocol(m),
+    }
+}
+
+/// An `error` event of an Anthropic stream, as the failure it reports.
+fn error_event(error: ErrorBody, cfg: &ProviderConfig) -> UpstreamError {
+    let status = match error.kind.as_str() {
+        "overloaded_error" => 529,
+        "rate_limit_error" => 429,
+        "invalid_request_error" => 400,
+        _ => 500,
+    };
+    UpstreamError::Status {
+        status,
+        message: http::redact(error.message, cfg.api_key.as_ref()),
+        retry_after: None,
     }
 }
 

@@ -1,5 +1,12 @@
-//! Upstream providers. One trait with two methods; one parameterised OpenAI-compatible
-//! adapter serves every OpenAI-like host, one adapter serves Anthropic-native hosts.
+//! Upstream providers. One parameterised OpenAI-compatible adapter serves every OpenAI-like
+//! host, one adapter serves Anthropic-native hosts.
+//!
+//! The trait has one pair of methods per front door, because each door's request goes to
+//! each kind of upstream by its own shortest path: `send`/`send_stream` take an Anthropic
+//! Messages request (forwarded to Anthropic, translated for OpenAI), `chat`/`chat_stream`
+//! take an OpenAI chat-completions request (forwarded to OpenAI-compatible hosts with no
+//! detour through the Anthropic shape, translated for Anthropic). Each pair answers in its
+//! door's terms, so the door only renders.
 
 mod anthropic;
 mod http;
@@ -17,6 +24,8 @@ use futures_util::Stream;
 use crate::anthropic::{MessagesRequest, MessagesResponse, StreamEvent};
 use crate::config::{ApiKind, ProviderConfig};
 use crate::error::UpstreamError;
+use crate::observe::TokenUsage;
+use crate::openai::inbound::ChatCompletionRequest;
 
 pub use anthropic::AnthropicProvider;
 pub use openai::OpenAiProvider;
@@ -59,6 +68,44 @@ impl StreamItem {
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamItem, UpstreamError>> + Send>>;
 
+/// One attempt at one endpoint, for the chat-completions door.
+pub struct ChatCall<'a> {
+    pub req: &'a ChatCompletionRequest,
+    pub upstream_model: &'a str,
+    /// The request's limit (or the door's default), clamped by the router.
+    pub max_tokens: u64,
+    /// The model id reported to the client (the model that answered).
+    pub served_model: &'a str,
+    /// `id` and `created` of answers Relais writes itself (translated ones).
+    pub completion_id: &'a str,
+    pub created: u64,
+    pub est_input_tokens: u64,
+}
+
+/// A whole chat completion, as the client will get it (`model` is the served model), with
+/// its usage for accounting.
+#[derive(Debug)]
+pub struct ChatAnswer {
+    pub body: serde_json::Map<String, serde_json::Value>,
+    pub usage: TokenUsage,
+}
+
+/// One chunk of a chat-completions stream, in OpenAI's terms.
+#[derive(Debug)]
+pub struct ChatItem {
+    /// The chunk's JSON (the payload of one `data:` line), ready for the client.
+    pub data: Bytes,
+    /// The first chunk with output: from then on the response is committed.
+    pub starts_content: bool,
+    /// The usage this chunk reports (cumulative), for accounting.
+    pub usage: Option<TokenUsage>,
+    /// A chunk with no choices that carries only usage (`stream_options.include_usage`).
+    /// Relais always asks upstreams for it; the client gets it only if it asked too.
+    pub usage_only: bool,
+}
+
+pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatItem, UpstreamError>> + Send>>;
+
 pub trait Provider: Send + Sync {
     fn send<'a>(
         &'a self,
@@ -69,6 +116,15 @@ pub trait Provider: Send + Sync {
         &'a self,
         call: &'a UpstreamCall<'a>,
     ) -> BoxFuture<'a, Result<EventStream, UpstreamError>>;
+    fn chat<'a>(
+        &'a self,
+        call: &'a ChatCall<'a>,
+    ) -> BoxFuture<'a, Result<ChatAnswer, UpstreamError>>;
+    /// Resolves once the upstream accepted the request (status and headers received).
+    fn chat_stream<'a>(
+        &'a self,
+        call: &'a ChatCall<'a>,
+    ) -> BoxFuture<'a, Result<ChatStream, UpstreamError>>;
 }
 
 /// Builds the adapter for a provider, with its own connection pool.

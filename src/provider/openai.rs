@@ -7,11 +7,19 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use futures_util::Stream;
 
+use serde::Serialize;
+use serde_json::{Map, Value};
+
 use super::sse_body::SseBody;
-use super::{http, EventStream, Provider, StreamItem, UpstreamCall};
+use super::{
+    http, ChatAnswer, ChatCall, ChatItem, ChatStream, EventStream, Provider, StreamItem,
+    UpstreamCall,
+};
 use crate::anthropic::{MessagesResponse, StreamEvent};
 use crate::config::ProviderConfig;
 use crate::error::UpstreamError;
+use crate::openai::inbound::{InMessage, InTool, Stop};
+use crate::openai::relay::{relay_response, ChunkRelay};
 use crate::openai::ChatResponse;
 use crate::translate::request::anthropic_to_openai_request;
 use crate::translate::response::openai_to_anthropic_response;
@@ -42,7 +50,121 @@ impl OpenAiProvider {
     }
 }
 
+/// A chat-completions request as forwarded: the client's, borrowed, with `model` set to
+/// the upstream model, the output limit clamped, usage asked for in streams, and the
+/// router fields left out. Every other field goes on as the client sent it.
+#[derive(Serialize)]
+struct OutgoingChat<'a> {
+    model: &'a str,
+    messages: &'a [InMessage],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<OutStreamOptions<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [InTool]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a Stop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
+}
+
+#[derive(Serialize)]
+struct OutStreamOptions<'a> {
+    /// Always asked for: the usage closes the books. The client gets the usage chunk only
+    /// if it asked for it too.
+    include_usage: bool,
+    #[serde(flatten)]
+    extra: Option<&'a Map<String, Value>>,
+}
+
+fn outgoing_chat<'a>(call: &'a ChatCall<'a>, stream: bool) -> OutgoingChat<'a> {
+    let r = call.req;
+    // The limit goes in the field(s) the client used (newer OpenAI models refuse
+    // `max_tokens`; llama.cpp reads only `max_tokens`), `max_tokens` when it used neither.
+    let (max_tokens, max_completion_tokens) = match (r.max_tokens, r.max_completion_tokens) {
+        (_, None) => (Some(call.max_tokens), None),
+        (None, Some(_)) => (None, Some(call.max_tokens)),
+        (Some(_), Some(_)) => (Some(call.max_tokens), Some(call.max_tokens)),
+    };
+    OutgoingChat {
+        model: call.upstream_model,
+        messages: &r.messages,
+        max_tokens,
+        max_completion_tokens,
+        stream,
+        stream_options: stream.then(|| OutStreamOptions {
+            include_usage: true,
+            extra: r.stream_options.as_ref().map(|o| &o.extra),
+        }),
+        n: r.n,
+        tools: r.tools.as_deref(),
+        tool_choice: r.tool_choice.as_ref(),
+        parallel_tool_calls: r.parallel_tool_calls,
+        stop: r.stop.as_ref(),
+        temperature: r.temperature,
+        top_p: r.top_p,
+        response_format: r.response_format.as_ref(),
+        user: r.user.as_deref(),
+        extra: &r.extra,
+    }
+}
+
+impl OpenAiProvider {
+    async fn post_chat(
+        &self,
+        call: &ChatCall<'_>,
+        stream: bool,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let body = http::encode(&outgoing_chat(call, stream))?;
+        http::post_json(self.client.post(self.url.clone()), body, stream, &self.cfg).await
+    }
+}
+
 impl Provider for OpenAiProvider {
+    fn chat<'a>(
+        &'a self,
+        call: &'a ChatCall<'a>,
+    ) -> BoxFuture<'a, Result<ChatAnswer, UpstreamError>> {
+        Box::pin(async move {
+            let resp = self.post_chat(call, false).await?;
+            let body =
+                http::read_body(resp, http::MAX_RESPONSE_BODY, self.cfg.idle_timeout).await?;
+            let (body, usage) = relay_response(&body, call.served_model, call.est_input_tokens)?;
+            Ok(ChatAnswer { body, usage })
+        })
+    }
+
+    fn chat_stream<'a>(
+        &'a self,
+        call: &'a ChatCall<'a>,
+    ) -> BoxFuture<'a, Result<ChatStream, UpstreamError>> {
+        Box::pin(async move {
+            let resp = self.post_chat(call, true).await?;
+            let relay = ChunkRelay::new(call.served_model.to_owned(), call.est_input_tokens);
+            let s: ChatStream = Box::pin(relay_stream(resp, relay, self.cfg.clone()));
+            Ok(s)
+        })
+    }
+
     fn send<'a>(
         &'a self,
         call: &'a UpstreamCall<'a>,
@@ -158,4 +280,37 @@ impl State {
         self.pending.extend(self.scratch.drain(..));
         r.map_err(|e| stream_error(e, &self.cfg))
     }
+}
+
+/// Upstream bytes → SSE events → chunks relayed to the client, one at a time.
+fn relay_stream(
+    resp: reqwest::Response,
+    relay: ChunkRelay,
+    cfg: Arc<ProviderConfig>,
+) -> impl Stream<Item = Result<ChatItem, UpstreamError>> + Send {
+    let body = SseBody::new(resp, cfg.idle_timeout);
+    futures_util::stream::unfold(
+        (body, relay, cfg, false),
+        |(mut body, mut relay, cfg, finished)| async move {
+            if finished {
+                return None;
+            }
+            loop {
+                let (r, end) = match body.next_event().await {
+                    Ok(Some(ev)) => (relay.on_data(ev.data_bytes()), false),
+                    Ok(None) => (relay.on_eof(), true),
+                    Err(e) => return Some((Err(e), (body, relay, cfg, true))),
+                };
+                match r {
+                    Ok(Some(item)) => return Some((Ok(item), (body, relay, cfg, end))),
+                    Ok(None) if end => return None,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        let e = stream_error(e, &cfg);
+                        return Some((Err(e), (body, relay, cfg, true)));
+                    }
+                }
+            }
+        },
+    )
 }

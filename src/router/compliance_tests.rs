@@ -537,6 +537,18 @@ impl Provider for NeverCalled {
     ) -> BoxFuture<'a, Result<EventStream, UpstreamError>> {
         panic!("the simulation never sends")
     }
+    fn chat<'a>(
+        &'a self,
+        _: &'a crate::provider::ChatCall<'a>,
+    ) -> BoxFuture<'a, Result<crate::provider::ChatAnswer, UpstreamError>> {
+        panic!("the simulation never sends")
+    }
+    fn chat_stream<'a>(
+        &'a self,
+        _: &'a crate::provider::ChatCall<'a>,
+    ) -> BoxFuture<'a, Result<crate::provider::ChatStream, UpstreamError>> {
+        panic!("the simulation never sends")
+    }
 }
 
 /// Drives the real executor (`Executor::dispatch`): every attempt it makes is checked

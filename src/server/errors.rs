@@ -21,24 +21,32 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.envelope()).unwrap_or_default();
-        let mut resp = (self.status, body).into_response();
+        error_response(&self, self.status, body)
+    }
+}
+
+/// An error answer with its body, and the headers both APIs' SDKs read to decide on a
+/// retry.
+pub(super) fn error_response(e: &ApiError, status: StatusCode, body: Vec<u8>) -> Response {
+    {
+        let mut resp = (status, body).into_response();
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Some(ra) = self.retry_after {
+        if let Some(ra) = e.retry_after {
             // Rounded up: a client told to come back sooner would find it still unavailable.
             let secs = ra.as_secs() + u64::from(ra.subsec_nanos() > 0);
             if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
                 h.insert(header::RETRY_AFTER, v);
             }
         }
-        if self.status.is_server_error() || self.status == StatusCode::TOO_MANY_REQUESTS {
-            // Anthropic's SDKs honour this header when deciding to retry.
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            // Anthropic's and OpenAI's SDKs honour this header when deciding to retry.
             h.insert("x-should-retry", HeaderValue::from_static("true"));
         }
-        metrics_error(&self, &mut resp);
+        metrics_error(e, &mut resp);
         resp
     }
 }

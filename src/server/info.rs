@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::openai_errors::OpenAiError;
 use super::{auth, body, AppState};
 use crate::anthropic::{MessagesRequest, ModelInfo, ModelList};
 use crate::config::ModelConfig;
@@ -16,6 +17,29 @@ use crate::error::ApiError;
 
 /// A fixed creation date: the catalog comes from config, which has none.
 const CREATED_AT: &str = "2025-01-01T00:00:00Z";
+/// The same date, as the Unix time OpenAI's `created` is.
+const CREATED: u64 = 1_735_689_600;
+
+/// Which shape a models request gets. Anthropic's SDKs always send `anthropic-version`;
+/// OpenAI's never do and always authenticate with `Authorization: Bearer`. So: OpenAI's
+/// shape for a request with a Bearer token and no `anthropic-version`, Anthropic's for
+/// every other (curl with `x-api-key`, Claude Code, the Anthropic SDKs).
+fn wants_openai(headers: &HeaderMap) -> bool {
+    headers.get("anthropic-version").is_none()
+        && headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "))
+}
+
+fn openai_model(m: &ModelConfig) -> crate::openai::completion::Model {
+    crate::openai::completion::Model {
+        id: m.id.clone(),
+        object: "model",
+        created: CREATED,
+        owned_by: "relais",
+    }
+}
 
 fn info(m: &ModelConfig) -> ModelInfo {
     ModelInfo {
@@ -41,6 +65,16 @@ pub async fn list_models(
     headers: HeaderMap,
     q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if wants_openai(&headers) {
+        if let Err(e) = auth::authenticate(&st, &headers) {
+            return OpenAiError::from(e).into_response();
+        }
+        return Json(crate::openai::completion::ModelList {
+            object: "list",
+            data: st.cfg.models.iter().map(|m| openai_model(m)).collect(),
+        })
+        .into_response();
+    }
     if let Err(e) = auth::authenticate(&st, &headers) {
         return e.into_response();
     }
@@ -91,6 +125,19 @@ pub async fn get_model(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
+    if wants_openai(&headers) {
+        if let Err(e) = auth::authenticate(&st, &headers) {
+            return OpenAiError::from(e).into_response();
+        }
+        return match st.cfg.model(&id) {
+            Some(m) => Json(openai_model(m)).into_response(),
+            None => OpenAiError {
+                api: ApiError::not_found(format!("model `{id}` not found")),
+                code: Some("model_not_found"),
+            }
+            .into_response(),
+        };
+    }
     if let Err(e) = auth::authenticate(&st, &headers) {
         return e.into_response();
     }

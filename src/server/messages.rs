@@ -200,24 +200,7 @@ async fn open_stream(
     provider: &dyn Provider,
     call: &UpstreamCall<'_>,
 ) -> Result<(VecDeque<StreamItem>, Fuse<EventStream>), UpstreamError> {
-    // Fused: a stream that ended before any content block (an empty answer) is handed on
-    // already finished, and must answer `None` again rather than be polled past its end.
-    let mut s = provider.send_stream(call).await?.fuse();
-    let mut buffered = VecDeque::new();
-    loop {
-        match s.next().await {
-            Some(Ok(item)) => {
-                let content = item.starts_content();
-                buffered.push_back(item);
-                if content {
-                    return Ok((buffered, s));
-                }
-            }
-            Some(Err(e)) => return Err(e),
-            None if buffered.is_empty() => return Err(UpstreamError::Truncated),
-            None => return Ok((buffered, s)),
-        }
-    }
+    streaming::until_content(provider.send_stream(call).await?).await
 }
 
 /// Reads the rest of a stream into one message. Bounded by the stream's idle timeout and
@@ -354,7 +337,7 @@ fn validate(req: &MessagesRequest) -> Result<u64, ApiError> {
 }
 
 /// Routing headers, on every successful answer.
-fn routing_headers(h: &mut HeaderMap, cand: &Candidate, attempts: u32) {
+pub(super) fn routing_headers(h: &mut HeaderMap, cand: &Candidate, attempts: u32) {
     let ep = &cand.endpoint;
     for (name, value) in [
         ("x-relais-provider", ep.provider.name.as_str()),
@@ -385,12 +368,7 @@ fn routing_headers(h: &mut HeaderMap, cand: &Candidate, attempts: u32) {
 
 /// The usage of an Anthropic answer, in the executor's terms.
 pub fn token_usage(u: &Usage) -> TokenUsage {
-    TokenUsage {
-        input: u.input_tokens,
-        output: u.output_tokens,
-        cache_read: u.cache_read_input_tokens,
-        cache_creation: u.cache_creation_input_tokens,
-    }
+    u.token_usage()
 }
 
 #[derive(Serialize)]
@@ -424,12 +402,14 @@ fn whole_response(
         }
         None => serde_json::to_vec(&msg),
     };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return ApiError::internal(format!("cannot encode response: {e}")).into_response()
-        }
-    };
+    match body {
+        Ok(b) => json_answer(b, cand, attempts, cost),
+        Err(e) => ApiError::internal(format!("cannot encode response: {e}")).into_response(),
+    }
+}
+
+/// A whole answer with the routing headers and its cost.
+pub(super) fn json_answer(body: Vec<u8>, cand: &Candidate, attempts: u32, cost: f64) -> Response {
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -444,7 +424,12 @@ fn whole_response(
 }
 
 fn stream_response(c: Committed, h: HeaderMap) -> Response {
-    let mut resp = Response::new(Body::from_stream(streaming::body(c)));
+    sse_response(Body::from_stream(streaming::body(c)), h)
+}
+
+/// A streaming answer's head.
+pub(super) fn sse_response(body: Body, h: HeaderMap) -> Response {
+    let mut resp = Response::new(body);
     let rh = resp.headers_mut();
     rh.extend(h);
     rh.insert(

@@ -3,9 +3,12 @@
 pub mod admin;
 pub mod auth;
 mod body;
+mod chat;
+mod chat_stream;
 mod errors;
 mod info;
 mod messages;
+mod openai_errors;
 mod reload;
 mod scrape;
 mod streaming;
@@ -121,6 +124,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
     let mut r = axum::Router::new()
         .route("/", get(root).head(root))
         .route("/v1/messages", post(messages::create))
+        .route("/v1/chat/completions", post(chat::create))
         .route("/v1/messages/count_tokens", post(info::count_tokens))
         .route("/v1/models", get(info::list_models))
         .route("/v1/models/{id}", get(info::get_model))

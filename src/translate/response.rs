@@ -20,6 +20,8 @@ pub enum TranslateError {
         .upstream_id.as_deref().unwrap_or("none")
     )]
     NoChoices { upstream_id: Option<String> },
+    #[error("upstream chat completion is malformed: {0}")]
+    Invalid(String),
 }
 
 /// A malformed completion is the provider's fault: another endpoint may do better.

@@ -184,25 +184,8 @@ impl OpenAiToAnthropicStream {
             _ => {}
         }
         let chunk: ChatChunk = serde_json::from_slice(data)?;
-        // Hosts report a failure mid-stream as a chunk with a top-level `error`, with no
-        // choices or (OpenRouter) with `finish_reason: "error"`: only such chunks are worth
-        // a second parse.
-        let failed = chunk
-            .choices
-            .iter()
-            .any(|c| c.finish_reason.as_deref() == Some("error"));
-        if failed || (chunk.choices.is_empty() && chunk.usage.is_none()) {
-            match serde_json::from_slice(data) {
-                Ok(ErrorResponse {
-                    error: Some(e),
-                    message,
-                }) => {
-                    let msg = e.message.or(message).unwrap_or_default();
-                    return Err(StreamError::Upstream(msg));
-                }
-                _ if failed => return Err(StreamError::Upstream("finish_reason: error".into())),
-                _ => {}
-            }
+        if let Some(msg) = chunk_error(&chunk, data) {
+            return Err(StreamError::Upstream(msg));
         }
         self.on_chunk(chunk, out);
         Ok(())
@@ -501,6 +484,27 @@ impl OpenAiToAnthropicStream {
             },
         }
     }
+}
+
+/// The failure an upstream chunk reports, if it is one. Hosts report a failure mid-stream
+/// as a chunk with a top-level `error`, with no choices or (OpenRouter) with
+/// `finish_reason: "error"`: only such chunks are worth a second parse.
+pub fn chunk_error(chunk: &ChatChunk, data: &[u8]) -> Option<String> {
+    let failed = chunk
+        .choices
+        .iter()
+        .any(|c| c.finish_reason.as_deref() == Some("error"));
+    if failed || (chunk.choices.is_empty() && chunk.usage.is_none()) {
+        match serde_json::from_slice(data) {
+            Ok(ErrorResponse {
+                error: Some(e),
+                message,
+            }) => return Some(e.message.or(message).unwrap_or_default()),
+            _ if failed => return Some("finish_reason: error".into()),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A buffered call that may open now.

@@ -4,6 +4,7 @@
 //! Each integration test file does `mod common;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod chat;
 pub mod fake_upstream;
 pub mod limits;
 pub mod pg;

@@ -20,10 +20,27 @@ pub struct P {
     pub name: &'static str,
     pub eu: bool,
     pub zdr: bool,
+    /// Speaks the Anthropic Messages API instead of OpenAI chat completions.
+    pub anthropic: bool,
 }
 
 pub const fn prov(name: &'static str, eu: bool, zdr: bool) -> P {
-    P { name, eu, zdr }
+    P {
+        name,
+        eu,
+        zdr,
+        anthropic: false,
+    }
+}
+
+/// A provider with an Anthropic-native API.
+pub const fn prov_anthropic(name: &'static str, eu: bool, zdr: bool) -> P {
+    P {
+        name,
+        eu,
+        zdr,
+        anthropic: true,
+    }
 }
 
 /// An endpoint of a model: provider, upstream model, price (EUR per Mtok, input and output
@@ -99,6 +116,8 @@ impl Default for Routing {
 pub struct World {
     pub relais: Relais,
     pub fakes: BTreeMap<&'static str, FakeUpstream>,
+    /// The providers that speak the Anthropic API.
+    pub anthropic: Vec<&'static str>,
 }
 
 impl World {
@@ -108,7 +127,7 @@ impl World {
         let mut fakes = BTreeMap::new();
         for p in providers {
             let f = FakeUpstream::start().await;
-            f.set_default(ok(p.name, false));
+            f.set_default(ok_as(p.name, p.anthropic, false));
             fakes.insert(p.name, f);
         }
         let mut toml = format!(
@@ -143,7 +162,7 @@ key = "{CLIENT_KEY}"
             toml.push_str(&format!(
                 r#"
 [providers.{name}]
-api = "openai"
+api = "{api}"
 base_url = "{url}"
 api_key_env = "{UPSTREAM_KEY_ENV}"
 eu_native = {eu}
@@ -154,6 +173,7 @@ idle_timeout_s = 2
 connect_timeout_s = 1
 "#,
                 name = p.name,
+                api = if p.anthropic { "anthropic" } else { "openai" },
                 url = fakes[p.name].base_url(),
                 eu = p.eu,
                 zdr = p.zdr,
@@ -179,6 +199,11 @@ connect_timeout_s = 1
         World {
             relais: Relais::start(&toml).await,
             fakes,
+            anthropic: providers
+                .iter()
+                .filter(|p| p.anthropic)
+                .map(|p| p.name)
+                .collect(),
         }
     }
 
@@ -197,8 +222,13 @@ connect_timeout_s = 1
     /// Every provider answers normally again (JSON or SSE).
     pub fn all_ok(&self, stream: bool) {
         for (n, f) in &self.fakes {
-            f.set_default(ok(n, stream));
+            f.set_default(self.ok(n, stream));
         }
+    }
+
+    /// A normal answer from provider `name`, in its API.
+    pub fn ok(&self, name: &str, stream: bool) -> Reply {
+        ok_as(name, self.anthropic.contains(&name), stream)
     }
 
     pub async fn send(&self, body: &Value) -> reqwest::Response {
@@ -221,6 +251,20 @@ connect_timeout_s = 1
 
 pub fn counts(pairs: &[(&'static str, usize)]) -> BTreeMap<&'static str, usize> {
     pairs.iter().copied().collect()
+}
+
+/// A normal answer saying which provider gave it, in its API.
+pub fn ok_as(provider: &str, anthropic: bool, stream: bool) -> Reply {
+    use super::fake_upstream::anthropic as a;
+    if !anthropic {
+        return ok(provider, stream);
+    }
+    let text = format!("from {provider}");
+    if stream {
+        Reply::sse(a::text_stream("upstream", &["from ", provider]))
+    } else {
+        Reply::json(a::message("upstream", &text))
+    }
 }
 
 /// A normal answer saying which provider gave it: a chat completion, or a complete stream.

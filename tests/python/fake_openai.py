@@ -66,6 +66,8 @@ def text_stream(text: str = DEFAULT_TEXT) -> list[str]:
     usage = {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "fake",
         "choices": [],
         "usage": {"prompt_tokens": 13, "completion_tokens": len(pieces), "total_tokens": 13 + len(pieces)},
     }

@@ -1,0 +1,134 @@
+//! Helpers for the OpenAI-compatible door: requests with a Bearer key, and answers
+//! checked against OpenAI's wire format (whole completions, chunk streams ending in
+//! `data: [DONE]`, the error envelope).
+
+use serde_json::{json, Value};
+
+use super::world::{Answer, World};
+use super::*;
+
+impl Relais {
+    /// `POST /v1/chat/completions` with the client key as a Bearer token.
+    pub async fn chat(&self, body: &Value) -> reqwest::Response {
+        self.chat_as(CLIENT_KEY, body).await
+    }
+
+    pub async fn chat_as(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .header("authorization", format!("Bearer {key}"))
+            .json(body)
+            .send()
+            .await
+            .expect("request to relais")
+    }
+}
+
+impl World {
+    pub async fn send_chat(&self, body: &Value) -> reqwest::Response {
+        self.relais.chat(body).await
+    }
+}
+
+/// A chat body for `model` with the router fields of `fields` merged in.
+pub fn chat_req(model: &str, stream: bool, fields: Value) -> Value {
+    let mut b = json!({
+        "model": model,
+        "max_completion_tokens": 64,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "route me"}]
+    });
+    for (k, v) in fields.as_object().expect("fields object") {
+        b[k] = v.clone();
+    }
+    b
+}
+
+/// The `data:` payloads of an OpenAI stream, checked: every one but the last is a JSON
+/// chunk, the last is `[DONE]`, nothing else.
+pub fn chat_chunks(text: &str) -> Vec<Value> {
+    let mut datas = Vec::new();
+    for block in text.replace("\r\n", "\n").split("\n\n") {
+        for line in block.lines() {
+            if line.starts_with(':') || line.is_empty() {
+                continue;
+            }
+            let d = line
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data line: {line:?} in {text}"));
+            datas.push(d.to_owned());
+        }
+    }
+    assert_eq!(
+        datas.last().map(String::as_str),
+        Some("[DONE]"),
+        "a stream ends with [DONE]: {text}"
+    );
+    datas.pop();
+    datas
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("chunk {d}: {e}")))
+        .collect()
+}
+
+/// Asserts a 200 with one clean chat answer (a completion, or a stream of chunks ending
+/// in `[DONE]` with a `finish_reason` and no error).
+pub async fn chat_answer(resp: reqwest::Response, stream: bool) -> Answer {
+    if stream {
+        let (status, headers, text) = read_sse(resp).await;
+        assert_eq!(status, 200, "{text}");
+        let chunks = chat_chunks(&text);
+        assert!(chunks.iter().all(|c| c.get("error").is_none()), "{text}");
+        for c in &chunks {
+            assert_eq!(c["object"], "chat.completion.chunk", "{c}");
+        }
+        assert!(
+            chunks
+                .iter()
+                .any(|c| c["choices"][0]["finish_reason"].is_string()),
+            "a finish_reason: {text}"
+        );
+        let text_out: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        let model = chunks[0]["model"].as_str().expect("model").to_owned();
+        let relais = chunks.last().and_then(|c| c.get("relais").cloned());
+        Answer {
+            headers,
+            text: text_out,
+            model,
+            relais,
+        }
+    } else {
+        let (status, headers, v) = json_of(resp).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["object"], "chat.completion", "{v}");
+        assert!(v["choices"][0]["finish_reason"].is_string(), "{v}");
+        Answer {
+            headers,
+            text: v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            model: v["model"].as_str().expect("model").to_owned(),
+            relais: v.get("relais").cloned(),
+        }
+    }
+}
+
+/// Asserts an error in OpenAI's envelope; returns status, type and message.
+pub async fn chat_error(resp: reqwest::Response) -> (u16, String, String) {
+    let (status, _, v) = json_of(resp).await;
+    assert!(status >= 400, "expected an error, got {status}: {v}");
+    let e = &v["error"];
+    assert!(e["message"].is_string(), "OpenAI envelope: {v}");
+    assert!(e["type"].is_string(), "OpenAI envelope: {v}");
+    assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
+    assert!(v.get("type").is_none(), "not Anthropic's envelope: {v}");
+    (
+        status,
+        e["type"].as_str().unwrap_or_default().to_owned(),
+        e["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}

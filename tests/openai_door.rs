@@ -50,8 +50,22 @@ fn rich(stream: bool) -> Value {
 
 #[tokio::test]
 async fn an_openai_upstream_gets_the_clients_request_rewritten_only_where_relais_must() {
+    for streamed_whole in [true, false] {
+        let o = Opts {
+            provider_extra: if streamed_whole {
+                ""
+            } else {
+                "stream_whole_answers = false"
+            },
+            ..Opts::default()
+        };
+        sent_as_the_client_asked(&o, streamed_whole).await;
+    }
+}
+
+async fn sent_as_the_client_asked(o: &Opts, streamed_whole: bool) {
     let fake = FakeUpstream::start().await;
-    let relais = Relais::with_fake(&fake, &Opts::default()).await;
+    let relais = Relais::with_fake(&fake, o).await;
     for stream in [false, true] {
         fake.push(if stream {
             Reply::sse(openai::text_stream(&["hi"]))
@@ -67,7 +81,9 @@ async fn an_openai_upstream_gets_the_clients_request_rewritten_only_where_relais
             w.remove(router_field);
         }
         w.insert("model".into(), json!(UPSTREAM_MODEL));
-        if stream {
+        if stream || streamed_whole {
+            // A whole answer is streamed upstream and assembled (the default).
+            w.insert("stream".into(), json!(true));
             w.insert("stream_options".into(), json!({"include_usage": true}));
         } else {
             w.remove("stream");
@@ -79,8 +95,13 @@ async fn an_openai_upstream_gets_the_clients_request_rewritten_only_where_relais
 
 #[tokio::test]
 async fn whole_answers_are_relayed_with_the_served_model_and_cost() {
+    // JSON whole answers (`stream_whole_answers = false`): relayed byte for byte but `model`.
     let fake = FakeUpstream::start().await;
-    let relais = Relais::with_fake(&fake, &Opts::default()).await;
+    let o = Opts {
+        provider_extra: "stream_whole_answers = false",
+        ..Opts::default()
+    };
+    let relais = Relais::with_fake(&fake, &o).await;
     let mut upstream = openai::chat_response_with(
         json!({"role": "assistant", "content": null, "tool_calls": [
             {"id": "call_9", "type": "function",
@@ -109,6 +130,36 @@ async fn whole_answers_are_relayed_with_the_served_model_and_cost() {
     assert!(header(&headers, "x-relais-cost-eur").is_some());
     // Without a limit from the client, `max_tokens` is sent (llama.cpp needs one).
     assert_eq!(fake.only_request().json()["max_tokens"], 4096);
+}
+
+/// The default: a whole answer is streamed upstream and assembled into the completion the
+/// upstream would have sent.
+#[tokio::test]
+async fn whole_answers_are_assembled_from_the_upstream_stream() {
+    let fake = FakeUpstream::start().await;
+    let relais = Relais::with_fake(&fake, &Opts::default()).await;
+    let upstream = openai::chat_response_with(
+        json!({"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "call_9", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]}),
+        "tool_calls",
+    );
+    fake.push(Reply::json(upstream.clone()));
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                      "tools": [tool()]});
+    let (status, headers, v) = json_of(relais.chat(&body).await).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(fake.only_request().json()["stream"], true);
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["id"], upstream["id"]);
+    assert_eq!(v["model"], MODEL);
+    assert_eq!(
+        v["choices"][0]["message"],
+        upstream["choices"][0]["message"]
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(v["usage"], upstream["usage"]);
+    assert!(header(&headers, "x-relais-cost-eur").is_some());
 }
 
 #[tokio::test]

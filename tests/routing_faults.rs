@@ -14,6 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::chat::*;
 use common::world::*;
 use common::*;
 use serde_json::json;
@@ -135,8 +136,20 @@ async fn all_candidates_hanging_gives_a_bounded_504_in_about_the_sum_of_first_by
             took >= Duration::from_millis(850) && took < Duration::from_millis(2500),
             "stream={stream}: {took:?}"
         );
+        // The OpenAI door: the same executor, the same bound.
+        let t = Instant::now();
+        let (status, kind, msg) =
+            chat_error(w.send_chat(&chat_req("x", stream, json!({}))).await).await;
+        let took = t.elapsed();
+        assert_eq!(status, 504, "{kind}: {msg}");
+        assert!(
+            took >= Duration::from_millis(850) && took < Duration::from_millis(2500),
+            "chat stream={stream}: {took:?}"
+        );
     }
-    assert_eq!(w.counts(), counts(&[("a", 2), ("b", 2), ("c", 2)]));
+    // Each request tries all three. After the third their breakers are open (3 failures),
+    // so the fourth tries them as last resorts: still bounded, still all three.
+    assert_eq!(w.counts(), counts(&[("a", 4), ("b", 4), ("c", 4)]));
 }
 
 /// Fit means fit: an endpoint whose output limit is below `max_tokens` is excluded when

@@ -221,6 +221,13 @@ impl Rejected {
     }
 }
 
+impl Rejected {
+    /// The rate-limit headers of a refusal (for a door that renders its own error).
+    pub fn add_headers(&self, h: &mut HeaderMap) {
+        h.extend(self.headers.clone());
+    }
+}
+
 impl IntoResponse for Rejected {
     fn into_response(self) -> Response {
         let mut resp = self.error.into_response();

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod assemble;
 pub mod completion;
 pub mod inbound;
 pub mod relay;

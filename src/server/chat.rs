@@ -12,15 +12,18 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::stream::Fuse;
+use futures_util::StreamExt;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use super::chat_stream::{self, CommittedChat};
 use super::messages::{json_answer, routing_headers, sse_response};
 use super::openai_errors::OpenAiError;
 use super::streaming::{until_content, Upstream};
 use super::{auth, body, AppState, RequestId};
-use crate::error::ApiError;
-use crate::observe::Api;
+use crate::error::{ApiError, UpstreamError};
+use crate::observe::{Api, TokenUsage};
+use crate::openai::assemble::ChunkAssembler;
 use crate::openai::inbound::{ChatCompletionRequest, InContent, InRole};
 use crate::provider::{ChatAnswer, ChatCall, ChatItem};
 use crate::router::executor::{Opened, RequestMeta, Served};
@@ -82,6 +85,21 @@ async fn create_inner(
             return Err(e.into());
         }
     };
+    let mut admission = match st
+        .limits
+        .admit(key.as_deref(), &plan, max_tokens, est)
+        .await
+    {
+        Ok(a) => a,
+        Err(rejected) => {
+            let e = rejected.error.clone();
+            meta.reject(st.executor.observer.as_ref(), Some(&plan.model), &e);
+            let mut resp = OpenAiError::from(e).into_response();
+            rejected.add_headers(resp.headers_mut());
+            return Ok(resp);
+        }
+    };
+    meta.on_end.extend(admission.on_end());
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -105,6 +123,18 @@ async fn create_inner(
                 let open = async { until_content(provider.chat_stream(&call).await?).await };
                 let (buffered, rest) = ctx.first_byte(open).await?;
                 Ok(Opened::Stream(Answer::Stream(buffered, rest)))
+            } else if cand.endpoint.provider.stream_whole_answers {
+                // Streamed upstream and assembled: a hang is caught by the first-byte
+                // timeout, and a failure before the end can still fall back.
+                let started = Instant::now();
+                let open = async { until_content(provider.chat_stream(&call).await?).await };
+                let (buffered, rest) = ctx.first_byte(open).await?;
+                let ttft = started.elapsed();
+                let answer = assemble(buffered, rest, &cand.model.id).await?;
+                Ok(Opened::Whole {
+                    value: Answer::Whole(answer),
+                    ttft: Some(ttft),
+                })
             } else {
                 let answer = ctx.whole(provider.chat(&call)).await?;
                 Ok(Opened::Whole {
@@ -123,7 +153,7 @@ async fn create_inner(
         ticket,
         ..
     } = served;
-    Ok(match value {
+    let mut resp = match value {
         Answer::Whole(ChatAnswer { mut body, usage }) => {
             let cost = ticket.finish(usage);
             if let Some(t) = &mut trace {
@@ -161,6 +191,35 @@ async fn create_inner(
             };
             sse_response(Body::from_stream(chat_stream::body(committed)), h)
         }
+    };
+    admission.add_headers(resp.headers_mut());
+    Ok(resp)
+}
+
+/// Reads the rest of a chunk stream into one completion. Bounded by the stream's idle
+/// timeout and the executor's routing deadline.
+async fn assemble(
+    buffered: VecDeque<ChatItem>,
+    mut rest: Fuse<Upstream<ChatItem>>,
+    served_model: &str,
+) -> Result<ChatAnswer, UpstreamError> {
+    let mut a = ChunkAssembler::new();
+    let mut usage = TokenUsage::default();
+    let mut feed = |item: ChatItem| {
+        if let Some(u) = item.usage {
+            usage = u;
+        }
+        a.push(&item.data).map_err(UpstreamError::Protocol)
+    };
+    for item in buffered {
+        feed(item)?;
+    }
+    while let Some(item) = rest.next().await {
+        feed(item?)?;
+    }
+    Ok(ChatAnswer {
+        body: a.finish(served_model, usage),
+        usage,
     })
 }
 

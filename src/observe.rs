@@ -86,7 +86,8 @@ pub struct RequestRecord {
     /// Relais's own share.
     pub upstream_ms: f64,
     pub status: Status,
-    /// The HTTP status the client got (200 for a stream that failed mid-way).
+    /// The HTTP status the client got (200 for a stream that failed mid-way; 499, as
+    /// nginx logs it, when the client went away before any answer).
     pub http_status: u16,
     /// Low-cardinality error kind when the request failed.
     pub error_kind: Option<&'static str>,

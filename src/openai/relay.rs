@@ -91,6 +91,7 @@ impl ChunkRelay {
             self.created = chunk.created;
         }
         let mut content = false;
+        let before = self.generated.len();
         for c in &chunk.choices {
             let d = &c.delta;
             for s in [&d.content, &d.reasoning_content, &d.reasoning, &d.refusal]
@@ -122,6 +123,7 @@ impl ChunkRelay {
             data,
             starts_content: content,
             usage,
+            text_bytes: self.generated.len() - before,
             usage_only: chunk.choices.is_empty() && usage.is_some(),
         }))
     }
@@ -157,6 +159,7 @@ impl ChunkRelay {
             data: Bytes::from(data),
             starts_content: false,
             usage: Some(usage),
+            text_bytes: 0,
             usage_only: true,
         })
     }

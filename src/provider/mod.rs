@@ -28,6 +28,7 @@ use crate::observe::TokenUsage;
 use crate::openai::inbound::ChatCompletionRequest;
 
 pub use anthropic::AnthropicProvider;
+pub use http::MAX_RESPONSE_BODY;
 pub use openai::OpenAiProvider;
 
 /// One attempt at one endpoint.
@@ -99,6 +100,9 @@ pub struct ChatItem {
     pub starts_content: bool,
     /// The usage this chunk reports (cumulative), for accounting.
     pub usage: Option<TokenUsage>,
+    /// Bytes of generated text (content, reasoning, tool arguments) in this chunk: what a
+    /// stream that ends early is charged for, when no usage was reported yet.
+    pub text_bytes: usize,
     /// A chunk with no choices that carries only usage (`stream_options.include_usage`).
     /// Relais always asks upstreams for it; the client gets it only if it asked too.
     pub usage_only: bool,

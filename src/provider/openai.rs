@@ -99,9 +99,11 @@ struct OutStreamOptions<'a> {
 fn outgoing_chat<'a>(call: &'a ChatCall<'a>, stream: bool) -> OutgoingChat<'a> {
     let r = call.req;
     // The limit goes in the field(s) the client used (newer OpenAI models refuse
-    // `max_tokens`; llama.cpp reads only `max_tokens`), `max_tokens` when it used neither.
+    // `max_tokens`; llama.cpp reads only `max_tokens`); none when it used neither, as
+    // OpenAI's own API would (the door's default only sizes routing and budgets).
     let (max_tokens, max_completion_tokens) = match (r.max_tokens, r.max_completion_tokens) {
-        (_, None) => (Some(call.max_tokens), None),
+        (None, None) => (None, None),
+        (Some(_), None) => (Some(call.max_tokens), None),
         (None, Some(_)) => (None, Some(call.max_tokens)),
         (Some(_), Some(_)) => (Some(call.max_tokens), Some(call.max_tokens)),
     };

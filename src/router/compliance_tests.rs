@@ -13,20 +13,18 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::executor::{Executor, Opened, RequestMeta};
-use super::testutil::config;
+use super::testutil::{config, NeverCalled};
 use super::{AttemptOutcome, Candidate, ManualClock, Needs, RouteContext, RouteError, Router};
-use crate::anthropic::{MessagesResponse, Preference, RouterFields};
+use crate::anthropic::{Preference, RouterFields};
 use crate::config::ClientKey;
 use crate::error::UpstreamError;
 use crate::observe::{Api, Observers, TokenUsage};
-use crate::provider::{EventStream, Provider, UpstreamCall};
+use crate::provider::Provider;
 
 const QUANTS: [&str; 3] = ["none", "fp8", "int4"];
 const WINDOWS: [Option<u64>; 4] = [None, Some(4_000), Some(32_000), Some(200_000)];
@@ -518,37 +516,6 @@ struct Coverage {
     /// Candidates unavailable (breaker or retry-after) at planning.
     unavailable: usize,
     nothing_eligible: usize,
-}
-
-/// The providers exist only so the executor finds them: the attempt function below
-/// plays the outcomes without calling them.
-struct NeverCalled;
-
-impl Provider for NeverCalled {
-    fn send<'a>(
-        &'a self,
-        _: &'a UpstreamCall<'a>,
-    ) -> BoxFuture<'a, Result<MessagesResponse, UpstreamError>> {
-        panic!("the simulation never sends")
-    }
-    fn send_stream<'a>(
-        &'a self,
-        _: &'a UpstreamCall<'a>,
-    ) -> BoxFuture<'a, Result<EventStream, UpstreamError>> {
-        panic!("the simulation never sends")
-    }
-    fn chat<'a>(
-        &'a self,
-        _: &'a crate::provider::ChatCall<'a>,
-    ) -> BoxFuture<'a, Result<crate::provider::ChatAnswer, UpstreamError>> {
-        panic!("the simulation never sends")
-    }
-    fn chat_stream<'a>(
-        &'a self,
-        _: &'a crate::provider::ChatCall<'a>,
-    ) -> BoxFuture<'a, Result<crate::provider::ChatStream, UpstreamError>> {
-        panic!("the simulation never sends")
-    }
 }
 
 /// Drives the real executor (`Executor::dispatch`): every attempt it makes is checked

@@ -215,7 +215,7 @@ impl Executor {
     pub async fn dispatch<T, F, Fut>(
         &self,
         plan: &Plan,
-        meta: RequestMeta,
+        mut meta: RequestMeta,
         mut attempt: F,
     ) -> Result<Served<T>, Exhausted>
     where
@@ -224,6 +224,16 @@ impl Executor {
     {
         let routing = &self.router.config().routing;
         let deadline = meta.arrived + routing.total_timeout;
+        // Closed by `served` or `exhausted`; if this future is dropped first (the client
+        // went away before the first byte), the books close themselves as client_closed.
+        let mut books = OpenBooks {
+            observer: self.observer.clone(),
+            record: Some(meta.record(&plan.model)),
+            on_end: std::mem::take(&mut meta.on_end),
+            arrived: meta.arrived,
+            in_flight: None,
+            est_input: plan.est_input_tokens,
+        };
         let mut run = Run {
             trace: meta.include_trace.then(|| RoutingTrace::new(plan)),
             attempts: 0,
@@ -271,6 +281,7 @@ impl Executor {
                     break 'phases;
                 }
                 run.attempts += 1;
+                books.attempt(cand, run.attempts);
                 let remaining = deadline - now;
                 let ctx = AttemptCtx {
                     candidate: cand.clone(),
@@ -285,8 +296,16 @@ impl Executor {
                 run.upstream += elapsed;
                 match outcome {
                     Ok(opened) => {
-                        let (value, ticket) =
-                            self.served(plan, &mut run, cand, guard, (now, elapsed), opened, meta);
+                        let on_end = books.close();
+                        let (value, ticket) = self.served(
+                            plan,
+                            &mut run,
+                            cand,
+                            guard,
+                            (now, elapsed),
+                            opened,
+                            (meta, on_end),
+                        );
                         return Ok(Served {
                             value,
                             candidate: cand.clone(),
@@ -312,7 +331,8 @@ impl Executor {
             run.last_resort = true;
             queue = std::mem::take(&mut deferred);
         }
-        Err(self.exhausted(plan, run, meta))
+        let on_end = books.close();
+        Err(self.exhausted(plan, run, meta, on_end))
     }
 
     /// Closes the attempt loop on a success: bookkeeping, trace, and the ticket.
@@ -325,7 +345,7 @@ impl Executor {
         guard: AttemptGuard,
         (started, elapsed): (Instant, Duration),
         opened: Opened<T>,
-        meta: RequestMeta,
+        (meta, on_end): (RequestMeta, Vec<OnEnd>),
     ) -> (T, Ticket) {
         self.report_attempt(meta.api, cand, None, elapsed, run.last_resort);
         let (value, mode) = match opened {
@@ -367,7 +387,9 @@ impl Executor {
                 upstream_before: run.upstream.saturating_sub(elapsed),
                 mode,
                 record,
-                on_end: meta.on_end,
+                on_end,
+                output_bytes: 0,
+                est_input: plan.est_input_tokens,
             }),
         };
         (value, ticket)
@@ -399,7 +421,7 @@ impl Executor {
     }
 
     /// No candidate answered: the client's error, and the request's record.
-    fn exhausted(&self, plan: &Plan, run: Run, meta: RequestMeta) -> Exhausted {
+    fn exhausted(&self, plan: &Plan, run: Run, meta: RequestMeta, on_end: Vec<OnEnd>) -> Exhausted {
         // The last provider's own answer decides (a 429 stays a 429, an overload a 529).
         // With no attempt at all, only the routing deadline can be the cause.
         let error = match run.failures.last() {
@@ -423,7 +445,7 @@ impl Executor {
         record.http_status = error.status.as_u16();
         record.duration_ms = ms(meta.arrived.elapsed());
         record.upstream_ms = ms(run.upstream);
-        end(self.observer.as_ref(), &record, meta.on_end);
+        end(self.observer.as_ref(), &record, on_end);
         Exhausted {
             error,
             failures: run.failures,
@@ -448,6 +470,56 @@ impl Executor {
             duration_ms: ms(elapsed),
             last_resort,
         });
+    }
+}
+
+/// A request's books while its attempt loop runs.
+struct OpenBooks {
+    observer: Arc<dyn Observer>,
+    /// `Some` while open.
+    record: Option<RequestRecord>,
+    on_end: Vec<OnEnd>,
+    arrived: Instant,
+    /// The attempt in flight, if any.
+    in_flight: Option<Candidate>,
+    est_input: u64,
+}
+
+impl OpenBooks {
+    fn attempt(&mut self, cand: &Candidate, attempts: u32) {
+        if let Some(r) = &mut self.record {
+            r.attempts = attempts;
+            r.fallback = attempts > 1;
+            r.provider = Some(cand.endpoint.provider.name.clone());
+            r.endpoint = Some(cand.endpoint.id.clone());
+        }
+        self.in_flight = Some(cand.clone());
+    }
+
+    /// The loop ends normally: whoever ends it reports the request.
+    fn close(&mut self) -> Vec<OnEnd> {
+        self.record = None;
+        std::mem::take(&mut self.on_end)
+    }
+}
+
+impl Drop for OpenBooks {
+    fn drop(&mut self) {
+        // Dropped open: the client went away before the first byte. The request is still
+        // recorded (and a budget settled): an attempt in flight is charged its estimated
+        // input, which the upstream has likely processed.
+        let Some(mut r) = self.record.take() else {
+            return;
+        };
+        r.status = Status::ClientClosed;
+        r.error_kind = Some("client_closed");
+        r.http_status = 499;
+        r.duration_ms = ms(self.arrived.elapsed());
+        if let Some(c) = &self.in_flight {
+            r.usage.input = self.est_input;
+            r.cost_eur = cost_eur(c, &r.usage);
+        }
+        end(self.observer.as_ref(), &r, std::mem::take(&mut self.on_end));
     }
 }
 
@@ -485,6 +557,11 @@ struct TicketInner {
     mode: Mode,
     record: RequestRecord,
     on_end: Vec<OnEnd>,
+    /// Bytes of generated text that reached the client, and the plan's input estimate:
+    /// what an answer that ends early (failed, abandoned) is charged when the upstream had
+    /// not reported its usage yet.
+    output_bytes: u64,
+    est_input: u64,
 }
 
 /// The open books of a served request. Exactly one of `finish`, `fail` or a drop (the
@@ -525,6 +602,13 @@ impl Ticket {
         }
     }
 
+    /// Generated text that left for the client (content, reasoning, tool arguments).
+    pub fn add_output_bytes(&mut self, n: usize) {
+        if let Some(t) = &mut self.inner {
+            t.output_bytes += n as u64;
+        }
+    }
+
     /// A stream that had started failed mid-way (the door sent an `error` event).
     pub fn fail(mut self, usage: TokenUsage, err: &UpstreamError) {
         let Some(mut t) = self.inner.take() else {
@@ -533,6 +617,7 @@ impl Ticket {
         t.router.record_failure(&t.candidate.endpoint.id, err);
         t.record.status = Status::FailedMidStream;
         t.record.error_kind = Some(err.kind());
+        let usage = t.at_least_seen(usage);
         t.close(usage);
     }
 }
@@ -541,7 +626,19 @@ impl TicketInner {
     fn close_by_client(mut self, usage: TokenUsage) {
         self.record.status = Status::ClientClosed;
         self.record.error_kind = Some("client_closed");
+        let usage = self.at_least_seen(usage);
         self.close(usage);
+    }
+
+    /// An answer that ended early is charged at least its estimated input and the output
+    /// that reached the client (about 4 bytes a token), so that abandoning a stream before
+    /// its usage arrives cannot make it free.
+    fn at_least_seen(&self, mut u: TokenUsage) -> TokenUsage {
+        if u.input + u.cache_read + u.cache_creation == 0 {
+            u.input = self.est_input;
+        }
+        u.output = u.output.max(self.output_bytes.div_ceil(4));
+        u
     }
 
     fn close(mut self, usage: TokenUsage) -> f64 {

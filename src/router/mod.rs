@@ -25,6 +25,8 @@ mod trace;
 #[cfg(test)]
 mod compliance_tests;
 #[cfg(test)]
+mod executor_tests;
+#[cfg(test)]
 mod fallback_tests;
 #[cfg(test)]
 mod tests;
@@ -268,11 +270,26 @@ impl Router {
         self.plan_with_rng(ctx, &mut rand::rng())
     }
 
+    /// The plan `plan` would make, without its side effects on estimate ageing (no
+    /// re-probe claimed, no staleness counted): for `POST /v1/route`.
+    pub fn preview(&self, ctx: &RouteContext<'_>) -> Result<Plan, RouteError> {
+        self.plan_inner(ctx, &mut rand::rng(), false)
+    }
+
     /// `plan` with the randomness (near-equal sharing, exploration) drawn from `rng`.
     pub fn plan_with_rng(
         &self,
         ctx: &RouteContext<'_>,
         rng: &mut dyn RngCore,
+    ) -> Result<Plan, RouteError> {
+        self.plan_inner(ctx, rng, true)
+    }
+
+    fn plan_inner(
+        &self,
+        ctx: &RouteContext<'_>,
+        rng: &mut dyn RngCore,
+        live: bool,
     ) -> Result<Plan, RouteError> {
         let policy = policy::effective_policy(ctx.key, ctx.fields);
         let primary = self.resolve(ctx)?;
@@ -333,7 +350,7 @@ impl Router {
                         continue;
                     }
                 };
-                let (speed, unavailable) = self.live(ep, now);
+                let (speed, unavailable) = self.live(ep, now, live && !is_fallback_model);
                 let to = if unavailable.is_some() {
                     &mut unavailable_inputs
                 } else {
@@ -355,7 +372,7 @@ impl Router {
                 for ((ep, max_tokens, clamp, unavailable), score) in
                     rank::rank(inputs, &params, rng)
                 {
-                    if score.reprobe {
+                    if score.reprobe && live && !is_fallback_model {
                         if let Some(st) = self.states.get(&ep.id) {
                             st.claim_reprobe(now);
                         }
@@ -489,11 +506,13 @@ impl Router {
         &self,
         ep: &EndpointConfig,
         now: tokio::time::Instant,
+        ages: bool,
     ) -> (stats::SpeedEstimate, Option<Unavailable>) {
         match self.states.get(&ep.id) {
             Some(st) => {
                 let unavailable = st.check(now).err();
-                (st.speed_for_plan(now, unavailable.is_none()), unavailable)
+                let counted = ages && unavailable.is_none();
+                (st.speed_for_plan(now, counted), unavailable)
             }
             // Unreachable (every configured endpoint has a state); rank on defaults.
             None => (

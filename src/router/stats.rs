@@ -100,8 +100,10 @@ struct Inner {
     last_error: Option<&'static str>,
     /// When the last speed sample, or the last re-probe claim, happened.
     freshened: Instant,
-    /// A re-probe was claimed and its sample has not arrived yet.
-    reprobe_pending: bool,
+    /// When a re-probe was claimed whose outcome has not arrived yet. A claim older than
+    /// `STALE_AGE` is void (its attempt never happened: a fallback model's candidate, a
+    /// request refused by a limit, a client gone), so a lost claim cannot stop ageing.
+    reprobe_claimed: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -135,7 +137,7 @@ impl EndpointState {
                 error_rate: 0.0,
                 last_error: None,
                 freshened: now,
-                reprobe_pending: false,
+                reprobe_claimed: None,
             }),
         }
     }
@@ -146,9 +148,11 @@ impl EndpointState {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The estimate for a plan. `available`: the endpoint is an available candidate of
-    /// it, which counts toward staleness (an unavailable one is never re-probed).
-    pub(crate) fn speed_for_plan(&self, now: Instant, available: bool) -> SpeedEstimate {
+    /// The estimate for a plan. `counted`: the endpoint is an available candidate of the
+    /// requested model in a real plan, which counts toward staleness (an unavailable one,
+    /// a fallback model's, or a dry run's never re-probes).
+    pub(crate) fn speed_for_plan(&self, now: Instant, counted: bool) -> SpeedEstimate {
+        let available = counted;
         let plans = if available {
             self.plans_since_sample.fetch_add(1, Ordering::Relaxed) + 1
         } else {
@@ -156,11 +160,14 @@ impl EndpointState {
         };
         let g = self.lock();
         let old = now.saturating_duration_since(g.freshened) >= STALE_AGE;
+        let claimed = g
+            .reprobe_claimed
+            .is_some_and(|t| now.saturating_duration_since(t) < STALE_AGE);
         SpeedEstimate {
             ttft_ms: g.ttft_ms.value,
             tokens_per_s: g.tokens_per_s.value,
             samples: g.ttft_ms.samples,
-            stale: available && !g.reprobe_pending && (plans >= STALE_PLANS || old),
+            stale: available && !claimed && (plans >= STALE_PLANS || old),
         }
     }
 
@@ -170,7 +177,7 @@ impl EndpointState {
         self.plans_since_sample.store(0, Ordering::Relaxed);
         let mut g = self.lock();
         g.freshened = now;
-        g.reprobe_pending = true;
+        g.reprobe_claimed = Some(now);
     }
 
     pub(crate) fn check(&self, now: Instant) -> Result<(), Unavailable> {
@@ -185,6 +192,7 @@ impl EndpointState {
     /// its generation cannot be told apart, so it would skew the TTFT estimate).
     pub(crate) fn record_success_without_timing(&self) {
         let mut g = self.lock();
+        g.reprobe_claimed = None;
         g.breaker.on_success();
         g.successes += 1;
         g.error_rate *= 1.0 - ERROR_RATE_ALPHA;
@@ -204,7 +212,7 @@ impl EndpointState {
     ) {
         self.plans_since_sample.store(0, Ordering::Relaxed);
         let mut g = self.lock();
-        let reprobe = std::mem::take(&mut g.reprobe_pending);
+        let reprobe = g.reprobe_claimed.take().is_some();
         g.freshened = now;
         g.breaker.on_success();
         g.successes += 1;
@@ -226,7 +234,7 @@ impl EndpointState {
     ) {
         let mut g = self.lock();
         // A failed re-probe gave no sample; the next one is due when stale again.
-        g.reprobe_pending = false;
+        g.reprobe_claimed = None;
         g.breaker.on_failure(now, counts, retry_after);
         g.failures += 1;
         g.last_error = Some(kind);

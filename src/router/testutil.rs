@@ -44,3 +44,46 @@ pub fn config(toml_text: &str) -> Arc<Config> {
     let raw: RawConfig = toml::from_str(toml_text).unwrap();
     Arc::new(Config::validate(raw, &|_| None).unwrap())
 }
+
+/// A provider that must never be called: executor tests play outcomes in the attempt
+/// function instead, but the executor must find a provider for each candidate.
+pub struct NeverCalled;
+
+impl crate::provider::Provider for NeverCalled {
+    fn send<'a>(
+        &'a self,
+        _: &'a crate::provider::UpstreamCall<'a>,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<crate::anthropic::MessagesResponse, crate::error::UpstreamError>,
+    > {
+        panic!("the simulation never sends")
+    }
+    fn send_stream<'a>(
+        &'a self,
+        _: &'a crate::provider::UpstreamCall<'a>,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<crate::provider::EventStream, crate::error::UpstreamError>,
+    > {
+        panic!("the simulation never sends")
+    }
+    fn chat<'a>(
+        &'a self,
+        _: &'a crate::provider::ChatCall<'a>,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<crate::provider::ChatAnswer, crate::error::UpstreamError>,
+    > {
+        panic!("the simulation never sends")
+    }
+    fn chat_stream<'a>(
+        &'a self,
+        _: &'a crate::provider::ChatCall<'a>,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<crate::provider::ChatStream, crate::error::UpstreamError>,
+    > {
+        panic!("the simulation never sends")
+    }
+}

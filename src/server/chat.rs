@@ -205,9 +205,17 @@ async fn assemble(
 ) -> Result<ChatAnswer, UpstreamError> {
     let mut a = ChunkAssembler::new();
     let mut usage = TokenUsage::default();
+    let mut total = 0usize;
     let mut feed = |item: ChatItem| {
         if let Some(u) = item.usage {
             usage = u;
+        }
+        // The same bound as a JSON answer's body.
+        total += item.data.len();
+        if total > crate::provider::MAX_RESPONSE_BODY {
+            return Err(UpstreamError::Protocol(
+                "the answer is too large".to_owned(),
+            ));
         }
         a.push(&item.data).map_err(UpstreamError::Protocol)
     };

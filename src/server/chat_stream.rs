@@ -83,6 +83,9 @@ impl Render for Chat {
         if let Some(u) = item.usage {
             self.usage = u;
         }
+        if let Some(t) = &mut self.ticket {
+            t.add_output_bytes(item.text_bytes);
+        }
         if self.trace.is_some() && self.head.is_none() {
             self.head = Some(serde_json::from_slice(&item.data).unwrap_or_default());
         }

@@ -19,7 +19,8 @@ use tokio::time::Instant;
 use super::streaming::{self, Committed};
 use super::{auth, body, AppState, RequestId};
 use crate::anthropic::{
-    ContentBlock, MessageContent, MessagesRequest, MessagesResponse, StreamEvent, ToolChoice, Usage,
+    BlockDelta, ContentBlock, MessageContent, MessagesRequest, MessagesResponse, StreamEvent,
+    ToolChoice, Usage,
 };
 use crate::error::{ApiError, UpstreamError};
 use crate::observe::{Api, TokenUsage};
@@ -55,7 +56,7 @@ pub async fn route_only(
         let est = crate::tokens::estimate_request(&req);
         let plan = st
             .router
-            .plan(&route_context(&req, key.as_deref(), est, max_tokens))?;
+            .preview(&route_context(&req, key.as_deref(), est, max_tokens))?;
         Ok::<_, ApiError>(axum::Json(RoutingTrace::new(&plan)).into_response())
     }
     .await;
@@ -210,18 +211,30 @@ async fn assemble(
     mut rest: Fuse<EventStream>,
 ) -> Result<MessagesResponse, UpstreamError> {
     let mut a = MessageAssembler::new();
-    let mut feed = |item: StreamItem| match item {
-        StreamItem::Event(StreamEvent::Error { error }) => {
-            Err(UpstreamError::Reported(error.message))
+    let mut total = 0usize;
+    let mut feed = |item: StreamItem| {
+        if let StreamItem::Event(StreamEvent::ContentBlockDelta { delta, .. }) = &item {
+            total += delta_len(delta);
+            // The same bound as a JSON answer's body.
+            if total > crate::provider::MAX_RESPONSE_BODY {
+                return Err(UpstreamError::Protocol(
+                    "the answer is too large".to_owned(),
+                ));
+            }
         }
-        StreamItem::Event(ev) => a
-            .push(ev)
-            .map_err(|e| UpstreamError::Protocol(e.to_string())),
-        // Only pass-through (Anthropic) streams have raw frames, and those providers
-        // never assemble (config validation).
-        StreamItem::Raw { .. } => Err(UpstreamError::Protocol(
-            "cannot assemble a pass-through stream".to_owned(),
-        )),
+        match item {
+            StreamItem::Event(StreamEvent::Error { error }) => {
+                Err(UpstreamError::Reported(error.message))
+            }
+            StreamItem::Event(ev) => a
+                .push(ev)
+                .map_err(|e| UpstreamError::Protocol(e.to_string())),
+            // Only pass-through (Anthropic) streams have raw frames, and those providers
+            // never assemble (config validation).
+            StreamItem::Raw { .. } => Err(UpstreamError::Protocol(
+                "cannot assemble a pass-through stream".to_owned(),
+            )),
+        }
     };
     for item in buffered {
         feed(item)?;
@@ -233,6 +246,16 @@ async fn assemble(
         AssembleError::Unfinished => UpstreamError::Truncated,
         other => UpstreamError::Protocol(other.to_string()),
     })
+}
+
+/// Bytes of generated text in a delta.
+pub fn delta_len(d: &BlockDelta) -> usize {
+    match d {
+        BlockDelta::TextDelta { text } => text.len(),
+        BlockDelta::InputJsonDelta { partial_json } => partial_json.len(),
+        BlockDelta::ThinkingDelta { thinking } => thinking.len(),
+        _ => 0,
+    }
 }
 
 fn route_context<'a>(

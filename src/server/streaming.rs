@@ -224,8 +224,15 @@ impl Render for Messages {
 
     fn item(&mut self, item: StreamItem, out: &mut BytesMut) {
         match item {
+            // Pass-through frames are not parsed: an Anthropic upstream's usage arrives in
+            // its message_start (input) and message_delta (output), read as events.
             StreamItem::Raw { frame, .. } => out.extend_from_slice(&frame),
             StreamItem::Event(mut ev) => {
+                if let (Some(t), StreamEvent::ContentBlockDelta { delta, .. }) =
+                    (&mut self.ticket, &ev)
+                {
+                    t.add_output_bytes(super::messages::delta_len(delta));
+                }
                 match &mut ev {
                     StreamEvent::MessageStart { message } => {
                         self.usage.input_tokens = message.usage.input_tokens;

@@ -165,6 +165,7 @@ impl AnthropicToOpenAiStream {
                     data: encode(&chunk)?,
                     starts_content: false,
                     usage: Some(self.usage),
+                    text_bytes: 0,
                     usage_only: true,
                 });
             }
@@ -190,6 +191,14 @@ impl AnthropicToOpenAiStream {
         starts_content: bool,
         out: &mut Vec<ChatItem>,
     ) -> Result<(), ChatStreamError> {
+        let text_bytes = delta.content.as_ref().map_or(0, String::len)
+            + delta.reasoning_content.as_ref().map_or(0, String::len)
+            + delta
+                .tool_calls
+                .iter()
+                .flatten()
+                .map(|t| t.function.arguments.len())
+                .sum::<usize>();
         let chunk = ChunkOut {
             id: self.id.clone(),
             object: "chat.completion.chunk",
@@ -207,6 +216,7 @@ impl AnthropicToOpenAiStream {
             data: encode(&chunk)?,
             starts_content,
             usage: None,
+            text_bytes,
             usage_only: false,
         });
         Ok(())

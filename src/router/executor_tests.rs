@@ -40,10 +40,9 @@ impl Observer for Records {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_request_abandoned_before_its_first_byte_is_still_recorded_and_settled() {
-    let cfg = config(ONE);
-    let router = Arc::new(Router::new(cfg.clone()));
+/// The router of `ONE`, an executor over it, and what that executor reported.
+fn one_endpoint() -> (Arc<Router>, Arc<Records>, Executor) {
+    let router = Arc::new(Router::new(config(ONE)));
     let records = Arc::new(Records::default());
     let ex = Executor {
         router: router.clone(),
@@ -53,6 +52,12 @@ async fn a_request_abandoned_before_its_first_byte_is_still_recorded_and_settled
         )])),
         observer: records.clone(),
     };
+    (router, records, ex)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_abandoned_before_its_first_byte_is_still_recorded_and_settled() {
+    let (router, records, ex) = one_endpoint();
     let f = fields();
     let plan = router.plan_with_rng(&ctx("m", &f), &mut rng()).unwrap();
     let settled = Arc::new(AtomicBool::new(false));
@@ -134,17 +139,7 @@ fn a_reprobe_claimed_but_never_attempted_does_not_stop_ageing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stream_abandoned_before_its_usage_arrived_is_charged_what_was_seen() {
-    let cfg = config(ONE);
-    let router = Arc::new(Router::new(cfg.clone()));
-    let records = Arc::new(Records::default());
-    let ex = Executor {
-        router: router.clone(),
-        providers: Arc::new(HashMap::from([(
-            "p".to_owned(),
-            Arc::new(NeverCalled) as Arc<dyn Provider>,
-        )])),
-        observer: records.clone(),
-    };
+    let (router, records, ex) = one_endpoint();
     let f = fields();
     let plan = router.plan_with_rng(&ctx("m", &f), &mut rng()).unwrap();
     let meta = RequestMeta::new("req_2".into(), Api::ChatCompletions, None, true);

@@ -85,21 +85,15 @@ async fn create_inner(
             return Err(e.into());
         }
     };
-    let mut admission = match st
-        .limits
-        .admit(key.as_deref(), &plan, max_tokens, est)
-        .await
-    {
-        Ok(a) => a,
-        Err(rejected) => {
-            let e = rejected.error.clone();
-            meta.reject(st.executor.observer.as_ref(), Some(&plan.model), &e);
-            let mut resp = OpenAiError::from(e).into_response();
-            rejected.add_headers(resp.headers_mut());
-            return Ok(resp);
-        }
-    };
-    meta.on_end.extend(admission.on_end());
+    let (admission, meta) =
+        match super::admit(&st, key.as_deref(), &plan, (max_tokens, est), meta).await {
+            Ok(v) => v,
+            Err(rejected) => {
+                let mut resp = OpenAiError::from(rejected.error.clone()).into_response();
+                rejected.add_headers(resp.headers_mut());
+                return Ok(resp);
+            }
+        };
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -103,22 +103,11 @@ async fn create_inner(
             return Err(e);
         }
     };
-    let mut admission = match st
-        .limits
-        .admit(key.as_deref(), &plan, max_tokens, est)
-        .await
-    {
-        Ok(a) => a,
-        Err(rejected) => {
-            meta.reject(
-                st.executor.observer.as_ref(),
-                Some(&plan.model),
-                &rejected.error,
-            );
-            return Ok(rejected.into_response());
-        }
-    };
-    meta.on_end.extend(admission.on_end());
+    let (admission, meta) =
+        match super::admit(&st, key.as_deref(), &plan, (max_tokens, est), meta).await {
+            Ok(v) => v,
+            Err(rejected) => return Ok(rejected.into_response()),
+        };
     let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let (req, headers, message_id) = (&req, &headers, message_id.as_str());
     let served = st

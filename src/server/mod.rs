@@ -389,6 +389,38 @@ async fn serve(
     }
 }
 
+/// Admission by the key's rate limits and budgets, after planning, for either door. On a
+/// refusal the request is reported (one ledger record) and the refusal returned for the
+/// door to render; otherwise the reservation is settled when the request ends.
+pub(crate) async fn admit(
+    st: &AppState,
+    key: Option<&crate::config::ClientKey>,
+    plan: &crate::router::Plan,
+    (max_tokens, est_input): (u64, u64),
+    mut meta: crate::router::executor::RequestMeta,
+) -> Result<
+    (
+        crate::limits::Admission,
+        crate::router::executor::RequestMeta,
+    ),
+    crate::limits::Rejected,
+> {
+    match st.limits.admit(key, plan, max_tokens, est_input).await {
+        Ok(mut a) => {
+            meta.on_end.extend(a.on_end());
+            Ok((a, meta))
+        }
+        Err(rejected) => {
+            meta.reject(
+                st.executor.observer.as_ref(),
+                Some(&plan.model),
+                &rejected.error,
+            );
+            Err(rejected)
+        }
+    }
+}
+
 impl IntoResponse for crate::router::RouteError {
     fn into_response(self) -> Response {
         ApiError::from(self).into_response()

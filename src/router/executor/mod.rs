@@ -27,6 +27,11 @@ use crate::error::{ApiError, UpstreamError};
 use crate::observe::{Api, AttemptRecord, Observer, RequestRecord, Status, TokenUsage};
 use crate::provider::Provider;
 
+mod books;
+
+pub use books::{cost_eur, Ticket};
+use books::{end, ms, Mode, OpenBooks, TicketInner};
+
 /// Called with the request's record when it ends, after the observers (for example to
 /// settle a budget reservation with the real cost).
 pub type OnEnd = Box<dyn FnOnce(&RequestRecord) + Send>;
@@ -94,13 +99,6 @@ impl RequestMeta {
         r.http_status = err.status.as_u16();
         r.error_kind = Some(err.kind());
         end(observer, &r, self.on_end);
-    }
-}
-
-fn end(observer: &dyn Observer, r: &RequestRecord, on_end: Vec<OnEnd>) {
-    observer.request(r);
-    for f in on_end {
-        f(r);
     }
 }
 
@@ -473,56 +471,6 @@ impl Executor {
     }
 }
 
-/// A request's books while its attempt loop runs.
-struct OpenBooks {
-    observer: Arc<dyn Observer>,
-    /// `Some` while open.
-    record: Option<RequestRecord>,
-    on_end: Vec<OnEnd>,
-    arrived: Instant,
-    /// The attempt in flight, if any.
-    in_flight: Option<Candidate>,
-    est_input: u64,
-}
-
-impl OpenBooks {
-    fn attempt(&mut self, cand: &Candidate, attempts: u32) {
-        if let Some(r) = &mut self.record {
-            r.attempts = attempts;
-            r.fallback = attempts > 1;
-            r.provider = Some(cand.endpoint.provider.name.clone());
-            r.endpoint = Some(cand.endpoint.id.clone());
-        }
-        self.in_flight = Some(cand.clone());
-    }
-
-    /// The loop ends normally: whoever ends it reports the request.
-    fn close(&mut self) -> Vec<OnEnd> {
-        self.record = None;
-        std::mem::take(&mut self.on_end)
-    }
-}
-
-impl Drop for OpenBooks {
-    fn drop(&mut self) {
-        // Dropped open: the client went away before the first byte. The request is still
-        // recorded (and a budget settled): an attempt in flight is charged its estimated
-        // input, which the upstream has likely processed.
-        let Some(mut r) = self.record.take() else {
-            return;
-        };
-        r.status = Status::ClientClosed;
-        r.error_kind = Some("client_closed");
-        r.http_status = 499;
-        r.duration_ms = ms(self.arrived.elapsed());
-        if let Some(c) = &self.in_flight {
-            r.usage.input = self.est_input;
-            r.cost_eur = cost_eur(c, &r.usage);
-        }
-        end(self.observer.as_ref(), &r, std::mem::take(&mut self.on_end));
-    }
-}
-
 /// The state of one request's attempt loop.
 struct Run {
     trace: Option<RoutingTrace>,
@@ -537,137 +485,4 @@ fn skip(trace: &mut Option<RoutingTrace>, cand: &Candidate, reason: impl Into<St
     if let Some(t) = trace {
         t.attempts.push(AttemptTrace::skipped(cand, reason));
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Mode {
-    Stream { ttft: Duration },
-    Whole { ttft: Option<Duration> },
-}
-
-struct TicketInner {
-    router: Arc<Router>,
-    observer: Arc<dyn Observer>,
-    candidate: Candidate,
-    /// Held until the answer ends: counts it in flight, and frees a breaker probe slot.
-    _guard: AttemptGuard,
-    attempt_started: Instant,
-    arrived: Instant,
-    upstream_before: Duration,
-    mode: Mode,
-    record: RequestRecord,
-    on_end: Vec<OnEnd>,
-    /// Bytes of generated text that reached the client, and the plan's input estimate:
-    /// what an answer that ends early (failed, abandoned) is charged when the upstream had
-    /// not reported its usage yet.
-    output_bytes: u64,
-    est_input: u64,
-}
-
-/// The open books of a served request. Exactly one of `finish`, `fail` or a drop (the
-/// client went away) closes them: estimates and breaker are updated, the record reported.
-pub struct Ticket {
-    inner: Option<TicketInner>,
-}
-
-impl Ticket {
-    /// A ticket with nothing to close (a placeholder once the real one was taken).
-    pub fn closed() -> Self {
-        Ticket { inner: None }
-    }
-
-    /// The answer ended normally with this usage. Returns its cost in EUR.
-    pub fn finish(mut self, usage: TokenUsage) -> f64 {
-        let Some(mut t) = self.inner.take() else {
-            return 0.0;
-        };
-        let total = t.attempt_started.elapsed();
-        let id = &t.candidate.endpoint.id;
-        match t.mode {
-            Mode::Stream { ttft } | Mode::Whole { ttft: Some(ttft) } => {
-                t.router.record_success(id, ttft, usage.output, total)
-            }
-            // A whole answer has no separate first token: no speed sample from it.
-            Mode::Whole { ttft: None } => t.router.record_whole_success(id),
-        }
-        t.record.status = Status::Ok;
-        t.close(usage)
-    }
-
-    /// The client went away before the answer ended, after `usage` (as far as known).
-    /// Not the endpoint's fault: no estimate or breaker update.
-    pub fn client_closed(mut self, usage: TokenUsage) {
-        if let Some(t) = self.inner.take() {
-            t.close_by_client(usage);
-        }
-    }
-
-    /// Generated text that left for the client (content, reasoning, tool arguments).
-    pub fn add_output_bytes(&mut self, n: usize) {
-        if let Some(t) = &mut self.inner {
-            t.output_bytes += n as u64;
-        }
-    }
-
-    /// A stream that had started failed mid-way (the door sent an `error` event).
-    pub fn fail(mut self, usage: TokenUsage, err: &UpstreamError) {
-        let Some(mut t) = self.inner.take() else {
-            return;
-        };
-        t.router.record_failure(&t.candidate.endpoint.id, err);
-        t.record.status = Status::FailedMidStream;
-        t.record.error_kind = Some(err.kind());
-        let usage = t.at_least_seen(usage);
-        t.close(usage);
-    }
-}
-
-impl TicketInner {
-    fn close_by_client(mut self, usage: TokenUsage) {
-        self.record.status = Status::ClientClosed;
-        self.record.error_kind = Some("client_closed");
-        let usage = self.at_least_seen(usage);
-        self.close(usage);
-    }
-
-    /// An answer that ended early is charged at least its estimated input and the output
-    /// that reached the client (about 4 bytes a token), so that abandoning a stream before
-    /// its usage arrives cannot make it free.
-    fn at_least_seen(&self, mut u: TokenUsage) -> TokenUsage {
-        if u.input + u.cache_read + u.cache_creation == 0 {
-            u.input = self.est_input;
-        }
-        u.output = u.output.max(self.output_bytes.div_ceil(4));
-        u
-    }
-
-    fn close(mut self, usage: TokenUsage) -> f64 {
-        let cost = cost_eur(&self.candidate, &usage);
-        let r = &mut self.record;
-        r.usage = usage;
-        r.cost_eur = cost;
-        r.duration_ms = ms(self.arrived.elapsed());
-        r.upstream_ms = ms(self.upstream_before + self.attempt_started.elapsed());
-        end(self.observer.as_ref(), &self.record, self.on_end);
-        cost
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        // Neither finished nor failed: the client went away. Not the endpoint's fault, so
-        // no estimate or breaker update; the guard frees a probe slot it may hold.
-        if let Some(t) = self.inner.take() {
-            t.close_by_client(TokenUsage::default());
-        }
-    }
-}
-
-/// Cost of an answer in EUR from the endpoint's prices.
-pub fn cost_eur(cand: &Candidate, u: &TokenUsage) -> f64 {
-    cand.cost_eur(u.input + u.cache_creation, u.cache_read, u.output)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -31,6 +31,7 @@ LOAD = os.path.join(TOOLS_TARGET, "release", "bench-load")
 UPSTREAM = os.path.join(TOOLS_TARGET, "release", "bench-upstream")
 
 CHILDREN = []
+CLEANUP = []  # callables run at exit, after the children are stopped (e.g. stop Postgres)
 NOISY = 0.15  # cores of foreign CPU use in a run above which its point is flagged
 T_START = time.monotonic()
 
@@ -79,6 +80,11 @@ def stop_all():
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(timeout=5)
+    while CLEANUP:
+        try:
+            CLEANUP.pop()()
+        except Exception as e:  # keep tearing down the rest
+            log(f"cleanup failed: {e}")
 
 
 def tail(path, n=20):
@@ -190,15 +196,122 @@ price_output_per_mtok = 0.3
 """
 
 
-def read_extra(path):
-    """A TOML snippet appended to the generated Relais config (e.g. a [metrics] table)."""
+PG_PLACEHOLDER = "{postgres_url}"
+
+
+def read_extra(path, pg_url=None):
+    """A TOML snippet appended to the generated Relais config (e.g. a [metrics] table).
+    `{postgres_url}` in it becomes the URL of the Postgres that `--postgres` started."""
     if not path:
         return ""
     try:
         with open(path) as fh:
-            return "\n# from " + path + "\n" + fh.read() + "\n"
+            text = fh.read()
     except OSError as e:
         raise Fatal(f"cannot read config snippet {path}: {e}")
+    if PG_PLACEHOLDER in text:
+        if not pg_url:
+            raise Fatal(f"{path} contains {PG_PLACEHOLDER}: run with --postgres")
+        text = text.replace(PG_PLACEHOLDER, pg_url)
+    return "\n# from " + path + "\n" + text + "\n"
+
+
+def snippet_wants_postgres(path):
+    try:
+        with open(path) as fh:
+            return PG_PLACEHOLDER in fh.read()
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- postgres (--postgres)
+
+
+def pg_bin_dir():
+    """The newest /usr/lib/postgresql/*/bin with initdb, or $RELAIS_PG_BIN (as tests/common/pg.rs)."""
+    if os.environ.get("RELAIS_PG_BIN"):
+        return os.environ["RELAIS_PG_BIN"]
+    found = []
+    try:
+        for v in os.listdir("/usr/lib/postgresql"):
+            b = os.path.join("/usr/lib/postgresql", v, "bin")
+            if v.isdigit() and os.path.exists(os.path.join(b, "initdb")):
+                found.append((int(v), b))
+    except OSError:
+        pass
+    if not found:
+        raise Fatal("--postgres: no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql, "
+                    "or set RELAIS_PG_BIN)")
+    return max(found)[1]
+
+
+def start_postgres(logdir, cpus):
+    """A throwaway Postgres (default settings) on a free 127.0.0.1 port, data in a temporary
+    folder; stopped and removed at exit (also on failure). As root it runs as the `postgres`
+    system user, since Postgres refuses to run as root. Returns its URL."""
+    import pwd
+    bind = pg_bin_dir()
+    user = None
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            raise Fatal("--postgres as root needs the `postgres` system user (apt-get install postgresql)")
+        user = "postgres"
+    d = tempfile.mkdtemp(prefix="relais-bench-pg-")
+    CLEANUP.append(lambda: shutil.rmtree(d, ignore_errors=True))
+    if user:
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+
+    def cmd(prog, *args):
+        c = [os.path.join(bind, prog), *args]
+        return ["runuser", "-u", user, "--"] + c if user else c
+
+    data = os.path.join(d, "data")
+    r = subprocess.run(cmd("initdb", "-D", data, "-U", "relais", "-A", "trust", "-E", "UTF8", "--no-sync"),
+                       capture_output=True, text=True, timeout=120, cwd=d)
+    if r.returncode != 0:
+        raise Fatal(f"initdb failed: {r.stderr[-2000:]}")
+    for _ in range(5):  # a free port can be taken between probing and binding
+        port = free_port()
+        logp = os.path.join(logdir, "postgres.log")
+        log(f"start postgres on 127.0.0.1:{port}" + (f" (cpus {sorted(cpus)})" if cpus else ""))
+        with open(logp, "ab") as lf:  # not a CHILD: it must outlive Relais's shutdown flush
+            p = subprocess.Popen(cmd("postgres", "-D", data, "-k", d, "-p", str(port),
+                                     "-c", "listen_addresses=127.0.0.1"),
+                                 stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 preexec_fn=pin(cpus), cwd=d)
+
+        def stop(p=p):
+            try:
+                subprocess.run(cmd("pg_ctl", "-D", data, "stop", "-m", "fast", "-s", "-t", "10"),
+                               capture_output=True, timeout=30, cwd=d)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+        CLEANUP.append(stop)
+        # If the harness is killed outright, stop Postgres anyway (bounded by pg_ctl's -t).
+        subprocess.Popen(["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null && kill -0 {p.pid} 2>/dev/null; "
+                          f"do sleep 1; done; {' '.join(cmd('pg_ctl'))} -D '{data}' stop -m immediate -s -t 10"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, cwd=d)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and p.poll() is None:
+            r = subprocess.run([os.path.join(bind, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port),
+                                "-U", "relais", "-d", "postgres", "-t", "2"], timeout=10)
+            if r.returncode == 0:
+                url = f"postgres://relais@127.0.0.1:{port}/postgres"
+                log(f"postgres ready at {url}")
+                return url
+            time.sleep(0.1)
+        if p.poll() is not None and "Address already in use" in tail(logp, 50):
+            continue
+        raise Fatal(f"postgres did not become ready within 30 s:\n{tail(logp)}")
+    raise Fatal("postgres could not bind a free port in 5 tries")
 
 
 def parse_variant(v):
@@ -212,7 +325,10 @@ def start_relais(name, binp, up_port, extra, logdir, cpus, env):
     rport = free_port()
     cfg = RELAIS_CONFIG.format(port=rport, up=up_port) + "".join(
         RELAIS_MODEL.format(mode=m) for m in ("instant", "paced", "hold")) + extra
-    cfg_path = os.path.join(logdir, f"{name}.toml")
+    # Each Relais in its own folder: the default SQLite ledger (relais.db beside the config)
+    # is then its own too.
+    os.makedirs(os.path.join(logdir, name), exist_ok=True)
+    cfg_path = os.path.join(logdir, name, f"{name}.toml")
     with open(cfg_path, "w") as fh:
         fh.write(cfg)
     rp = start(name, [binp, "serve", "--config", cfg_path, "--listen", f"127.0.0.1:{rport}"],
@@ -220,6 +336,7 @@ def start_relais(name, binp, up_port, extra, logdir, cpus, env):
     rt = Target(name, f"http://127.0.0.1:{rport}/v1/messages", "anthropic", "bench-",
                 ["x-api-key: sk-bench", "anthropic-version: 2023-06-01"], rp.pid)
     rt.variant = name != "relais"
+    rt.cfg_path, rt.proc = cfg_path, rp
     wait_ready(rt, rp, 60)
     time.sleep(0.5)
     return rt, rp
@@ -248,6 +365,48 @@ def wait_ready(target, proc, timeout_s):
             last = str(e)
         time.sleep(0.1)
     raise Fatal(f"{target.name} not reachable/answering at {target.url} within {timeout_s}s: {last}")
+
+
+def ledger_check(binp, gateways, runs):
+    """For each Relais: scrape its ledger counters from /metrics (when on), stop it with
+    SIGTERM (its shutdown writes what is queued), then count its ledger rows with
+    `relais usage` and compare with the requests it answered. A ledger that wrote nothing
+    would make the on/off comparison meaningless."""
+    out = {}
+    for g in gateways:
+        if not getattr(g, "cfg_path", None):
+            continue
+        ans = sum(r["res"].get("requests_total", r["res"]["requests"]) for r in runs if r["target"] == g.name)
+        info = {"answered": ans, "rows": None, "metrics": {}}
+        try:
+            base = g.url.rsplit("/v1/", 1)[0]
+            _, b = http("GET", base + "/metrics", headers={"authorization": "Bearer sk-bench"})
+            for line in b.decode(errors="replace").splitlines():
+                if line.startswith("relais_ledger_"):
+                    k, _, v = line.rpartition(" ")
+                    info["metrics"][k] = float(v)
+        except (OSError, ValueError):
+            pass  # metrics off (404) or unreachable: rows are counted anyway
+        p = g.proc
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                info["note"] = "did not stop within 30 s"
+        r = subprocess.run([binp, "usage", "--config", g.cfg_path, "--by", "day", "--json"],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            info["note"] = (r.stderr or r.stdout).strip()[-300:]  # e.g. no database: ledger off
+        else:
+            try:
+                info["rows"] = sum(x["requests"] for x in json.loads(r.stdout)["data"])
+            except (ValueError, KeyError, TypeError) as e:
+                info["note"] = f"unreadable `relais usage` output: {e}"
+        log(f"ledger {g.name}: {info['rows']} rows for {ans} answered requests "
+            f"{info['metrics'] or ''} {info.get('note', '')}")
+        out[g.name] = info
+    return out
 
 
 # ---------------------------------------------------------------- load runs
@@ -416,6 +575,9 @@ def parse_args(argv):
     ap.add_argument("--relais-variant", action="append", default=[], metavar="NAME=FILE",
                     help="also run Relais with this snippet appended (instead of --relais-config-extra's), "
                          "interleaved with the plain one, and report it relative to it (repeatable)")
+    ap.add_argument("--postgres", action="store_true",
+                    help="start a throwaway Postgres on a free loopback port for the run (torn down at the end); "
+                         "{postgres_url} in config snippets becomes its URL")
     ap.add_argument("--relais-env", action="append", default=[], metavar="K=V", help="extra environment for relais (e.g. RUST_LOG=info)")
     ap.add_argument("--gateway-url", help="another gateway to compare, e.g. http://127.0.0.1:4000/v1/messages")
     ap.add_argument("--gateway-format", choices=["anthropic", "openai"], default="anthropic", help="the other gateway's API format")
@@ -521,10 +683,16 @@ def main(argv):
         for kv in a.relais_env:
             k, v = kv.split("=", 1)
             env[k] = v
-        base_extra = read_extra(a.relais_config_extra)
+        snippets = [a.relais_config_extra] + [parse_variant(v)[1] for v in a.relais_variant]
+        pg_url = None
+        if a.postgres:
+            pg_url = start_postgres(logdir, load_cpus)  # off Relais's core, like a database host
+        elif any(f and snippet_wants_postgres(f) for f in snippets):
+            raise Fatal(f"a config snippet contains {PG_PLACEHOLDER}: run with --postgres")
+        base_extra = read_extra(a.relais_config_extra, pg_url)
         # The variants: the same config plus a snippet each, run interleaved with `relais`.
         for name, extra in [("relais", base_extra)] + [
-                (n, read_extra(f)) for n, f in (parse_variant(v) for v in a.relais_variant)]:
+                (n, read_extra(f, pg_url)) for n, f in (parse_variant(v) for v in a.relais_variant)]:
             rt, rp = start_relais(name, binp, up_port, extra, logdir, gw_cpus, env)
             procs[name] = rp
             gateways.append(rt)
@@ -634,6 +802,10 @@ def main(argv):
     if a.perf and "relais" in procs:
         perf_files = profile(ctx, gateways[0], a, logdir)
 
+    ledger = {}
+    if not a.no_relais:
+        ledger = ledger_check(binp, [g for g in gateways if getattr(g, "proc", None)], runs)
+
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "host": platform.node(), "kernel": platform.release(), "cpus": len(cpus),
@@ -643,6 +815,7 @@ def main(argv):
         "pace_ms": a.pace_ms, "chunks": a.chunks, "relais_commit": relais_commit,
         "nofile": nofile, "smoke": a.smoke, "argv": argv,
         "variants": [g.name for g in gateways if g.variant],
+        "ledger": ledger,
     }
     report, checks = render(meta, targets, runs, mem, relais_idle_kb, relais_idle_after_kb,
                             total_errors, error_samples, perf_files)
@@ -760,6 +933,10 @@ BUCKETS = [
     ("relais::sse (decode/encode)", r"relais::sse::"),
     ("reqwest/hyper client (send_request, pool, connector)",
      r"hyper_util::client::legacy::client::Client.*send_request|reqwest::async_impl::client::Pending"),
+    ("usage ledger: relais::ledger + relais::db", r"relais::ledger::|relais::db::"),
+    ("SQLite (sqlite3 C library, rusqlite)", r"^sqlite3|rusqlite::"),
+    ("Postgres client (tokio_postgres)", r"tokio_postgres::|postgres_protocol::"),
+    ("metrics (relais::metrics, prometheus_client)", r"relais::metrics::|prometheus_client::"),
     ("allocator (mimalloc)", r"^(mi_|_mi_)"),
     ("memcpy/memmove", r"__memmove|__memcpy"),
 ]
@@ -1060,6 +1237,19 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
         L.append("## Failed requests (samples)\n")
         for e in error_samples[:20]:
             L.append(f"- `{e[:300]}`")
+        L.append("")
+    if meta.get("ledger"):
+        L.append("## Usage ledger (counted after the run: each Relais stopped, its queue flushed, rows counted "
+                 "with `relais usage`)\n")
+        L.append("| relais | requests answered (incl. warmup) | ledger rows | dropped / write errors (/metrics) | note |")
+        L.append("|---|--:|--:|--:|---|")
+        for name, li in meta["ledger"].items():
+            m = li.get("metrics") or {}
+            dr = next((v for k, v in m.items() if k.startswith("relais_ledger_dropped")), None)
+            we = next((v for k, v in m.items() if k.startswith("relais_ledger_write_errors")), None)
+            L.append(f"| {name} | {li['answered']} | {'–' if li['rows'] is None else li['rows']} | "
+                     f"{'–' if dr is None else int(dr)} / {'–' if we is None else int(we)} | "
+                     f"{(li.get('note') or '').splitlines()[-1][:120] if li.get('note') else ''} |")
         L.append("")
     if perf_files:
         L.append("Profiles: " + ", ".join(os.path.basename(p) for p in perf_files) + " (in the results directory).\n")

@@ -171,7 +171,12 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = format!("req_relais_{}", uuid::Uuid::new_v4().simple());
+    // Time-ordered (UUIDv7: Unix ms, then random bits; no shared counter, so no lock): the
+    // ledger's primary key then grows at its right edge, where random ids dirtied a random
+    // index page per row and made every batch commit rewrite hundreds of pages (bench, c=64:
+    // the SQLite ledger's added CPU fell from 20.4 to 8.6 µs per request; README).
+    let ts = uuid::Timestamp::now(uuid::NoContext);
+    let id = format!("req_relais_{}", uuid::Uuid::new_v7(ts).simple());
     let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("req_relais"));
     req.extensions_mut().insert(RequestId(value.clone()));
     let mut resp = next.run(req).await;

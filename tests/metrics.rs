@@ -114,10 +114,19 @@ async fn a_scrape_counts_requests_tokens_ttft_fallbacks_breakers_and_refusals() 
         .filter(|s| s.name == "relais_requests_total")
         .map(|s| s.value)
         .sum();
-    assert_eq!(
-        total, 3.0,
-        "only routed or planning-refused requests count here"
-    );
+    // Every request is one record, refused ones included: 2 answered, the 404 at planning,
+    // and the 401 and 400 refused before planning.
+    assert_eq!(total, 5.0, "every request counts once");
+    for kind in ["authentication_error", "invalid_request_error"] {
+        let early = [
+            ("api", "messages"),
+            ("model", "(unknown)"),
+            ("provider", "none"),
+            ("status", "failed"),
+            ("error_kind", kind),
+        ];
+        assert_eq!(m.value("relais_requests_total", &early), 1.0, "{kind}");
+    }
     for (status, kind) in [
         ("401", "authentication_error"),
         ("400", "invalid_request_error"),

@@ -38,9 +38,19 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match create_inner(st, rid, headers, body).await {
+    let early = RequestMeta::new(
+        rid.0.to_str().unwrap_or_default().to_owned(),
+        Api::ChatCompletions,
+        None,
+        false,
+    );
+    match create_inner(st.clone(), rid, headers, body).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        // Refused before planning (auth, body, validation): still one record.
+        Err(e) => {
+            early.reject(st.executor.observer.as_ref(), None, &e.api);
+            e.into_response()
+        }
     }
 }
 
@@ -82,7 +92,7 @@ async fn create_inner(
         Err(e) => {
             let model = st.cfg.model(&req.model).map(|m| m.id.as_str());
             meta.reject(st.executor.observer.as_ref(), model, &e.api_error());
-            return Err(e.into());
+            return Ok(OpenAiError::from(e).into_response());
         }
     };
     let (admission, meta) =
@@ -137,8 +147,12 @@ async fn create_inner(
                 })
             }
         })
-        .await
-        .map_err(|e| OpenAiError::from(e.error))?;
+        .await;
+    // Exhausted: already reported by the executor.
+    let served = match served {
+        Ok(s) => s,
+        Err(e) => return Ok(OpenAiError::from(e.error).into_response()),
+    };
     let Served {
         value,
         candidate,

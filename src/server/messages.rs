@@ -37,9 +37,19 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match create_inner(st, rid, headers, body).await {
+    let early = RequestMeta::new(
+        rid.0.to_str().unwrap_or_default().to_owned(),
+        Api::Messages,
+        None,
+        false,
+    );
+    match create_inner(st.clone(), rid, headers, body).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        // Refused before planning (auth, body, validation): still one record.
+        Err(e) => {
+            early.reject(st.executor.observer.as_ref(), None, &e);
+            e.into_response()
+        }
     }
 }
 
@@ -100,7 +110,7 @@ async fn create_inner(
             let e = e.api_error();
             let model = st.cfg.model(&req.model).map(|m| m.id.as_str());
             meta.reject(st.executor.observer.as_ref(), model, &e);
-            return Err(e);
+            return Ok(e.into_response());
         }
     };
     let (admission, meta) =
@@ -148,8 +158,12 @@ async fn create_inner(
                 })
             }
         })
-        .await
-        .map_err(|e| e.error)?;
+        .await;
+    // Exhausted: already reported by the executor.
+    let served = match served {
+        Ok(s) => s,
+        Err(e) => return Ok(e.error.into_response()),
+    };
     let Served {
         value,
         candidate,

@@ -44,9 +44,10 @@ impl OpenBooks {
     }
 
     /// The loop ends normally: whoever ends it reports the request.
-    pub(super) fn close(&mut self) -> Vec<OnEnd> {
-        self.record = None;
-        std::mem::take(&mut self.on_end)
+    /// Hands the record begun so far (attempts, the last endpoint) and the settlements to
+    /// whoever reports the request instead.
+    pub(super) fn close(&mut self) -> (Option<RequestRecord>, Vec<OnEnd>) {
+        (self.record.take(), std::mem::take(&mut self.on_end))
     }
 }
 

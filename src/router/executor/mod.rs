@@ -294,7 +294,7 @@ impl Executor {
                 run.upstream += elapsed;
                 match outcome {
                     Ok(opened) => {
-                        let on_end = books.close();
+                        let closed = books.close();
                         let (value, ticket) = self.served(
                             plan,
                             &mut run,
@@ -302,7 +302,7 @@ impl Executor {
                             guard,
                             (now, elapsed),
                             opened,
-                            (meta, on_end),
+                            (meta, closed),
                         );
                         return Ok(Served {
                             value,
@@ -329,8 +329,7 @@ impl Executor {
             run.last_resort = true;
             queue = std::mem::take(&mut deferred);
         }
-        let on_end = books.close();
-        Err(self.exhausted(plan, run, meta, on_end))
+        Err(self.exhausted(plan, run, meta, books.close()))
     }
 
     /// Closes the attempt loop on a success: bookkeeping, trace, and the ticket.
@@ -343,7 +342,7 @@ impl Executor {
         guard: AttemptGuard,
         (started, elapsed): (Instant, Duration),
         opened: Opened<T>,
-        (meta, on_end): (RequestMeta, Vec<OnEnd>),
+        (meta, (record, on_end)): (RequestMeta, (Option<RequestRecord>, Vec<OnEnd>)),
     ) -> (T, Ticket) {
         self.report_attempt(meta.api, cand, None, elapsed, run.last_resort);
         let (value, mode) = match opened {
@@ -363,10 +362,13 @@ impl Executor {
             t.attempts
                 .push(AttemptTrace::ok(cand, elapsed, ttft).last_resort(run.last_resort));
         }
-        let mut record = meta.record(&plan.model);
+        // Begun by the books: attempts, provider and endpoint are already in it.
+        let mut record = record.unwrap_or_else(|| meta.record(&plan.model));
+        if record.endpoint.as_deref() != Some(cand.endpoint.id.as_str()) {
+            record.provider = Some(cand.endpoint.provider.name.clone());
+            record.endpoint = Some(cand.endpoint.id.clone());
+        }
         record.model_served = Some(cand.model.id.clone());
-        record.provider = Some(cand.endpoint.provider.name.clone());
-        record.endpoint = Some(cand.endpoint.id.clone());
         record.attempts = run.attempts;
         record.fallback = !run.failures.is_empty();
         record.model_fallback = cand.is_fallback_model;
@@ -419,7 +421,13 @@ impl Executor {
     }
 
     /// No candidate answered: the client's error, and the request's record.
-    fn exhausted(&self, plan: &Plan, run: Run, meta: RequestMeta, on_end: Vec<OnEnd>) -> Exhausted {
+    fn exhausted(
+        &self,
+        plan: &Plan,
+        run: Run,
+        meta: RequestMeta,
+        (record, on_end): (Option<RequestRecord>, Vec<OnEnd>),
+    ) -> Exhausted {
         // The last provider's own answer decides (a 429 stays a 429, an overload a 529).
         // With no attempt at all, only the routing deadline can be the cause.
         let error = match run.failures.last() {
@@ -429,7 +437,7 @@ impl Executor {
                 "the routing deadline ran out before any endpoint could be tried",
             ),
         };
-        let mut record = meta.record(&plan.model);
+        let mut record = record.unwrap_or_else(|| meta.record(&plan.model));
         record.attempts = run.attempts;
         record.fallback = run.failures.len() > 1;
         record.last_resort = run.last_resort;

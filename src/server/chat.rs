@@ -38,17 +38,11 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let early = RequestMeta::new(
-        rid.0.to_str().unwrap_or_default().to_owned(),
-        Api::ChatCompletions,
-        None,
-        false,
-    );
-    match create_inner(st.clone(), rid, headers, body).await {
+    let arrived = tokio::time::Instant::now();
+    match create_inner(st.clone(), rid.clone(), headers, body).await {
         Ok(r) => r,
-        // Refused before planning (auth, body, validation): still one record.
         Err(e) => {
-            early.reject(st.executor.observer.as_ref(), None, &e.api);
+            super::refused_early(&st, &rid, Api::ChatCompletions, arrived, &e.api);
             e.into_response()
         }
     }

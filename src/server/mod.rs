@@ -394,6 +394,25 @@ async fn serve(
     }
 }
 
+/// A request refused before planning (auth, body, validation): still one record (no key
+/// name, no model: neither was accepted).
+pub(crate) fn refused_early(
+    st: &AppState,
+    rid: &RequestId,
+    api: crate::observe::Api,
+    arrived: tokio::time::Instant,
+    e: &ApiError,
+) {
+    let mut meta = crate::router::executor::RequestMeta::new(
+        rid.0.to_str().unwrap_or_default().to_owned(),
+        api,
+        None,
+        false,
+    );
+    meta.arrived = arrived;
+    meta.reject(st.executor.observer.as_ref(), None, e);
+}
+
 /// Admission by the key's rate limits and budgets, after planning, for either door. On a
 /// refusal the request is reported (one ledger record) and the refusal returned for the
 /// door to render; otherwise the reservation is settled when the request ends.

@@ -32,6 +32,28 @@ macro_rules! nullable {
     }};
 }
 
+impl RouterFields {
+    /// Reads the router field `key` (the same fields on both front doors) into `self`;
+    /// `false` when `key` is not a router field. Explicit `null` means absent.
+    pub(crate) fn read_field<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        match key {
+            "preference" => self.preference = map.next_value()?,
+            "allowed_providers" => self.allowed_providers = map.next_value()?,
+            "eu_native" => self.eu_native = map.next_value()?,
+            "allow_quantization" => self.allow_quantization = map.next_value()?,
+            "allow_zero_data_retention" => self.allow_zero_data_retention = map.next_value()?,
+            "enable_model_fallback" => self.enable_model_fallback = map.next_value()?,
+            "include_metadata" => self.include_metadata = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 impl<'de> Visitor<'de> for RequestVisitor {
     type Value = MessagesRequest;
 
@@ -74,17 +96,11 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 "tool_choice" => nullable!(map, r.tool_choice),
                 "metadata" => nullable!(map, r.metadata),
                 "thinking" => nullable!(map, r.thinking),
-                "preference" => nullable!(map, r.router.preference),
-                "allowed_providers" => nullable!(map, r.router.allowed_providers),
-                "eu_native" => nullable!(map, r.router.eu_native),
-                "allow_quantization" => nullable!(map, r.router.allow_quantization),
-                "allow_zero_data_retention" => nullable!(map, r.router.allow_zero_data_retention),
-                "enable_model_fallback" => nullable!(map, r.router.enable_model_fallback),
-                "include_metadata" => nullable!(map, r.router.include_metadata),
                 other => {
-                    let other = other.to_owned();
-                    let v: Value = map.next_value()?;
-                    r.extra.insert(other, v);
+                    if !r.router.read_field(other, &mut map)? {
+                        let v: Value = map.next_value()?;
+                        r.extra.insert(other.to_owned(), v);
+                    }
                 }
             }
         }

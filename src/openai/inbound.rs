@@ -282,17 +282,11 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 "top_p" => nullable!(map, r.top_p),
                 "response_format" => nullable!(map, r.response_format),
                 "user" => nullable!(map, r.user),
-                "preference" => nullable!(map, r.router.preference),
-                "allowed_providers" => nullable!(map, r.router.allowed_providers),
-                "eu_native" => nullable!(map, r.router.eu_native),
-                "allow_quantization" => nullable!(map, r.router.allow_quantization),
-                "allow_zero_data_retention" => nullable!(map, r.router.allow_zero_data_retention),
-                "enable_model_fallback" => nullable!(map, r.router.enable_model_fallback),
-                "include_metadata" => nullable!(map, r.router.include_metadata),
                 other => {
-                    let other = other.to_owned();
-                    let v: Value = map.next_value()?;
-                    r.extra.insert(other, v);
+                    if !r.router.read_field(other, &mut map)? {
+                        let v: Value = map.next_value()?;
+                        r.extra.insert(other.to_owned(), v);
+                    }
                 }
             }
         }

@@ -14,7 +14,6 @@ use axum::Extension;
 use futures_util::stream::Fuse;
 use futures_util::StreamExt;
 use serde_json::Value;
-use tokio::time::Instant;
 
 use super::chat_stream::{self, CommittedChat};
 use super::messages::{json_answer, routing_headers, sse_response};
@@ -122,17 +121,13 @@ async fn create_inner(
                 let (buffered, rest) = ctx.first_byte(open).await?;
                 Ok(Opened::Stream(Answer::Stream(buffered, rest)))
             } else if cand.endpoint.provider.stream_whole_answers {
-                // Streamed upstream and assembled: a hang is caught by the first-byte
-                // timeout, and a failure before the end can still fall back.
-                let started = Instant::now();
                 let open = async { until_content(provider.chat_stream(&call).await?).await };
-                let (buffered, rest) = ctx.first_byte(open).await?;
-                let ttft = started.elapsed();
-                let answer = assemble(buffered, rest, &cand.model.id).await?;
-                Ok(Opened::Whole {
-                    value: Answer::Whole(answer),
-                    ttft: Some(ttft),
+                ctx.streamed_whole(open, |(buffered, rest)| async move {
+                    Ok(Answer::Whole(
+                        assemble(buffered, rest, &cand.model.id).await?,
+                    ))
                 })
+                .await
             } else {
                 let answer = ctx.whole(provider.chat(&call)).await?;
                 Ok(Opened::Whole {

@@ -14,7 +14,6 @@ use futures_util::stream::Fuse;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::time::Instant;
 
 use super::streaming::{self, Committed};
 use super::{auth, body, AppState, RequestId};
@@ -133,17 +132,10 @@ async fn create_inner(
                 let (buffered, rest) = ctx.first_byte(open_stream(provider, &call)).await?;
                 Ok(Opened::Stream(Answer::Stream(buffered, rest)))
             } else if cand.endpoint.provider.stream_whole_answers {
-                // Streamed upstream and assembled: a hang is caught by the first-byte
-                // timeout, and a failure before the end can still fall back (the client
-                // has seen nothing yet).
-                let started = Instant::now();
-                let (buffered, rest) = ctx.first_byte(open_stream(provider, &call)).await?;
-                let ttft = started.elapsed();
-                let msg = assemble(buffered, rest).await?;
-                Ok(Opened::Whole {
-                    value: Answer::Whole(msg),
-                    ttft: Some(ttft),
+                ctx.streamed_whole(open_stream(provider, &call), |(buffered, rest)| async {
+                    Ok(Answer::Whole(assemble(buffered, rest).await?))
                 })
+                .await
             } else {
                 let msg = ctx.whole(provider.send(&call)).await?;
                 Ok(Opened::Whole {

@@ -131,6 +131,28 @@ impl AttemptCtx {
         bounded(limit, UpstreamError::RequestTimeout, self.remaining, fut).await
     }
 
+    /// A whole answer read from an upstream stream (`stream_whole_answers`): `open` (to the
+    /// first content event) is bounded by the first-byte timeout, so a hang falls back in
+    /// it; `assemble` then reads the rest, bounded by the stream's idle timeout and the
+    /// routing deadline, and a failure there still falls back (the client saw nothing).
+    /// The time to the first content is a speed sample.
+    pub async fn streamed_whole<S, T, A>(
+        &self,
+        open: impl Future<Output = Result<S, UpstreamError>>,
+        assemble: impl FnOnce(S) -> A,
+    ) -> Result<Opened<T>, UpstreamError>
+    where
+        A: Future<Output = Result<T, UpstreamError>>,
+    {
+        let started = Instant::now();
+        let opened = self.first_byte(open).await?;
+        let ttft = started.elapsed();
+        Ok(Opened::Whole {
+            value: assemble(opened).await?,
+            ttft: Some(ttft),
+        })
+    }
+
     pub fn remaining(&self) -> Duration {
         self.remaining
     }

@@ -22,6 +22,11 @@ mod observer;
 mod tests;
 
 use std::collections::HashMap;
+
+/// The per-request lookups hash a few short label strings, keys no client chooses freely
+/// (configured models and endpoints): SipHash's flooding resistance buys nothing there and
+/// cost most of the lookup (callgrind, bench/cg.py).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -102,8 +107,8 @@ pub struct Metrics {
     model_fallbacks: Family<Labels<1>, Counter>,
     last_resort: Family<Labels<1>, Counter>,
     error_responses: Family<Labels<2>, Counter>,
-    series: RwLock<HashMap<observer::SeriesKey, Arc<observer::Series>>>,
-    endpoints: RwLock<HashMap<Lv, Arc<observer::EndpointSeries>>>,
+    series: RwLock<FastMap<observer::SeriesKey, Arc<observer::Series>>>,
+    endpoints: RwLock<FastMap<Lv, Arc<observer::EndpointSeries>>>,
     router: collect::RouterSlot,
 }
 

@@ -51,7 +51,7 @@ pub(super) fn error_response(e: &ApiError, status: StatusCode, body: Vec<u8>) ->
     }
 }
 
-/// Counted by the metrics middleware (`server::scrape`), which knows the instance.
+/// Counted by `server::handle`, which knows the instance's metrics.
 fn metrics_error(e: &ApiError, resp: &mut Response) {
     resp.extensions_mut().insert(super::scrape::RenderedError {
         status: e.status.as_u16(),

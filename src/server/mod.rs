@@ -18,9 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -121,7 +119,7 @@ impl Shared {
 pub struct RequestId(pub HeaderValue);
 
 pub fn app(state: Arc<AppState>) -> axum::Router {
-    let mut r = axum::Router::new()
+    axum::Router::new()
         .route("/", get(root).head(root))
         .route("/v1/messages", post(messages::create))
         .route("/v1/chat/completions", post(chat::create))
@@ -144,14 +142,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/health", get(root))
         .route("/metrics", get(scrape::main_listener))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-    if let Some(m) = state.metrics.clone() {
-        r = r.layer(axum::middleware::from_fn_with_state(
-            m,
-            scrape::count_errors,
-        ));
-    }
-    r.layer(axum::middleware::from_fn(request_id))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -170,7 +161,19 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-async fn request_id(mut req: Request, next: Next) -> Response {
+/// Gives every request its id (the `request-id` header of its answer, and its ledger key)
+/// and counts error answers in the metrics. Done here, around the app, rather than as axum
+/// middleware: `from_fn` layers box a clone of the inner service and a future per request,
+/// which cost about as much as everything the metrics do (callgrind, bench/cg.py).
+async fn handle<B>(
+    app: &mut axum::Router,
+    metrics: Option<&Metrics>,
+    mut req: axum::http::Request<B>,
+) -> Result<Response, std::convert::Infallible>
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     // Time-ordered (UUIDv7: Unix ms, then random bits; no shared counter, so no lock): the
     // ledger's primary key then grows at its right edge, where random ids dirtied a random
     // index page per row and made every batch commit rewrite hundreds of pages (bench, c=64:
@@ -179,9 +182,12 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     let id = format!("req_relais_{}", uuid::Uuid::new_v7(ts).simple());
     let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("req_relais"));
     req.extensions_mut().insert(RequestId(value.clone()));
-    let mut resp = next.run(req).await;
+    let mut resp = tower_service::Service::call(app, req).await?;
+    if let (Some(m), Some(e)) = (metrics, resp.extensions().get::<scrape::RenderedError>()) {
+        m.error_response(e.status, e.error_type);
+    }
     resp.headers_mut().insert("request-id", value);
-    resp
+    Ok(resp)
 }
 
 /// A running server.
@@ -364,9 +370,12 @@ async fn serve(
                 let _ = stream.set_nodelay(true);
                 // Each request goes to the app current when it arrives (config reload).
                 let reloader = reloader.clone();
+                // Metrics outlive reloads: one handle serves the whole connection.
+                let metrics = reloader.shared().metrics.clone();
                 let svc = hyper::service::service_fn(move |req| {
                     let mut app = reloader.app();
-                    async move { tower_service::Service::call(&mut app, req).await }
+                    let metrics = metrics.clone();
+                    async move { handle(&mut app, metrics.as_deref(), req).await }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);

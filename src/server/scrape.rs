@@ -9,9 +9,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
@@ -20,8 +19,8 @@ use super::{auth, AppState};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, CONTENT_TYPE};
 
-/// Marks a response rendered from an [`ApiError`] (set by `server::errors`), so the
-/// middleware can count it without the renderer knowing the instance's metrics.
+/// Marks a response rendered from an [`ApiError`] (set by `server::errors`), so that
+/// `server::handle` can count it without the renderer knowing the instance's metrics.
 #[derive(Clone, Copy, Debug)]
 pub struct RenderedError {
     pub status: u16,
@@ -44,14 +43,6 @@ pub async fn main_listener(State(st): State<Arc<AppState>>, headers: HeaderMap) 
 
 fn exposition(m: &Metrics) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], m.render()).into_response()
-}
-
-pub async fn count_errors(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
-    if let Some(e) = resp.extensions().get::<RenderedError>() {
-        m.error_response(e.status, e.error_type);
-    }
-    resp
 }
 
 /// Serves only `GET /metrics`, unauthenticated, on `listener` until `shutdown` changes.

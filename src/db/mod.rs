@@ -107,9 +107,11 @@ impl Db {
 
     /// Inserts a batch in one transaction. A request id already stored is skipped, so a
     /// batch retried after an unclear failure is not counted twice.
-    pub async fn insert_requests(&self, rows: &[RequestRecord]) -> Result<(), DbError> {
+    /// `rows` are left in place (a failed batch is retried) but may be moved out and back
+    /// (SQLite writes on another thread), so that no record is copied.
+    pub async fn insert_requests(&self, rows: &mut Vec<RequestRecord>) -> Result<(), DbError> {
         match self {
-            Db::Sqlite(d) => d.insert_requests(rows.to_vec()).await,
+            Db::Sqlite(d) => d.insert_requests(rows).await,
             Db::Postgres(d) => d.insert_requests(rows).await,
         }
     }

@@ -269,7 +269,7 @@ async fn migrate(c: &mut Client) -> Result<(), DbError> {
         if *version <= current.unwrap_or(0) {
             continue;
         }
-        for s in *statements {
+        for s in statements.iter().filter_map(|s| s.for_postgres()) {
             tx.batch_execute(s).await?;
         }
         tx.execute(

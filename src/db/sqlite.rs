@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::schema::{CREATE_VERSIONS, KEY_COLUMNS, MIGRATIONS, REQUEST_COLUMNS};
+use super::schema::{
+    CREATE_VERSIONS, KEY_COLUMNS, MIGRATIONS, REQUEST_COLUMNS, REQUEST_COLUMN_COUNT,
+};
 use super::{
     digest_from_hex, i64_of, now_ms, status_str, unix_ms, usage_sql, DbError, KeyRow, UsageQuery,
     UsageRow,
@@ -54,48 +56,20 @@ impl Sqlite {
         .await
     }
 
-    pub async fn insert_requests(&self, rows: Vec<RequestRecord>) -> Result<(), DbError> {
-        self.with(move |c| {
-            let tx = c.transaction()?;
-            {
-                let mut st = tx.prepare_cached(&format!(
-                    "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES \
-                     (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,\
-                     ?21,?22,?23,?24) ON CONFLICT (request_id) DO NOTHING"
-                ))?;
-                for r in &rows {
-                    st.execute(params![
-                        r.request_id,
-                        unix_ms(r.time),
-                        r.api.as_str(),
-                        r.key_name,
-                        r.model_requested,
-                        r.model_served,
-                        r.provider,
-                        r.endpoint,
-                        r.stream,
-                        r.attempts,
-                        i64_of(r.usage.input),
-                        i64_of(r.usage.output),
-                        i64_of(r.usage.cache_read),
-                        i64_of(r.usage.cache_creation),
-                        r.cost_eur,
-                        r.ttft_ms,
-                        r.duration_ms,
-                        r.upstream_ms,
-                        status_str(r.status),
-                        r.http_status,
-                        r.error_kind,
-                        r.fallback,
-                        r.model_fallback,
-                        r.last_resort,
-                    ])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
+    pub async fn insert_requests(&self, rows: &mut Vec<RequestRecord>) -> Result<(), DbError> {
+        let taken = std::mem::take(rows);
+        let conn = self.conn.clone();
+        let (back, res) = tokio::task::spawn_blocking(move || {
+            let res = conn
+                .lock()
+                .map_err(|_| DbError::Task("sqlite connection lock poisoned".into()))
+                .and_then(|mut c| insert_batch(&mut c, &taken));
+            (taken, res)
         })
         .await
+        .map_err(|e| DbError::Task(e.to_string()))?;
+        *rows = back;
+        res
     }
 
     pub async fn usage(&self, q: UsageQuery) -> Result<Vec<UsageRow>, DbError> {
@@ -218,6 +192,81 @@ impl Sqlite {
     }
 }
 
+/// One transaction: whole statements of ROWS_PER_STATEMENT rows, then one row at a time, so
+/// that a statement's setup (cursor, VM start, reset) is paid once per 50 rows.
+fn insert_batch(c: &mut Connection, rows: &[RequestRecord]) -> Result<(), DbError> {
+    let tx = c.transaction()?;
+    {
+        let mut chunks = rows.chunks_exact(ROWS_PER_STATEMENT);
+        let mut many = tx.prepare_cached(&insert_sql(ROWS_PER_STATEMENT))?;
+        for chunk in &mut chunks {
+            for (i, r) in chunk.iter().enumerate() {
+                bind_row(&mut many, i * REQUEST_COLUMN_COUNT, r)?;
+            }
+            many.raw_execute()?;
+        }
+        let mut one = tx.prepare_cached(&insert_sql(1))?;
+        for r in chunks.remainder() {
+            bind_row(&mut one, 0, r)?;
+            one.raw_execute()?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Rows per multi-row insert (24 parameters each; SQLite allows 32,766 per statement).
+const ROWS_PER_STATEMENT: usize = 50;
+
+fn insert_sql(rows: usize) -> String {
+    let tuple = format!(
+        "({})",
+        (0..REQUEST_COLUMN_COUNT)
+            .map(|_| "?")
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    // No conflict target: the key is (time_ms, request_id) since schema v2.
+    format!(
+        "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING",
+        vec![tuple; rows].join(",")
+    )
+}
+
+/// Binds one record to parameters `base + 1 ..= base + 24`, in `REQUEST_COLUMNS` order.
+fn bind_row(
+    st: &mut rusqlite::Statement<'_>,
+    base: usize,
+    r: &RequestRecord,
+) -> Result<(), DbError> {
+    let at = |i: usize| base + i;
+    st.raw_bind_parameter(at(1), &r.request_id)?;
+    st.raw_bind_parameter(at(2), unix_ms(r.time))?;
+    st.raw_bind_parameter(at(3), r.api.as_str())?;
+    st.raw_bind_parameter(at(4), &r.key_name)?;
+    st.raw_bind_parameter(at(5), &r.model_requested)?;
+    st.raw_bind_parameter(at(6), &r.model_served)?;
+    st.raw_bind_parameter(at(7), &r.provider)?;
+    st.raw_bind_parameter(at(8), &r.endpoint)?;
+    st.raw_bind_parameter(at(9), r.stream)?;
+    st.raw_bind_parameter(at(10), r.attempts)?;
+    st.raw_bind_parameter(at(11), i64_of(r.usage.input))?;
+    st.raw_bind_parameter(at(12), i64_of(r.usage.output))?;
+    st.raw_bind_parameter(at(13), i64_of(r.usage.cache_read))?;
+    st.raw_bind_parameter(at(14), i64_of(r.usage.cache_creation))?;
+    st.raw_bind_parameter(at(15), r.cost_eur)?;
+    st.raw_bind_parameter(at(16), r.ttft_ms)?;
+    st.raw_bind_parameter(at(17), r.duration_ms)?;
+    st.raw_bind_parameter(at(18), r.upstream_ms)?;
+    st.raw_bind_parameter(at(19), status_str(r.status))?;
+    st.raw_bind_parameter(at(20), r.http_status)?;
+    st.raw_bind_parameter(at(21), r.error_kind)?;
+    st.raw_bind_parameter(at(22), r.fallback)?;
+    st.raw_bind_parameter(at(23), r.model_fallback)?;
+    st.raw_bind_parameter(at(24), r.last_resort)?;
+    Ok(())
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, DbError> + Send + 'static,
 ) -> Result<T, DbError> {
@@ -241,7 +290,7 @@ fn migrate(conn: &mut Connection) -> Result<(), DbError> {
         if *version <= current {
             continue;
         }
-        for s in *statements {
+        for s in statements.iter().filter_map(|s| s.for_sqlite()) {
             tx.execute(s, [])?;
         }
         tx.execute(
@@ -252,3 +301,7 @@ fn migrate(conn: &mut Connection) -> Result<(), DbError> {
     tx.commit()?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;

@@ -251,10 +251,12 @@ impl Writer {
             pending.append(&mut buf);
             buf.shrink_to_fit();
         }
-        for chunk in pending.chunks(self.batch_rows) {
+        while !pending.is_empty() {
+            let n = pending.len().min(self.batch_rows);
+            let mut chunk: Vec<RequestRecord> = pending.drain(..n).collect();
             let mut ok = false;
             for i in 0..SHUTDOWN_TRIES {
-                match self.db.insert_requests(chunk).await {
+                match self.db.insert_requests(&mut chunk).await {
                     Ok(()) => {
                         ok = true;
                         break;

@@ -1,0 +1,140 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+//! The SQLite ledger's own tests: the v1 → v2 rebuild keeps every row, and batches of any
+//! size (whole multi-row statements plus a remainder) store each record once.
+
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{params, Connection};
+
+use super::super::schema::{CREATE_VERSIONS, MIGRATIONS};
+use super::super::{GroupBy, UsageQuery};
+use super::{Sqlite, ROWS_PER_STATEMENT};
+use crate::observe::{Api, RequestRecord, Status, TokenUsage};
+
+fn record(i: u64, key: &str) -> RequestRecord {
+    RequestRecord {
+        time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + i),
+        request_id: format!("req_{i:06}"),
+        api: Api::Messages,
+        key_name: Some(key.into()),
+        model_requested: "m".into(),
+        model_served: Some("m".into()),
+        provider: Some("p".into()),
+        endpoint: Some("p/m".into()),
+        stream: i.is_multiple_of(2),
+        attempts: 1,
+        usage: TokenUsage {
+            input: 10,
+            output: i,
+            cache_read: 0,
+            cache_creation: 0,
+        },
+        cost_eur: 0.5,
+        ttft_ms: Some(1.0),
+        duration_ms: 2.0,
+        upstream_ms: 1.5,
+        status: if i.is_multiple_of(10) { Status::Failed } else { Status::Ok },
+        http_status: 200,
+        error_kind: None,
+        fallback: false,
+        model_fallback: false,
+        last_resort: false,
+    }
+}
+
+async fn by_key(db: &Sqlite, since_ms: Option<i64>) -> Vec<(String, i64, i64, i64)> {
+    let q = UsageQuery {
+        by: GroupBy::Key,
+        since_ms,
+        key: None,
+    };
+    db.usage(q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.group, r.requests, r.failed, r.output_tokens))
+        .collect()
+}
+
+#[tokio::test]
+async fn batches_of_any_size_store_each_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(dir.path().join("relais.db")).await.unwrap();
+    // Two whole multi-row statements and a remainder, then the same batch again (a retry
+    // after an unclear failure): nothing is counted twice.
+    let n = (2 * ROWS_PER_STATEMENT + 7) as u64;
+    let mut batch: Vec<RequestRecord> = (0..n).map(|i| record(i, "a")).collect();
+    db.insert_requests(&mut batch).await.unwrap();
+    assert_eq!(batch.len(), n as usize, "the batch is handed back for the writer");
+    db.insert_requests(&mut batch).await.unwrap();
+    let out: i64 = (0..n as i64).sum();
+    let failed = (0..n).filter(|i| i.is_multiple_of(10)).count() as i64;
+    assert_eq!(by_key(&db, None).await, vec![("a".into(), n as i64, failed, out)]);
+    // The time range is read from the primary key's order.
+    let since = 1_700_000_000_000 + 100;
+    let late: i64 = (100..n as i64).sum();
+    let late_failed = (100..n).filter(|i| i.is_multiple_of(10)).count() as i64;
+    assert_eq!(
+        by_key(&db, Some(since)).await,
+        vec![("a".into(), n as i64 - 100, late_failed, late)]
+    );
+}
+
+#[tokio::test]
+async fn a_v1_ledger_is_rebuilt_with_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.db");
+    {
+        // A database as Relais left it before schema v2, with one request and one key.
+        let c = Connection::open(&path).unwrap();
+        c.execute(CREATE_VERSIONS, []).unwrap();
+        let (v1, statements) = MIGRATIONS[0];
+        assert_eq!(v1, 1);
+        for s in statements.iter().filter_map(|s| s.for_sqlite()) {
+            c.execute(s, []).unwrap();
+        }
+        c.execute(
+            "INSERT INTO relais_schema (version, applied_ms) VALUES (1, 0)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO requests VALUES ('req_old', 1700000000000, 'messages', 'old', 'm', \
+             'm', 'p', 'p/m', 0, 1, 5, 7, 0, 0, 0.25, NULL, 3.0, 2.0, 'ok', 200, NULL, 0, 0, 0)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO keys VALUES ('alice', ?1, '{}', 1, 1, NULL)",
+            params!["ab".repeat(32)],
+        )
+        .unwrap();
+    }
+    let db = Sqlite::open(path.clone()).await.unwrap();
+    let mut batch = vec![record(1, "new")];
+    db.insert_requests(&mut batch).await.unwrap();
+    assert_eq!(
+        by_key(&db, None).await,
+        vec![("new".into(), 1, 0, 1), ("old".into(), 1, 0, 7)]
+    );
+    assert_eq!(db.list_keys().await.unwrap().len(), 1, "keys are untouched");
+    let c = Connection::open(&path).unwrap();
+    let ddl: String = c
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'requests'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(ddl.contains("WITHOUT ROWID"), "{ddl}");
+    let versions: i64 = c
+        .query_row("SELECT MAX(version) FROM relais_schema", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(versions, MIGRATIONS.len() as i64);
+    // Opening again migrates nothing more.
+    drop(c);
+    drop(db);
+    let again = Sqlite::open(path).await.unwrap();
+    assert_eq!(by_key(&again, None).await.len(), 2);
+}

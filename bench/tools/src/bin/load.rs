@@ -264,6 +264,8 @@ async fn cmd_run(a: &Args) -> Result<Value, String> {
 
     let sampler = {
         let watch = watch.clone();
+        // Set once every worker is done (all `--max-requests` sent): the window ends then.
+        let done = stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(m0).await;
             let hwm_reset: Vec<bool> = watch.iter().map(|(_, p)| reset_peak_rss(*p)).collect();
@@ -277,6 +279,9 @@ async fn cmd_run(a: &Args) -> Result<Value, String> {
                 tokio::select! {
                     _ = tokio::time::sleep_until(m1) => break,
                     _ = iv.tick() => {
+                        if done.load(Relaxed) {
+                            break;
+                        }
                         for (i, (_, p)) in watch.iter().enumerate() {
                             rss_max[i] = rss_max[i].max(proc_status_kb(*p, "VmRSS").unwrap_or(0));
                         }

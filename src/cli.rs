@@ -6,9 +6,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::config::{config_dir, validate_ledger, Config, RawConfig};
+use crate::config::{config_dir, validate_ledger, validate_state, Config, RawConfig};
 use crate::db::{format_utc, Db, UsageQuery, UsageRow};
-use crate::keys;
+use crate::keys::{self, Announcer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -33,6 +33,23 @@ pub async fn open(config: &Path) -> Result<(RawConfig, Db), CliError> {
     Ok((raw, db))
 }
 
+/// Tells running replicas that key `name` changed, through Redis when the config has
+/// `[state]` Redis (they reload at once); returns what to print about when they see it.
+async fn announce(raw: &RawConfig, name: &str) -> &'static str {
+    let state = validate_state(&raw.state, &|k| std::env::var(k).ok());
+    match state.ok().and_then(|s| {
+        let url = s.redis_url?;
+        Announcer::new(&url, s.redis_timeout)
+    }) {
+        Some(a) => {
+            a.announce(name).await;
+            "announced through Redis: running servers apply it at once (else within \
+             [ledger] keys_refresh_s)"
+        }
+        None => "running servers apply it within [ledger] keys_refresh_s",
+    }
+}
+
 fn policy_arg(policy: Option<&str>) -> Result<Value, CliError> {
     match policy {
         None => Ok(json!({})),
@@ -49,12 +66,12 @@ pub async fn keys_create(
 ) -> Result<String, CliError> {
     let (raw, db) = open(config).await?;
     let created = keys::create(&db, &raw, name, policy_arg(policy)?).await?;
+    let when = announce(&raw, &created.name).await;
     if as_json {
         return Ok(json!(created).to_string());
     }
     Ok(format!(
-        "created key `{}`; it is shown only this once, store it now:\n\n    {}\n\n\
-         Running servers accept it within [ledger] keys_refresh_s.\n",
+        "created key `{}`; it is shown only this once, store it now:\n\n    {}\n\n{when}.\n",
         created.name, created.key
     ))
 }
@@ -83,11 +100,10 @@ pub async fn keys_list(config: &Path, as_json: bool) -> Result<String, CliError>
 }
 
 pub async fn keys_revoke(config: &Path, name: &str) -> Result<String, CliError> {
-    let (_, db) = open(config).await?;
+    let (raw, db) = open(config).await?;
     keys::revoke(&db, name).await?;
-    Ok(format!(
-        "revoked key `{name}`; running servers refuse it within [ledger] keys_refresh_s\n"
-    ))
+    let when = announce(&raw, name).await;
+    Ok(format!("revoked key `{name}`; {when}\n"))
 }
 
 pub async fn keys_set_policy(
@@ -98,7 +114,11 @@ pub async fn keys_set_policy(
 ) -> Result<String, CliError> {
     let (raw, db) = open(config).await?;
     let info = keys::set_policy(&db, &raw, name, policy_arg(Some(policy))?, merge).await?;
-    Ok(format!("key `{}` policy: {}\n", info.name, info.policy))
+    let when = announce(&raw, name).await;
+    Ok(format!(
+        "key `{}` policy: {}\n{when}\n",
+        info.name, info.policy
+    ))
 }
 
 pub async fn usage(

@@ -1,6 +1,6 @@
 //! Two Relais replicas against one real Postgres (started by `common::pg` on loopback):
 //! the ledger holds one row per request from both, and a key created or revoked through
-//! one replica's admin API takes effect on the other within seconds.
+//! one replica's admin API takes effect on the other within seconds (at once with Redis).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_upstream::openai;
 use common::pg::Pg;
+use common::redis::RedisServer;
 use common::*;
 use serde_json::json;
 
@@ -17,13 +18,20 @@ const ADMIN_ENV: &str = "RELAIS_TEST_ADMIN_KEY";
 const ADMIN_KEY: &str = "admin-key-0123456789-abcdef";
 
 async fn replica(fake: &FakeUpstream, pg: &Pg) -> Relais {
+    replica_toml(fake, pg, "", "").await.0
+}
+
+/// A replica whose config adds `ledger` lines to `[ledger]` and `tail` at the end; also
+/// returns its config text (for the CLI).
+async fn replica_toml(fake: &FakeUpstream, pg: &Pg, ledger: &str, tail: &str) -> (Relais, String) {
     let toml = format!(
         "{}price_input_per_mtok = 1000\nprice_output_per_mtok = 2000\n\n\
-         [ledger]\nurl = \"{}\"\n\n[admin]\nkey_env = \"{ADMIN_ENV}\"\n",
+         [ledger]\nurl = \"{}\"\n{ledger}\n[admin]\nkey_env = \"{ADMIN_ENV}\"\n{tail}",
         config(&fake.base_url(), &Opts::default()),
         pg.url
     );
-    Relais::start_cfg(validate_cfg(&toml, &[(ADMIN_ENV, ADMIN_KEY)], None)).await
+    let r = Relais::start_cfg(validate_cfg(&toml, &[(ADMIN_ENV, ADMIN_KEY)], None)).await;
+    (r, toml)
 }
 
 fn rid(resp: &reqwest::Response) -> String {
@@ -159,6 +167,59 @@ async fn a_key_created_or_revoked_on_one_replica_applies_on_the_other() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
     // The TOML key still works on both.
     assert_eq!(b.messages(&simple_body("hi")).await.status(), 200);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// With Redis (`[state] redis_url`), a key change on one replica, or by `relais keys`, is
+/// announced and every replica reloads at once: the poll is set to a minute here, so only
+/// the announcement can explain a change seen within 2 s. Without Redis the announcement
+/// fails, the change itself does not.
+#[tokio::test]
+async fn with_redis_key_changes_reach_every_replica_at_once() {
+    let pg = Pg::start().await;
+    let mut redis = RedisServer::start().await;
+    let fake = FakeUpstream::start().await;
+    fake.set_default(Reply::json(openai::chat_response("ok")));
+    let state = format!("\n[state]\nredis_url = \"{}\"\n", redis.url());
+    let slow_poll = "keys_refresh_s = 60\n";
+    let (a, toml) = replica_toml(&fake, &pg, slow_poll, &state).await;
+    let (b, _) = replica_toml(&fake, &pg, slow_poll, &state).await;
+    let quick = Duration::from_secs(2);
+
+    // Through the admin API of one replica.
+    let (st, v) = admin_post(&a, "/relais/admin/keys", json!({"name": "erin"})).await;
+    assert_eq!(st, 201, "{v}");
+    let key = v["key"].as_str().unwrap().to_owned();
+    let took = until_status(&b, &key, 200).await;
+    assert!(took < quick, "created: took {took:?}");
+    let (st, _) = admin_post(&a, "/relais/admin/keys/erin/revoke", json!({})).await;
+    assert_eq!(st, 200);
+    let took = until_status(&b, &key, 401).await;
+    assert!(took < quick, "revoked: took {took:?}");
+
+    // Through the CLI, a separate process in real use: it reads the same config file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let (st, v) = admin_post(&b, "/relais/admin/keys", json!({"name": "frank"})).await;
+    assert_eq!(st, 201, "{v}");
+    let key = v["key"].as_str().unwrap().to_owned();
+    until_status(&a, &key, 200).await;
+    let out = relais::cli::keys_revoke(&path, "frank").await.unwrap();
+    assert!(out.contains("announced through Redis"), "{out}");
+    for r in [&a, &b] {
+        let took = until_status(r, &key, 401).await;
+        assert!(took < quick, "CLI revocation: took {took:?}");
+    }
+
+    // Redis down: the admin call still succeeds and applies on its own replica at once;
+    // the others would see it at their next poll.
+    redis.kill();
+    let (st, v) = admin_post(&a, "/relais/admin/keys", json!({"name": "gina"})).await;
+    assert_eq!(st, 201, "{v}");
+    let key = v["key"].as_str().unwrap().to_owned();
+    assert_eq!(a.messages_as(&key, &simple_body("hi")).await.status(), 200);
     a.stop().await;
     b.stop().await;
 }

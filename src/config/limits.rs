@@ -117,7 +117,7 @@ fn limit_set(field: &str, l: &RawLimits) -> Result<LimitSet, ConfigError> {
     })
 }
 
-pub(super) fn validate_state(
+pub fn validate_state(
     s: &RawState,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<StateConfig, ConfigError> {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::anthropic::Preference;
 pub use db_key::{check_policy_shape, validate_db_key};
-pub use limits::{KeyLimits, LimitSet, OnRedisError, StateConfig};
+pub use limits::{validate_state, KeyLimits, LimitSet, OnRedisError, StateConfig};
 pub use ops::{validate_ledger, AdminConfig, DbUrl, LedgerConfig, RawAdmin, RawLedger};
 pub use raw::{RawConfig, RawKey, RawLimits};
 pub use secret::Secret;

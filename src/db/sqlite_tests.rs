@@ -34,7 +34,11 @@ fn record(i: u64, key: &str) -> RequestRecord {
         ttft_ms: Some(1.0),
         duration_ms: 2.0,
         upstream_ms: 1.5,
-        status: if i.is_multiple_of(10) { Status::Failed } else { Status::Ok },
+        status: if i.is_multiple_of(10) {
+            Status::Failed
+        } else {
+            Status::Ok
+        },
         http_status: 200,
         error_kind: None,
         fallback: false,
@@ -66,11 +70,18 @@ async fn batches_of_any_size_store_each_record_once() {
     let n = (2 * ROWS_PER_STATEMENT + 7) as u64;
     let mut batch: Vec<RequestRecord> = (0..n).map(|i| record(i, "a")).collect();
     db.insert_requests(&mut batch).await.unwrap();
-    assert_eq!(batch.len(), n as usize, "the batch is handed back for the writer");
+    assert_eq!(
+        batch.len(),
+        n as usize,
+        "the batch is handed back for the writer"
+    );
     db.insert_requests(&mut batch).await.unwrap();
     let out: i64 = (0..n as i64).sum();
     let failed = (0..n).filter(|i| i.is_multiple_of(10)).count() as i64;
-    assert_eq!(by_key(&db, None).await, vec![("a".into(), n as i64, failed, out)]);
+    assert_eq!(
+        by_key(&db, None).await,
+        vec![("a".into(), n as i64, failed, out)]
+    );
     // The time range is read from the primary key's order.
     let since = 1_700_000_000_000 + 100;
     let late: i64 = (100..n as i64).sum();

@@ -3,7 +3,8 @@
 //! Each replica holds every stored key in memory (digest → key) and reloads the table in
 //! the background every `ledger.keys_refresh_s`: authentication never queries the
 //! database, and a key created or revoked on one replica takes effect on every replica
-//! within one refresh. Only SHA-256 digests are stored; the key is shown once, at creation.
+//! within one refresh. With Redis (`[state] redis_url`) a change is also announced on a
+//! Pub/Sub channel and every replica reloads at once ([`notify`]). Only SHA-256 digests are stored; the key is shown once, at creation.
 //! A key's policy is the JSON form of a `[[keys]]` entry (without name and key), validated
 //! by the same code, so it takes every field a TOML key takes.
 
@@ -15,10 +16,13 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::config::{check_policy_shape, validate_db_key, ClientKey, ConfigError, RawConfig};
 use crate::db::{now_ms, Db, DbError, KeyRow};
+
+pub mod notify;
+pub use notify::Announcer;
 
 /// Prefix of generated keys, so that a leaked one is recognisable.
 pub const KEY_PREFIX: &str = "sk-relais-";
@@ -204,16 +208,27 @@ pub struct KeyStore {
     raw: RwLock<Arc<RawConfig>>,
     table: RwLock<Arc<KeyTable>>,
     stop: watch::Sender<bool>,
+    /// Reload now (a change announced through Redis).
+    wake: Arc<Notify>,
+    announcer: Option<Announcer>,
 }
 
 impl KeyStore {
     /// Loads the table once; fails when the database cannot be read.
-    pub async fn open(db: Db, raw: Arc<RawConfig>) -> Result<Arc<KeyStore>, DbError> {
+    /// With an `announcer`, changes made through [`KeyStore::announce`] reach the other
+    /// replicas at once, and [`KeyStore::spawn_refresh`] listens for theirs.
+    pub async fn open(
+        db: Db,
+        raw: Arc<RawConfig>,
+        announcer: Option<Announcer>,
+    ) -> Result<Arc<KeyStore>, DbError> {
         let store = Arc::new(KeyStore {
             db,
             raw: RwLock::new(raw),
             table: RwLock::new(Arc::new(KeyTable::default())),
             stop: watch::channel(false).0,
+            wake: Arc::new(Notify::new()),
+            announcer,
         });
         store.refresh().await?;
         Ok(store)
@@ -282,16 +297,28 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Refreshes every `every` until [`KeyStore::stop`]. While the database is unreachable
-    /// the last table stays in force (revocations made meanwhile wait for it to return).
+    /// Tells the other replicas (through Redis, when configured) that key `name` changed.
+    pub async fn announce(&self, name: &str) {
+        if let Some(a) = &self.announcer {
+            a.announce(name).await;
+        }
+    }
+
+    /// Refreshes every `every`, and at once when a change is announced, until
+    /// [`KeyStore::stop`]. While the database is unreachable the last table stays in force
+    /// (revocations made meanwhile wait for it to return).
     pub fn spawn_refresh(self: &Arc<Self>, every: Duration) {
         let store = self.clone();
         let mut stop = self.stop.subscribe();
+        if let Some(a) = &self.announcer {
+            a.spawn_listener(self.wake.clone(), self.stop.subscribe());
+        }
         tokio::spawn(async move {
             let mut failing = false;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
+                    _ = store.wake.notified() => {}
                     _ = stop.changed() => return,
                 }
                 match store.refresh().await {

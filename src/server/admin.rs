@@ -97,7 +97,7 @@ pub async fn create_key(
     let body: CreateBody = serde_json::from_value(json_body(&body)?)
         .map_err(|e| ApiError::invalid(format!("invalid request: {e}")))?;
     let created = keys::create(store.db(), &store.raw(), &body.name, body.policy).await?;
-    refresh_now(store).await;
+    refresh_now(store, &created.name).await;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -117,7 +117,7 @@ pub async fn revoke_key(
 ) -> Result<Response, ApiError> {
     let store = guard(&st, &headers)?;
     keys::revoke(store.db(), &name).await?;
-    refresh_now(store).await;
+    refresh_now(store, &name).await;
     Ok(Json(json!({ "name": name, "revoked": true })).into_response())
 }
 
@@ -150,15 +150,17 @@ async fn set_policy(
     let store = guard(&st, &headers)?;
     let policy = json_body(&body)?;
     let info = keys::set_policy(store.db(), &store.raw(), &name, policy, merge).await?;
-    refresh_now(store).await;
+    refresh_now(store, &name).await;
     Ok(Json(info).into_response())
 }
 
-/// This replica sees its own change at once; others within one refresh interval.
-async fn refresh_now(store: &keys::KeyStore) {
+/// This replica sees its own change at once; others at once too when Redis carries the
+/// announcement, else within one refresh interval.
+async fn refresh_now(store: &keys::KeyStore, name: &str) {
     if let Err(e) = store.refresh().await {
         tracing::warn!("keys: refresh after an admin change failed: {e}");
     }
+    store.announce(name).await;
 }
 
 #[derive(Deserialize)]

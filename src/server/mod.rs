@@ -100,7 +100,12 @@ impl Shared {
             return Ok(shared);
         };
         let db = Db::open(url).await.map_err(StartError::Database)?;
-        let keys = KeyStore::open(db.clone(), cfg.raw.0.clone())
+        let announcer = cfg
+            .state
+            .redis_url
+            .as_ref()
+            .and_then(|u| crate::keys::Announcer::new(u, cfg.state.redis_timeout));
+        let keys = KeyStore::open(db.clone(), cfg.raw.0.clone(), announcer)
             .await
             .map_err(StartError::Database)?;
         keys.spawn_refresh(cfg.ledger.keys_refresh);

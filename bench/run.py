@@ -58,6 +58,17 @@ def pin(cpus):
     return f
 
 
+def pin_nice(cpus, nice):
+    """pin(cpus), then lower the priority by `nice` (inherited by the process's children)."""
+    def f():
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        if nice:
+            os.nice(nice)
+
+    return f
+
+
 def start(name, cmd, logpath, cpus=None, env=None):
     log(f"start {name}: {' '.join(cmd)}" + (f" (cpus {sorted(cpus)})" if cpus else ""))
     lf = open(logpath, "ab")  # O_APPEND: the log can be truncated while the process writes
@@ -245,7 +256,7 @@ def pg_bin_dir():
     return max(found)[1]
 
 
-def start_postgres(logdir, cpus):
+def start_postgres(logdir, cpus, nice=0):
     """A throwaway Postgres (default settings) on a free 127.0.0.1 port, data in a temporary
     folder; stopped and removed at exit (also on failure). As root it runs as the `postgres`
     system user, since Postgres refuses to run as root. Returns its URL."""
@@ -275,12 +286,13 @@ def start_postgres(logdir, cpus):
     for _ in range(5):  # a free port can be taken between probing and binding
         port = free_port()
         logp = os.path.join(logdir, "postgres.log")
-        log(f"start postgres on 127.0.0.1:{port}" + (f" (cpus {sorted(cpus)})" if cpus else ""))
+        log(f"start postgres on 127.0.0.1:{port}" + (f" (cpus {sorted(cpus)})" if cpus else "")
+            + (f" (nice {nice})" if nice else ""))
         with open(logp, "ab") as lf:  # not a CHILD: it must outlive Relais's shutdown flush
             p = subprocess.Popen(cmd("postgres", "-D", data, "-k", d, "-p", str(port),
                                      "-c", "listen_addresses=127.0.0.1"),
                                  stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 preexec_fn=pin(cpus), cwd=d)
+                                 preexec_fn=pin_nice(cpus, nice), cwd=d)
 
         def stop(p=p):
             try:
@@ -578,6 +590,10 @@ def parse_args(argv):
     ap.add_argument("--postgres", action="store_true",
                     help="start a throwaway Postgres on a free loopback port for the run (torn down at the end); "
                          "{postgres_url} in config snippets becomes its URL")
+    ap.add_argument("--postgres-nice", type=int, default=10, metavar="N",
+                    help="run that Postgres at this nice level (default 10). It shares the load generator's "
+                         "core on a 2-core machine; niced, it uses that core's idle time instead of starving "
+                         "the load generator in bursts (a database normally runs on another host). 0 = as is")
     ap.add_argument("--relais-env", action="append", default=[], metavar="K=V", help="extra environment for relais (e.g. RUST_LOG=info)")
     ap.add_argument("--gateway-url", help="another gateway to compare, e.g. http://127.0.0.1:4000/v1/messages")
     ap.add_argument("--gateway-format", choices=["anthropic", "openai"], default="anthropic", help="the other gateway's API format")
@@ -686,7 +702,7 @@ def main(argv):
         snippets = [a.relais_config_extra] + [parse_variant(v)[1] for v in a.relais_variant]
         pg_url = None
         if a.postgres:
-            pg_url = start_postgres(logdir, load_cpus)  # off Relais's core, like a database host
+            pg_url = start_postgres(logdir, load_cpus, a.postgres_nice)  # off Relais's core
         elif any(f and snippet_wants_postgres(f) for f in snippets):
             raise Fatal(f"a config snippet contains {PG_PLACEHOLDER}: run with --postgres")
         base_extra = read_extra(a.relais_config_extra, pg_url)

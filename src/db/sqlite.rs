@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::schema::{
-    CREATE_VERSIONS, KEY_COLUMNS, MIGRATIONS, REQUEST_COLUMNS, REQUEST_COLUMN_COUNT,
+    sqlite_flags, CREATE_VERSIONS, KEY_COLUMNS, MIGRATIONS, SQLITE_STORED_COLUMNS,
+    SQLITE_STORED_COUNT,
 };
 use super::{
-    digest_from_hex, i64_of, now_ms, status_str, unix_ms, usage_sql, DbError, KeyRow, UsageQuery,
-    UsageRow,
+    digest_from_hex, i64_of, now_ms, unix_ms, usage_sql, DbError, KeyRow, UsageQuery, UsageRow,
 };
 use crate::observe::RequestRecord;
 
@@ -201,7 +201,7 @@ fn insert_batch(c: &mut Connection, rows: &[RequestRecord]) -> Result<(), DbErro
         let mut many = tx.prepare_cached(&insert_sql(ROWS_PER_STATEMENT))?;
         for chunk in &mut chunks {
             for (i, r) in chunk.iter().enumerate() {
-                bind_row(&mut many, i * REQUEST_COLUMN_COUNT, r)?;
+                bind_row(&mut many, i * SQLITE_STORED_COUNT, r)?;
             }
             many.raw_execute()?;
         }
@@ -215,25 +215,26 @@ fn insert_batch(c: &mut Connection, rows: &[RequestRecord]) -> Result<(), DbErro
     Ok(())
 }
 
-/// Rows per multi-row insert (24 parameters each; SQLite allows 32,766 per statement).
+/// Rows per multi-row insert (17 parameters each; SQLite allows 32,766 per statement).
 const ROWS_PER_STATEMENT: usize = 50;
 
 fn insert_sql(rows: usize) -> String {
     let tuple = format!(
         "({})",
-        (0..REQUEST_COLUMN_COUNT)
+        (0..SQLITE_STORED_COUNT)
             .map(|_| "?")
             .collect::<Vec<_>>()
             .join(",")
     );
     // No conflict target: the key is (time_ms, request_id) since schema v2.
     format!(
-        "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING",
+        "INSERT INTO request_rows ({SQLITE_STORED_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING",
         vec![tuple; rows].join(",")
     )
 }
 
-/// Binds one record to parameters `base + 1 ..= base + 24`, in `REQUEST_COLUMNS` order.
+/// Binds one record to parameters `base + 1 ..= base + 17`, in `SQLITE_STORED_COLUMNS`
+/// order.
 fn bind_row(
     st: &mut rusqlite::Statement<'_>,
     base: usize,
@@ -242,28 +243,21 @@ fn bind_row(
     let at = |i: usize| base + i;
     st.raw_bind_parameter(at(1), &r.request_id)?;
     st.raw_bind_parameter(at(2), unix_ms(r.time))?;
-    st.raw_bind_parameter(at(3), r.api.as_str())?;
-    st.raw_bind_parameter(at(4), &r.key_name)?;
-    st.raw_bind_parameter(at(5), &r.model_requested)?;
-    st.raw_bind_parameter(at(6), &r.model_served)?;
-    st.raw_bind_parameter(at(7), &r.provider)?;
-    st.raw_bind_parameter(at(8), &r.endpoint)?;
-    st.raw_bind_parameter(at(9), r.stream)?;
-    st.raw_bind_parameter(at(10), r.attempts)?;
-    st.raw_bind_parameter(at(11), i64_of(r.usage.input))?;
-    st.raw_bind_parameter(at(12), i64_of(r.usage.output))?;
-    st.raw_bind_parameter(at(13), i64_of(r.usage.cache_read))?;
-    st.raw_bind_parameter(at(14), i64_of(r.usage.cache_creation))?;
-    st.raw_bind_parameter(at(15), r.cost_eur)?;
-    st.raw_bind_parameter(at(16), r.ttft_ms)?;
-    st.raw_bind_parameter(at(17), r.duration_ms)?;
-    st.raw_bind_parameter(at(18), r.upstream_ms)?;
-    st.raw_bind_parameter(at(19), status_str(r.status))?;
-    st.raw_bind_parameter(at(20), r.http_status)?;
-    st.raw_bind_parameter(at(21), r.error_kind)?;
-    st.raw_bind_parameter(at(22), r.fallback)?;
-    st.raw_bind_parameter(at(23), r.model_fallback)?;
-    st.raw_bind_parameter(at(24), r.last_resort)?;
+    st.raw_bind_parameter(at(3), &r.key_name)?;
+    st.raw_bind_parameter(at(4), &r.model_requested)?;
+    st.raw_bind_parameter(at(5), &r.model_served)?;
+    st.raw_bind_parameter(at(6), &r.provider)?;
+    st.raw_bind_parameter(at(7), &r.endpoint)?;
+    st.raw_bind_parameter(at(8), i64_of(r.usage.input))?;
+    st.raw_bind_parameter(at(9), i64_of(r.usage.output))?;
+    st.raw_bind_parameter(at(10), i64_of(r.usage.cache_read))?;
+    st.raw_bind_parameter(at(11), i64_of(r.usage.cache_creation))?;
+    st.raw_bind_parameter(at(12), r.cost_eur)?;
+    st.raw_bind_parameter(at(13), r.ttft_ms)?;
+    st.raw_bind_parameter(at(14), r.duration_ms)?;
+    st.raw_bind_parameter(at(15), r.upstream_ms)?;
+    st.raw_bind_parameter(at(16), r.error_kind)?;
+    st.raw_bind_parameter(at(17), sqlite_flags(r))?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{params, Connection};
 
-use super::super::schema::{CREATE_VERSIONS, MIGRATIONS};
+use super::super::schema::{CREATE_VERSIONS, MIGRATIONS, REQUEST_COLUMNS};
 use super::super::{GroupBy, UsageQuery};
 use super::{Sqlite, ROWS_PER_STATEMENT};
 use crate::observe::{Api, RequestRecord, Status, TokenUsage};
@@ -117,6 +117,13 @@ async fn a_v1_ledger_is_rebuilt_with_its_rows() {
         )
         .unwrap();
         c.execute(
+            "INSERT INTO requests VALUES ('req_odd', 1700000000001, 'chat_completions', NULL, \
+             'm', NULL, 'p', 'p/m', 1, 3, 0, 0, 0, 0, 0.0, NULL, 9.0, 8.0, \
+             'failed_mid_stream', 200, 'upstream_stream', 1, 0, 1)",
+            [],
+        )
+        .unwrap();
+        c.execute(
             "INSERT INTO keys VALUES ('alice', ?1, '{}', 1, 1, NULL)",
             params!["ab".repeat(32)],
         )
@@ -127,13 +134,17 @@ async fn a_v1_ledger_is_rebuilt_with_its_rows() {
     db.insert_requests(&mut batch).await.unwrap();
     assert_eq!(
         by_key(&db, None).await,
-        vec![("new".into(), 1, 0, 1), ("old".into(), 1, 0, 7)]
+        vec![
+            ("(none)".into(), 1, 1, 0),
+            ("new".into(), 1, 0, 1),
+            ("old".into(), 1, 0, 7)
+        ]
     );
     assert_eq!(db.list_keys().await.unwrap().len(), 1, "keys are untouched");
     let c = Connection::open(&path).unwrap();
     let ddl: String = c
         .query_row(
-            "SELECT sql FROM sqlite_master WHERE name = 'requests'",
+            "SELECT sql FROM sqlite_master WHERE name = 'request_rows'",
             [],
             |r| r.get(0),
         )
@@ -143,9 +154,89 @@ async fn a_v1_ledger_is_rebuilt_with_its_rows() {
         .query_row("SELECT MAX(version) FROM relais_schema", [], |r| r.get(0))
         .unwrap();
     assert_eq!(versions, MIGRATIONS.len() as i64);
+    // Every v1 value reads back under its v1 name (the small ones are generated columns).
+    assert_eq!(
+        row(&c, "req_old"),
+        "req_old|1700000000000|messages|old|m|m|p|p/m|0|1|5|7|0|0|0.25|NULL|3.0|2.0|ok|200|NULL|0|0|0"
+    );
+    assert_eq!(
+        row(&c, "req_odd"),
+        "req_odd|1700000000001|chat_completions|NULL|m|NULL|p|p/m|1|3|0|0|0|0|0.0|NULL|9.0|8.0|\
+         failed_mid_stream|200|upstream_stream|1|0|1"
+    );
     // Opening again migrates nothing more.
     drop(c);
     drop(db);
     let again = Sqlite::open(path).await.unwrap();
-    assert_eq!(by_key(&again, None).await.len(), 2);
+    assert_eq!(by_key(&again, None).await.len(), 3);
+}
+
+/// One row as `a|b|...` in v1's column order (NULL for null).
+fn row(c: &Connection, id: &str) -> String {
+    c.query_row(
+        &format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE request_id = ?1"),
+        [id],
+        |r| {
+            let mut out = Vec::new();
+            for i in 0..24 {
+                out.push(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => "NULL".to_owned(),
+                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Real(v) => format!("{v:?}"),
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    rusqlite::types::ValueRef::Blob(_) => "BLOB".to_owned(),
+                });
+            }
+            Ok(out.join("|"))
+        },
+    )
+    .unwrap()
+}
+
+/// What the server writes reads back under v1's names and values, every flag and status.
+#[tokio::test]
+async fn every_field_reads_back_under_its_v1_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relais.db");
+    let db = Sqlite::open(path.clone()).await.unwrap();
+    let mut a = record(1, "k");
+    a.api = Api::ChatCompletions;
+    a.stream = true;
+    a.fallback = true;
+    a.model_fallback = true;
+    a.last_resort = true;
+    a.status = Status::ClientClosed;
+    a.http_status = 499;
+    a.attempts = 7;
+    a.error_kind = Some("client_closed");
+    a.ttft_ms = None;
+    let mut b = record(2, "k");
+    b.stream = false;
+    b.status = Status::FailedMidStream;
+    b.http_status = 200;
+    b.key_name = None;
+    b.model_served = None;
+    let mut c = record(3, "k");
+    c.stream = false;
+    c.status = Status::Failed;
+    c.http_status = 504;
+    c.attempts = 0;
+    let mut batch = vec![a, b, c];
+    db.insert_requests(&mut batch).await.unwrap();
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(
+        row(&conn, "req_000001"),
+        "req_000001|1700000000001|chat_completions|k|m|m|p|p/m|1|7|10|1|0|0|0.5|NULL|2.0|1.5|\
+         client_closed|499|client_closed|1|1|1"
+    );
+    assert_eq!(
+        row(&conn, "req_000002"),
+        "req_000002|1700000000002|messages|NULL|m|NULL|p|p/m|0|1|10|2|0|0|0.5|1.0|2.0|1.5|\
+         failed_mid_stream|200|NULL|0|0|0"
+    );
+    assert_eq!(
+        row(&conn, "req_000003"),
+        "req_000003|1700000000003|messages|k|m|m|p|p/m|0|0|10|3|0|0|0.5|1.0|2.0|1.5|failed|504|\
+         NULL|0|0|0"
+    );
 }

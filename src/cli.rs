@@ -41,10 +41,13 @@ async fn announce(raw: &RawConfig, name: &str) -> &'static str {
         let url = s.redis_url?;
         Announcer::new(&url, s.redis_timeout)
     }) {
-        Some(a) => {
-            a.announce(name).await;
+        Some(a) if a.announce(name).await => {
             "announced through Redis: running servers apply it at once (else within \
              [ledger] keys_refresh_s)"
+        }
+        Some(_) => {
+            "not announced (Redis unreachable): running servers apply it within \
+             [ledger] keys_refresh_s"
         }
         None => "running servers apply it within [ledger] keys_refresh_s",
     }

@@ -439,3 +439,41 @@ async fn keys_create_then_a_request_then_usage_shows_its_cost() {
         .unwrap_or_else(|| panic!("{table}"));
     assert!(line.contains("0.025000"), "{line}");
 }
+
+/// Shutdown whose flush cannot finish (the database stays locked past the grace): every
+/// record is still accounted for, as lost, none silently left in a queue nobody reads.
+#[tokio::test]
+async fn an_aborted_shutdown_counts_every_unwritten_record_as_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeUpstream::start().await;
+    fake.set_default(Reply::json(openai::chat_response("ok")));
+    let toml = toml_with(
+        &fake,
+        &sqlite_section(dir.path(), "batch_rows = 2\nflush_ms = 10"),
+    );
+    let relais = Relais::start_cfg(validate_cfg(&toml, &[], None)).await;
+    let ledger = relais.state().ledger.clone().unwrap();
+    let db = dir.path().join("ledger.db");
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    const N: u64 = 6;
+    for _ in 0..N {
+        assert_eq!(relais.messages(&simple_body("x")).await.status(), 200);
+    }
+    // The writer holds one batch (stuck on the lock); the rest wait in the queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ledger.shutdown(Duration::from_millis(200)).await;
+    let s = ledger.stats();
+    let (written, lost) = (
+        s.written.load(Ordering::Relaxed),
+        s.lost.load(Ordering::Relaxed),
+    );
+    assert_eq!((written, ledger.dropped(), lost), (0, 0, N));
+    assert_eq!(ledger.queue_depth(), 0);
+    // Records after the shutdown are dropped and counted.
+    assert_eq!(relais.messages(&simple_body("x")).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(ledger.dropped(), 1);
+    lock.execute_batch("ROLLBACK").unwrap();
+    relais.stop().await;
+}

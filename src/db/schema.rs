@@ -176,7 +176,7 @@ pub const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS relais_schema (
 )";
 
 /// The request columns as every backend shows them (24), in Postgres's insert order; the
-/// tests check the inserts and SQLite's generated columns against it.
+/// tests check the inserts and SQLite's view against it.
 #[cfg(test)]
 pub const REQUEST_COLUMNS: &str = "request_id, time_ms, api, key_name, model_requested, \
     model_served, provider, endpoint, stream, attempts, input_tokens, output_tokens, \

@@ -154,7 +154,7 @@ async fn a_v1_ledger_is_rebuilt_with_its_rows() {
         .query_row("SELECT MAX(version) FROM relais_schema", [], |r| r.get(0))
         .unwrap();
     assert_eq!(versions, MIGRATIONS.len() as i64);
-    // Every v1 value reads back under its v1 name (the small ones are generated columns).
+    // Every v1 value reads back under its v1 name (the small ones decoded by the view).
     assert_eq!(
         row(&c, "req_old"),
         "req_old|1700000000000|messages|old|m|m|p|p/m|0|1|5|7|0|0|0.25|NULL|3.0|2.0|ok|200|NULL|0|0|0"

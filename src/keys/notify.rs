@@ -19,7 +19,8 @@ use crate::config::Secret;
 /// The Pub/Sub channel of key changes.
 pub const CHANNEL: &str = "relais:keys:changed";
 
-/// Longest wait between two tries to subscribe again.
+/// Shortest and longest wait between two tries to subscribe again.
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Publishes key changes.
@@ -36,9 +37,9 @@ impl Announcer {
         Some(Announcer { client, timeout })
     }
 
-    /// Best effort, bounded by the timeout: a failure is logged, never returned (the change
-    /// is stored; replicas see it at their next poll).
-    pub async fn announce(&self, name: &str) {
+    /// Best effort, bounded by the timeout: a failure is logged (the change is stored;
+    /// replicas see it at their next poll). True when Redis took the message.
+    pub async fn announce(&self, name: &str) -> bool {
         let publish = async {
             let mut c = self.client.get_multiplexed_async_connection().await?;
             redis::cmd("PUBLISH")
@@ -48,7 +49,7 @@ impl Announcer {
                 .await
         };
         match tokio::time::timeout(self.timeout, publish).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => return true,
             // The error names neither the URL (it may hold a password) nor anything secret.
             Ok(Err(e)) => tracing::warn!(
                 key = name,
@@ -62,23 +63,33 @@ impl Announcer {
                  at their next poll"
             ),
         }
+        false
     }
 
     /// Subscribes to [`CHANNEL`] until `stop` changes, waking `wake` for every message and
     /// after every (re)subscription; reconnects with backoff.
     pub fn spawn_listener(&self, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
         let client = self.client.clone();
+        let timeout = self.timeout;
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
+            let mut backoff = MIN_BACKOFF;
             let mut was_up = true;
             loop {
                 let listened = tokio::select! {
-                    r = listen(&client, &wake) => r,
+                    r = listen(&client, &wake, timeout) => r,
                     _ = stop.changed() => return,
                 };
                 match listened {
-                    // Subscribed, then the connection ended: try again at once.
-                    Ok(()) => backoff = Duration::from_millis(200),
+                    // Subscribed, then the connection ended: try again after the shortest
+                    // backoff (each subscription reloads the key table, so a Redis or proxy
+                    // that drops every subscription must not make this loop spin).
+                    Ok(()) => {
+                        backoff = MIN_BACKOFF;
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = stop.changed() => return,
+                        }
+                    }
                     Err(e) => {
                         if was_up {
                             tracing::warn!(
@@ -102,10 +113,21 @@ impl Announcer {
     }
 }
 
-/// One subscription: returns when the connection ends.
-async fn listen(client: &redis::Client, wake: &Notify) -> redis::RedisResult<()> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(CHANNEL).await?;
+/// One subscription: returns when the connection ends. Connecting and subscribing are
+/// bounded by `timeout` (a Redis that accepts and never answers is retried, not waited on).
+async fn listen(
+    client: &redis::Client,
+    wake: &Notify,
+    timeout: Duration,
+) -> redis::RedisResult<()> {
+    let timed_out = || redis::RedisError::from((redis::ErrorKind::IoError, "timed out"));
+    let mut pubsub = tokio::time::timeout(timeout, async {
+        let mut p = client.get_async_pubsub().await?;
+        p.subscribe(CHANNEL).await?;
+        Ok::<_, redis::RedisError>(p)
+    })
+    .await
+    .map_err(|_| timed_out())??;
     // Changes made while this replica was not subscribed would otherwise wait for the poll.
     wake.notify_one();
     let mut messages = pubsub.on_message();

@@ -12,6 +12,7 @@
 //! every send, which cost a task wake-up and a timer registration per request (bench, c=64:
 //! a few µs of CPU each), where the writer needs waking once per batch.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,7 +53,8 @@ impl Ledger {
     /// Starts the writer task (on the current runtime).
     pub fn start(db: Db, cfg: &LedgerConfig) -> Arc<Ledger> {
         let queue = Arc::new(Queue {
-            buf: Mutex::new(Vec::new()),
+            buf: Mutex::new(VecDeque::new()),
+            held: AtomicU64::new(0),
             capacity: cfg.queue_capacity,
             batch_rows: cfg.batch_rows,
             closed: AtomicBool::new(false),
@@ -99,7 +101,15 @@ impl Ledger {
         if let Some(mut task) = task {
             if tokio::time::timeout(grace, &mut task).await.is_err() {
                 task.abort();
-                let left = self.queue_depth() as u64;
+                // Later records are dropped and counted, not left in a queue nobody reads.
+                let queued = match self.queue.buf.lock() {
+                    Ok(mut b) => {
+                        self.queue.closed.store(true, Ordering::Relaxed);
+                        std::mem::take(&mut *b).len() as u64
+                    }
+                    Err(_) => 0,
+                };
+                let left = queued + self.queue.held.swap(0, Ordering::Relaxed);
                 self.stats.lost.fetch_add(left, Ordering::Relaxed);
                 tracing::error!(
                     "ledger: shutdown flush did not finish within {grace:?}; \
@@ -107,6 +117,14 @@ impl Ledger {
                 );
             }
         }
+    }
+}
+
+impl Drop for Ledger {
+    /// Dropped without `shutdown` (a test, a failed start): the writer sees the stop and
+    /// drains, instead of reading a closed stop channel as "not stopped" forever.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
     }
 }
 
@@ -120,7 +138,10 @@ impl Observer for Ledger {
 
 /// The bounded queue between requests and the writer.
 struct Queue {
-    buf: Mutex<Vec<RequestRecord>>,
+    buf: Mutex<VecDeque<RequestRecord>>,
+    /// Records the writer took out of `buf` and has not written yet (counted as lost if
+    /// shutdown has to abort it).
+    held: AtomicU64,
     capacity: usize,
     batch_rows: usize,
     /// Set (under the lock) at shutdown once the writer took the last records: later ones
@@ -142,7 +163,7 @@ impl Queue {
         if buf.len() >= self.capacity || self.closed.load(Ordering::Relaxed) {
             return false;
         }
-        buf.push(r);
+        buf.push_back(r);
         let n = buf.len();
         drop(buf);
         if n == 1 || n == self.batch_rows {
@@ -160,12 +181,11 @@ impl Queue {
         let Ok(mut buf) = self.buf.lock() else {
             return;
         };
-        if buf.len() <= max {
-            // Swap rather than copy: the writer's emptied vector becomes the queue's.
-            std::mem::swap(&mut *buf, into);
-        } else {
-            into.extend(buf.drain(..max));
-        }
+        // From the front of a ring buffer: no shifting of what stays queued, under the lock
+        // every request's push takes (after an outage the queue can hold 100k records).
+        let n = buf.len().min(max);
+        into.extend(buf.drain(..n));
+        self.held.store(into.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -221,6 +241,7 @@ impl Writer {
                         tracing::info!("ledger: database writes recovered");
                     }
                     batch.clear();
+                    self.queue.held.store(0, Ordering::Relaxed);
                     return;
                 }
                 Err(e) => {
@@ -251,12 +272,16 @@ impl Writer {
         // Later records are refused (the queue looks full) and counted as dropped.
         if let Ok(mut buf) = self.queue.buf.lock() {
             self.queue.closed.store(true, Ordering::Relaxed);
-            pending.append(&mut buf);
-            buf.shrink_to_fit();
+            pending.extend(std::mem::take(&mut *buf));
         }
-        while !pending.is_empty() {
-            let n = pending.len().min(self.batch_rows);
-            let mut chunk: Vec<RequestRecord> = pending.drain(..n).collect();
+        let held = &self.queue.held;
+        held.store(pending.len() as u64, Ordering::Relaxed);
+        let mut rest = pending.into_iter();
+        loop {
+            let mut chunk: Vec<RequestRecord> = rest.by_ref().take(self.batch_rows).collect();
+            if chunk.is_empty() {
+                break;
+            }
             let mut ok = false;
             for i in 0..SHUTDOWN_TRIES {
                 match self.db.insert_requests(&mut chunk).await {
@@ -272,11 +297,16 @@ impl Writer {
                 }
             }
             let n = chunk.len() as u64;
+            held.fetch_sub(n, Ordering::Relaxed);
             if ok {
                 self.stats.written.fetch_add(n, Ordering::Relaxed);
             } else {
+                // The database is down: the rest would fail the same way, slowly.
+                let n = n + rest.len() as u64;
+                held.store(0, Ordering::Relaxed);
                 self.stats.lost.fetch_add(n, Ordering::Relaxed);
                 tracing::error!("ledger: {n} records lost at shutdown: database unavailable");
+                break;
             }
         }
     }

@@ -47,23 +47,14 @@ impl Sqlite {
         f: impl FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
         let conn = self.conn.clone();
-        blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| DbError::Task("sqlite connection lock poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
+        blocking(move || f(&mut *lock(&conn)?)).await
     }
 
     pub async fn insert_requests(&self, rows: &mut Vec<RequestRecord>) -> Result<(), DbError> {
         let taken = std::mem::take(rows);
         let conn = self.conn.clone();
         let (back, res) = tokio::task::spawn_blocking(move || {
-            let res = conn
-                .lock()
-                .map_err(|_| DbError::Task("sqlite connection lock poisoned".into()))
-                .and_then(|mut c| insert_batch(&mut c, &taken));
+            let res = lock(&conn).and_then(|mut c| insert_batch(&mut c, &taken));
             (taken, res)
         })
         .await
@@ -259,6 +250,11 @@ fn bind_row(
     st.raw_bind_parameter(at(16), r.error_kind)?;
     st.raw_bind_parameter(at(17), sqlite_flags(r))?;
     Ok(())
+}
+
+fn lock(conn: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection>, DbError> {
+    conn.lock()
+        .map_err(|_| DbError::Task("sqlite connection lock poisoned".into()))
 }
 
 async fn blocking<T: Send + 'static>(

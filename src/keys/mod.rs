@@ -4,7 +4,8 @@
 //! the background every `ledger.keys_refresh_s`: authentication never queries the
 //! database, and a key created or revoked on one replica takes effect on every replica
 //! within one refresh. With Redis (`[state] redis_url`) a change is also announced on a
-//! Pub/Sub channel and every replica reloads at once ([`notify`]). Only SHA-256 digests are stored; the key is shown once, at creation.
+//! Pub/Sub channel and every replica reloads at once ([`notify`]). Only SHA-256 digests
+//! are stored; the key is shown once, at creation.
 //! A key's policy is the JSON form of a `[[keys]]` entry (without name and key), validated
 //! by the same code, so it takes every field a TOML key takes.
 

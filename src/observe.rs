@@ -22,6 +22,8 @@ pub enum Api {
     Messages,
     /// OpenAI `POST /v1/chat/completions`.
     ChatCompletions,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
 }
 
 impl Api {
@@ -29,6 +31,7 @@ impl Api {
         match self {
             Api::Messages => "messages",
             Api::ChatCompletions => "chat_completions",
+            Api::Responses => "responses",
         }
     }
 }

@@ -25,7 +25,7 @@ impl Sql {
 }
 
 /// `(version, statements)`, applied in order, each version once, in one transaction.
-pub const MIGRATIONS: &[(i64, &[Sql])] = &[(1, V1), (2, V2)];
+pub const MIGRATIONS: &[(i64, &[Sql])] = &[(1, V1), (2, V2), (3, V3)];
 
 const V1: &[Sql] = &[
     // One row per request. Never prompts, completions or keys: only the key's name.
@@ -149,7 +149,8 @@ pub const SQLITE_STORED_COLUMNS: &str = "request_id, time_ms, key_name, model_re
     cache_creation_tokens, cost_eur, ttft_ms, duration_ms, upstream_ms, error_kind, flags";
 pub const SQLITE_STORED_COUNT: usize = 17;
 
-/// SQLite's `flags` column (v2): bit 0 the chat-completions door, 1 stream, 2 fallback,
+/// SQLite's `flags` column (v2, v3): bit 0 the chat-completions door, 7 the Responses door
+/// (v3), 1 stream, 2 fallback,
 /// 3 model fallback, 4 last resort, 5–6 status (ok, failed, failed mid-stream, client
 /// closed), 8–17 the HTTP status, 18 and up the attempts.
 pub fn sqlite_flags(r: &crate::observe::RequestRecord) -> i64 {
@@ -161,6 +162,7 @@ pub fn sqlite_flags(r: &crate::observe::RequestRecord) -> i64 {
         Status::ClientClosed => 3,
     };
     i64::from(r.api == Api::ChatCompletions)
+        | i64::from(r.api == Api::Responses) << 7
         | i64::from(r.stream) << 1
         | i64::from(r.fallback) << 2
         | i64::from(r.model_fallback) << 3
@@ -169,6 +171,30 @@ pub fn sqlite_flags(r: &crate::observe::RequestRecord) -> i64 {
         | i64::from(r.http_status & 1023) << 8
         | i64::from(r.attempts) << 18
 }
+
+/// The third door (`POST /v1/responses`): its rows set bit 7 of `flags`, which the view
+/// names `responses`. Rows written before have bit 7 clear, so they read as before.
+const V3: &[Sql] = &[
+    Sql::Sqlite("DROP VIEW requests"),
+    Sql::Sqlite(
+        "CREATE VIEW requests AS SELECT request_id, time_ms,
+            CASE WHEN flags & 128 THEN 'responses' WHEN flags & 1 THEN 'chat_completions'
+                ELSE 'messages' END AS api,
+            key_name, model_requested, model_served, provider, endpoint,
+            (flags >> 1) & 1 AS stream,
+            flags >> 18 AS attempts,
+            input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_eur,
+            ttft_ms, duration_ms, upstream_ms,
+            CASE (flags >> 5) & 3 WHEN 0 THEN 'ok' WHEN 1 THEN 'failed'
+                WHEN 2 THEN 'failed_mid_stream' ELSE 'client_closed' END AS status,
+            (flags >> 8) & 1023 AS http_status,
+            error_kind,
+            (flags >> 2) & 1 AS fallback,
+            (flags >> 3) & 1 AS model_fallback,
+            (flags >> 4) & 1 AS last_resort
+        FROM request_rows",
+    ),
+];
 
 pub const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS relais_schema (
     version BIGINT PRIMARY KEY,

@@ -221,7 +221,9 @@ async fn every_field_reads_back_under_its_v1_name() {
     c.status = Status::Failed;
     c.http_status = 504;
     c.attempts = 0;
-    let mut batch = vec![a, b, c];
+    let mut d = record(4, "k");
+    d.api = Api::Responses;
+    let mut batch = vec![a, b, c, d];
     db.insert_requests(&mut batch).await.unwrap();
     let conn = Connection::open(&path).unwrap();
     assert_eq!(
@@ -237,6 +239,11 @@ async fn every_field_reads_back_under_its_v1_name() {
     assert_eq!(
         row(&conn, "req_000003"),
         "req_000003|1700000000003|messages|k|m|m|p|p/m|0|0|10|3|0|0|0.5|1.0|2.0|1.5|failed|504|\
+         NULL|0|0|0"
+    );
+    assert_eq!(
+        row(&conn, "req_000004"),
+        "req_000004|1700000000004|responses|k|m|m|p|p/m|1|1|10|4|0|0|0.5|1.0|2.0|1.5|ok|200|\
          NULL|0|0|0"
     );
 }

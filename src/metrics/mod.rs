@@ -101,7 +101,7 @@ pub struct Metrics {
     tokens: HistFamily<labels::GenAiLabels>,
     cost: Family<Labels<3>, Counter<f64, AtomicU64>>,
     /// Per API (`messages`, `chat_completions`), resolved once.
-    overhead: [Histogram; 2],
+    overhead: [Histogram; 3],
     attempts: Family<Labels<3>, Counter>,
     fallbacks: Family<Labels<1>, Counter>,
     model_fallbacks: Family<Labels<1>, Counter>,
@@ -157,7 +157,7 @@ impl Metrics {
             Unit::Seconds,
             overhead_f.clone(),
         );
-        let overhead = ["messages", "chat_completions"]
+        let overhead = ["messages", "chat_completions", "responses"]
             .map(|api| overhead_f.get_or_create_owned(&Labels([("api", V::S(api))])));
         let attempts = Family::default();
         r.register(

@@ -145,7 +145,12 @@ impl Metrics {
             }
         }
         let overhead = ((r.duration_ms - r.upstream_ms) / 1000.0).max(0.0);
-        self.overhead[usize::from(r.api == Api::ChatCompletions)].observe(overhead);
+        let door = match r.api {
+            Api::Messages => 0,
+            Api::ChatCompletions => 1,
+            Api::Responses => 2,
+        };
+        self.overhead[door].observe(overhead);
         let model = || Labels([("model", V::A(s.model.clone()))]);
         if r.fallback {
             self.fallbacks.get_or_create(&model()).inc();

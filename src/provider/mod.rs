@@ -9,6 +9,7 @@
 //! door's terms, so the door only renders.
 
 mod anthropic;
+pub mod family;
 mod http;
 mod openai;
 mod sse_body;

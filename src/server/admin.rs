@@ -1,6 +1,7 @@
 //! The admin API: run-time keys (`/relais/admin/keys`) and usage (`/relais/usage`).
 //!
-//! Guarded by the admin key (`[admin] key_env`), never by a client key. Without an admin
+//! Guarded by the admin key (`[admin] key_env`), never by a client key: the gate
+//! (`gate.rs`) checks it with [`authorize`] before these handlers run. Without an admin
 //! key configured every admin route answers 404: the API does not exist then.
 
 use std::sync::Arc;
@@ -60,9 +61,8 @@ impl From<KeyError> for ApiError {
     }
 }
 
-/// The admin key checked, the key store, or 404 when there is no database.
-fn guard<'a>(st: &'a AppState, headers: &HeaderMap) -> Result<&'a keys::KeyStore, ApiError> {
-    authorize(&st.cfg, headers)?;
+/// The key store, or 404 when there is no database. (The gate checked the admin key.)
+fn guard(st: &AppState) -> Result<&keys::KeyStore, ApiError> {
     st.keys
         .as_deref()
         .ok_or_else(|| ApiError::not_found("no database: the ledger is disabled ([ledger])"))
@@ -90,10 +90,9 @@ fn empty_object() -> Value {
 
 pub async fn create_key(
     State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let store = guard(&st, &headers)?;
+    let store = guard(&st)?;
     let body: CreateBody = serde_json::from_value(json_body(&body)?)
         .map_err(|e| ApiError::invalid(format!("invalid request: {e}")))?;
     let created = keys::create(store.db(), &store.raw(), &body.name, body.policy).await?;
@@ -101,11 +100,8 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
-pub async fn list_keys(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let store = guard(&st, &headers)?;
+pub async fn list_keys(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let store = guard(&st)?;
     let list = keys::list(store.db()).await?;
     Ok(Json(json!({ "data": list })).into_response())
 }
@@ -113,9 +109,8 @@ pub async fn list_keys(
 pub async fn revoke_key(
     State(st): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let store = guard(&st, &headers)?;
+    let store = guard(&st)?;
     keys::revoke(store.db(), &name).await?;
     refresh_now(store, &name).await;
     Ok(Json(json!({ "name": name, "revoked": true })).into_response())
@@ -125,29 +120,26 @@ pub async fn revoke_key(
 pub async fn put_policy(
     st: State<Arc<AppState>>,
     name: Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    set_policy(st, name, headers, body, false).await
+    set_policy(st, name, body, false).await
 }
 
 pub async fn patch_policy(
     st: State<Arc<AppState>>,
     name: Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    set_policy(st, name, headers, body, true).await
+    set_policy(st, name, body, true).await
 }
 
 async fn set_policy(
     State(st): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
     merge: bool,
 ) -> Result<Response, ApiError> {
-    let store = guard(&st, &headers)?;
+    let store = guard(&st)?;
     let policy = json_body(&body)?;
     let info = keys::set_policy(store.db(), &store.raw(), &name, policy, merge).await?;
     refresh_now(store, &name).await;
@@ -174,10 +166,9 @@ pub struct UsageParams {
 /// `GET /relais/usage?by=key|model|provider|day&since=...&key=...`
 pub async fn usage(
     State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
     q: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let store = guard(&st, &headers)?;
+    let store = guard(&st)?;
     let Query(q) = q.map_err(|e| ApiError::invalid(format!("invalid query parameters: {e}")))?;
     let query =
         UsageQuery::parse(q.by.as_deref(), q.since.as_deref(), q.key).map_err(ApiError::invalid)?;
@@ -193,11 +184,7 @@ pub async fn usage(
 
 /// `POST /relais/admin/reload`: what SIGHUP does. Reads the config file again; an invalid
 /// one is refused (400, the field named) and the running config keeps serving.
-pub async fn reload(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    authorize(&st.cfg, &headers)?;
+pub async fn reload(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let Some(path) = st.cfg.source.clone() else {
         return Err(ApiError::invalid(
             "this server's config was not loaded from a file: nothing to reload",

@@ -1,7 +1,6 @@
 //! Client authentication by `x-api-key` or `Authorization: Bearer`: keys from the config
 //! file, then keys stored in the database (from the in-memory table, never a query).
 
-use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
@@ -12,24 +11,8 @@ use super::AppState;
 use crate::config::ClientKey;
 use crate::error::ApiError;
 
-/// The key that authenticated a request: from the config file or from the database.
-pub enum KeyRef<'a> {
-    Config(&'a ClientKey),
-    Stored(Arc<ClientKey>),
-}
-
-impl Deref for KeyRef<'_> {
-    type Target = ClientKey;
-    fn deref(&self) -> &ClientKey {
-        match self {
-            KeyRef::Config(k) => k,
-            KeyRef::Stored(k) => k,
-        }
-    }
-}
-
 /// The key presented in `x-api-key` or `Authorization: Bearer`, if any.
-pub(super) fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -48,13 +31,13 @@ pub(super) fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 /// The key that authenticated the request; `None` when no keys are configured at all (no
 /// `[[keys]]`, no `[admin]`, and no key ever stored in the database).
-pub fn authenticate<'a>(
-    st: &'a AppState,
+pub fn authenticate(
+    st: &AppState,
     headers: &HeaderMap,
-) -> Result<Option<KeyRef<'a>>, ApiError> {
+) -> Result<Option<Arc<ClientKey>>, ApiError> {
     let cfg = &st.cfg;
     let stored = st.keys.as_ref().map(|k| k.table());
-    let required = !cfg.keys.is_empty()
+    let required = !st.config_keys.is_empty()
         || cfg.admin.key.is_some()
         || stored.as_ref().is_some_and(|t| t.stored > 0);
     if !required {
@@ -69,17 +52,17 @@ pub fn authenticate<'a>(
     // configured key was close.
     let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     let mut found = None;
-    for k in &cfg.keys {
+    for k in st.config_keys.iter() {
         if bool::from(k.digest.ct_eq(&digest)) {
             found = Some(k);
         }
     }
     if let Some(k) = found {
-        return Ok(Some(KeyRef::Config(k)));
+        return Ok(Some(k.clone()));
     }
     stored
         .as_ref()
         .and_then(|t| t.get(&digest).cloned())
-        .map(|k| Some(KeyRef::Stored(k)))
+        .map(Some)
         .ok_or_else(|| ApiError::auth("invalid API key"))
 }

@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::gate::wants_openai;
 use super::openai_errors::OpenAiError;
-use super::{auth, body, AppState};
+use super::{body, AppState};
 use crate::anthropic::{MessagesRequest, ModelInfo, ModelList};
 use crate::config::ModelConfig;
 use crate::error::ApiError;
@@ -19,18 +20,6 @@ use crate::error::ApiError;
 const CREATED_AT: &str = "2025-01-01T00:00:00Z";
 /// The same date, as the Unix time OpenAI's `created` is.
 const CREATED: u64 = 1_735_689_600;
-
-/// Which shape a models request gets. Anthropic's SDKs always send `anthropic-version`;
-/// OpenAI's never do and always authenticate with `Authorization: Bearer`. So: OpenAI's
-/// shape for a request with a Bearer token and no `anthropic-version`, Anthropic's for
-/// every other (curl with `x-api-key`, Claude Code, the Anthropic SDKs).
-fn wants_openai(headers: &HeaderMap) -> bool {
-    headers.get("anthropic-version").is_none()
-        && headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "))
-}
 
 fn openai_model(m: &ModelConfig) -> crate::openai::completion::Model {
     crate::openai::completion::Model {
@@ -66,17 +55,11 @@ pub async fn list_models(
     q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if wants_openai(&headers) {
-        if let Err(e) = auth::authenticate(&st, &headers) {
-            return OpenAiError::from(e).into_response();
-        }
         return Json(crate::openai::completion::ModelList {
             object: "list",
             data: st.cfg.models.iter().map(|m| openai_model(m)).collect(),
         })
         .into_response();
-    }
-    if let Err(e) = auth::authenticate(&st, &headers) {
-        return e.into_response();
     }
     let q = match q {
         Ok(Query(q)) => q,
@@ -126,9 +109,6 @@ pub async fn get_model(
     Path(id): Path<String>,
 ) -> Response {
     if wants_openai(&headers) {
-        if let Err(e) = auth::authenticate(&st, &headers) {
-            return OpenAiError::from(e).into_response();
-        }
         return match st.cfg.model(&id) {
             Some(m) => Json(openai_model(m)).into_response(),
             None => OpenAiError {
@@ -137,9 +117,6 @@ pub async fn get_model(
             }
             .into_response(),
         };
-    }
-    if let Err(e) = auth::authenticate(&st, &headers) {
-        return e.into_response();
     }
     match st.cfg.model(&id) {
         Some(m) => Json(info(m)).into_response(),
@@ -159,7 +136,6 @@ pub async fn count_tokens(
     body: Body,
 ) -> Response {
     let r = async {
-        auth::authenticate(&st, &headers)?;
         let bytes = body::read(
             &headers,
             body,
@@ -185,9 +161,6 @@ pub async fn count_tokens(
 }
 
 /// Operator view of every endpoint's live state.
-pub async fn endpoints(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(e) = auth::authenticate(&st, &headers) {
-        return e.into_response();
-    }
+pub async fn endpoints(State(st): State<Arc<AppState>>) -> Response {
     Json(st.router.snapshot()).into_response()
 }

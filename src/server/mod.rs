@@ -3,15 +3,15 @@
 pub mod admin;
 pub mod auth;
 mod body;
-mod chat;
-mod chat_stream;
+mod doors;
 mod errors;
+pub mod gate;
 mod info;
-mod messages;
 mod openai_errors;
+mod pipeline;
 mod reload;
 mod scrape;
-mod streaming;
+mod stream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -36,6 +37,7 @@ use crate::observe::{LogObserver, Observer, Observers};
 use crate::provider;
 use crate::router::executor::Executor;
 use crate::router::Router;
+use gate::RouteClass;
 pub use reload::Reloader;
 
 pub struct AppState {
@@ -51,6 +53,8 @@ pub struct AppState {
     pub keys: Option<Arc<KeyStore>>,
     /// `None` when `[metrics] enabled = false`; created once, kept across reloads.
     pub metrics: Option<Arc<Metrics>>,
+    /// The config's client keys, shared with the requests they authenticate.
+    pub config_keys: Arc<[Arc<crate::config::ClientKey>]>,
     reloader: Arc<std::sync::OnceLock<std::sync::Weak<Reloader>>>,
 }
 
@@ -126,12 +130,12 @@ pub struct RequestId(pub HeaderValue);
 pub fn app(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .route("/", get(root).head(root))
-        .route("/v1/messages", post(messages::create))
-        .route("/v1/chat/completions", post(chat::create))
+        .route("/v1/messages", post(doors::serve::<doors::Messages>))
+        .route("/v1/chat/completions", post(doors::serve::<doors::Chat>))
         .route("/v1/messages/count_tokens", post(info::count_tokens))
         .route("/v1/models", get(info::list_models))
         .route("/v1/models/{id}", get(info::get_model))
-        .route("/v1/route", post(messages::route_only))
+        .route("/v1/route", post(doors::route_only))
         .route("/relais/endpoints", get(info::endpoints))
         .route("/relais/usage", get(admin::usage))
         .route(
@@ -155,23 +159,33 @@ async fn root() -> &'static str {
     "relais ok\n"
 }
 
-async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+async fn not_found(
+    method: Method,
+    uri: axum::http::Uri,
+    Extension(class): Extension<RouteClass>,
+) -> Response {
+    let e = ApiError::not_found(format!("no route for {method} {}", uri.path()));
+    class.envelope.render(e)
 }
 
-async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
+async fn method_not_allowed(
+    method: Method,
+    uri: axum::http::Uri,
+    Extension(class): Extension<RouteClass>,
+) -> Response {
+    class.envelope.render(ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("method {method} is not allowed on {}", uri.path()),
-    )
+    ))
 }
 
-/// Gives every request its id (the `request-id` header of its answer, and its ledger key)
-/// and counts error answers in the metrics. Done here, around the app, rather than as axum
+/// Gives every request its id (the `request-id` header of its answer, and its ledger key),
+/// authenticates it against its route's role (the gate: once, before any handler), and
+/// counts error answers in the metrics. Done here, around the app, rather than as axum
 /// middleware: `from_fn` layers box a clone of the inner service and a future per request,
 /// which cost about as much as everything the metrics do (callgrind, bench/cg.py).
 async fn handle<B>(
-    app: &mut axum::Router,
+    live: &reload::Live,
     metrics: Option<&Metrics>,
     mut req: axum::http::Request<B>,
 ) -> Result<Response, std::convert::Infallible>
@@ -186,8 +200,23 @@ where
     let ts = uuid::Timestamp::now(uuid::NoContext);
     let id = format!("req_relais_{}", uuid::Uuid::new_v7(ts).simple());
     let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("req_relais"));
-    req.extensions_mut().insert(RequestId(value.clone()));
-    let mut resp = tower_service::Service::call(app, req).await?;
+    let rid = RequestId(value.clone());
+    let class = RouteClass::of(req.method(), req.uri().path(), req.headers());
+    let mut resp = match gate::check(&live.state, class.role, req.headers()) {
+        Ok(caller) => {
+            let ext = req.extensions_mut();
+            ext.insert(rid);
+            ext.insert(caller);
+            ext.insert(class);
+            tower_service::Service::call(&mut live.app.clone(), req).await?
+        }
+        Err(e) => {
+            if let Some(api) = class.api {
+                refused_early(&live.state, &rid, api, tokio::time::Instant::now(), &e);
+            }
+            class.envelope.render(e)
+        }
+    };
     if let (Some(m), Some(e)) = (metrics, resp.extensions().get::<scrape::RenderedError>()) {
         m.error_response(e.status, e.error_type);
     }
@@ -269,6 +298,7 @@ pub fn state(
     }
     let observer: Arc<dyn Observer> = Arc::new(Observers(observers));
     Ok(Arc::new(AppState {
+        config_keys: cfg.keys.iter().cloned().map(Arc::new).collect(),
         metrics: shared.metrics.clone(),
         executor: Executor {
             router: router.clone(),
@@ -378,9 +408,9 @@ async fn serve(
                 // Metrics outlive reloads: one handle serves the whole connection.
                 let metrics = reloader.shared().metrics.clone();
                 let svc = hyper::service::service_fn(move |req| {
-                    let mut app = reloader.app();
+                    let live = reloader.live();
                     let metrics = metrics.clone();
-                    async move { handle(&mut app, metrics.as_deref(), req).await }
+                    async move { handle(&live, metrics.as_deref(), req).await }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);

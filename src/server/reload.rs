@@ -18,9 +18,24 @@ use arc_swap::ArcSwap;
 use super::{app, state, AppState, Shared, StartError};
 use crate::config::{Config, ConfigError, StateConfig};
 
+/// The app and the state it serves, swapped together so a request never sees one from
+/// before a reload and the other from after.
+pub struct Live {
+    pub app: axum::Router,
+    pub state: Arc<AppState>,
+}
+
+impl Live {
+    fn new(state: Arc<AppState>) -> Live {
+        Live {
+            app: app(state.clone()),
+            state,
+        }
+    }
+}
+
 pub struct Reloader {
-    app: ArcSwap<axum::Router>,
-    state: ArcSwap<AppState>,
+    live: ArcSwap<Live>,
     shared: Shared,
     /// The address actually served (the CLI's `--listen` may have overridden the file).
     listen: SocketAddr,
@@ -31,22 +46,21 @@ pub struct Reloader {
 impl Reloader {
     pub(super) fn new(state: Arc<AppState>, shared: Shared, listen: SocketAddr) -> Self {
         Reloader {
-            app: ArcSwap::from_pointee(app(state.clone())),
-            state: ArcSwap::new(state),
+            live: ArcSwap::from_pointee(Live::new(state)),
             shared,
             listen,
             busy: Mutex::new(()),
         }
     }
 
-    /// The app serving new requests now (a cheap clone).
-    pub fn app(&self) -> axum::Router {
-        self.app.load().as_ref().clone()
+    /// The app and state serving new requests now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
     }
 
     /// The state serving new requests now.
     pub fn state(&self) -> Arc<AppState> {
-        self.state.load_full()
+        self.live.load().state.clone()
     }
 
     /// What outlives reloads (limits store and its health counters).
@@ -65,7 +79,7 @@ impl Reloader {
         let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         cfg.server.listen = self.listen;
         cfg.check_exposure()?;
-        let old = self.state.load_full();
+        let old = self.state();
         if !same_state(&old.cfg.state, &cfg.state) {
             tracing::warn!("config reload: [state] changes take effect only after a restart");
         }
@@ -85,8 +99,7 @@ impl Reloader {
             store.set_raw(new.cfg.raw.0.clone());
         }
         let (models, keys) = (new.cfg.models.len(), new.cfg.keys.len());
-        self.app.store(Arc::new(app(new.clone())));
-        self.state.store(new);
+        self.live.store(Arc::new(Live::new(new)));
         tracing::info!(models, keys, "config reloaded");
         Ok(())
     }

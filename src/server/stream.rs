@@ -1,13 +1,13 @@
-//! The body of a committed streaming response: buffered items first, then the upstream's
-//! as they arrive, a keep-alive on idle, an error frame if the upstream fails mid-stream,
-//! and accounting when it ends. Dropping the body (client gone) drops the upstream request.
+//! The body of a committed streaming response, shared by every door: buffered items first,
+//! then the upstream's as they arrive, a keep-alive on idle, an error frame if the upstream
+//! fails mid-stream, and accounting when it ends ([`StreamBooks`]). Dropping the body
+//! (client gone) drops the upstream request.
 //!
-//! [`pump`] is shared by the doors; each door's [`Render`] says how its items, errors,
-//! keep-alives and end look on the wire (Anthropic events, or OpenAI chunks).
+//! Each door's [`Render`] says how its items, errors, keep-alives and end look on the wire
+//! (Anthropic events, OpenAI chunks, Responses events).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
@@ -15,57 +15,15 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::Fuse;
 use futures_util::{FutureExt, Stream, StreamExt};
 
-use super::messages::token_usage;
-use crate::anthropic::{ErrorBody, StreamEvent, Usage};
+use axum::body::Body;
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+
 use crate::error::{ApiError, UpstreamError};
-use crate::provider::{ChatItem, EventStream, StreamItem};
+use crate::observe::TokenUsage;
+use crate::provider::family::{OpenStream, Upstream};
 use crate::router::executor::Ticket;
 use crate::router::{Candidate, RoutingTrace};
-use crate::sse::encode_event_into;
-
-pub type Upstream<I> = Pin<Box<dyn Stream<Item = Result<I, UpstreamError>> + Send>>;
-
-/// An upstream item that may be the first output (the commit point).
-pub trait Commits {
-    fn starts_content(&self) -> bool;
-}
-
-impl Commits for StreamItem {
-    fn starts_content(&self) -> bool {
-        StreamItem::starts_content(self)
-    }
-}
-
-impl Commits for ChatItem {
-    fn starts_content(&self) -> bool {
-        self.starts_content
-    }
-}
-
-/// Opens nothing itself: reads an opened stream until its first content item (or its
-/// end), so that a failure before that point can still fall back to the next candidate.
-pub async fn until_content<I: Commits>(
-    s: Upstream<I>,
-) -> Result<(VecDeque<I>, Fuse<Upstream<I>>), UpstreamError> {
-    // Fused: a stream that ended before any content (an empty answer) is handed on already
-    // finished, and must answer `None` again rather than be polled past its end.
-    let mut s = s.fuse();
-    let mut buffered = VecDeque::new();
-    loop {
-        match s.next().await {
-            Some(Ok(item)) => {
-                let content = item.starts_content();
-                buffered.push_back(item);
-                if content {
-                    return Ok((buffered, s));
-                }
-            }
-            Some(Err(e)) => return Err(e),
-            None if buffered.is_empty() => return Err(UpstreamError::Truncated),
-            None => return Ok((buffered, s)),
-        }
-    }
-}
 
 /// How one door writes its stream.
 pub trait Render: Send + 'static {
@@ -93,8 +51,7 @@ struct Pump<R: Render> {
 }
 
 pub fn pump<R: Render>(
-    buffered: VecDeque<R::Item>,
-    upstream: Fuse<Upstream<R::Item>>,
+    (buffered, upstream): OpenStream<R::Item>,
     ping_interval: Duration,
     render: R,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
@@ -153,130 +110,95 @@ impl<R: Render> Pump<R> {
     }
 }
 
-/// Logs a mid-stream failure and turns it into the client-facing error.
-pub fn mid_stream_error(request_id: &HeaderValue, cand: &Candidate, e: &UpstreamError) -> ApiError {
-    tracing::warn!(
-        request_id = ?request_id, endpoint = %cand.endpoint.id,
-        kind = e.kind(), error = %e, "stream failed after it started"
-    );
-    ApiError::from_upstream(&cand.endpoint.provider.name, e)
-}
-
-pub struct Committed {
-    pub upstream: Fuse<EventStream>,
-    pub buffered: VecDeque<StreamItem>,
+/// A committed stream's books: the answering candidate, the ticket that closes the
+/// request, the usage seen so far and the trace. Every door's [`Render`] holds one; dropped
+/// unclosed (the client went away), it charges what was seen.
+pub struct StreamBooks {
     pub candidate: Candidate,
-    /// Closed when the stream ends; dropped unclosed (the client went away), it says so.
-    pub ticket: Ticket,
     /// Present when the client asked for `include_metadata`.
     pub trace: Option<RoutingTrace>,
-    pub ping_interval: Duration,
-    pub request_id: HeaderValue,
-}
-
-/// The Anthropic Messages stream.
-struct Messages {
-    candidate: Candidate,
-    trace: Option<RoutingTrace>,
     request_id: HeaderValue,
     /// Taken when the books are closed.
     ticket: Option<Ticket>,
-    usage: Usage,
+    /// The usage the upstream reported so far (cumulative).
+    pub usage: TokenUsage,
 }
 
-pub fn body(c: Committed) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
-    let render = Messages {
-        candidate: c.candidate,
-        trace: c.trace,
-        request_id: c.request_id,
-        ticket: Some(c.ticket),
-        usage: Usage::default(),
-    };
-    pump(c.buffered, c.upstream, c.ping_interval, render)
-}
-
-impl Render for Messages {
-    type Item = StreamItem;
-
-    fn keep_alive(&mut self, out: &mut BytesMut) {
-        encode_event_into(&StreamEvent::Ping, out);
+impl StreamBooks {
+    pub fn new(
+        candidate: Candidate,
+        ticket: Ticket,
+        trace: Option<RoutingTrace>,
+        request_id: HeaderValue,
+    ) -> Self {
+        StreamBooks {
+            candidate,
+            trace,
+            request_id,
+            ticket: Some(ticket),
+            usage: TokenUsage::default(),
+        }
     }
 
-    fn failed(&mut self, e: UpstreamError, out: &mut BytesMut) {
+    /// Generated text that left for the client (charged if the stream ends early).
+    pub fn add_output_bytes(&mut self, n: usize) {
+        if let Some(t) = &mut self.ticket {
+            t.add_output_bytes(n);
+        }
+    }
+
+    /// The upstream failed mid-stream: closes the books and returns the client's error.
+    pub fn fail(&mut self, e: UpstreamError) -> ApiError {
         if let Some(t) = self.ticket.take() {
-            t.fail(token_usage(&self.usage), &e);
+            t.fail(self.usage, &e);
         }
-        let api = mid_stream_error(&self.request_id, &self.candidate, &e);
-        let ev = StreamEvent::Error {
-            error: ErrorBody {
-                kind: api.error_type().to_owned(),
-                message: api.message,
-            },
-        };
-        encode_event_into(&ev, out);
+        tracing::warn!(
+            request_id = ?self.request_id, endpoint = %self.candidate.endpoint.id,
+            kind = e.kind(), error = %e, "stream failed after it started"
+        );
+        ApiError::from_upstream(&self.candidate.endpoint.provider.name, &e)
     }
 
-    fn ended(&mut self, _: &mut BytesMut) {
+    /// The upstream ended normally.
+    pub fn finish(&mut self) {
         if let Some(t) = self.ticket.take() {
-            t.finish(token_usage(&self.usage));
+            t.finish(self.usage);
         }
     }
 
-    fn item(&mut self, item: StreamItem, out: &mut BytesMut) {
-        match item {
-            // Pass-through frames are not parsed: an Anthropic upstream's usage arrives in
-            // its message_start (input) and message_delta (output), read as events.
-            StreamItem::Raw { frame, .. } => out.extend_from_slice(&frame),
-            StreamItem::Event(mut ev) => {
-                if let (Some(t), StreamEvent::ContentBlockDelta { delta, .. }) =
-                    (&mut self.ticket, &ev)
-                {
-                    t.add_output_bytes(super::messages::delta_len(delta));
-                }
-                match &mut ev {
-                    StreamEvent::MessageStart { message } => {
-                        self.usage.input_tokens = message.usage.input_tokens;
-                        self.usage.cache_read_input_tokens = message.usage.cache_read_input_tokens;
-                        self.usage.cache_creation_input_tokens =
-                            message.usage.cache_creation_input_tokens;
-                        self.usage.output_tokens = message.usage.output_tokens;
-                    }
-                    StreamEvent::MessageDelta { usage, relais, .. } => {
-                        // message_delta usage is cumulative; fields it omits keep their value.
-                        self.usage.output_tokens = usage.output_tokens;
-                        if let Some(n) = usage.input_tokens {
-                            self.usage.input_tokens = n;
-                        }
-                        if let Some(n) = usage.cache_read_input_tokens {
-                            self.usage.cache_read_input_tokens = n;
-                        }
-                        if let Some(n) = usage.cache_creation_input_tokens {
-                            self.usage.cache_creation_input_tokens = n;
-                        }
-                        if let Some(trace) = &mut self.trace {
-                            let u = &self.usage;
-                            trace.answered(
-                                &self.candidate,
-                                u.input_tokens + u.cache_creation_input_tokens,
-                                u.cache_read_input_tokens,
-                                u.output_tokens,
-                            );
-                            *relais = serde_json::to_value(&*trace).ok();
-                        }
-                    }
-                    _ => {}
-                }
-                encode_event_into(&ev, out);
-            }
-        }
+    /// The trace with the answer recorded (usage so far), as JSON; `None` without one.
+    pub fn trace_json(&mut self) -> Option<serde_json::Value> {
+        let trace = self.trace.as_mut()?;
+        let u = &self.usage;
+        trace.answered(
+            &self.candidate,
+            u.input + u.cache_creation,
+            u.cache_read,
+            u.output,
+        );
+        serde_json::to_value(&*trace).ok()
     }
 }
 
-impl Drop for Messages {
+impl Drop for StreamBooks {
     fn drop(&mut self) {
         // The client went away mid-stream: the tokens so far are still accounted.
         if let Some(t) = self.ticket.take() {
-            t.client_closed(token_usage(&self.usage));
+            t.client_closed(self.usage);
         }
     }
+}
+
+/// A streaming answer's head.
+pub fn sse_response(body: Body, h: HeaderMap) -> Response {
+    let mut resp = Response::new(body);
+    let rh = resp.headers_mut();
+    rh.extend(h);
+    rh.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    rh.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    rh.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
 }

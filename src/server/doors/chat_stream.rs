@@ -5,42 +5,17 @@
 //! rides on the final chunk: the usage chunk when there is one, else a chunk of its own
 //! with empty `choices`.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::time::Duration;
-
-use axum::http::HeaderValue;
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::stream::Fuse;
-use futures_util::Stream;
 use serde::Deserialize;
 
-use super::openai_errors::OpenAiError;
-use super::streaming::{mid_stream_error, pump, Render, Upstream};
+use super::super::openai_errors::OpenAiError;
+use super::super::stream::{Render, StreamBooks};
 use crate::error::UpstreamError;
-use crate::observe::TokenUsage;
 use crate::provider::ChatItem;
-use crate::router::executor::Ticket;
-use crate::router::{Candidate, RoutingTrace};
 
-pub struct CommittedChat {
-    pub upstream: Fuse<Upstream<ChatItem>>,
-    pub buffered: VecDeque<ChatItem>,
-    pub candidate: Candidate,
-    pub ticket: Ticket,
-    pub trace: Option<RoutingTrace>,
-    pub include_usage: bool,
-    pub ping_interval: Duration,
-    pub request_id: HeaderValue,
-}
-
-struct Chat {
-    candidate: Candidate,
-    trace: Option<RoutingTrace>,
+pub struct ChatRender {
+    books: StreamBooks,
     include_usage: bool,
-    request_id: HeaderValue,
-    ticket: Option<Ticket>,
-    usage: TokenUsage,
     /// With a trace to add: the usage chunk, held to become the final one.
     held: Option<Bytes>,
     /// With a trace to add: `id` and `created` of the first chunk.
@@ -55,18 +30,15 @@ struct Head {
     created: Option<u64>,
 }
 
-pub fn body(c: CommittedChat) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
-    let render = Chat {
-        candidate: c.candidate,
-        trace: c.trace,
-        include_usage: c.include_usage,
-        request_id: c.request_id,
-        ticket: Some(c.ticket),
-        usage: TokenUsage::default(),
-        held: None,
-        head: None,
-    };
-    pump(c.buffered, c.upstream, c.ping_interval, render)
+impl ChatRender {
+    pub fn new(books: StreamBooks, include_usage: bool) -> Self {
+        ChatRender {
+            books,
+            include_usage,
+            held: None,
+            head: None,
+        }
+    }
 }
 
 fn frame(data: &[u8], out: &mut BytesMut) {
@@ -76,20 +48,19 @@ fn frame(data: &[u8], out: &mut BytesMut) {
     out.put_slice(b"\n\n");
 }
 
-impl Render for Chat {
+impl Render for ChatRender {
     type Item = ChatItem;
 
     fn item(&mut self, item: ChatItem, out: &mut BytesMut) {
         if let Some(u) = item.usage {
-            self.usage = u;
+            self.books.usage = u;
         }
-        if let Some(t) = &mut self.ticket {
-            t.add_output_bytes(item.text_bytes);
-        }
-        if self.trace.is_some() && self.head.is_none() {
+        self.books.add_output_bytes(item.text_bytes);
+        let tracing = self.books.trace.is_some();
+        if tracing && self.head.is_none() {
             self.head = Some(serde_json::from_slice(&item.data).unwrap_or_default());
         }
-        match (item.usage_only, self.trace.is_some(), self.include_usage) {
+        match (item.usage_only, tracing, self.include_usage) {
             (true, true, _) => self.held = Some(item.data),
             (true, false, false) => {}
             _ => frame(&item.data, out),
@@ -97,27 +68,15 @@ impl Render for Chat {
     }
 
     fn failed(&mut self, e: UpstreamError, out: &mut BytesMut) {
-        if let Some(t) = self.ticket.take() {
-            t.fail(self.usage, &e);
-        }
-        let api = mid_stream_error(&self.request_id, &self.candidate, &e);
+        let api = self.books.fail(e);
         let env = OpenAiError::from(api).envelope();
         frame(&serde_json::to_vec(&env).unwrap_or_default(), out);
     }
 
     fn ended(&mut self, out: &mut BytesMut) {
-        if let Some(t) = self.ticket.take() {
-            t.finish(self.usage);
-        }
-        if let Some(trace) = &mut self.trace {
-            let u = &self.usage;
-            trace.answered(
-                &self.candidate,
-                u.input + u.cache_creation,
-                u.cache_read,
-                u.output,
-            );
-            let relais = serde_json::to_vec(&*trace).unwrap_or_else(|_| b"null".to_vec());
+        self.books.finish();
+        if let Some(trace) = self.books.trace_json() {
+            let relais = serde_json::to_vec(&trace).unwrap_or_else(|_| b"null".to_vec());
             let last = match self.held.take().filter(|_| self.include_usage) {
                 Some(usage_chunk) => with_field(&usage_chunk, b"relais", &relais),
                 None => {
@@ -126,7 +85,7 @@ impl Render for Chat {
                         "id": head.id.unwrap_or_default(),
                         "object": "chat.completion.chunk",
                         "created": head.created.unwrap_or_default(),
-                        "model": self.candidate.model.id,
+                        "model": self.books.candidate.model.id,
                         "choices": [],
                     });
                     let chunk = serde_json::to_vec(&chunk).unwrap_or_default();
@@ -141,15 +100,6 @@ impl Render for Chat {
     fn keep_alive(&mut self, out: &mut BytesMut) {
         // A comment: every SSE client skips it.
         out.put_slice(b": keep-alive\n\n");
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        // The client went away mid-stream: the tokens so far are still accounted.
-        if let Some(t) = self.ticket.take() {
-            t.client_closed(self.usage);
-        }
     }
 }
 

@@ -442,3 +442,21 @@ fn a_length_cut_is_incomplete_and_a_refusal_is_a_refusal_part() {
     let r = chat_completion_to_response(&Map::new(), TokenUsage::default(), &ctx(&adj));
     assert!(r.output.is_empty());
 }
+
+#[test]
+fn the_translated_codex_request_also_reaches_anthropic_native_upstreams() {
+    let req: ResponsesRequest = serde_json::from_str(CODEX_REQUEST).unwrap();
+    let (chat, _) = responses_to_chat_request(req).unwrap();
+    let msg = crate::translate::chat_request::openai_to_anthropic_request(&chat, "claude-x", 1024)
+        .unwrap();
+    let v = serde_json::to_value(&msg).unwrap();
+    assert!(v["system"].as_str().unwrap().contains("permissions"));
+    let roles: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user"]);
+    assert_eq!(v["tools"].as_array().unwrap().len(), 4);
+}

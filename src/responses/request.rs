@@ -67,33 +67,51 @@ pub enum Input {
 }
 
 impl<'de> Deserialize<'de> for Input {
-    /// Hand-written rather than untagged, so that an error inside an item names it.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Input;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string or an array of input items")
-            }
-            fn visit_str<E: Error>(self, v: &str) -> Result<Input, E> {
-                Ok(Input::Text(v.to_owned()))
-            }
-            fn visit_string<E: Error>(self, v: String) -> Result<Input, E> {
-                Ok(Input::Text(v))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Input, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
-                while let Some(item) = seq.next_element()? {
-                    out.push(item);
-                }
-                Ok(Input::Items(out))
-            }
-        }
-        d.deserialize_any(V)
+        Ok(
+            match str_or_seq(d, "a string or an array of input items")? {
+                StrOrSeq::Str(s) => Input::Text(s),
+                StrOrSeq::Seq(v) => Input::Items(v),
+            },
+        )
     }
+}
+
+enum StrOrSeq<T> {
+    Str(String),
+    Seq(Vec<T>),
+}
+
+/// A string or an array, read without buffering (unlike `#[serde(untagged)]`), so that an
+/// error inside an element keeps its own message.
+fn str_or_seq<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+    expecting: &'static str,
+) -> Result<StrOrSeq<T>, D::Error> {
+    struct V<T>(&'static str, std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = StrOrSeq<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(StrOrSeq::Str(v.to_owned()))
+        }
+        fn visit_string<E: Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(StrOrSeq::Str(v))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
+            while let Some(x) = seq.next_element()? {
+                out.push(x);
+            }
+            Ok(StrOrSeq::Seq(out))
+        }
+    }
+    d.deserialize_any(V(expecting, std::marker::PhantomData))
 }
 
 /// One input item. `message` items may omit `type` (OpenAI's "easy input message").
@@ -172,11 +190,22 @@ pub struct MessageItem {
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum MessageContent {
     Text(String),
     Parts(Vec<ContentPart>),
+}
+
+impl<'de> Deserialize<'de> for MessageContent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(
+            match str_or_seq(d, "a string or an array of content parts")? {
+                StrOrSeq::Str(s) => MessageContent::Text(s),
+                StrOrSeq::Seq(v) => MessageContent::Parts(v),
+            },
+        )
+    }
 }
 
 /// A content part: `input_text`/`output_text` {text}, `input_image` {image_url | file_id,
@@ -231,11 +260,22 @@ pub struct FunctionCallOutputItem {
 }
 
 /// A tool's result: a string, or parts (`input_text`, `input_image`, `input_file`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum ToolOutput {
     Text(String),
     Parts(Vec<ContentPart>),
+}
+
+impl<'de> Deserialize<'de> for ToolOutput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(
+            match str_or_seq(d, "a string or an array of content parts")? {
+                StrOrSeq::Str(s) => ToolOutput::Text(s),
+                StrOrSeq::Seq(v) => ToolOutput::Parts(v),
+            },
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -89,6 +89,18 @@ pub enum StreamEvent<'a> {
         output_index: usize,
         arguments: &'a str,
     },
+    #[serde(rename = "response.custom_tool_call_input.delta")]
+    CustomToolCallInputDelta {
+        item_id: &'a str,
+        output_index: usize,
+        delta: &'a str,
+    },
+    #[serde(rename = "response.custom_tool_call_input.done")]
+    CustomToolCallInputDone {
+        item_id: &'a str,
+        output_index: usize,
+        input: &'a str,
+    },
     #[serde(rename = "response.output_item.done")]
     OutputItemDone {
         output_index: usize,
@@ -128,6 +140,8 @@ impl StreamEvent<'_> {
             StreamEvent::FunctionCallArgumentsDone { .. } => {
                 "response.function_call_arguments.done"
             }
+            StreamEvent::CustomToolCallInputDelta { .. } => "response.custom_tool_call_input.delta",
+            StreamEvent::CustomToolCallInputDone { .. } => "response.custom_tool_call_input.done",
             StreamEvent::OutputItemDone { .. } => "response.output_item.done",
             StreamEvent::Completed { .. } => "response.completed",
             StreamEvent::Incomplete { .. } => "response.incomplete",

@@ -134,6 +134,15 @@ pub enum OutputItem {
         namespace: Option<String>,
         arguments: String,
     },
+    /// A call to a `custom` (freeform) tool: its raw `input` text.
+    CustomToolCall {
+        /// `ctc_…`.
+        id: String,
+        status: ItemStatus,
+        call_id: String,
+        name: String,
+        input: String,
+    },
     /// Reasoning text the upstream exposed (`reasoning_content`): as `content` parts of
     /// type `reasoning_text`, with no summary and no `encrypted_content`.
     Reasoning {
@@ -150,6 +159,7 @@ impl OutputItem {
         match self {
             OutputItem::Message { id, .. }
             | OutputItem::FunctionCall { id, .. }
+            | OutputItem::CustomToolCall { id, .. }
             | OutputItem::Reasoning { id, .. } => id,
         }
     }

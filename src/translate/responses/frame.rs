@@ -17,7 +17,7 @@ pub(super) fn text_kind(item: &OutputItem) -> Option<TextKind> {
     match item {
         OutputItem::Message { .. } => Some(TextKind::Message),
         OutputItem::Reasoning { .. } => Some(TextKind::Reasoning),
-        OutputItem::FunctionCall { .. } => None,
+        OutputItem::FunctionCall { .. } | OutputItem::CustomToolCall { .. } => None,
     }
 }
 
@@ -30,13 +30,15 @@ pub(super) fn text_of(item: &mut OutputItem) -> Option<&mut String> {
                 _ => None,
             }
         }
-        OutputItem::FunctionCall { .. } => None,
+        OutputItem::FunctionCall { .. } | OutputItem::CustomToolCall { .. } => None,
     }
 }
 
 pub(super) fn call_id(item: &OutputItem) -> &str {
     match item {
-        OutputItem::FunctionCall { call_id, .. } => call_id,
+        OutputItem::FunctionCall { call_id, .. } | OutputItem::CustomToolCall { call_id, .. } => {
+            call_id
+        }
         _ => "",
     }
 }

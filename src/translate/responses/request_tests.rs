@@ -247,20 +247,53 @@ fn only_hosted_tools_leave_no_tools_and_no_tool_settings() {
         json!({"model": "m", "input": "x", "parallel_tool_calls": true,
         "tool_choice": "auto",
         "tools": [{"type": "web_search"}, {"type": "file_search", "vector_store_ids": []},
-                  {"type": "custom", "name": "apply_patch"}, {"type": "local_shell"}]}),
+                  {"type": "local_shell"},
+                  {"type": "namespace", "name": "n", "tools": [{"type": "custom", "name": "c"}]}]}),
     )
     .unwrap();
     assert!(v.get("tools").is_none() && v.get("tool_choice").is_none());
     assert!(v.get("parallel_tool_calls").is_none());
     assert_eq!(
         adj.dropped_tools,
-        [
-            "web_search",
-            "file_search",
-            "custom:apply_patch",
-            "local_shell"
-        ]
+        ["web_search", "file_search", "local_shell", "custom:c"]
     );
+}
+
+#[test]
+fn custom_tools_are_functions_taking_their_input_as_a_string() {
+    let (v, adj) = tr(json!({"model": "m", "input": [
+            {"role": "user", "content": "patch"},
+            {"type": "custom_tool_call", "call_id": "c0", "name": "apply_patch", "input": "old"},
+            {"type": "custom_tool_call_output", "call_id": "c0", "output": "ok"}],
+        "tools": [{"type": "custom", "name": "apply_patch", "description": "Edit files.",
+                   "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"}}]}))
+    .unwrap();
+    assert!(adj.dropped_tools.is_empty());
+    let f = &v["tools"][0]["function"];
+    assert_eq!(f["name"], "apply_patch");
+    assert_eq!(f["parameters"]["required"], json!(["input"]));
+    let d = f["description"].as_str().unwrap();
+    assert!(
+        d.starts_with("Edit files.") && d.contains("lark") && d.ends_with("start: x"),
+        "{d}"
+    );
+    assert_eq!(
+        v["messages"][1]["tool_calls"][0]["function"],
+        json!({"name": "apply_patch", "arguments": "{\"input\":\"old\"}"})
+    );
+    assert!(adj.tool_names.is_custom("apply_patch"));
+    let body = json!({"choices": [{"finish_reason": "tool_calls", "message": {
+        "role": "assistant", "tool_calls": [{"id": "call_7", "type": "function", "function":
+            {"name": "apply_patch", "arguments": "{\"input\":\"*** Begin Patch\\n\"}"}}]}}]});
+    let r =
+        chat_completion_to_response(body.as_object().unwrap(), TokenUsage::default(), &ctx(&adj));
+    assert_eq!(
+        serde_json::to_value(&r.output[0]).unwrap(),
+        json!({"type": "custom_tool_call", "id": "ctc_abc_0", "status": "completed",
+               "call_id": "call_7", "name": "apply_patch", "input": "*** Begin Patch\n"})
+    );
+    let e = tr(json!({"model": "m", "input": "x", "tools": [{"type": "custom"}]})).unwrap_err();
+    assert!(e.starts_with("tools[0].name"), "{e}");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! The first choice's message becomes, in this order: a `reasoning` item (from
 //! `reasoning_content`, or `reasoning` as some servers name it), a `message` item (its
 //! `content` as an `output_text` part, its `refusal` as a `refusal` part), and one
-//! `function_call` item per tool call (names mapped back through the namespace map).
+//! `function_call` item per tool call (names mapped back through the namespace map; a
+//! call to a `custom` tool is a `custom_tool_call` item with the `input` string).
 //! `finish_reason` `length` → status `incomplete` with `incomplete_details.reason:
 //! "max_output_tokens"`, `content_filter` → `incomplete` with `"content_filter"`; the
 //! last item is then marked `incomplete` too. Lenient with providers: a field missing or
@@ -11,6 +12,7 @@
 
 use serde_json::{Map, Value};
 
+use super::tools::custom_input;
 use super::{response_usage, ResponseCtx};
 use crate::observe::TokenUsage;
 use crate::responses::{
@@ -76,6 +78,16 @@ pub fn chat_completion_to_response(
         let call_id = Some(s(Some(call), "id"))
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| ctx.item_id("call", index));
+        if ctx.tool_names.is_custom(&upstream) {
+            output.push(OutputItem::CustomToolCall {
+                id: ctx.item_id("ctc", index),
+                status: ItemStatus::Completed,
+                call_id,
+                input: custom_input(&s(f, "arguments")),
+                name: upstream,
+            });
+            continue;
+        }
         output.push(OutputItem::FunctionCall {
             id: ctx.item_id("fc", index),
             status: ItemStatus::Completed,
@@ -138,6 +150,7 @@ pub(super) fn set_status(item: &mut OutputItem, s: ItemStatus) {
     match item {
         OutputItem::Message { status, .. }
         | OutputItem::FunctionCall { status, .. }
+        | OutputItem::CustomToolCall { status, .. }
         | OutputItem::Reasoning { status, .. } => *status = s,
     }
 }

@@ -11,7 +11,9 @@
 //!      `reasoning` item, a `reasoning_text` part and `reasoning_text.delta`/`.done`;
 //!    - tool call: `output_item.added` (function_call, empty arguments) once its name is
 //!      known, `function_call_arguments.delta`…, then `function_call_arguments.done`,
-//!      `output_item.done`;
+//!      `output_item.done`; a call to a `custom` tool: `output_item.added`
+//!      (custom_tool_call, empty input), then at its end `custom_tool_call_input.delta`
+//!      (the whole input, read from the JSON arguments) and `.done`, `output_item.done`;
 //! 3. `response.completed`, or `response.incomplete` when `finish_reason` was `length`
 //!    or `content_filter` ([`ChatToResponsesStream::finish`]), carrying every item in
 //!    full and the usage; or `response.failed` ([`ChatToResponsesStream::fail`]).
@@ -27,8 +29,9 @@
 use bytes::BytesMut;
 use serde_json::Value;
 
-use super::frame::{call_id, text_kind, text_of, write, TextKind};
+use super::frame::{text_kind, text_of, write, TextKind};
 use super::response::{set_status, status_of};
+use super::tools::custom_input;
 use super::{response_usage, ResponseCtx};
 use crate::observe::TokenUsage;
 use crate::responses::{
@@ -45,6 +48,10 @@ pub enum ResponsesStreamError {
 }
 
 type Result<T> = std::result::Result<T, ResponsesStreamError>;
+
+/// Tool-call fragments: `impl ChatToResponsesStream` continued.
+#[path = "stream_calls.rs"]
+mod calls;
 
 #[derive(Debug)]
 pub struct ChatToResponsesStream {
@@ -67,6 +74,8 @@ struct Slot {
     item: OutputItem,
     /// The name the upstream called a tool by (mapped back when the item is announced).
     upstream_name: String,
+    /// The JSON arguments of a custom tool call (`{"input": ...}`), read at the end.
+    raw: String,
     /// `output_item.added` was written (a tool call waits for its name).
     added: bool,
     done: bool,
@@ -208,6 +217,9 @@ impl ChatToResponsesStream {
             .map(|mut s| {
                 if !s.done {
                     set_status(&mut s.item, ItemStatus::Incomplete);
+                    if let OutputItem::CustomToolCall { input, .. } = &mut s.item {
+                        *input = custom_input(&s.raw);
+                    }
                 }
                 s.item
             })
@@ -320,173 +332,17 @@ impl ChatToResponsesStream {
             OutputItem::Message { content, .. } | OutputItem::Reasoning { content, .. } => {
                 content.push(part)
             }
-            OutputItem::FunctionCall { .. } => {}
+            OutputItem::FunctionCall { .. } | OutputItem::CustomToolCall { .. } => {}
         }
         self.slots.push(Slot {
             item,
             upstream_name: String::new(),
+            raw: String::new(),
             added: true,
             done: false,
         });
         self.open_text = Some(i);
         Ok(i)
-    }
-
-    /// One `delta.tool_calls[]` fragment.
-    fn tool(&mut self, c: &Value, out: &mut BytesMut) -> Result<()> {
-        let id = c
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty());
-        let f = c.get("function");
-        let name = f
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty());
-        let args = f
-            .and_then(|f| f.get("arguments"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        // Servers that omit `index` send one call at a time: a new id is a new call.
-        let index = match c.get("index").and_then(Value::as_u64) {
-            Some(n) => n,
-            None => match (id, self.calls.last()) {
-                (Some(id), Some(&(n, slot))) if call_id(&self.slots[slot].item) == id => n,
-                (None, Some(&(n, _))) => n,
-                _ => self.calls.last().map_or(0, |&(n, _)| n + 1),
-            },
-        };
-        let i = match self.calls.iter().find(|(n, _)| *n == index) {
-            Some(&(_, i)) => i,
-            None => {
-                if let Some(t) = self.open_text.take() {
-                    self.close(t, ItemStatus::Completed, out)?;
-                }
-                self.announce_pending(out)?;
-                let i = self.slots.len();
-                self.slots.push(Slot {
-                    item: OutputItem::FunctionCall {
-                        id: self.ctx.item_id("fc", i),
-                        status: ItemStatus::InProgress,
-                        call_id: id.map_or_else(|| self.ctx.item_id("call", i), str::to_owned),
-                        name: String::new(),
-                        namespace: None,
-                        arguments: String::new(),
-                    },
-                    upstream_name: String::new(),
-                    added: false,
-                    done: false,
-                });
-                self.calls.push((index, i));
-                i
-            }
-        };
-        let slot = &mut self.slots[i];
-        if slot.upstream_name.is_empty() {
-            if let Some(n) = name {
-                slot.upstream_name = n.to_owned();
-                if slot.added {
-                    // Announced nameless (another item had to be announced after it):
-                    // the name still reaches `output_item.done` and the final response.
-                    self.name_item(i);
-                }
-            }
-        }
-        let slot = &mut self.slots[i];
-        if let OutputItem::FunctionCall { arguments, .. } = &mut slot.item {
-            arguments.push_str(args);
-        }
-        if !slot.added {
-            if !slot.upstream_name.is_empty() {
-                self.announce(i, out)?;
-            }
-        } else if !args.is_empty() {
-            let item_id = self.slots[i].item.id().to_owned();
-            write(
-                out,
-                &mut self.seq,
-                StreamEvent::FunctionCallArgumentsDelta {
-                    item_id: &item_id,
-                    output_index: i,
-                    delta: args,
-                },
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Announces tool calls still waiting for their name, so that items are announced
-    /// in output order (clients append items as they are announced).
-    fn announce_pending(&mut self, out: &mut BytesMut) -> Result<()> {
-        for i in 0..self.slots.len() {
-            if !self.slots[i].added {
-                self.announce(i, out)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sets a tool call's name and namespace from the upstream name.
-    fn name_item(&mut self, i: usize) {
-        let (namespace, name) = self.ctx.tool_names.client(&self.slots[i].upstream_name);
-        let (namespace, name) = (namespace.map(str::to_owned), name.to_owned());
-        if let OutputItem::FunctionCall {
-            name: item_name,
-            namespace: item_namespace,
-            ..
-        } = &mut self.slots[i].item
-        {
-            *item_name = name;
-            *item_namespace = namespace;
-        }
-    }
-
-    /// `output_item.added` for a tool call (its name mapped back), then the arguments
-    /// received before it, as one delta.
-    fn announce(&mut self, i: usize, out: &mut BytesMut) -> Result<()> {
-        self.name_item(i);
-        let slot = &mut self.slots[i];
-        slot.added = true;
-        let OutputItem::FunctionCall {
-            id,
-            call_id,
-            arguments,
-            name,
-            namespace,
-            ..
-        } = &slot.item
-        else {
-            return Ok(());
-        };
-        let announced = OutputItem::FunctionCall {
-            id: id.clone(),
-            status: ItemStatus::InProgress,
-            call_id: call_id.clone(),
-            name: name.clone(),
-            namespace: namespace.clone(),
-            arguments: String::new(),
-        };
-        let seq = &mut self.seq;
-        write(
-            out,
-            seq,
-            StreamEvent::OutputItemAdded {
-                output_index: i,
-                item: &announced,
-            },
-        )?;
-        if !arguments.is_empty() {
-            write(
-                out,
-                seq,
-                StreamEvent::FunctionCallArgumentsDelta {
-                    item_id: id,
-                    output_index: i,
-                    delta: arguments,
-                },
-            )?;
-        }
-        Ok(())
     }
 
     /// Writes the `done` events of slot `i` (once), with `status`.
@@ -503,6 +359,9 @@ impl ChatToResponsesStream {
         let slot = &mut self.slots[i];
         slot.done = true;
         set_status(&mut slot.item, status);
+        if let OutputItem::CustomToolCall { input, .. } = &mut slot.item {
+            *input = custom_input(&slot.raw);
+        }
         let seq = &mut self.seq;
         let item = &slot.item;
         let item_id = item.id();
@@ -547,6 +406,28 @@ impl ChatToResponsesStream {
                     arguments,
                 },
             )?,
+            OutputItem::CustomToolCall { input, .. } => {
+                if !input.is_empty() {
+                    write(
+                        out,
+                        seq,
+                        StreamEvent::CustomToolCallInputDelta {
+                            item_id,
+                            output_index: i,
+                            delta: input,
+                        },
+                    )?;
+                }
+                write(
+                    out,
+                    seq,
+                    StreamEvent::CustomToolCallInputDone {
+                        item_id,
+                        output_index: i,
+                        input,
+                    },
+                )?
+            }
         }
         write(
             out,

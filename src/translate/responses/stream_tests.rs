@@ -468,6 +468,45 @@ fn namespaced_calls_come_back_with_their_namespace() {
     );
 }
 
+fn ctx_with_custom() -> ResponseCtx {
+    let req: ResponsesRequest = serde_json::from_value(json!({"model": "m", "input": "x",
+        "tools": [{"type": "custom", "name": "patch"}, {"type": "function", "name": "tool"}]}))
+    .unwrap();
+    let (_, adj) = responses_to_chat_request(req).unwrap();
+    adj.response_ctx("resp_r1".into(), 1, "served".into())
+}
+
+#[test]
+fn a_custom_tool_call_streams_as_a_custom_tool_call_item() {
+    let ev = run_with(
+        ctx_with_custom(),
+        &[
+            call(0, Some("call_p"), Some("patch"), "{\"input\":"),
+            call(0, None, None, "\"*** Begin\"}"),
+            chunk(json!({}), Some("tool_calls")),
+        ],
+        End::Finish,
+    );
+    assert_eq!(
+        types(&ev)[2..],
+        [
+            "response.output_item.added",
+            "response.custom_tool_call_input.delta",
+            "response.custom_tool_call_input.done",
+            "response.output_item.done",
+            "response.completed"
+        ]
+    );
+    assert_eq!(
+        ev[2]["item"],
+        json!({"type": "custom_tool_call", "id": "ctc_r1_0", "status": "in_progress",
+               "call_id": "call_p", "name": "patch", "input": ""})
+    );
+    assert_eq!(ev[3]["delta"], "*** Begin");
+    assert_eq!(ev[4]["input"], "*** Begin");
+    assert_eq!(ev[5]["item"]["input"], "*** Begin");
+}
+
 #[test]
 fn a_chunk_that_is_not_json_is_an_error() {
     let mut s = ChatToResponsesStream::new(ctx());
@@ -488,7 +527,7 @@ enum Op {
     Reasoning(String),
     Call {
         index: u64,
-        name: bool,
+        name: Option<&'static str>,
         args: String,
     },
     Finish(&'static str),
@@ -499,11 +538,12 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         "[a-z ]{1,6}".prop_map(Op::Text),
         "[a-z ]{1,6}".prop_map(Op::Reasoning),
-        (0u64..3, any::<bool>(), "[{}a-z:\"]{0,5}").prop_map(|(index, name, args)| Op::Call {
-            index,
-            name,
-            args
-        }),
+        (
+            0u64..3,
+            prop_oneof![Just(None), Just(Some("tool")), Just(Some("patch"))],
+            "[{}a-z:\"]{0,5}"
+        )
+            .prop_map(|(index, name, args)| Op::Call { index, name, args }),
         prop_oneof![Just("stop"), Just("length"), Just("tool_calls")].prop_map(Op::Finish),
         Just(Op::Usage),
     ]
@@ -523,7 +563,7 @@ proptest! {
                 Op::Call { index, name, args } => call(
                     *index,
                     Some(&format!("id{index}")),
-                    name.then_some("tool"),
+                    *name,
                     args,
                 ),
                 Op::Finish(f) => chunk(json!({}), Some(f)),
@@ -531,9 +571,11 @@ proptest! {
             })
             .collect();
         let end = if fail { End::Fail } else { End::Finish };
-        let ev = run_with(ctx(), &chunks, end);
-        // Every piece of text and arguments sent is in the final response.
-        if end == End::Finish {
+        let ev = run_with(ctx_with_custom(), &chunks, end);
+        let custom = ev.iter().any(|e| e["item"]["type"] == "custom_tool_call");
+        // Every piece of text and arguments sent is in the final response (a custom
+        // call's input is read from its JSON arguments, so it is not counted).
+        if end == End::Finish && !custom {
             let out = &ev.last().unwrap()["response"]["output"];
             let all: String = out.as_array().unwrap().iter().map(|o| match o["type"].as_str() {
                 Some("function_call") => o["arguments"].as_str().unwrap().to_owned(),

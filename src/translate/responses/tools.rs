@@ -12,10 +12,16 @@
 //! Responses `function_call` item names a namespaced tool (and how Codex dispatches it).
 //! Function calls in the input that name a namespace go up under the same names.
 //!
+//! A `custom` tool (freeform input, optionally constrained by a grammar; Codex sends
+//! `apply_patch` this way to some models) goes up as a function tool of the same name with
+//! one string parameter, `input`; its grammar is stated in the description, as chat
+//! completions cannot constrain output by grammar. Calls come back as `custom_tool_call`
+//! items carrying that string.
+//!
 //! Every other tool type (`web_search`, `file_search`, `code_interpreter`,
-//! `image_generation`, `computer_use_preview`, `mcp`, `local_shell`, `custom`,
-//! `tool_search`, …) runs on OpenAI's side or needs an output item chat completions cannot
-//! express: it is left out and listed in [`super::Adjustments::dropped_tools`].
+//! `image_generation`, `computer_use_preview`, `mcp`, `local_shell`, `tool_search`, …)
+//! runs on OpenAI's side or needs an output item chat completions cannot express: it is
+//! left out and listed in [`super::Adjustments::dropped_tools`].
 
 use std::collections::{HashMap, HashSet};
 
@@ -34,6 +40,8 @@ pub struct ToolNames {
     by_upstream: HashMap<String, (String, String)>,
     /// (namespace, member name) → upstream name.
     by_member: HashMap<(String, String), String>,
+    /// Names of `custom` tools (sent up as functions taking `{"input": string}`).
+    custom: HashSet<String>,
 }
 
 impl ToolNames {
@@ -57,6 +65,11 @@ impl ToolNames {
             Some((ns, name)) => (Some(ns.as_str()), name.as_str()),
             None => (None, upstream),
         }
+    }
+
+    /// Whether `upstream` names a `custom` tool, whose calls are `custom_tool_call` items.
+    pub fn is_custom(&self, upstream: &str) -> bool {
+        self.custom.contains(upstream)
     }
 
     fn insert(&mut self, upstream: String, ns: &str, name: &str) {
@@ -109,6 +122,20 @@ pub(super) fn translate_tools(
                     }
                 }
             }
+            Tool::Other(m) if t.kind() == "custom" => {
+                match m
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty())
+                {
+                    Some(n) => used.insert(n.to_owned()),
+                    None => {
+                        return Err(ApiError::invalid(format!(
+                            "tools[{i}].name: required for custom tools"
+                        )))
+                    }
+                };
+            }
             Tool::Other(_) => {}
         }
     }
@@ -143,6 +170,13 @@ pub(super) fn translate_tools(
                     out.push(chat_tool(f, upstream, ns.description.as_deref()));
                 }
             }
+            Tool::Other(m) if t.kind() == "custom" => {
+                let tool = custom_tool(m);
+                if let Some(f) = &tool.function {
+                    names.custom.insert(f.name.clone());
+                }
+                out.push(tool);
+            }
             Tool::Other(_) => Adjustments::note(&mut adj.dropped_tools, &dropped_name(t)),
         }
     }
@@ -164,6 +198,49 @@ fn dropped_name(t: &Tool) -> String {
             None => "custom".to_owned(),
         },
         _ => t.kind().to_owned(),
+    }
+}
+
+/// A custom tool as a function taking its freeform input as one string.
+fn custom_tool(m: &Map<String, Value>) -> InTool {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+    let name = s(m.get("name"));
+    let mut description = s(m.get("description"));
+    let format = m.get("format");
+    if format.and_then(|f| f.get("type")).and_then(Value::as_str) == Some("grammar") {
+        let syntax = s(format.and_then(|f| f.get("syntax")));
+        let definition = s(format.and_then(|f| f.get("definition")));
+        description.push_str(&format!(
+            "\n\nPass the tool's raw input as the `input` string. It must match this \
+             {syntax} grammar:\n{definition}"
+        ));
+    }
+    InTool {
+        kind: "function".to_owned(),
+        function: Some(InFunctionDef {
+            name,
+            description: Some(description.trim_start().to_owned()),
+            parameters: Some(json!({
+                "type": "object",
+                "properties": {"input": {"type": "string", "description": "The raw input."}},
+                "required": ["input"],
+                "additionalProperties": false
+            })),
+            extra: Map::new(),
+        }),
+        extra: Map::new(),
+    }
+}
+
+/// A custom tool call's input from the function arguments `{"input": ...}`; the raw
+/// arguments when they are not that (lenient with providers).
+pub(super) fn custom_input(arguments: &str) -> String {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(Value::Object(mut o)) => match o.remove("input") {
+            Some(Value::String(s)) => s,
+            _ => arguments.to_owned(),
+        },
+        _ => arguments.to_owned(),
     }
 }
 

@@ -71,7 +71,16 @@ impl ChatToResponsesStream {
         }
         let slot = &mut self.slots[i];
         match &mut slot.item {
-            OutputItem::FunctionCall { arguments, .. } => arguments.push_str(args),
+            OutputItem::FunctionCall {
+                arguments, call_id, ..
+            } => {
+                // An id that comes after the first fragment still names the call, as long
+                // as the client has not seen it.
+                if let (Some(id), false) = (id, slot.added) {
+                    id.clone_into(call_id);
+                }
+                arguments.push_str(args)
+            }
             OutputItem::CustomToolCall { .. } => slot.raw.push_str(args),
             _ => {}
         }

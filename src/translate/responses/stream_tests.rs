@@ -402,8 +402,8 @@ fn reasoning_content_is_a_reasoning_item_before_the_message() {
 #[test]
 fn a_call_whose_name_comes_late_is_announced_with_what_it_had() {
     let ev = run(&[
-        call(0, Some("c"), None, "{\"a\":"),
-        call(0, None, Some("f"), "1}"),
+        call(0, None, None, "{\"a\":"),
+        call(0, Some("c"), Some("f"), "1}"),
         chunk(json!({}), Some("tool_calls")),
     ]);
     assert_eq!(
@@ -415,6 +415,7 @@ fn a_call_whose_name_comes_late_is_announced_with_what_it_had() {
         ]
     );
     assert_eq!(ev[2]["item"]["name"], "f");
+    assert_eq!(ev[2]["item"]["call_id"], "c");
     assert_eq!(ev[3]["delta"], "{\"a\":1}");
 }
 

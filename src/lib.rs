@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod observe;
 pub mod openai;
 pub mod provider;
+pub mod responses;
 pub mod router;
 pub mod server;
 pub mod sse;

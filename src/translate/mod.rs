@@ -3,6 +3,7 @@
 //!
 //! Anthropic clients → OpenAI upstreams: `request`, `response`, `stream`.
 //! OpenAI clients → Anthropic upstreams: `chat_request`, `chat_response`, `chat_stream`.
+//! Responses API clients → the chat path: `responses`.
 
 pub mod assemble;
 pub mod chat_request;
@@ -10,4 +11,5 @@ pub mod chat_response;
 pub mod chat_stream;
 pub mod request;
 pub mod response;
+pub mod responses;
 pub mod stream;

@@ -132,6 +132,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/", get(root).head(root))
         .route("/v1/messages", post(doors::serve::<doors::Messages>))
         .route("/v1/chat/completions", post(doors::serve::<doors::Chat>))
+        .route("/v1/responses", post(doors::serve::<doors::Responses>))
         .route("/v1/messages/count_tokens", post(info::count_tokens))
         .route("/v1/models", get(info::list_models))
         .route("/v1/models/{id}", get(info::get_model))

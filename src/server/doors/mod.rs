@@ -6,6 +6,8 @@ mod chat;
 mod chat_stream;
 mod messages;
 mod messages_stream;
+mod responses;
+mod responses_stream;
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use crate::error::ApiError;
 use crate::router::RoutingTrace;
 pub use chat::Chat;
 pub use messages::Messages;
+pub use responses::Responses;
 
 /// The handler of door `D`'s route.
 pub async fn serve<D: Door>(

@@ -127,10 +127,12 @@ def scrub(value, replacements: dict[str, str]):
     if isinstance(value, str):
         for old, new in replacements.items():
             value = value.replace(old, new)
-        value = re.sub(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
+        # Not \b: ids such as `fco_<uuid>` have a word character before the uuid.
+        value = re.sub(r"(?<![0-9a-f])[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?![0-9a-f])",
                        "00000000-0000-4000-8000-000000000000", value)
         value = re.sub(r"\b\d{4}-\d{2}-\d{2}\b", "2026-01-01", value)
         value = re.sub(r"\"turn_started_at_unix_ms\":\d+", "\"turn_started_at_unix_ms\":0", value)
+        value = re.sub(r"Chunk ID: [0-9a-f]+", "Chunk ID: 000000", value)
         return value
     return value
 
@@ -159,7 +161,10 @@ def capture(codex_bin: Path) -> None:
             out = REPO / "tests" / "fixtures" / "codex"
             out.mkdir(parents=True, exist_ok=True)
             for name, req in (("request.json", reqs[0]), ("request-tool-output.json", reqs[-1])):
-                (out / name).write_text(json.dumps(scrub(req["body"], replacements), indent=2) + "\n")
+                body = scrub(req["body"], replacements)
+                # Codex writes this map in hash order: sorted, so a re-capture diffs cleanly.
+                body["client_metadata"] = dict(sorted(body.get("client_metadata", {}).items()))
+                (out / name).write_text(json.dumps(body, indent=2) + "\n")
             headers = scrub({k: v for k, v in reqs[0]["headers"].items()
                              if k not in ("content-length",)}, replacements)
             headers["authorization"] = "Bearer <env_key value>"

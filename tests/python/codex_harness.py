@@ -137,41 +137,57 @@ def scrub(value, replacements: dict[str, str]):
     return value
 
 
-def capture(codex_bin: Path) -> None:
+def _capture_run(codex_bin: Path, model: str, turns: list, prompt: str) -> tuple[list, dict]:
+    """Runs Codex once against the stand-in; its requests and the scrubbing map."""
     import tempfile
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from fake_responses import CallTurn, FakeResponses, TextTurn
+    from fake_responses import FakeResponses
 
-    fake = FakeResponses([
-        CallTurn("exec_command", json.dumps({"cmd": "echo relais-tool-ok"}), "call_capture_1"),
-        TextTurn("The command printed relais-tool-ok."),
-    ])
+    fake = FakeResponses(turns)
     try:
         with tempfile.TemporaryDirectory(prefix="codex-capture-") as tmp:
             home, work = Path(tmp) / "home", Path(tmp) / "proj"
-            write_codex_home(home, fake.base_url, "relais-test")
-            run = run_codex(codex_bin, home, work, "Run `echo relais-tool-ok` and tell me what it printed.",
-                            "sk-relais-capture-key")
+            write_codex_home(home, fake.base_url, model)
+            run = run_codex(codex_bin, home, work, prompt, "sk-relais-capture-key")
             if run.returncode != 0:
                 raise SystemExit(run.describe())
-            reqs = fake.response_requests()
-            replacements = {str(work): "/home/dev/proj", str(home): "/home/dev/.codex",
-                            f"127.0.0.1:{fake.port}": "127.0.0.1:8080"}
-            out = REPO / "tests" / "fixtures" / "codex"
-            out.mkdir(parents=True, exist_ok=True)
-            for name, req in (("request.json", reqs[0]), ("request-tool-output.json", reqs[-1])):
-                body = scrub(req["body"], replacements)
-                # Codex writes this map in hash order: sorted, so a re-capture diffs cleanly.
-                body["client_metadata"] = dict(sorted(body.get("client_metadata", {}).items()))
-                (out / name).write_text(json.dumps(body, indent=2) + "\n")
-            headers = scrub({k: v for k, v in reqs[0]["headers"].items()
-                             if k not in ("content-length",)}, replacements)
-            headers["authorization"] = "Bearer <env_key value>"
-            (out / "headers.json").write_text(json.dumps(headers, indent=2) + "\n")
-            print(f"captured {len(reqs)} requests in {run.seconds:.1f} s into {out}")
+            print(f"{model}: {len(fake.response_requests())} requests in {run.seconds:.1f} s")
+            return fake.response_requests(), {
+                str(work): "/home/dev/proj", str(home): "/home/dev/.codex",
+                f"127.0.0.1:{fake.port}": "127.0.0.1:8080"}
     finally:
         fake.close()
+
+
+def _write_body(path: Path, body: dict, replacements: dict[str, str]) -> None:
+    body = scrub(body, replacements)
+    # Codex writes this map in hash order: sorted, so a re-capture diffs cleanly.
+    body["client_metadata"] = dict(sorted(body.get("client_metadata", {}).items()))
+    path.write_text(json.dumps(body, indent=2) + "\n")
+
+
+def capture(codex_bin: Path) -> None:
+    """request.json and request-tool-output.json: a model Codex has no metadata for (what
+    a Relais model id is to Codex), turn 1 and turn 2 after a shell call. headers.json: turn
+    1's headers. request-gpt-5.5.json: a model Codex knows, which changes the tools
+    (`custom` apply_patch, `tool_search`) and adds `reasoning.effort` and `text`."""
+    from fake_responses import CallTurn, TextTurn
+
+    out = REPO / "tests" / "fixtures" / "codex"
+    out.mkdir(parents=True, exist_ok=True)
+    reqs, repl = _capture_run(codex_bin, "relais-test", [
+        CallTurn("exec_command", json.dumps({"cmd": "echo relais-tool-ok"}), "call_capture_1"),
+        TextTurn("The command printed relais-tool-ok."),
+    ], "Run `echo relais-tool-ok` and tell me what it printed.")
+    _write_body(out / "request.json", reqs[0]["body"], repl)
+    _write_body(out / "request-tool-output.json", reqs[-1]["body"], repl)
+    headers = scrub({k: v for k, v in reqs[0]["headers"].items() if k != "content-length"}, repl)
+    headers["authorization"] = "Bearer <env_key value>"
+    (out / "headers.json").write_text(json.dumps(headers, indent=2) + "\n")
+    reqs, repl = _capture_run(codex_bin, "gpt-5.5", [TextTurn("Hi.")], "say hi")
+    _write_body(out / "request-gpt-5.5.json", reqs[0]["body"], repl)
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

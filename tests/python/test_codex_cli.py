@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from codex_harness import run_codex, write_codex_home
-from conftest import CLIENT_KEY, MODEL, UPSTREAM_KEY, ledger_rows
+from conftest import CLIENT_KEY, MODEL, UPSTREAM_KEY, ledger_rows, relais_config
 from fake_openai import DEFAULT_TEXT, Reply, chat_response, tool_stream
 from fake_responses import CallTurn, FakeResponses, TextTurn
 
@@ -32,9 +32,10 @@ RESPONSES_ONLY = ("input", "instructions", "store", "include", "prompt_cache_key
                   "max_output_tokens", "truncation")
 
 
-def codex_through(codex_bin, relais, tmp_path: Path, prompt: str, key: str = CLIENT_KEY):
+def codex_through(codex_bin, relais, tmp_path: Path, prompt: str, key: str = CLIENT_KEY,
+                  model: str = MODEL):
     home, work = tmp_path / "codex-home", tmp_path / "proj"
-    write_codex_home(home, relais.base_url + "/v1", MODEL)
+    write_codex_home(home, relais.base_url + "/v1", model)
     return run_codex(codex_bin, home, work, prompt, key), work
 
 
@@ -136,6 +137,29 @@ def test_codex_runs_its_shell_tool_through_relais(codex_bin, relais_fake, fake_o
     assert all(r["status"] == "ok" for r in rows), rows
 
 
+def test_codex_with_a_model_it_knows_through_an_alias(codex_bin, start_relais, fake_openai,
+                                                      tmp_path):
+    """Naming a model Codex has metadata for (here gpt-5.5, routed by a `gpt-*` alias)
+    changes its request: a freeform `custom` apply_patch tool, a client-run `tool_search`,
+    `reasoning.effort` and `text.verbosity` (tests/fixtures/codex/request-gpt-5.5.json)."""
+    cfg = relais_config(fake_openai.base_url).replace('aliases = ["claude-*"]',
+                                                       'aliases = ["claude-*", "gpt-*"]')
+    relais = start_relais(cfg)
+    run, _ = codex_through(codex_bin, relais, tmp_path, "say hi", model="gpt-5.5")
+    assert run.returncode == 0, run.describe()
+    assert run.agent_text() == DEFAULT_TEXT, run.describe()
+    (req,) = fake_openai.chat_requests()
+    body = req["body"]
+    assert body["model"] == "upstream-model"
+    for k in RESPONSES_ONLY:
+        assert k not in body, f"Responses-only field {k} sent to a chat upstream"
+    tools = body.get("tools") or []
+    assert tools and all(t["type"] == "function" for t in tools), tools
+    names = [t["function"]["name"] for t in tools]
+    assert SHELL_TOOL in names
+    assert "tool_search" not in names and "web_search" not in json.dumps(tools)
+
+
 def test_codex_sees_an_upstream_failure_as_an_error(codex_bin, relais_fake, fake_openai, tmp_path):
     fake_openai.push(Reply(status=500, body={"error": {"message": "boom"}}))
     run, _ = codex_through(codex_bin, relais_fake, tmp_path, "say hi")
@@ -203,6 +227,22 @@ def test_codex_request_shape_matches_the_fixture(codex_bin, stand_in, tmp_path, 
     assert (call["type"], call["call_id"], call["name"]) == ("function_call", "call_c1", SHELL_TOOL)
     assert (output["type"], output["call_id"]) == ("function_call_output", "call_c1")
     assert isinstance(output["output"], str) and "contract-ok" in output["output"]
+
+
+def test_codex_request_shape_for_a_known_model(codex_bin, stand_in, tmp_path):
+    captured = json.loads((FIXTURES / "request-gpt-5.5.json").read_text())
+    server = stand_in([TextTurn("Hi.")])
+    home, work = tmp_path / "codex-home", tmp_path / "proj"
+    write_codex_home(home, server.base_url, "gpt-5.5")
+    run = run_codex(codex_bin, home, work, "say hi", "sk-stand-in-key")
+    assert run.returncode == 0, run.describe()
+    (req,) = server.response_requests()
+    body = req["body"]
+    assert sorted(body) == sorted(captured), "top-level fields changed: re-capture the fixture"
+    assert sorted((t["type"], t.get("name")) for t in body["tools"]) == \
+        sorted((t["type"], t.get("name")) for t in captured["tools"])
+    assert {"custom", "tool_search", "web_search"} <= {t["type"] for t in body["tools"]}
+    assert body["reasoning"].get("effort") and body["text"].get("verbosity")
 
 
 def _drop(*types):

@@ -53,3 +53,30 @@ if ! command -v redis-server >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
+
+# 5. Codex CLI, from the npm registry (the `/v1/responses` door's real client). The npm
+#    package is a launcher; the native binary comes in an optional platform dependency
+#    (@openai/codex-linux-x64 is an alias of @openai/codex@VERSION-linux-x64).
+CODEX_VERSION=0.169.1
+CODEX_DIR="${RELAIS_CODEX_DIR:-$CACHE/codex}"
+CODEX="$CODEX_DIR/node_modules/.bin/codex"
+if ! "$CODEX" --version 2>/dev/null | grep -qx "codex-cli $CODEX_VERSION"; then
+  mkdir -p "$CODEX_DIR"
+  [ -f "$CODEX_DIR/package.json" ] || (cd "$CODEX_DIR" && npm init -y >/dev/null)
+  (cd "$CODEX_DIR" && npm install --no-audit --no-fund --save-exact --include=optional \
+    "@openai/codex@$CODEX_VERSION" >/dev/null)
+  if ! "$CODEX" --version >/dev/null 2>&1; then
+    # npm skipped the optional platform package (omit=optional, or a lockfile made on
+    # another platform): install this machine's one by its alias.
+    case "$(uname -m)" in
+      x86_64) CODEX_PLATFORM=linux-x64 ;;
+      aarch64 | arm64) CODEX_PLATFORM=linux-arm64 ;;
+      *) CODEX_PLATFORM="" ;;
+    esac
+    if [ -n "$CODEX_PLATFORM" ]; then
+      (cd "$CODEX_DIR" && npm install --no-audit --no-fund --save-exact \
+        "@openai/codex-$CODEX_PLATFORM@npm:@openai/codex@$CODEX_VERSION-$CODEX_PLATFORM" >/dev/null)
+    fi
+  fi
+  "$CODEX" --version
+fi

@@ -7,7 +7,8 @@ Environment:
   RELAIS_LLM_VENV       the llama.cpp venv (default ~/.cache/relais/llm-venv)
   RELAIS_CLAUDE_DIR     where @anthropic-ai/claude-code is npm-installed
                         (default ~/.cache/relais/claude)
-  RELAIS_REQUIRE_ALL=1  fail instead of skipping when the LLM venv or Claude Code is missing
+  RELAIS_CODEX_DIR      where @openai/codex is npm-installed (default ~/.cache/relais/codex)
+  RELAIS_REQUIRE_ALL=1  fail instead of skipping when the LLM venv, Claude Code or Codex is missing
                         (scripts/test.sh sets it in CI)
 """
 
@@ -41,6 +42,7 @@ REQUIRE_ALL = os.environ.get("RELAIS_REQUIRE_ALL") == "1"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "llm: needs the real llama.cpp server with SmolLM2")
     config.addinivalue_line("markers", "claude: needs Claude Code")
+    config.addinivalue_line("markers", "codex: needs Codex CLI")
 
 
 def missing(what: str) -> None:
@@ -197,6 +199,33 @@ def client(relais_fake):
                                timeout=30)
 
 
+def ledger_rows(tmp_path: Path, want: int, timeout: float = 5.0) -> list[dict]:
+    """The usage ledger's rows (the SQLite file beside the test config, `relais.db`), once
+    `want` of them are written (the writer batches for up to 200 ms); what it has after
+    `timeout` otherwise."""
+    import sqlite3
+
+    db = tmp_path / "relais.db"
+    deadline = time.monotonic() + timeout
+    rows: list[dict] = []
+    while time.monotonic() < deadline:
+        if db.exists():
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+            try:
+                con.row_factory = sqlite3.Row
+                rows = [dict(r) for r in con.execute(
+                    "SELECT api, model_requested, model_served, stream, status, http_status, "
+                    "attempts, input_tokens, output_tokens FROM requests ORDER BY time_ms")]
+            except sqlite3.OperationalError:  # not created yet
+                rows = []
+            finally:
+                con.close()
+            if len(rows) >= want:
+                return rows
+        time.sleep(0.1)
+    return rows
+
+
 # ---------- the real model ----------
 
 def free_port() -> int:
@@ -289,4 +318,23 @@ def claude_bin() -> Path:
                        timeout=60)
     if r.returncode != 0:
         missing(f"{b} --version failed: {r.stdout.decode()[-500:]}")
+    return b
+
+
+# ---------- Codex CLI ----------
+
+@pytest.fixture(scope="session")
+def codex_bin() -> Path:
+    from codex_harness import CODEX_VERSION, default_codex_bin
+
+    b = default_codex_bin()
+    if not b.exists():
+        missing(f"Codex CLI not installed at {b} (run scripts/install-test-deps.sh)")
+    r = subprocess.run([str(b), "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=60)
+    out = r.stdout.decode(errors="replace")
+    if r.returncode != 0:
+        missing(f"{b} --version failed: {out[-500:]}")
+    if CODEX_VERSION not in out:
+        missing(f"Codex {CODEX_VERSION} expected, {b} is {out.strip()}")
     return b

@@ -584,6 +584,9 @@ def parse_args(argv):
     ap.add_argument("--no-relais", action="store_true", help="do not run Relais (direct upstream, and --gateway-url if given)")
     ap.add_argument("--relais-config-extra", metavar="FILE",
                     help="TOML snippet appended to the generated Relais config (e.g. bench/variants/metrics-off.toml)")
+    ap.add_argument("--relais-variant-bin", action="append", default=[], metavar="NAME=BIN",
+                    help="also run another Relais binary (e.g. an older commit's release build) with the "
+                         "plain config, interleaved with `relais`, and report it relative to it (repeatable)")
     ap.add_argument("--relais-variant", action="append", default=[], metavar="NAME=FILE",
                     help="also run Relais with this snippet appended (instead of --relais-config-extra's), "
                          "interleaved with the plain one, and report it relative to it (repeatable)")
@@ -715,6 +718,13 @@ def main(argv):
             if name == "relais":
                 relais_idle_kb = proc_kb(rp.pid, "VmRSS")
                 log(f"relais ready at {rt.url}, idle RSS {relais_idle_kb} KiB")
+        # Other binaries with the plain config: a before/after comparison in one run.
+        for name, other in (parse_variant(v) for v in a.relais_variant_bin):
+            if not os.path.exists(other):
+                raise Fatal(f"--relais-variant-bin {name}: {other} missing")
+            rt, rp = start_relais(name, other, up_port, base_extra, logdir, gw_cpus, env)
+            procs[name] = rp
+            gateways.append(rt)
         try:
             relais_commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                            capture_output=True, text=True, timeout=10).stdout.strip()

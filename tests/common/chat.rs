@@ -4,7 +4,8 @@
 
 use serde_json::{json, Value};
 
-use super::world::{Answer, World};
+use super::doors::{Answer, Door};
+use super::world::World;
 use super::*;
 
 impl Relais {
@@ -44,9 +45,9 @@ pub fn chat_req(model: &str, stream: bool, fields: Value) -> Value {
     b
 }
 
-/// The `data:` payloads of an OpenAI stream, checked: every one but the last is a JSON
-/// chunk, the last is `[DONE]`, nothing else.
-pub fn chat_chunks(text: &str) -> Vec<Value> {
+/// The `data:` payloads of an OpenAI stream, in order (`[DONE]` included, unparsed);
+/// anything but `data:` lines and comments fails the test.
+pub fn chat_datas(text: &str) -> Vec<String> {
     let mut datas = Vec::new();
     for block in text.replace("\r\n", "\n").split("\n\n") {
         for line in block.lines() {
@@ -59,6 +60,13 @@ pub fn chat_chunks(text: &str) -> Vec<Value> {
             datas.push(d.to_owned());
         }
     }
+    datas
+}
+
+/// The `data:` payloads of an OpenAI stream, checked: every one but the last is a JSON
+/// chunk, the last is `[DONE]`, nothing else.
+pub fn chat_chunks(text: &str) -> Vec<Value> {
+    let mut datas = chat_datas(text);
     assert_eq!(
         datas.last().map(String::as_str),
         Some("[DONE]"),
@@ -74,61 +82,11 @@ pub fn chat_chunks(text: &str) -> Vec<Value> {
 /// Asserts a 200 with one clean chat answer (a completion, or a stream of chunks ending
 /// in `[DONE]` with a `finish_reason` and no error).
 pub async fn chat_answer(resp: reqwest::Response, stream: bool) -> Answer {
-    if stream {
-        let (status, headers, text) = read_sse(resp).await;
-        assert_eq!(status, 200, "{text}");
-        let chunks = chat_chunks(&text);
-        assert!(chunks.iter().all(|c| c.get("error").is_none()), "{text}");
-        for c in &chunks {
-            assert_eq!(c["object"], "chat.completion.chunk", "{c}");
-        }
-        assert!(
-            chunks
-                .iter()
-                .any(|c| c["choices"][0]["finish_reason"].is_string()),
-            "a finish_reason: {text}"
-        );
-        let text_out: String = chunks
-            .iter()
-            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-            .collect();
-        let model = chunks[0]["model"].as_str().expect("model").to_owned();
-        let relais = chunks.last().and_then(|c| c.get("relais").cloned());
-        Answer {
-            headers,
-            text: text_out,
-            model,
-            relais,
-        }
-    } else {
-        let (status, headers, v) = json_of(resp).await;
-        assert_eq!(status, 200, "{v}");
-        assert_eq!(v["object"], "chat.completion", "{v}");
-        assert!(v["choices"][0]["finish_reason"].is_string(), "{v}");
-        Answer {
-            headers,
-            text: v["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned(),
-            model: v["model"].as_str().expect("model").to_owned(),
-            relais: v.get("relais").cloned(),
-        }
-    }
+    Door::Chat.answer(resp, stream).await
 }
 
 /// Asserts an error in OpenAI's envelope; returns status, type and message.
 pub async fn chat_error(resp: reqwest::Response) -> (u16, String, String) {
-    let (status, _, v) = json_of(resp).await;
-    assert!(status >= 400, "expected an error, got {status}: {v}");
-    let e = &v["error"];
-    assert!(e["message"].is_string(), "OpenAI envelope: {v}");
-    assert!(e["type"].is_string(), "OpenAI envelope: {v}");
-    assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
-    assert!(v.get("type").is_none(), "not Anthropic's envelope: {v}");
-    (
-        status,
-        e["type"].as_str().unwrap_or_default().to_owned(),
-        e["message"].as_str().unwrap_or_default().to_owned(),
-    )
+    let e = Door::Chat.error(resp).await;
+    (e.status, e.kind, e.message)
 }

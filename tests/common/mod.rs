@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod chat;
+pub mod doors;
 pub mod fake_upstream;
 pub mod limits;
 pub mod pg;

@@ -8,6 +8,7 @@ mod common;
 
 use common::chat::*;
 use common::fake_upstream::{anthropic, openai};
+use common::world::{pair_of, Routing};
 use common::*;
 use serde_json::{json, Value};
 
@@ -390,4 +391,35 @@ async fn models_come_in_the_shape_the_client_speaks() {
     assert!(v.get("has_more").is_some());
     let (_, _, v) = json_of(relais.get("/v1/models").await).await;
     assert!(v.get("has_more").is_some(), "x-api-key: Anthropic's shape");
+}
+
+#[tokio::test]
+async fn the_trace_rides_on_the_final_chunk_with_or_without_the_usage_chunk() {
+    // `a` speaks the OpenAI API, `b` the Anthropic one: the trace rides on the final
+    // chunk whichever stream it was relayed or translated from.
+    let w = pair_of(Routing::default(), true).await;
+    for provider in ["a", "b"] {
+        w.all_ok(true);
+        let only = json!({"allowed_providers": [provider], "include_metadata": true});
+        for include_usage in [false, true] {
+            let mut body = chat_req("x", true, only.clone());
+            if include_usage {
+                body["stream_options"] = json!({"include_usage": true});
+            }
+            let (status, _, text) = read_sse(w.send_chat(&body).await).await;
+            assert_eq!(status, 200, "{text}");
+            let chunks = chat_chunks(&text);
+            let last = chunks.last().unwrap();
+            assert_eq!(last["choices"], json!([]), "{provider}: {last}");
+            assert_eq!(last["relais"]["attempts"][0]["outcome"], "ok", "{last}");
+            assert_eq!(last["model"], "x");
+            let usage_chunks = chunks.iter().filter(|c| c.get("usage").is_some()).count();
+            if include_usage {
+                assert_eq!(usage_chunks, 1, "{provider}: {text}");
+                assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+            } else if provider == "b" {
+                assert_eq!(usage_chunks, 0, "{provider}: {text}");
+            }
+        }
+    }
 }

@@ -65,7 +65,7 @@ fn text_of(v: &Value) -> String {
 }
 
 /// What a 200 whole answer says, per door, with the door's object checked.
-pub(super) fn fill_whole(door: Door, w: &mut Whole) {
+pub fn fill_whole(door: Door, w: &mut Whole) {
     let v = &w.body;
     match door {
         Door::Messages => {
@@ -141,7 +141,7 @@ fn responses_output(output: &Value) -> (String, Vec<ToolCall>) {
 }
 
 /// Parses a streamed body of this door.
-pub(super) fn parse_stream(door: Door, status: u16, headers: HeaderMap, raw: String) -> Streamed {
+pub fn parse_stream(door: Door, status: u16, headers: HeaderMap, raw: String) -> Streamed {
     let mut s = Streamed {
         status,
         headers,
@@ -307,7 +307,7 @@ fn responses_stream(s: &mut Streamed, raw: &str) {
 /// The grammar of a clean stream, beyond its end: Anthropic's event order; every chat
 /// chunk a `chat.completion.chunk` and a `finish_reason` given; the Responses sequence from
 /// `response.created` to `response.completed` with its text echoed in `output_text.done`.
-pub(super) fn check_clean_stream(door: Door, s: &Streamed) {
+pub fn check_clean_stream(door: Door, s: &Streamed) {
     match door {
         Door::Messages => {
             let blocks = assert_stream_grammar(&s.events);

@@ -1,8 +1,8 @@
-//! Helpers for the OpenAI-compatible door: requests with a Bearer key, and answers
-//! checked against OpenAI's wire format (whole completions, chunk streams ending in
-//! `data: [DONE]`, the error envelope).
+//! Helpers for the OpenAI chat door's own tests: requests with a Bearer key, and chunk
+//! streams checked against OpenAI's wire format (ending in `data: [DONE]`). The readers
+//! every door shares are in `doors.rs`.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::doors::{Answer, Door};
 use super::world::World;
@@ -15,13 +15,7 @@ impl Relais {
     }
 
     pub async fn chat_as(&self, key: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url("/v1/chat/completions"))
-            .header("authorization", format!("Bearer {key}"))
-            .json(body)
-            .send()
-            .await
-            .expect("request to relais")
+        Door::Chat.send_as(self, key, body).await
     }
 }
 
@@ -33,16 +27,7 @@ impl World {
 
 /// A chat body for `model` with the router fields of `fields` merged in.
 pub fn chat_req(model: &str, stream: bool, fields: Value) -> Value {
-    let mut b = json!({
-        "model": model,
-        "max_completion_tokens": 64,
-        "stream": stream,
-        "messages": [{"role": "user", "content": "route me"}]
-    });
-    for (k, v) in fields.as_object().expect("fields object") {
-        b[k] = v.clone();
-    }
-    b
+    Door::Chat.req(model, stream, fields)
 }
 
 /// The `data:` payloads of an OpenAI stream, in order (`[DONE]` included, unparsed);
@@ -83,10 +68,4 @@ pub fn chat_chunks(text: &str) -> Vec<Value> {
 /// in `[DONE]` with a `finish_reason` and no error).
 pub async fn chat_answer(resp: reqwest::Response, stream: bool) -> Answer {
     Door::Chat.answer(resp, stream).await
-}
-
-/// Asserts an error in OpenAI's envelope; returns status, type and message.
-pub async fn chat_error(resp: reqwest::Response) -> (u16, String, String) {
-    let e = Door::Chat.error(resp).await;
-    (e.status, e.kind, e.message)
 }

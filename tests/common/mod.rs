@@ -195,26 +195,12 @@ impl Relais {
 
     /// `POST /v1/messages` with the client key in `x-api-key`.
     pub async fn messages(&self, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url("/v1/messages"))
-            .header("x-api-key", CLIENT_KEY)
-            .header("anthropic-version", "2023-06-01")
-            .json(body)
-            .send()
-            .await
-            .expect("request to relais")
+        doors::Door::Messages.send(self, body).await
     }
 
     /// `POST /v1/messages` authenticated with another client key.
     pub async fn messages_as(&self, key: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url("/v1/messages"))
-            .header("x-api-key", key)
-            .header("anthropic-version", "2023-06-01")
-            .json(body)
-            .send()
-            .await
-            .expect("request to relais")
+        doors::Door::Messages.send_as(self, key, body).await
     }
 
     /// `POST path` with a JSON body and the client key.

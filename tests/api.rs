@@ -105,19 +105,10 @@ async fn beta_query_string_is_accepted() {
 #[tokio::test]
 async fn idle_stream_gets_ping_events() {
     let fake = FakeUpstream::start().await;
-    let frames = openai::text_stream(&["slow", " answer"]);
-    let n = frames.len();
-    fake.push(Reply::Sse {
-        frames: frames
-            .into_iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let d = if i == 2 || i == n - 3 { 700 } else { 0 };
-                (std::time::Duration::from_millis(d), f)
-            })
-            .collect(),
-        end: StreamEnd::Close,
-    });
+    fake.push(Reply::sse_paced(
+        openai::text_stream(&["slow", " answer"]),
+        |i, n| std::time::Duration::from_millis(if i == 2 || i == n - 3 { 700 } else { 0 }),
+    ));
     let relais = Relais::with_fake(
         &fake,
         &Opts {
@@ -140,14 +131,10 @@ async fn idle_stream_gets_ping_events() {
 #[tokio::test]
 async fn concurrent_streams_all_complete() {
     let fake = FakeUpstream::start().await;
-    let frames: Vec<(std::time::Duration, String)> = openai::text_stream(&["a", "b", "c"])
-        .into_iter()
-        .map(|f| (std::time::Duration::from_millis(20), f))
-        .collect();
-    fake.set_default(Reply::Sse {
-        frames,
-        end: StreamEnd::Close,
-    });
+    fake.set_default(Reply::sse_paced(
+        openai::text_stream(&["a", "b", "c"]),
+        |_, _| std::time::Duration::from_millis(20),
+    ));
     let relais = Relais::with_fake(&fake, &Opts::default()).await;
     let mut tasks = Vec::new();
     for i in 0..16 {
@@ -189,15 +176,10 @@ async fn crlf_upstream_stream_decodes() {
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_stream_finish() {
     let fake = FakeUpstream::start().await;
-    let frames: Vec<(std::time::Duration, String)> =
-        openai::text_stream(&["one", " two", " three"])
-            .into_iter()
-            .map(|f| (std::time::Duration::from_millis(150), f))
-            .collect();
-    fake.push(Reply::Sse {
-        frames,
-        end: StreamEnd::Close,
-    });
+    fake.push(Reply::sse_paced(
+        openai::text_stream(&["one", " two", " three"]),
+        |_, _| std::time::Duration::from_millis(150),
+    ));
     let relais = Relais::with_fake(&fake, &Opts::default()).await;
     let client = relais.client.clone();
     let base = relais.base.clone();

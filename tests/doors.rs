@@ -6,7 +6,7 @@
 mod common;
 
 use common::doors::read::{check_clean_stream, fill_whole, parse_stream};
-use common::doors::{Door, End, ToolCall, Usage, Whole};
+use common::doors::{Answer, Door, End, ToolCall, Usage};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
@@ -17,19 +17,13 @@ fn sse(events: &[Value]) -> String {
         .collect()
 }
 
-fn whole(door: Door, body: Value) -> Whole {
-    let mut w = Whole {
-        status: 200,
-        headers: HeaderMap::new(),
+fn whole(door: Door, body: Value) -> Answer {
+    let mut a = Answer {
         relais: body.get("relais").cloned(),
-        body,
-        text: String::new(),
-        model: String::new(),
-        tool_calls: Vec::new(),
-        usage: None,
+        ..Answer::default()
     };
-    fill_whole(door, &mut w);
-    w
+    fill_whole(door, &body, &mut a);
+    a
 }
 
 #[test]
@@ -126,7 +120,7 @@ fn a_responses_stream_ends_completed_failed_or_with_an_error_event() {
     );
     let s = parse_stream(Door::Responses, 200, HeaderMap::new(), sse(&events));
     assert_eq!(s.end, End::Clean);
-    assert_eq!((s.text.as_str(), s.model.as_deref()), ("Hello", Some("x")));
+    assert_eq!((s.text.as_str(), s.model.as_str()), ("Hello", "x"));
     assert_eq!(
         s.usage,
         Some(Usage {

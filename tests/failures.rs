@@ -31,21 +31,12 @@ door_tests!(
     upstream_connection_refused_is_502,
 );
 
-fn fast() -> Opts {
-    Opts {
-        first_byte_timeout_s: 1.0,
-        idle_timeout_s: 1.0,
-        total_timeout_s: 5.0,
-        ..Opts::default()
-    }
-}
-
 /// 500 (JSON), 503 and 529, whole and streamed: the provider's fault in the door's terms
 /// (502 `api_error`; an overload 529 `overloaded_error`, OpenAI's 503 `server_error`),
 /// with `x-should-retry: true` for the SDKs.
 async fn upstream_error_statuses_map_to_the_doors_statuses(door: Door) {
     let fake = FakeUpstream::start().await;
-    let relais = Relais::with_fake(&fake, &fast()).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     for (upstream, status, kind) in [
         (500, 502, "api_error"),
         (503, 529, "overloaded_error"),
@@ -71,7 +62,7 @@ async fn upstream_429_keeps_retry_after(door: Door) {
         json!({"error": {"message": "slow down"}}),
         "7",
     ));
-    let relais = Relais::with_fake(&fake, &fast()).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     for stream in [false, true] {
         let resp = door.send(&relais, &door.simple("hi", stream)).await;
         assert_eq!(header(resp.headers(), "retry-after"), Some("7"));
@@ -87,7 +78,7 @@ async fn upstream_400_passes_message(door: Door) {
         json!({"error": {"message": "This model's maximum context length is 2048 tokens",
                          "type": "invalid_request_error", "code": "context_length_exceeded"}}),
     ));
-    let relais = Relais::with_fake(&fake, &fast()).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     for stream in [false, true] {
         let resp = door.send(&relais, &door.simple("hi", stream)).await;
         let msg = door.expect_error(resp, 400, "invalid_request_error").await;
@@ -99,7 +90,7 @@ async fn upstream_plain_text_500(door: Door) {
     // llama.cpp answers invalid JSON with a plain-text 500.
     let fake = FakeUpstream::start().await;
     fake.set_default(Reply::raw(500, "text/plain", b"Internal Server Error"));
-    let relais = Relais::with_fake(&fake, &fast()).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     let resp = door.send(&relais, &door.simple("hi", false)).await;
     door.expect_error(resp, 502, "api_error").await;
 }
@@ -110,7 +101,7 @@ async fn upstream_plain_text_500(door: Door) {
 async fn upstream_hang_is_504_within_its_bound(door: Door) {
     let fake = FakeUpstream::start().await;
     fake.set_default(Reply::Hang);
-    let relais = Relais::with_fake(&fake, &fast()).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     for stream in [true, false] {
         let t = Instant::now();
         let resp = door.send(&relais, &door.simple("hi", stream)).await;
@@ -131,7 +122,7 @@ async fn upstream_hang_without_streamed_whole_answers_waits_for_the_deadline(doo
     fake.set_default(Reply::Hang);
     let o = Opts {
         provider_extra: "stream_whole_answers = false",
-        ..fast()
+        ..Opts::fast()
     };
     let relais = Relais::with_fake(&fake, &o).await;
     let t = Instant::now();
@@ -170,7 +161,7 @@ async fn stream_dropped_after_content_ends_with_error_event(door: Door) {
     let mut frames = openai::text_stream(&["Hello", " wor"]);
     frames.truncate(3); // role chunk + two content chunks; no finish, no [DONE]
     fake.push(Reply::sse_then(frames, StreamEnd::Abort));
-    let relais = Relais::with_fake(&fake, &fast()).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     let s = door
         .stream(door.send(&relais, &door.simple("hi", true)).await)
         .await;
@@ -190,7 +181,7 @@ async fn stream_truncated_after_content_without_done_ends_with_error_event(door:
     let mut frames = openai::text_stream(&["Hello", " wor"]);
     frames.truncate(3);
     fake.push(Reply::sse(frames));
-    let relais = Relais::with_fake(&fake, &fast()).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     let s = door
         .stream(door.send(&relais, &door.simple("hi", true)).await)
         .await;
@@ -202,7 +193,7 @@ async fn stream_idle_after_content_ends_with_error_event(door: Door) {
     let mut frames = openai::text_stream(&["Hello"]);
     frames.truncate(2);
     fake.push(Reply::sse_then(frames, StreamEnd::Hang));
-    let relais = Relais::with_fake(&fake, &fast()).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     let t = Instant::now();
     let s = door
         .stream(door.send(&relais, &door.simple("hi", true)).await)
@@ -223,7 +214,7 @@ async fn stream_ending_before_content_is_5xx_not_200(door: Door) {
     fake.push(Reply::raw(200, "text/event-stream", b""));
     // 3: cut before any content.
     fake.push(Reply::sse_then(vec![], StreamEnd::Abort));
-    let relais = Relais::with_fake(&fake, &fast()).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     for case in ["role chunk then EOF", "empty 200", "cut"] {
         let t = Instant::now();
         let e = door
@@ -245,7 +236,7 @@ async fn stream_ending_before_content_is_5xx_not_200(door: Door) {
 async fn empty_200_body_non_stream_is_502(door: Door) {
     let fake = FakeUpstream::start().await;
     fake.push(Reply::raw(200, "application/json", b""));
-    let relais = Relais::with_fake(&fake, &fast()).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     let resp = door.send(&relais, &door.simple("hi", false)).await;
     door.expect_error(resp, 502, "api_error").await;
 }
@@ -262,7 +253,7 @@ async fn malformed_upstream_json_is_502(door: Door) {
         "data: {not json}\n\n".to_owned(),
         openai::done(),
     ]));
-    let relais = Relais::with_fake(&fake, &fast()).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     for stream in [false, false, true] {
         let resp = door.send(&relais, &door.simple("hi", stream)).await;
         door.expect_error(resp, 502, "api_error").await;
@@ -274,7 +265,7 @@ async fn error_object_inside_stream_before_content_is_5xx(door: Door) {
     fake.push(Reply::sse(vec![openai::frame(
         &json!({"error": {"message": "model crashed", "type": "server_error"}}),
     )]));
-    let relais = Relais::with_fake(&fake, &fast()).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     let e = door
         .error(door.send(&relais, &door.simple("hi", true)).await)
         .await;
@@ -292,7 +283,11 @@ async fn upstream_connection_refused_is_502(door: Door) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let relais = Relais::start(&config(&format!("http://127.0.0.1:{port}/v1"), &fast())).await;
+    let relais = Relais::start(&config(
+        &format!("http://127.0.0.1:{port}/v1"),
+        &Opts::fast(),
+    ))
+    .await;
     for stream in [false, true] {
         let t = Instant::now();
         let resp = door.send(&relais, &door.simple("hi", stream)).await;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::doors::Door;
 use common::fake_upstream::openai;
+use common::world::{ep, model, prov, Routing, World};
 use common::*;
 use serde_json::{json, Value};
 
@@ -27,51 +28,25 @@ door_tests!(
     client_disconnect_cancels_upstream_stream,
 );
 
-fn fast() -> Opts {
-    Opts {
-        first_byte_timeout_s: 1.0,
-        idle_timeout_s: 1.0,
-        total_timeout_s: 5.0,
-        ..Opts::default()
-    }
-}
-
 /// Two providers serving the same model: `a` is free and `b` expensive, so that with
 /// `preference: "cost"` (and no exploration) `a` is always tried first.
-async fn two_providers(a: &FakeUpstream, b: &FakeUpstream) -> Relais {
-    let mut toml = format!(
-        r#"
-[routing]
-total_timeout_s = 10
-max_attempts = 3
-explore_probability = 0
-
-[[keys]]
-name = "test"
-key = "{CLIENT_KEY}"
-"#
-    );
-    for (name, fake) in [("a", a), ("b", b)] {
-        toml.push_str(&format!(
-            r#"
-[providers.{name}]
-api = "openai"
-base_url = "{}"
-api_key_env = "{UPSTREAM_KEY_ENV}"
-first_byte_timeout_s = 1
-idle_timeout_s = 1
-"#,
-            fake.base_url()
-        ));
-    }
-    toml.push_str(&format!("\n[[models]]\nid = \"{MODEL}\"\n"));
-    for (name, price) in [("a", 0.0), ("b", 10.0)] {
-        toml.push_str(&format!(
-            "\n[[models.endpoints]]\nprovider = \"{name}\"\nupstream_model = \"{UPSTREAM_MODEL}\"\n\
-             price_input_per_mtok = {price}\nprice_output_per_mtok = {price}\n"
-        ));
-    }
-    Relais::start(&toml).await
+async fn two_providers() -> World {
+    World::start(
+        &[prov("a", false, false), prov("b", false, false)],
+        vec![model(
+            MODEL,
+            &[],
+            vec![ep("a", UPSTREAM_MODEL, 0.0), ep("b", UPSTREAM_MODEL, 10.0)],
+        )],
+        "",
+        &Routing {
+            max_attempts: 3,
+            first_byte_timeout_s: 1.0,
+            request_timeout_s: 10.0,
+            ..Routing::default()
+        },
+    )
+    .await
 }
 
 fn cheapest_first(door: Door, stream: bool) -> Value {
@@ -79,11 +54,12 @@ fn cheapest_first(door: Door, stream: bool) -> Value {
 }
 
 async fn provider_5xx_falls_back_to_the_next_provider(door: Door) {
-    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let w = two_providers().await;
+    let (a, b) = (w.fake("a"), w.fake("b"));
     a.set_default(Reply::error(500, json!({"error": {"message": "down"}})));
     b.set_default(Reply::json(openai::chat_response("from the survivor")));
-    let relais = two_providers(&a, &b).await;
-    let resp = door.send(&relais, &cheapest_first(door, false)).await;
+    let relais = &w.relais;
+    let resp = door.send(relais, &cheapest_first(door, false)).await;
     let ans = door.answer(resp, false).await;
     assert_eq!(ans.text, "from the survivor");
     assert_eq!((a.request_count(), b.request_count()), (1, 1));
@@ -91,11 +67,12 @@ async fn provider_5xx_falls_back_to_the_next_provider(door: Door) {
 }
 
 async fn stream_failing_before_content_falls_back(door: Door) {
-    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let w = two_providers().await;
+    let (a, b) = (w.fake("a"), w.fake("b"));
     a.set_default(Reply::raw(200, "text/event-stream", b""));
     b.set_default(Reply::sse(openai::text_stream(&["fall", "back"])));
-    let relais = two_providers(&a, &b).await;
-    let resp = door.send(&relais, &cheapest_first(door, true)).await;
+    let relais = &w.relais;
+    let resp = door.send(relais, &cheapest_first(door, true)).await;
     assert_eq!(door.answer(resp, true).await.text, "fallback");
     assert_eq!((a.request_count(), b.request_count()), (1, 1));
 }
@@ -103,14 +80,15 @@ async fn stream_failing_before_content_falls_back(door: Door) {
 /// Once content reached the client, a failure cannot be retried elsewhere: the stream ends
 /// with an error event and the second provider is never asked.
 async fn stream_failing_after_content_is_not_retried(door: Door) {
-    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let w = two_providers().await;
+    let (a, b) = (w.fake("a"), w.fake("b"));
     let mut frames = openai::text_stream(&["partial"]);
     frames.truncate(2);
     a.set_default(Reply::sse_then(frames, StreamEnd::Abort));
     b.set_default(Reply::sse(openai::text_stream(&["should not be asked"])));
-    let relais = two_providers(&a, &b).await;
+    let relais = &w.relais;
     let s = door
-        .stream(door.send(&relais, &cheapest_first(door, true)).await)
+        .stream(door.send(relais, &cheapest_first(door, true)).await)
         .await;
     assert_eq!(s.status, 200, "{}", s.raw);
     assert_eq!(s.text, "partial");
@@ -119,15 +97,16 @@ async fn stream_failing_after_content_is_not_retried(door: Door) {
 }
 
 async fn client_fault_400_does_not_fall_back(door: Door) {
-    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let w = two_providers().await;
+    let (a, b) = (w.fake("a"), w.fake("b"));
     a.set_default(Reply::error(
         400,
         json!({"error": {"message": "bad tool schema"}}),
     ));
     b.set_default(Reply::json(openai::chat_response("should not be asked")));
-    let relais = two_providers(&a, &b).await;
+    let relais = &w.relais;
     for stream in [false, true] {
-        let resp = door.send(&relais, &cheapest_first(door, stream)).await;
+        let resp = door.send(relais, &cheapest_first(door, stream)).await;
         let msg = door.expect_error(resp, 400, "invalid_request_error").await;
         assert!(msg.contains("bad tool schema"), "{msg}");
     }
@@ -143,22 +122,11 @@ async fn slow_non_stream_generation_within_total_deadline_succeeds(door: Door) {
     // only the first token; a generation longer than that (1.5 s) is assembled within the
     // routing deadline (5 s).
     let fake = FakeUpstream::start().await;
-    let frames = openai::text_stream(&["a long", " answer"]);
-    let n = frames.len();
-    fake.push(Reply::Sse {
-        frames: frames
-            .into_iter()
-            .enumerate()
-            .map(|(i, f)| {
-                (
-                    Duration::from_millis(if i == 0 || i == n - 1 { 0 } else { 500 }),
-                    f,
-                )
-            })
-            .collect(),
-        end: StreamEnd::Close,
-    });
-    let relais = Relais::with_fake(&fake, &fast()).await; // first byte 1 s, total 5 s
+    fake.push(Reply::sse_paced(
+        openai::text_stream(&["a long", " answer"]),
+        |i, n| Duration::from_millis(if i == 0 || i == n - 1 { 0 } else { 500 }),
+    ));
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await; // first byte 1 s, total 5 s
     let t = Instant::now();
     let resp = door.send(&relais, &door.simple("hi", false)).await;
     let ans = door.answer(resp, false).await;
@@ -184,7 +152,7 @@ async fn slow_json_answer_without_streamed_whole_answers_succeeds_within_the_dea
     ));
     let o = Opts {
         provider_extra: "stream_whole_answers = false",
-        ..fast()
+        ..Opts::fast()
     };
     let relais = Relais::with_fake(&fake, &o).await;
     let resp = door.send(&relais, &door.simple("hi", false)).await;
@@ -203,7 +171,7 @@ async fn open_breaker_of_the_only_provider_does_not_refuse_requests(door: Door) 
         &fake,
         &Opts {
             breaker_failures: Some(2),
-            ..fast()
+            ..Opts::fast()
         },
     )
     .await;

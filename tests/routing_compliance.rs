@@ -65,19 +65,26 @@ async fn expect_upstream_failure(door: Door, resp: reqwest::Response, case: &str
     }
 }
 
+/// Every provider healthy but the EU ones, which fail: an `eu_native` request (returned,
+/// with a label for messages) gets the failure in the door's envelope.
+async fn eu_request_fails(w: &World, door: Door, stream: bool) -> (String, serde_json::Value) {
+    w.all_ok(stream);
+    fail_allowed(w, &["euzdr", "eu"], stream);
+    let body = door.req(
+        "x",
+        stream,
+        json!({"eu_native": true, "preference": "cost"}),
+    );
+    let case = format!("stream={stream} anthropic={:?}", w.anthropic);
+    expect_upstream_failure(door, w.send_via(door, &body).await, &case).await;
+    (case, body)
+}
+
 async fn eu_native_request_never_leaves_the_eu_even_when_every_eu_endpoint_fails(door: Door) {
     for (providers, stream) in CATALOGS.iter().flat_map(|c| [(c, false), (c, true)]) {
         let w = compliance_world(providers, "").await;
-        w.all_ok(stream);
-        fail_allowed(&w, &["euzdr", "eu"], stream);
         let t = Instant::now();
-        let body = door.req(
-            "x",
-            stream,
-            json!({"eu_native": true, "preference": "cost"}),
-        );
-        let case = format!("stream={stream} anthropic={:?}", w.anthropic);
-        expect_upstream_failure(door, w.send_via(door, &body).await, &case).await;
+        let (case, _) = eu_request_fails(&w, door, stream).await;
         assert!(t.elapsed() < Duration::from_secs(5), "bounded by timeouts");
         assert_eq!(
             w.counts(),
@@ -228,16 +235,8 @@ async fn model_fallback_never_reaches_a_non_compliant_endpoint_of_the_fallback_m
             },
         )
         .await;
-        w.all_ok(stream);
         // Every EU endpoint of both models fails.
-        fail_allowed(&w, &["euzdr", "eu"], stream);
-        let body = door.req(
-            "x",
-            stream,
-            json!({"eu_native": true, "preference": "cost"}),
-        );
-        let case = format!("stream={stream} anthropic={:?}", w.anthropic);
-        expect_upstream_failure(door, w.send_via(door, &body).await, &case).await;
+        let (case, body) = eu_request_fails(&w, door, stream).await;
         for f in ["euzdr", "eu"] {
             for m in ["x-up", "y-up"] {
                 assert_eq!(

@@ -84,24 +84,28 @@ pub struct Usage {
     pub output: u64,
 }
 
-/// A whole (non-streamed) answer read in any door: the status, the headers, the body, and
-/// when it is a success (200), what it says.
+/// A whole (non-streamed) answer read in any door: the status, the body, and when it is a
+/// success (200), what it says (`answer`, also reached through `Deref`).
 pub struct Whole {
     pub status: u16,
-    pub headers: HeaderMap,
     pub body: Value,
-    pub text: String,
-    pub model: String,
-    pub tool_calls: Vec<ToolCall>,
-    pub usage: Option<Usage>,
-    /// The routing trace, when `include_metadata` was asked for.
-    pub relais: Option<Value>,
+    pub answer: Answer,
 }
 
-/// A successful answer, whichever the door and the mode, checked to be clean and complete.
+impl std::ops::Deref for Whole {
+    type Target = Answer;
+    fn deref(&self) -> &Answer {
+        &self.answer
+    }
+}
+
+/// What an answer says, whichever the door and the mode; from [`Door::answer`], checked to
+/// be a clean and complete success.
+#[derive(Default)]
 pub struct Answer {
     pub headers: HeaderMap,
     pub text: String,
+    /// The served model the answer names (empty when a stream never named one).
     pub model: String,
     pub tool_calls: Vec<ToolCall>,
     pub usage: Option<Usage>,
@@ -337,20 +341,19 @@ impl Door {
     /// to be the door's object: a `message`, a `chat.completion`, a `response`).
     pub async fn whole(self, resp: reqwest::Response) -> Whole {
         let (status, headers, body) = json_of(resp).await;
-        let mut w = Whole {
-            status,
+        let mut answer = Answer {
             headers,
-            text: String::new(),
-            model: String::new(),
-            tool_calls: Vec::new(),
-            usage: None,
             relais: body.get("relais").cloned(),
-            body,
+            ..Answer::default()
         };
         if status == 200 {
-            read::fill_whole(self, &mut w);
+            read::fill_whole(self, &body, &mut answer);
         }
-        w
+        Whole {
+            status,
+            body,
+            answer,
+        }
     }
 
     /// Asserts a 200 with one clean answer: a whole one, or a stream that ended as its door
@@ -368,25 +371,12 @@ impl Door {
                 s.raw
             );
             read::check_clean_stream(self, &s);
-            Answer {
-                headers: s.headers,
-                text: s.text,
-                model: s.model.expect("the stream names its model"),
-                tool_calls: s.tool_calls,
-                usage: s.usage,
-                relais: s.relais,
-            }
+            assert!(!s.model.is_empty(), "the stream names its model: {}", s.raw);
+            s.answer
         } else {
             let w = self.whole(resp).await;
             assert_eq!(w.status, 200, "{}: {}", self.name(), w.body);
-            Answer {
-                headers: w.headers,
-                text: w.text,
-                model: w.model,
-                tool_calls: w.tool_calls,
-                usage: w.usage,
-                relais: w.relais,
-            }
+            w.answer
         }
     }
 

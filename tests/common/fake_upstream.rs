@@ -116,6 +116,19 @@ impl Reply {
         }
     }
 
+    /// SSE frames ending normally, frame `i` of `n` sent after `delay(i, n)`.
+    pub fn sse_paced(frames: Vec<String>, delay: impl Fn(usize, usize) -> Duration) -> Reply {
+        let n = frames.len();
+        Reply::Sse {
+            frames: frames
+                .into_iter()
+                .enumerate()
+                .map(|(i, f)| (delay(i, n), f))
+                .collect(),
+            end: StreamEnd::Close,
+        }
+    }
+
     pub fn sse_then(frames: Vec<String>, end: StreamEnd) -> Reply {
         Reply::Sse {
             frames: frames.into_iter().map(|f| (Duration::ZERO, f)).collect(),

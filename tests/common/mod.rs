@@ -66,6 +66,18 @@ impl Default for Opts {
     }
 }
 
+impl Opts {
+    /// Second-scale timeouts for the failure tests: first byte and idle 1 s, total 5 s.
+    pub fn fast() -> Opts {
+        Opts {
+            first_byte_timeout_s: 1.0,
+            idle_timeout_s: 1.0,
+            total_timeout_s: 5.0,
+            ..Opts::default()
+        }
+    }
+}
+
 /// One provider (`fake`) at `base_url`, one model `test-model` (aliases `claude-*`) served
 /// as `upstream-model-x`, one client key.
 pub fn config(base_url: &str, o: &Opts) -> String {

@@ -6,7 +6,7 @@
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use super::{Door, ToolCall, Usage, Whole};
+use super::{Answer, Door, ToolCall, Usage};
 use crate::common::chat::chat_datas;
 use crate::common::{assert_stream_grammar, parse_sse, Event};
 
@@ -22,22 +22,24 @@ pub enum End {
     Cut,
 }
 
-/// A stream read to its end.
+/// A stream read to its end: what it says (`answer`, also reached through `Deref`), how it
+/// ended, and its events.
 pub struct Streamed {
     pub status: u16,
-    pub headers: HeaderMap,
     /// The body as received.
     pub raw: String,
-    /// The text deltas, joined.
-    pub text: String,
-    pub model: Option<String>,
-    pub tool_calls: Vec<ToolCall>,
-    pub usage: Option<Usage>,
-    pub relais: Option<Value>,
+    pub answer: Answer,
     pub end: End,
     /// The door's events, for door-specific checks: Anthropic and Responses events by name,
     /// chat chunks under the name `chunk`.
     pub events: Vec<Event>,
+}
+
+impl std::ops::Deref for Streamed {
+    type Target = Answer;
+    fn deref(&self) -> &Answer {
+        &self.answer
+    }
 }
 
 impl Streamed {
@@ -65,8 +67,7 @@ fn text_of(v: &Value) -> String {
 }
 
 /// What a 200 whole answer says, per door, with the door's object checked.
-pub fn fill_whole(door: Door, w: &mut Whole) {
-    let v = &w.body;
+pub fn fill_whole(door: Door, v: &Value, w: &mut Answer) {
     match door {
         Door::Messages => {
             assert_eq!(v["type"], "message", "{v}");
@@ -144,15 +145,13 @@ fn responses_output(output: &Value) -> (String, Vec<ToolCall>) {
 pub fn parse_stream(door: Door, status: u16, headers: HeaderMap, raw: String) -> Streamed {
     let mut s = Streamed {
         status,
-        headers,
-        text: String::new(),
-        model: None,
-        tool_calls: Vec::new(),
-        usage: None,
-        relais: None,
+        raw: String::new(),
+        answer: Answer {
+            headers,
+            ..Answer::default()
+        },
         end: End::Cut,
         events: Vec::new(),
-        raw: String::new(),
     };
     if status == 200 {
         match door {
@@ -172,22 +171,25 @@ fn messages_stream(s: &mut Streamed, raw: &str) {
         let d = &e.data;
         match e.name.as_str() {
             "message_start" => {
-                s.model = d["message"]["model"].as_str().map(str::to_owned);
+                s.answer.model = text_of(&d["message"]["model"]);
                 input = d["message"]["usage"]["input_tokens"].as_u64();
             }
             "content_block_start" if d["content_block"]["type"] == "tool_use" => {
                 let b = &d["content_block"];
-                s.tool_calls.push(ToolCall {
+                s.answer.tool_calls.push(ToolCall {
                     id: text_of(&b["id"]),
                     name: text_of(&b["name"]),
                     arguments: String::new(),
                 });
             }
             "content_block_delta" => match d["delta"]["type"].as_str() {
-                Some("text_delta") => s.text.push_str(d["delta"]["text"].as_str().unwrap_or("")),
+                Some("text_delta") => s
+                    .answer
+                    .text
+                    .push_str(d["delta"]["text"].as_str().unwrap_or("")),
                 Some("input_json_delta") => {
                     let piece = d["delta"]["partial_json"].as_str().unwrap_or("");
-                    if let Some(call) = s.tool_calls.last_mut() {
+                    if let Some(call) = s.answer.tool_calls.last_mut() {
                         call.arguments.push_str(piece);
                     }
                 }
@@ -195,12 +197,12 @@ fn messages_stream(s: &mut Streamed, raw: &str) {
             },
             "message_delta" => {
                 output = d["usage"]["output_tokens"].as_u64();
-                s.relais = d.get("relais").cloned();
+                s.answer.relais = d.get("relais").cloned();
             }
             _ => {}
         }
     }
-    s.usage = input
+    s.answer.usage = input
         .zip(output)
         .map(|(input, output)| Usage { input, output });
     s.end = match s.events.iter().rev().find(|e| e.name != "ping") {
@@ -224,28 +226,28 @@ fn chat_stream(s: &mut Streamed, raw: &str) {
     for c in &chunks {
         let delta = &c["choices"][0]["delta"];
         if let Some(t) = delta["content"].as_str() {
-            s.text.push_str(t);
+            s.answer.text.push_str(t);
         }
         for call in delta["tool_calls"].as_array().into_iter().flatten() {
             let index = call["index"].as_u64().expect("tool call index") as usize;
-            if index == s.tool_calls.len() {
-                s.tool_calls.push(ToolCall {
+            if index == s.answer.tool_calls.len() {
+                s.answer.tool_calls.push(ToolCall {
                     id: text_of(&call["id"]),
                     name: text_of(&call["function"]["name"]),
                     arguments: String::new(),
                 });
             }
             let args = call["function"]["arguments"].as_str().unwrap_or("");
-            s.tool_calls[index].arguments.push_str(args);
+            s.answer.tool_calls[index].arguments.push_str(args);
         }
         if let Some(u) = c.get("usage").filter(|u| u.is_object()) {
-            s.usage = usage(u, "prompt_tokens", "completion_tokens");
+            s.answer.usage = usage(u, "prompt_tokens", "completion_tokens");
         }
         if let Some(t) = c.get("relais") {
-            s.relais = Some(t.clone());
+            s.answer.relais = Some(t.clone());
         }
-        if s.model.is_none() {
-            s.model = c["model"].as_str().map(str::to_owned);
+        if s.answer.model.is_empty() {
+            s.answer.model = text_of(&c["model"]);
         }
     }
     s.end = match chunks.last() {
@@ -275,17 +277,19 @@ fn responses_stream(s: &mut Streamed, raw: &str) {
         );
         let d = &e.data;
         match e.name.as_str() {
-            "response.created" => s.model = d["response"]["model"].as_str().map(str::to_owned),
-            "response.output_text.delta" => s.text.push_str(d["delta"].as_str().expect("delta")),
+            "response.created" => s.answer.model = text_of(&d["response"]["model"]),
+            "response.output_text.delta" => {
+                s.answer.text.push_str(d["delta"].as_str().expect("delta"))
+            }
             "response.output_item.done" if d["item"]["type"] == "function_call" => {
                 let (_, calls) = responses_output(&Value::Array(vec![d["item"].clone()]));
-                s.tool_calls.extend(calls);
+                s.answer.tool_calls.extend(calls);
             }
             "response.completed" | "response.incomplete" => {
                 let r = &d["response"];
-                s.usage = usage(&r["usage"], "input_tokens", "output_tokens");
-                s.relais = r.get("relais").cloned();
-                s.model = r["model"].as_str().map(str::to_owned);
+                s.answer.usage = usage(&r["usage"], "input_tokens", "output_tokens");
+                s.answer.relais = r.get("relais").cloned();
+                s.answer.model = text_of(&r["model"]);
             }
             _ => {}
         }
@@ -316,7 +320,7 @@ pub fn check_clean_stream(door: Door, s: &Streamed) {
                 .filter(|b| b.0["type"] == "text")
                 .map(|b| b.1.as_str())
                 .collect();
-            assert_eq!(text, s.text, "{}", s.raw);
+            assert_eq!(text, s.answer.text, "{}", s.raw);
         }
         Door::Chat => {
             for c in &s.events {
@@ -341,7 +345,7 @@ pub fn check_clean_stream(door: Door, s: &Streamed) {
                 .map(|e| e.data["text"].as_str().expect("text"))
                 .collect();
             assert_eq!(
-                done, s.text,
+                done, s.answer.text,
                 "output_text.done repeats the deltas: {}",
                 s.raw
             );
@@ -349,7 +353,7 @@ pub fn check_clean_stream(door: Door, s: &Streamed) {
             assert_eq!(last["status"], "completed", "{last}");
             let (text, _) = responses_output(&last["output"]);
             assert_eq!(
-                text, s.text,
+                text, s.answer.text,
                 "the completed response holds the text: {last}"
             );
         }

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::doors::{Door, Streamed};
+use common::doors::Door;
 use common::fake_upstream::openai;
 use common::*;
 use serde_json::json;
@@ -135,27 +135,6 @@ async fn upstream_hang_without_streamed_whole_answers_waits_for_the_deadline(doo
     door.expect_error(resp, 504, "timeout_error").await;
 }
 
-/// A stream committed (200) that then failed: it ends with an error event in the door's
-/// envelope, and nothing in it says it completed.
-fn assert_failed_after_content(door: Door, s: &Streamed) {
-    assert_eq!(s.status, 200, "committed once content started: {}", s.raw);
-    let (kind, message) = s.error();
-    assert!(!kind.is_empty() && !message.is_empty(), "{}", s.raw);
-    let complete = match door {
-        Door::Messages => "message_stop",
-        Door::Chat => "[DONE]",
-        Door::Responses => "response.completed",
-    };
-    assert!(
-        !s.raw.contains(complete),
-        "a failed stream must not look complete: {}",
-        s.raw
-    );
-    if door == Door::Chat {
-        assert_eq!(kind, "server_error", "{}", s.raw);
-    }
-}
-
 async fn stream_dropped_after_content_ends_with_error_event(door: Door) {
     let fake = FakeUpstream::start().await;
     let mut frames = openai::text_stream(&["Hello", " wor"]);
@@ -165,7 +144,7 @@ async fn stream_dropped_after_content_ends_with_error_event(door: Door) {
     let s = door
         .stream(door.send(&relais, &door.simple("hi", true)).await)
         .await;
-    assert_failed_after_content(door, &s);
+    s.assert_failed_after_content(door);
     assert_eq!(s.text, "Hello wor", "the content came before the error");
     if door == Door::Messages {
         let n = names(&s.events);
@@ -185,7 +164,7 @@ async fn stream_truncated_after_content_without_done_ends_with_error_event(door:
     let s = door
         .stream(door.send(&relais, &door.simple("hi", true)).await)
         .await;
-    assert_failed_after_content(door, &s);
+    s.assert_failed_after_content(door);
 }
 
 async fn stream_idle_after_content_ends_with_error_event(door: Door) {
@@ -199,7 +178,7 @@ async fn stream_idle_after_content_ends_with_error_event(door: Door) {
         .stream(door.send(&relais, &door.simple("hi", true)).await)
         .await;
     assert!(t.elapsed() < Duration::from_secs(5), "idle timeout is 1 s");
-    assert_failed_after_content(door, &s);
+    s.assert_failed_after_content(door);
     assert_eq!(s.text, "Hello");
 }
 

@@ -43,6 +43,32 @@ impl std::ops::Deref for Streamed {
 }
 
 impl Streamed {
+    /// A stream committed (200) that then failed: it ends with an error event in the door's
+    /// envelope (OpenAI's chat chunks say `server_error`), and nothing in it says it
+    /// completed.
+    pub fn assert_failed_after_content(&self, door: Door) {
+        assert_eq!(
+            self.status, 200,
+            "committed once content started: {}",
+            self.raw
+        );
+        let (kind, message) = self.error();
+        assert!(!kind.is_empty() && !message.is_empty(), "{}", self.raw);
+        let complete = match door {
+            Door::Messages => "message_stop",
+            Door::Chat => "[DONE]",
+            Door::Responses => "response.completed",
+        };
+        assert!(
+            !self.raw.contains(complete),
+            "a failed stream must not look complete: {}",
+            self.raw
+        );
+        if door == Door::Chat {
+            assert_eq!(kind, "server_error", "{}", self.raw);
+        }
+    }
+
     /// The error of a stream that ended with one; fails the test otherwise.
     pub fn error(&self) -> (&str, &str) {
         match &self.end {

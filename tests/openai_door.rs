@@ -1,13 +1,15 @@
 //! `POST /v1/chat/completions` and the OpenAI-shaped models routes, against one fake
 //! upstream: what an OpenAI-compatible upstream receives (the client's request, rewritten
 //! only where Relais must), what an Anthropic upstream receives (the exact translation),
-//! what the client gets back, and errors in OpenAI's envelope.
+//! what the client gets back, and errors in OpenAI's envelope. The scenarios every door
+//! shares run from one definition in failures*.rs, routing_*.rs and api_requests.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use common::chat::*;
 use common::fake_upstream::{anthropic, openai};
+use common::world::{pair_of, Routing};
 use common::*;
 use serde_json::{json, Value};
 
@@ -314,46 +316,8 @@ async fn bad_requests_get_openai_errors_with_the_param() {
             assert_eq!(v["error"]["param"], param, "{v}");
         }
     }
-    let (status, kind, _) = chat_error(relais.chat_as("sk-wrong-000000", &json!({})).await).await;
-    assert_eq!((status, kind.as_str()), (401, "invalid_request_error"));
-    let resp = relais
-        .chat(&json!({"model": "no-such-model", "messages": msgs}))
-        .await;
-    let (status, _, v) = json_of(resp).await;
-    assert_eq!(status, 404);
-    assert_eq!(v["error"]["code"], "model_not_found", "{v}");
+    // A bad key and an unknown model: `bad_key_is_401`, `unknown_model_is_404`.
     assert_eq!(fake.request_count(), 0, "nothing invalid went upstream");
-}
-
-#[tokio::test]
-async fn upstream_failures_map_to_openai_statuses() {
-    let fake = FakeUpstream::start().await;
-    let relais = Relais::with_fake(&fake, &Opts::default()).await;
-    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
-    for (reply, status, kind) in [
-        (
-            Reply::error(500, json!({"error": {"message": "boom"}})),
-            502,
-            "server_error",
-        ),
-        (
-            Reply::error(529, json!({"error": {"message": "busy"}})),
-            503,
-            "server_error",
-        ),
-        (
-            Reply::error_retry_after(429, json!({"error": {"message": "slow"}}), "2"),
-            429,
-            "requests",
-        ),
-    ] {
-        fake.push(reply);
-        let resp = relais.chat(&body).await;
-        let retry = header(resp.headers(), "x-should-retry").map(str::to_owned);
-        let (st, k, _) = chat_error(resp).await;
-        assert_eq!((st, k.as_str()), (status, kind));
-        assert_eq!(retry.as_deref(), Some("true"));
-    }
 }
 
 #[tokio::test]
@@ -390,4 +354,35 @@ async fn models_come_in_the_shape_the_client_speaks() {
     assert!(v.get("has_more").is_some());
     let (_, _, v) = json_of(relais.get("/v1/models").await).await;
     assert!(v.get("has_more").is_some(), "x-api-key: Anthropic's shape");
+}
+
+#[tokio::test]
+async fn the_trace_rides_on_the_final_chunk_with_or_without_the_usage_chunk() {
+    // `a` speaks the OpenAI API, `b` the Anthropic one: the trace rides on the final
+    // chunk whichever stream it was relayed or translated from.
+    let w = pair_of(Routing::default(), true).await;
+    for provider in ["a", "b"] {
+        w.all_ok(true);
+        let only = json!({"allowed_providers": [provider], "include_metadata": true});
+        for include_usage in [false, true] {
+            let mut body = chat_req("x", true, only.clone());
+            if include_usage {
+                body["stream_options"] = json!({"include_usage": true});
+            }
+            let (status, _, text) = read_sse(w.send_chat(&body).await).await;
+            assert_eq!(status, 200, "{text}");
+            let chunks = chat_chunks(&text);
+            let last = chunks.last().unwrap();
+            assert_eq!(last["choices"], json!([]), "{provider}: {last}");
+            assert_eq!(last["relais"]["attempts"][0]["outcome"], "ok", "{last}");
+            assert_eq!(last["model"], "x");
+            let usage_chunks = chunks.iter().filter(|c| c.get("usage").is_some()).count();
+            if include_usage {
+                assert_eq!(usage_chunks, 1, "{provider}: {text}");
+                assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+            } else if provider == "b" {
+                assert_eq!(usage_chunks, 0, "{provider}: {text}");
+            }
+        }
+    }
 }

@@ -1,27 +1,36 @@
-//! Routing compliance end to end: a request never leaves its allowed set (EU-native,
-//! zero data retention, allowed providers, key policy floors), even when every allowed
-//! endpoint fails and even through model fallback. The evidence is what each fake
-//! provider received: the non-compliant ones, cheapest and healthy, get nothing.
+//! Routing compliance end to end, through every client door (`doors::ALL`): a request never
+//! leaves its allowed set (EU-native, zero data retention, allowed providers, key policy
+//! floors), even when every allowed endpoint fails and even through model fallback, with
+//! all providers on the OpenAI API and with an Anthropic-API one among them. The evidence
+//! is what each fake provider received: the non-compliant ones, cheapest and healthy, get
+//! nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::doors::Door;
 use common::world::*;
 use common::*;
 use serde_json::json;
 
+door_tests!(
+    eu_native_request_never_leaves_the_eu_even_when_every_eu_endpoint_fails,
+    zero_retention_request_never_reaches_a_retaining_provider,
+    a_key_policy_floor_cannot_be_loosened_by_the_request,
+    allowed_providers_of_key_and_request_intersect,
+    model_fallback_never_reaches_a_non_compliant_endpoint_of_the_fallback_model,
+);
+
+/// The catalogs each scenario runs on: every provider on the OpenAI API, then the EU-only
+/// one on the Anthropic API.
+const CATALOGS: [[P; 4]; 2] = [COMPLIANCE, MIXED];
+
 // ---------- compliance: requests never leave their allowed set ----------
 
-async fn compliance_world(keys: &str) -> World {
-    World::start(
-        &COMPLIANCE,
-        compliance_models(&[]),
-        keys,
-        &Routing::default(),
-    )
-    .await
+async fn compliance_world(providers: &[P], keys: &str) -> World {
+    World::start(providers, compliance_models(&[]), keys, &Routing::default()).await
 }
 
 /// The allowed endpoints fail (500, and a hang or 503), so fallback runs through all of
@@ -39,67 +48,73 @@ fn fail_allowed(w: &World, allowed: &[&str], stream: bool) {
 
 /// Without restrictions, the cheapest endpoint (`us`) answers: the non-compliant fakes are
 /// healthy and preferred, so only the filters kept traffic away from them.
-async fn control_goes_to_us(w: &World) {
+async fn control_goes_to_us(w: &World, door: Door) {
     let before = w.fake("us").request_count();
-    let a = answer(
-        w.send(&req("x", false, json!({"preference": "cost"})))
-            .await,
-        false,
-    )
-    .await;
+    let body = door.req("x", false, json!({"preference": "cost"}));
+    let a = door.answer(w.send_via(door, &body).await, false).await;
     assert_eq!(a.endpoint(), "us/x-up");
     assert_eq!(w.fake("us").request_count(), before + 1);
 }
 
-#[tokio::test]
-async fn eu_native_request_never_leaves_the_eu_even_when_every_eu_endpoint_fails() {
-    for stream in [false, true] {
-        let w = compliance_world("").await;
-        w.all_ok(stream);
-        fail_allowed(&w, &["euzdr", "eu"], stream);
+/// A provider-side failure in the door's envelope: a 5xx and a server error type.
+async fn expect_upstream_failure(door: Door, resp: reqwest::Response, case: &str) {
+    let e = door.error(resp).await;
+    assert!(e.status >= 500, "{case}: {}", e.status);
+    if door != Door::Messages {
+        assert_eq!(e.kind, "server_error", "{case}");
+    }
+}
+
+/// Every provider healthy but the EU ones, which fail: an `eu_native` request (returned,
+/// with a label for messages) gets the failure in the door's envelope.
+async fn eu_request_fails(w: &World, door: Door, stream: bool) -> (String, serde_json::Value) {
+    w.all_ok(stream);
+    fail_allowed(w, &["euzdr", "eu"], stream);
+    let body = door.req(
+        "x",
+        stream,
+        json!({"eu_native": true, "preference": "cost"}),
+    );
+    let case = format!("stream={stream} anthropic={:?}", w.anthropic);
+    expect_upstream_failure(door, w.send_via(door, &body).await, &case).await;
+    (case, body)
+}
+
+async fn eu_native_request_never_leaves_the_eu_even_when_every_eu_endpoint_fails(door: Door) {
+    for (providers, stream) in CATALOGS.iter().flat_map(|c| [(c, false), (c, true)]) {
+        let w = compliance_world(providers, "").await;
         let t = Instant::now();
-        let resp = w
-            .send(&req(
-                "x",
-                stream,
-                json!({"eu_native": true, "preference": "cost"}),
-            ))
-            .await;
-        let (status, _) = error_answer(resp).await;
-        assert!(status >= 500, "stream={stream}: {status}");
+        let (case, _) = eu_request_fails(&w, door, stream).await;
         assert!(t.elapsed() < Duration::from_secs(5), "bounded by timeouts");
         assert_eq!(
             w.counts(),
             counts(&[("euzdr", 1), ("eu", 1), ("zdr", 0), ("us", 0)]),
-            "stream={stream}: both EU endpoints tried, nothing else"
+            "{case}: both EU endpoints tried, nothing else"
         );
         w.all_ok(false);
-        control_goes_to_us(&w).await;
+        control_goes_to_us(&w, door).await;
     }
 }
 
-#[tokio::test]
-async fn zero_retention_request_never_reaches_a_retaining_provider() {
+async fn zero_retention_request_never_reaches_a_retaining_provider(door: Door) {
     for stream in [false, true] {
-        let w = compliance_world("").await;
+        let w = compliance_world(&COMPLIANCE, "").await;
         w.all_ok(stream);
         fail_allowed(&w, &["euzdr", "zdr"], stream);
-        let resp = w
-            .send(&req(
-                "x",
-                stream,
-                json!({"allow_zero_data_retention": true, "preference": "cost"}),
-            ))
-            .await;
-        let (status, _) = error_answer(resp).await;
-        assert!(status >= 500, "stream={stream}: {status}");
+        let body = door.req(
+            "x",
+            stream,
+            json!({"allow_zero_data_retention": true, "preference": "cost"}),
+        );
+        let case = format!("stream={stream}");
+        expect_upstream_failure(door, w.send_via(door, &body).await, &case).await;
         assert_eq!(
             w.counts(),
             counts(&[("euzdr", 1), ("eu", 0), ("zdr", 1), ("us", 0)]),
             "stream={stream}"
         );
         w.all_ok(false);
-        control_goes_to_us(&w).await;
+        control_goes_to_us(&w, door).await;
     }
 }
 
@@ -115,8 +130,7 @@ key = "sk-relais-zdr-floor-0123456789"
 allow_zero_data_retention = true
 "#;
 
-#[tokio::test]
-async fn a_key_policy_floor_cannot_be_loosened_by_the_request() {
+async fn a_key_policy_floor_cannot_be_loosened_by_the_request(door: Door) {
     let loosen = json!({"eu_native": false, "allow_zero_data_retention": false,
                         "preference": "cost"});
     for (key, allowed, want) in [
@@ -131,28 +145,26 @@ async fn a_key_policy_floor_cannot_be_loosened_by_the_request() {
             [("euzdr", 1), ("eu", 0), ("zdr", 1), ("us", 0)],
         ),
     ] {
-        for stream in [false, true] {
-            let w = compliance_world(FLOOR_KEYS).await;
+        for (providers, stream) in CATALOGS.iter().flat_map(|c| [(c, false), (c, true)]) {
+            let w = compliance_world(providers, FLOOR_KEYS).await;
             w.all_ok(stream);
             fail_allowed(&w, &allowed, stream);
-            let resp = w
-                .relais
-                .messages_as(key, &req("x", stream, loosen.clone()))
-                .await;
-            let (status, _) = error_answer(resp).await;
-            assert!(status >= 500, "{key} stream={stream}: {status}");
-            assert_eq!(w.counts(), counts(&want), "{key} stream={stream}");
-            // And when the allowed endpoints answer, the cheapest allowed one does.
-            w.all_ok(false);
-            let a = answer(
-                w.relais
-                    .messages_as(key, &req("x", false, loosen.clone()))
-                    .await,
-                false,
-            )
-            .await;
-            assert_eq!(a.endpoint(), format!("{}/x-up", allowed[1]), "{key}");
-            assert_eq!(w.fake("us").request_count(), 0, "{key}");
+            let case = format!("{key} stream={stream} anthropic={:?}", w.anthropic);
+            let body = door.req("x", stream, loosen.clone());
+            let resp = door.send_as(&w.relais, key, &body).await;
+            expect_upstream_failure(door, resp, &case).await;
+            assert_eq!(w.counts(), counts(&want), "{case}");
+            // And when the allowed endpoints answer, the cheapest allowed one does, in
+            // either mode.
+            for stream in [false, true] {
+                w.all_ok(stream);
+                let body = door.req("x", stream, loosen.clone());
+                let a = door
+                    .answer(door.send_as(&w.relais, key, &body).await, stream)
+                    .await;
+                assert_eq!(a.endpoint(), format!("{}/x-up", allowed[1]), "{case}");
+            }
+            assert_eq!(w.fake("us").request_count(), 0, "{case}");
         }
     }
 }
@@ -164,53 +176,57 @@ key = "sk-relais-eu-providers-0123456789"
 allowed_providers = ["euzdr", "eu"]
 "#;
 
-#[tokio::test]
-async fn allowed_providers_of_key_and_request_intersect() {
+async fn allowed_providers_of_key_and_request_intersect(door: Door) {
     let key = "sk-relais-eu-providers-0123456789";
     for stream in [false, true] {
-        let w = compliance_world(PROVIDER_KEY).await;
+        let w = compliance_world(&COMPLIANCE, PROVIDER_KEY).await;
         w.all_ok(stream);
         // Key {euzdr, eu} ∩ request {eu, us} = {eu}: `us` cannot be added by the request,
         // `euzdr` is dropped by it.
         fail_allowed(&w, &["eu"], stream);
-        let body = req(
+        let body = door.req(
             "x",
             stream,
             json!({"allowed_providers": ["eu", "us"], "preference": "cost"}),
         );
-        let (status, _) = error_answer(w.relais.messages_as(key, &body).await).await;
-        assert_eq!(status, 502, "stream={stream}");
+        let resp = door.send_as(&w.relais, key, &body).await;
+        door.expect_error(resp, 502, "api_error").await;
         assert_eq!(
             w.counts(),
             counts(&[("euzdr", 0), ("eu", 1), ("zdr", 0), ("us", 0)]),
             "stream={stream}"
         );
         // Disjoint sets: nothing is eligible, and nothing is relaxed.
-        let body = req("x", stream, json!({"allowed_providers": ["us"]}));
-        let resp = w.relais.messages_as(key, &body).await;
-        let msg = expect_error(resp, 400, "invalid_request_error").await;
+        let before = w.counts();
+        let body = door.req("x", stream, json!({"allowed_providers": ["us"]}));
+        let resp = door.send_as(&w.relais, key, &body).await;
+        let msg = door.expect_error(resp, 400, "invalid_request_error").await;
         assert!(
             msg.contains("`us/x-up` of `x` removed by allowed_providers"),
             "{msg}"
         );
+        assert!(
+            msg.contains("`euzdr/x-up` of `x` removed by allowed_providers"),
+            "{msg}"
+        );
+        assert_eq!(w.counts(), before, "nothing eligible: no provider asked");
         assert_eq!(w.fake("us").request_count(), 0);
     }
     // The same request with an unrestricted key goes where the request allows: `us` first.
-    let w = compliance_world(PROVIDER_KEY).await;
-    let body = req(
+    let w = compliance_world(&COMPLIANCE, PROVIDER_KEY).await;
+    let body = door.req(
         "x",
         false,
         json!({"allowed_providers": ["eu", "us"], "preference": "cost"}),
     );
-    let a = answer(w.send(&body).await, false).await;
+    let a = door.answer(w.send_via(door, &body).await, false).await;
     assert_eq!(a.endpoint(), "us/x-up");
 }
 
-#[tokio::test]
-async fn model_fallback_never_reaches_a_non_compliant_endpoint_of_the_fallback_model() {
-    for stream in [false, true] {
+async fn model_fallback_never_reaches_a_non_compliant_endpoint_of_the_fallback_model(door: Door) {
+    for (providers, stream) in CATALOGS.iter().flat_map(|c| [(c, false), (c, true)]) {
         let w = World::start(
-            &COMPLIANCE,
+            providers,
             compliance_models(&["y"]),
             "",
             &Routing {
@@ -219,22 +235,14 @@ async fn model_fallback_never_reaches_a_non_compliant_endpoint_of_the_fallback_m
             },
         )
         .await;
-        w.all_ok(stream);
         // Every EU endpoint of both models fails.
-        fail_allowed(&w, &["euzdr", "eu"], stream);
-        let body = req(
-            "x",
-            stream,
-            json!({"eu_native": true, "preference": "cost"}),
-        );
-        let (status, _) = error_answer(w.send(&body).await).await;
-        assert!(status >= 500, "stream={stream}: {status}");
+        let (case, body) = eu_request_fails(&w, door, stream).await;
         for f in ["euzdr", "eu"] {
             for m in ["x-up", "y-up"] {
                 assert_eq!(
                     w.fake(f).request_count_for(m),
                     1,
-                    "stream={stream}: {f}/{m} tried once"
+                    "{case}: {f}/{m} tried once"
                 );
             }
         }
@@ -244,9 +252,9 @@ async fn model_fallback_never_reaches_a_non_compliant_endpoint_of_the_fallback_m
         );
 
         // Now y's EU endpoint answers: the fallback model serves, still from the EU.
-        w.fake("eu").set_model_default("y-up", ok("eu", stream));
-        let a = answer(w.send(&body).await, stream).await;
-        assert_eq!(a.endpoint(), "eu/y-up", "stream={stream}");
+        w.fake("eu").set_model_default("y-up", w.ok("eu", stream));
+        let a = door.answer(w.send_via(door, &body).await, stream).await;
+        assert_eq!(a.endpoint(), "eu/y-up", "{case}");
         assert_eq!(a.model, "y");
         assert_eq!(a.header("x-relais-model-fallback"), "true");
         assert_eq!(

@@ -1,4 +1,5 @@
-//! Routing under faults, with the shipped breaker and timeouts: Relais never turns a
+//! Routing under faults, through every client door (`doors::ALL`), with the shipped
+//! breaker and timeouts: Relais never turns a
 //! servable request away (availability only reorders; unavailable endpoints are last
 //! resorts), tells the client the provider's own status (a 429 stays a 429), bounds hangs
 //! by the first-byte timeouts for non-streaming requests too, and keeps clamping for when
@@ -14,10 +15,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::chat::*;
+use common::doors::Door;
 use common::world::*;
 use common::*;
 use serde_json::json;
+
+door_tests!(
+    one_provider_three_faults_then_healthy_serves_the_next_request,
+    a_429_with_retry_after_reaches_the_client_then_the_next_request_succeeds,
+    all_candidates_hanging_gives_a_bounded_504_in_about_the_sum_of_first_byte_timeouts,
+    an_endpoint_that_fits_is_preferred_to_clamping,
+);
 
 fn single() -> Opts {
     Opts {
@@ -28,22 +36,17 @@ fn single() -> Opts {
 
 /// One provider, the default breaker (3 failures open it for 30 s): three faults of three
 /// kinds, then the provider is healthy again, and the very next request is served.
-#[tokio::test]
-async fn one_provider_three_faults_then_healthy_serves_the_next_request() {
+async fn one_provider_three_faults_then_healthy_serves_the_next_request(door: Door) {
     for stream in [false, true] {
         let fake = FakeUpstream::start().await;
         let relais = Relais::with_fake(&fake, &single()).await;
         fake.push(Reply::error(500, json!({"error": {"message": "boom"}})));
         fake.push(Reply::raw(200, "text/event-stream", b"data: {not json\n\n"));
         fake.push(Reply::sse_then(vec![], StreamEnd::Abort));
-        let body = if stream {
-            stream_body("hi")
-        } else {
-            simple_body("hi")
-        };
+        let body = door.simple("hi", stream);
         for _ in 0..3 {
-            let (status, _) = error_answer(relais.messages(&body).await).await;
-            assert_eq!(status, 502, "stream={stream}");
+            door.expect_error(door.send(&relais, &body).await, 502, "api_error")
+                .await;
         }
         let (_, _, st) = json_of(relais.get("/relais/endpoints").await).await;
         assert_eq!(st["endpoints"][0]["breaker"], "open", "{st}");
@@ -51,7 +54,9 @@ async fn one_provider_three_faults_then_healthy_serves_the_next_request() {
         fake.set_default(ok("fake", stream));
         let mut with_trace = body.clone();
         with_trace["include_metadata"] = json!(true);
-        let a = answer(relais.messages(&with_trace).await, stream).await;
+        let a = door
+            .answer(door.send(&relais, &with_trace).await, stream)
+            .await;
         assert_eq!(a.text, "from fake", "stream={stream}");
         let t = a.relais.expect("trace");
         assert_eq!(t["attempts"][0]["last_resort"], true, "{t}");
@@ -65,7 +70,9 @@ async fn one_provider_three_faults_then_healthy_serves_the_next_request() {
         // The success closed the breaker: the next request is an ordinary attempt.
         let (_, _, st) = json_of(relais.get("/relais/endpoints").await).await;
         assert_eq!(st["endpoints"][0]["breaker"], "closed", "{st}");
-        let a = answer(relais.messages(&with_trace).await, stream).await;
+        let a = door
+            .answer(door.send(&relais, &with_trace).await, stream)
+            .await;
         assert!(a.relais.unwrap()["attempts"][0]
             .get("last_resort")
             .is_none());
@@ -75,8 +82,7 @@ async fn one_provider_three_faults_then_healthy_serves_the_next_request() {
 
 /// One provider answers 429 with `retry-after: 1`, then is healthy: the client sees that
 /// 429 (with its retry-after, which SDKs act on), then a success; never a 503.
-#[tokio::test]
-async fn a_429_with_retry_after_reaches_the_client_then_the_next_request_succeeds() {
+async fn a_429_with_retry_after_reaches_the_client_then_the_next_request_succeeds(door: Door) {
     for stream in [false, true] {
         let fake = FakeUpstream::start().await;
         let relais = Relais::with_fake(&fake, &single()).await;
@@ -86,16 +92,14 @@ async fn a_429_with_retry_after_reaches_the_client_then_the_next_request_succeed
             "1",
         ));
         fake.set_default(ok("fake", stream));
-        let body = if stream {
-            stream_body("hi")
-        } else {
-            simple_body("hi")
-        };
-        let resp = relais.messages(&body).await;
+        let body = door.simple("hi", stream);
+        let resp = door.send(&relais, &body).await;
         assert_eq!(header(resp.headers(), "retry-after"), Some("1"));
-        expect_error(resp, 429, "rate_limit_error").await;
+        let msg = door.expect_error(resp, 429, "rate_limit_error").await;
+        // A provider fault: the message names the provider, not its internals.
+        assert!(msg.contains("`fake`"), "{msg}");
         // Within the retry-after second: still asked (last resort), and it answers.
-        let a = answer(relais.messages(&body).await, stream).await;
+        let a = door.answer(door.send(&relais, &body).await, stream).await;
         assert_eq!(a.text, "from fake");
         assert_eq!(fake.request_count(), 2);
     }
@@ -103,8 +107,9 @@ async fn a_429_with_retry_after_reaches_the_client_then_the_next_request_succeed
 
 /// Three providers that all hang, non-streaming and streaming: a bounded 504 after about
 /// the sum of their first-byte timeouts (3 × 0.3 s), far inside the 10 s routing deadline.
-#[tokio::test]
-async fn all_candidates_hanging_gives_a_bounded_504_in_about_the_sum_of_first_byte_timeouts() {
+async fn all_candidates_hanging_gives_a_bounded_504_in_about_the_sum_of_first_byte_timeouts(
+    door: Door,
+) {
     let w = World::start(
         &[
             prov("a", false, false),
@@ -127,24 +132,15 @@ async fn all_candidates_hanging_gives_a_bounded_504_in_about_the_sum_of_first_by
     for name in ["a", "b", "c"] {
         w.fake(name).set_default(Reply::Hang);
     }
-    for stream in [false, true] {
+    // Twice each mode: the breakers open after the third request.
+    for stream in [false, true, false, true] {
         let t = Instant::now();
-        let (status, msg) = error_answer(w.send(&req("x", stream, json!({}))).await).await;
+        let resp = w.send_via(door, &door.req("x", stream, json!({}))).await;
         let took = t.elapsed();
-        assert_eq!(status, 504, "{msg}");
+        door.expect_error(resp, 504, "timeout_error").await;
         assert!(
             took >= Duration::from_millis(850) && took < Duration::from_millis(2500),
             "stream={stream}: {took:?}"
-        );
-        // The OpenAI door: the same executor, the same bound.
-        let t = Instant::now();
-        let (status, kind, msg) =
-            chat_error(w.send_chat(&chat_req("x", stream, json!({}))).await).await;
-        let took = t.elapsed();
-        assert_eq!(status, 504, "{kind}: {msg}");
-        assert!(
-            took >= Duration::from_millis(850) && took < Duration::from_millis(2500),
-            "chat stream={stream}: {took:?}"
         );
     }
     // Each request tries all three. After the third their breakers are open (3 failures),
@@ -155,8 +151,7 @@ async fn all_candidates_hanging_gives_a_bounded_504_in_about_the_sum_of_first_by
 /// Fit means fit: an endpoint whose output limit is below `max_tokens` is excluded when
 /// another endpoint of the model fits; when none fits, the request is clamped and the
 /// answer says so.
-#[tokio::test]
-async fn an_endpoint_that_fits_is_preferred_to_clamping() {
+async fn an_endpoint_that_fits_is_preferred_to_clamping(door: Door) {
     let w = World::start(
         &[prov("small", false, false), prov("big", false, false)],
         vec![
@@ -183,12 +178,12 @@ async fn an_endpoint_that_fits_is_preferred_to_clamping() {
         w.fake("small").set_default(ok("small", stream));
         w.fake("big").set_default(ok("big", stream));
         // 64 > 32: `small` would need a clamp, `big` fits as asked.
-        let body = req(
+        let body = door.req(
             "x",
             stream,
             json!({"preference": "cost", "include_metadata": true}),
         );
-        let a = answer(w.send(&body).await, stream).await;
+        let a = door.answer(w.send_via(door, &body).await, stream).await;
         assert_eq!(a.endpoint(), "big/x-up");
         assert!(a.headers.get("x-relais-max-tokens-clamped").is_none());
         let t = a.relais.unwrap();
@@ -198,8 +193,8 @@ async fn an_endpoint_that_fits_is_preferred_to_clamping() {
             (&json!("small/x-up"), &json!("fit"))
         );
         // Nothing fits: clamped to what the endpoint can do, and said in a header and trace.
-        let body = req("tiny", stream, json!({"include_metadata": true}));
-        let a = answer(w.send(&body).await, stream).await;
+        let body = door.req("tiny", stream, json!({"include_metadata": true}));
+        let a = door.answer(w.send_via(door, &body).await, stream).await;
         assert_eq!(a.endpoint(), "small/tiny-up");
         assert_eq!(a.header("x-relais-max-tokens-clamped"), "32");
         let t = a.relais.unwrap();
@@ -209,7 +204,14 @@ async fn an_endpoint_that_fits_is_preferred_to_clamping() {
         .fake("small")
         .requests()
         .iter()
-        .map(|r| r.json()["max_tokens"].as_u64().unwrap())
+        .map(|r| {
+            // The chat door relays the client's own limit field.
+            let b = r.json();
+            b.get("max_tokens")
+                .or_else(|| b.get("max_completion_tokens"))
+                .and_then(|v| v.as_u64())
+                .unwrap_or_else(|| panic!("no token limit sent: {b}"))
+        })
         .collect();
     assert_eq!(sent, [32, 32], "only the clamped model reached `small`");
 }

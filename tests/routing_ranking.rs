@@ -1,17 +1,24 @@
 //! Routing ranking end to end: `preference: speed` picks the endpoint with the better
 //! learned latency and follows a change, `preference: cost` the cheaper one, `balanced`
-//! routing is explained in the trace, and `POST /v1/route` returns the plan without
-//! calling any provider.
+//! routing is explained in the trace (these three through every client door,
+//! `doors::ALL`), and `POST /v1/route` returns the plan without calling any provider.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use std::time::Duration;
 
+use common::doors::Door;
 use common::fake_upstream::openai;
 use common::world::*;
 use common::*;
 use serde_json::{json, Value};
+
+door_tests!(
+    speed_preference_picks_the_faster_endpoint_and_follows_a_change,
+    cost_preference_picks_the_cheaper_endpoint,
+    balanced_routing_is_explained_in_the_trace,
+);
 
 // ---------- speed: the faster endpoint, and following a change ----------
 
@@ -41,25 +48,29 @@ fn latency(w: &World, name: &str, ms: u64) {
 }
 
 async fn speed_request(w: &World, fields: Value) -> String {
+    speed_request_via(w, Door::Messages, fields).await
+}
+
+async fn speed_request_via(w: &World, door: Door, fields: Value) -> String {
     let mut f = json!({"preference": "speed"});
     for (k, v) in fields.as_object().unwrap() {
         f[k] = v.clone();
     }
-    answer(w.send(&req("x", true, f)).await, true)
+    let body = door.req("x", true, f);
+    door.answer(w.send_via(door, &body).await, true)
         .await
         .endpoint()
         .to_owned()
 }
 
-#[tokio::test]
-async fn speed_preference_picks_the_faster_endpoint_and_follows_a_change() {
+async fn speed_preference_picks_the_faster_endpoint_and_follows_a_change(door: Door) {
     let w = speed_world().await;
     latency(&w, "a", 20);
     latency(&w, "b", 150);
     // Warm-up: three streams on each, so that both have learned TTFTs.
     for p in ["a", "b"] {
         for _ in 0..3 {
-            let got = speed_request(&w, json!({"allowed_providers": [p]})).await;
+            let got = speed_request_via(&w, door, json!({"allowed_providers": [p]})).await;
             assert_eq!(got, format!("{p}/x-up"));
         }
     }
@@ -73,7 +84,7 @@ async fn speed_preference_picks_the_faster_endpoint_and_follows_a_change() {
         "learned TTFTs: a {ea}, b {eb}"
     );
     for _ in 0..4 {
-        assert_eq!(speed_request(&w, json!({})).await, "a/x-up");
+        assert_eq!(speed_request_via(&w, door, json!({})).await, "a/x-up");
     }
     assert_eq!(w.counts(), counts(&[("a", 7), ("b", 3)]));
 
@@ -83,7 +94,7 @@ async fn speed_preference_picks_the_faster_endpoint_and_follows_a_change() {
     latency(&w, "b", 20);
     let mut seq = Vec::new();
     for _ in 0..8 {
-        seq.push(speed_request(&w, json!({})).await);
+        seq.push(speed_request_via(&w, door, json!({})).await);
     }
     let first_b = seq
         .iter()
@@ -187,8 +198,7 @@ async fn a_recovered_endpoint_regains_the_speed_traffic_and_a_slow_one_is_not_ha
 
 // ---------- cost, and the balanced trace ----------
 
-#[tokio::test]
-async fn cost_preference_picks_the_cheaper_endpoint() {
+async fn cost_preference_picks_the_cheaper_endpoint(door: Door) {
     // `dear` is listed first and has the faster prior, so only the price favours `cheap`.
     let w = World::start(
         &[prov("dear", false, false), prov("cheap", false, false)],
@@ -207,12 +217,8 @@ async fn cost_preference_picks_the_cheaper_endpoint() {
     for stream in [false, true] {
         w.all_ok(stream);
         for _ in 0..3 {
-            let a = answer(
-                w.send(&req("x", stream, json!({"preference": "cost"})))
-                    .await,
-                stream,
-            )
-            .await;
+            let body = door.req("x", stream, json!({"preference": "cost"}));
+            let a = door.answer(w.send_via(door, &body).await, stream).await;
             assert_eq!(a.endpoint(), "cheap/x-up");
             assert_eq!(a.text, "from cheap");
             assert_eq!(a.attempts(), "1");
@@ -221,12 +227,8 @@ async fn cost_preference_picks_the_cheaper_endpoint() {
     assert_eq!(w.counts(), counts(&[("cheap", 6), ("dear", 0)]));
     // The same catalog under `speed` goes to the other one: the preference decided.
     w.all_ok(false);
-    let a = answer(
-        w.send(&req("x", false, json!({"preference": "speed"})))
-            .await,
-        false,
-    )
-    .await;
+    let body = door.req("x", false, json!({"preference": "speed"}));
+    let a = door.answer(w.send_via(door, &body).await, false).await;
     assert_eq!(a.endpoint(), "dear/x-up");
 }
 
@@ -324,8 +326,7 @@ fn check_balanced_trace(t: &Value, answered_by: &str) {
     assert!(num(t, "cost_eur") > 0.0, "{t}");
 }
 
-#[tokio::test]
-async fn balanced_routing_is_explained_in_the_trace() {
+async fn balanced_routing_is_explained_in_the_trace(door: Door) {
     let w = World::start(
         &[
             prov("fast", true, false),
@@ -347,12 +348,12 @@ async fn balanced_routing_is_explained_in_the_trace() {
     .await;
     for stream in [false, true] {
         w.all_ok(stream);
-        let body = req(
+        let body = door.req(
             "x",
             stream,
             json!({"eu_native": true, "include_metadata": true}),
         );
-        let a = answer(w.send(&body).await, stream).await;
+        let a = door.answer(w.send_via(door, &body).await, stream).await;
         let trace = a
             .relais
             .clone()

@@ -1,10 +1,11 @@
-//! Helpers for the OpenAI-compatible door: requests with a Bearer key, and answers
-//! checked against OpenAI's wire format (whole completions, chunk streams ending in
-//! `data: [DONE]`, the error envelope).
+//! Helpers for the OpenAI chat door's own tests: requests with a Bearer key, and chunk
+//! streams checked against OpenAI's wire format (ending in `data: [DONE]`). The readers
+//! every door shares are in `doors.rs`.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::world::{Answer, World};
+use super::doors::{Answer, Door};
+use super::world::World;
 use super::*;
 
 impl Relais {
@@ -14,13 +15,7 @@ impl Relais {
     }
 
     pub async fn chat_as(&self, key: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url("/v1/chat/completions"))
-            .header("authorization", format!("Bearer {key}"))
-            .json(body)
-            .send()
-            .await
-            .expect("request to relais")
+        Door::Chat.send_as(self, key, body).await
     }
 }
 
@@ -32,21 +27,12 @@ impl World {
 
 /// A chat body for `model` with the router fields of `fields` merged in.
 pub fn chat_req(model: &str, stream: bool, fields: Value) -> Value {
-    let mut b = json!({
-        "model": model,
-        "max_completion_tokens": 64,
-        "stream": stream,
-        "messages": [{"role": "user", "content": "route me"}]
-    });
-    for (k, v) in fields.as_object().expect("fields object") {
-        b[k] = v.clone();
-    }
-    b
+    Door::Chat.req(model, stream, fields)
 }
 
-/// The `data:` payloads of an OpenAI stream, checked: every one but the last is a JSON
-/// chunk, the last is `[DONE]`, nothing else.
-pub fn chat_chunks(text: &str) -> Vec<Value> {
+/// The `data:` payloads of an OpenAI stream, in order (`[DONE]` included, unparsed);
+/// anything but `data:` lines and comments fails the test.
+pub fn chat_datas(text: &str) -> Vec<String> {
     let mut datas = Vec::new();
     for block in text.replace("\r\n", "\n").split("\n\n") {
         for line in block.lines() {
@@ -59,6 +45,13 @@ pub fn chat_chunks(text: &str) -> Vec<Value> {
             datas.push(d.to_owned());
         }
     }
+    datas
+}
+
+/// The `data:` payloads of an OpenAI stream, checked: every one but the last is a JSON
+/// chunk, the last is `[DONE]`, nothing else.
+pub fn chat_chunks(text: &str) -> Vec<Value> {
+    let mut datas = chat_datas(text);
     assert_eq!(
         datas.last().map(String::as_str),
         Some("[DONE]"),
@@ -74,61 +67,5 @@ pub fn chat_chunks(text: &str) -> Vec<Value> {
 /// Asserts a 200 with one clean chat answer (a completion, or a stream of chunks ending
 /// in `[DONE]` with a `finish_reason` and no error).
 pub async fn chat_answer(resp: reqwest::Response, stream: bool) -> Answer {
-    if stream {
-        let (status, headers, text) = read_sse(resp).await;
-        assert_eq!(status, 200, "{text}");
-        let chunks = chat_chunks(&text);
-        assert!(chunks.iter().all(|c| c.get("error").is_none()), "{text}");
-        for c in &chunks {
-            assert_eq!(c["object"], "chat.completion.chunk", "{c}");
-        }
-        assert!(
-            chunks
-                .iter()
-                .any(|c| c["choices"][0]["finish_reason"].is_string()),
-            "a finish_reason: {text}"
-        );
-        let text_out: String = chunks
-            .iter()
-            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-            .collect();
-        let model = chunks[0]["model"].as_str().expect("model").to_owned();
-        let relais = chunks.last().and_then(|c| c.get("relais").cloned());
-        Answer {
-            headers,
-            text: text_out,
-            model,
-            relais,
-        }
-    } else {
-        let (status, headers, v) = json_of(resp).await;
-        assert_eq!(status, 200, "{v}");
-        assert_eq!(v["object"], "chat.completion", "{v}");
-        assert!(v["choices"][0]["finish_reason"].is_string(), "{v}");
-        Answer {
-            headers,
-            text: v["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned(),
-            model: v["model"].as_str().expect("model").to_owned(),
-            relais: v.get("relais").cloned(),
-        }
-    }
-}
-
-/// Asserts an error in OpenAI's envelope; returns status, type and message.
-pub async fn chat_error(resp: reqwest::Response) -> (u16, String, String) {
-    let (status, _, v) = json_of(resp).await;
-    assert!(status >= 400, "expected an error, got {status}: {v}");
-    let e = &v["error"];
-    assert!(e["message"].is_string(), "OpenAI envelope: {v}");
-    assert!(e["type"].is_string(), "OpenAI envelope: {v}");
-    assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
-    assert!(v.get("type").is_none(), "not Anthropic's envelope: {v}");
-    (
-        status,
-        e["type"].as_str().unwrap_or_default().to_owned(),
-        e["message"].as_str().unwrap_or_default().to_owned(),
-    )
+    Door::Chat.answer(resp, stream).await
 }

@@ -5,11 +5,13 @@
 #![allow(dead_code)]
 
 pub mod chat;
+pub mod doors;
 pub mod fake_upstream;
 pub mod limits;
 pub mod pg;
 pub mod prom;
 pub mod redis;
+pub mod tools;
 pub mod world;
 
 use std::time::Duration;
@@ -60,6 +62,18 @@ impl Default for Opts {
             ping_interval_s: 30.0,
             breaker_failures: None,
             provider_extra: "",
+        }
+    }
+}
+
+impl Opts {
+    /// Second-scale timeouts for the failure tests: first byte and idle 1 s, total 5 s.
+    pub fn fast() -> Opts {
+        Opts {
+            first_byte_timeout_s: 1.0,
+            idle_timeout_s: 1.0,
+            total_timeout_s: 5.0,
+            ..Opts::default()
         }
     }
 }
@@ -194,26 +208,12 @@ impl Relais {
 
     /// `POST /v1/messages` with the client key in `x-api-key`.
     pub async fn messages(&self, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url("/v1/messages"))
-            .header("x-api-key", CLIENT_KEY)
-            .header("anthropic-version", "2023-06-01")
-            .json(body)
-            .send()
-            .await
-            .expect("request to relais")
+        doors::Door::Messages.send(self, body).await
     }
 
     /// `POST /v1/messages` authenticated with another client key.
     pub async fn messages_as(&self, key: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url("/v1/messages"))
-            .header("x-api-key", key)
-            .header("anthropic-version", "2023-06-01")
-            .json(body)
-            .send()
-            .await
-            .expect("request to relais")
+        doors::Door::Messages.send_as(self, key, body).await
     }
 
     /// `POST path` with a JSON body and the client key.

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+pub use super::doors::{Answer, Door};
 use super::fake_upstream::openai;
 use super::*;
 
@@ -235,6 +236,11 @@ connect_timeout_s = 1
         self.relais.messages(body).await
     }
 
+    /// Sends `body` through `door` with the standard client key.
+    pub async fn send_via(&self, door: Door, body: &Value) -> reqwest::Response {
+        door.send(&self.relais, body).await
+    }
+
     /// One endpoint's live state from `GET /relais/endpoints`.
     pub async fn endpoint(&self, id: &str) -> Value {
         let (status, _, v) = json_of(self.relais.get("/relais/endpoints").await).await;
@@ -286,8 +292,19 @@ pub fn e500() -> Reply {
 
 /// `a` is cheaper, so under `preference: cost` it is always tried first; `b` answers.
 pub async fn pair(r: Routing) -> World {
+    pair_of(r, false).await
+}
+
+/// [`pair`], with `b` speaking the Anthropic API when `b_anthropic` (so that fallback
+/// crosses from a relayed or translated OpenAI answer to a translated Anthropic one).
+pub async fn pair_of(r: Routing, b_anthropic: bool) -> World {
+    let b = if b_anthropic {
+        prov_anthropic("b", false, false)
+    } else {
+        prov("b", false, false)
+    };
     World::start(
-        &[prov("a", false, false), prov("b", false, false)],
+        &[prov("a", false, false), b],
         vec![model(
             "x",
             &[],
@@ -301,88 +318,19 @@ pub async fn pair(r: Routing) -> World {
 
 /// A Messages body for `model` with the router fields of `fields` merged in.
 pub fn req(model: &str, stream: bool, fields: Value) -> Value {
-    let mut b = json!({
-        "model": model,
-        "max_tokens": 64,
-        "stream": stream,
-        "messages": [{"role": "user", "content": "route me"}]
-    });
-    for (k, v) in fields.as_object().expect("fields object") {
-        b[k] = v.clone();
-    }
-    b
+    Door::Messages.req(model, stream, fields)
 }
 
-/// A successful answer, whichever the mode, checked to be clean and complete.
-pub struct Answer {
-    pub headers: reqwest::header::HeaderMap,
-    pub text: String,
-    pub model: String,
-    /// The routing trace, when `include_metadata` was asked for.
-    pub relais: Option<Value>,
-}
-
-impl Answer {
-    pub fn header(&self, name: &str) -> &str {
-        header(&self.headers, name).unwrap_or_else(|| panic!("no {name} header"))
-    }
-    pub fn endpoint(&self) -> &str {
-        self.header("x-relais-endpoint")
-    }
-    pub fn attempts(&self) -> &str {
-        self.header("x-relais-attempts")
-    }
-}
-
-/// Asserts a 200 with one clean answer: a full message, or a stream with the complete
-/// event sequence (message_start … message_stop) and no error event.
+/// Asserts a 200 with one clean Messages answer: a full message, or a stream with the
+/// complete event sequence (message_start … message_stop) and no error event.
 pub async fn answer(resp: reqwest::Response, stream: bool) -> Answer {
-    if stream {
-        let (status, headers, text) = read_sse(resp).await;
-        assert_eq!(status, 200, "{text}");
-        let events = parse_sse(&text);
-        assert!(
-            !names(&events).contains(&"error"),
-            "a clean answer has no error event: {:?}",
-            names(&events)
-        );
-        let blocks = assert_stream_grammar(&events);
-        let model = events[0].data["message"]["model"]
-            .as_str()
-            .expect("model in message_start")
-            .to_owned();
-        let relais = events
-            .iter()
-            .find(|e| e.name == "message_delta")
-            .and_then(|e| e.data.get("relais").cloned());
-        Answer {
-            headers,
-            text: blocks.iter().map(|b| b.1.as_str()).collect(),
-            model,
-            relais,
-        }
-    } else {
-        let (status, headers, v) = json_of(resp).await;
-        assert_eq!(status, 200, "{v}");
-        assert_eq!(v["type"], "message", "{v}");
-        assert!(v["stop_reason"].is_string(), "{v}");
-        Answer {
-            headers,
-            text: v["content"][0]["text"].as_str().unwrap_or("").to_owned(),
-            model: v["model"].as_str().expect("model").to_owned(),
-            relais: v.get("relais").cloned(),
-        }
-    }
+    Door::Messages.answer(resp, stream).await
 }
 
 /// Asserts an error answer (4xx/5xx, Anthropic envelope); returns status and message.
 pub async fn error_answer(resp: reqwest::Response) -> (u16, String) {
-    let (status, _, v) = json_of(resp).await;
-    assert!(status >= 400, "expected an error, got {status}: {v}");
-    (
-        status,
-        assert_error_envelope(&v, v["error"]["type"].as_str().unwrap_or("?")),
-    )
+    let e = Door::Messages.error(resp).await;
+    (e.status, e.message)
 }
 
 // ---------- the compliance catalog (also used by the /v1/route tests) ----------
@@ -392,6 +340,14 @@ pub async fn error_answer(resp: reqwest::Response) -> (u16, String) {
 pub const COMPLIANCE: [P; 4] = [
     prov("euzdr", true, true),
     prov("eu", true, false),
+    prov("zdr", false, true),
+    prov("us", false, false),
+];
+
+/// [`COMPLIANCE`] with the EU-only provider speaking the Anthropic API.
+pub const MIXED: [P; 4] = [
+    prov("euzdr", true, true),
+    prov_anthropic("eu", true, false),
     prov("zdr", false, true),
     prov("us", false, false),
 ];

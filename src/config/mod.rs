@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::anthropic::Preference;
+use crate::fields::Preference;
 pub use db_key::{check_policy_shape, validate_db_key};
 use error::invalid;
 pub use error::ConfigError;

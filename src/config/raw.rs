@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::anthropic::Preference;
+use crate::fields::Preference;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::anthropic::RouterFields;
 use crate::config::{Config, RawConfig};
+use crate::fields::RouterFields;
 use crate::observe::{Api, RequestRecord, Status, TokenUsage};
 use crate::router::{Needs, RouteContext, Router};
 

@@ -28,6 +28,7 @@ use crate::sse::SseEvent;
 use crate::translate::chat_request::openai_to_anthropic_request;
 use crate::translate::chat_response::anthropic_to_openai_response;
 use crate::translate::chat_stream::{AnthropicToOpenAiStream, ChatStreamError};
+use crate::translate::usage::anthropic_usage_to_tokens;
 
 const DEFAULT_VERSION: &str = "2023-06-01";
 
@@ -178,7 +179,7 @@ impl Provider for AnthropicProvider {
         Box::pin(async move {
             let resp = self.post_chat(call, false).await?;
             let msg: MessagesResponse = http::read_json(resp, &self.cfg, "a message").await?;
-            let usage = msg.usage.token_usage();
+            let usage = anthropic_usage_to_tokens(&msg.usage);
             let chat = anthropic_to_openai_response(
                 msg,
                 call.completion_id.to_owned(),

@@ -10,6 +10,7 @@ use futures_util::Stream;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::relay::{relay_response, ChunkRelay};
 use super::sse_body::SseBody;
 use super::{
     http, ChatAnswer, ChatCall, ChatItem, ChatStream, EventStream, Provider, StreamItem,
@@ -19,7 +20,6 @@ use crate::anthropic::{MessagesResponse, StreamEvent};
 use crate::config::ProviderConfig;
 use crate::error::UpstreamError;
 use crate::openai::inbound::{InMessage, InTool, Stop};
-use crate::openai::relay::{relay_response, ChunkRelay};
 use crate::openai::ChatResponse;
 use crate::translate::request::anthropic_to_openai_request;
 use crate::translate::response::openai_to_anthropic_response;

@@ -20,9 +20,9 @@ use rand::SeedableRng;
 use super::executor::{Executor, Opened, RequestMeta};
 use super::testutil::{config, NeverCalled};
 use super::{AttemptOutcome, Candidate, ManualClock, Needs, RouteContext, RouteError, Router};
-use crate::anthropic::{Preference, RouterFields};
 use crate::config::ClientKey;
 use crate::error::UpstreamError;
+use crate::fields::{Preference, RouterFields};
 use crate::observe::{Api, Observers, TokenUsage};
 use crate::provider::Provider;
 

@@ -40,9 +40,9 @@ use std::time::Duration;
 
 use rand::RngCore;
 
-use crate::anthropic::RouterFields;
 use crate::config::{ClientKey, Config, EndpointConfig, ModelConfig};
 use crate::error::{ApiError, UpstreamError};
+use crate::fields::RouterFields;
 
 pub use breaker::{BreakerState, Unavailable, MAX_RETRY_AFTER};
 pub use clock::{Clock, ManualClock, TokioClock};

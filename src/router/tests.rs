@@ -9,7 +9,7 @@ use rand::SeedableRng;
 
 use super::testutil::config;
 use super::*;
-use crate::anthropic::Preference;
+use crate::fields::Preference;
 
 const PROVIDERS: &str = r#"
 [providers.eu]

@@ -22,11 +22,11 @@ use super::streaming::{until_content, Upstream};
 use super::{auth, body, AppState, RequestId};
 use crate::error::{ApiError, UpstreamError};
 use crate::observe::{Api, TokenUsage};
-use crate::openai::assemble::ChunkAssembler;
 use crate::openai::inbound::{ChatCompletionRequest, InContent, InRole};
 use crate::provider::{ChatAnswer, ChatCall, ChatItem};
 use crate::router::executor::{Opened, RequestMeta, Served};
 use crate::router::{Needs, RouteContext};
+use crate::translate::chat_assemble::ChunkAssembler;
 use crate::translate::request::DEFAULT_MAX_TOKENS;
 
 const MAX_STOP: usize = 4;

@@ -380,7 +380,7 @@ pub(super) fn routing_headers(h: &mut HeaderMap, cand: &Candidate, attempts: u32
 
 /// The usage of an Anthropic answer, in the executor's terms.
 pub fn token_usage(u: &Usage) -> TokenUsage {
-    u.token_usage()
+    crate::translate::usage::anthropic_usage_to_tokens(u)
 }
 
 #[derive(Serialize)]

@@ -93,7 +93,7 @@ async fn create_inner(
             Ok(v) => v,
             Err(rejected) => {
                 let mut resp = OpenAiError::from(rejected.error.clone()).into_response();
-                rejected.add_headers(resp.headers_mut());
+                super::refusal::add_rate_headers(resp.headers_mut(), rejected.headers());
                 return Ok(resp);
             }
         };
@@ -189,7 +189,7 @@ async fn create_inner(
             sse_response(Body::from_stream(chat_stream::body(committed)), h)
         }
     };
-    admission.add_headers(resp.headers_mut());
+    super::refusal::add_rate_headers(resp.headers_mut(), admission.headers());
     Ok(resp)
 }
 

@@ -175,7 +175,7 @@ async fn create_inner(
             stream_response(committed, h)
         }
     };
-    admission.add_headers(resp.headers_mut());
+    super::refusal::add_rate_headers(resp.headers_mut(), admission.headers());
     Ok(resp)
 }
 

@@ -9,6 +9,7 @@ mod errors;
 mod info;
 mod messages;
 mod openai_errors;
+mod refusal;
 mod reload;
 mod scrape;
 mod streaming;
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -161,7 +162,7 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
+        crate::error::ErrorKind::MethodNotAllowed,
         format!("method {method} is not allowed on {}", uri.path()),
     )
 }

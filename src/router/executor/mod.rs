@@ -19,11 +19,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::http::StatusCode;
 use tokio::time::Instant;
 
 use super::{AttemptGuard, AttemptTrace, Candidate, Plan, Router, RoutingTrace};
-use crate::error::{ApiError, UpstreamError};
+use crate::error::{ApiError, ErrorKind, UpstreamError};
 use crate::observe::{Api, AttemptRecord, Observer, RequestRecord, Status, TokenUsage};
 use crate::provider::Provider;
 
@@ -96,8 +95,8 @@ impl RequestMeta {
     pub fn reject(self, observer: &dyn Observer, model: Option<&str>, err: &ApiError) {
         let mut r = self.record(model.unwrap_or("(unknown)"));
         r.duration_ms = ms(self.arrived.elapsed());
-        r.http_status = err.status.as_u16();
-        r.error_kind = Some(err.kind());
+        r.http_status = err.status();
+        r.error_kind = Some(err.error_type());
         end(observer, &r, self.on_end);
     }
 }
@@ -455,7 +454,7 @@ impl Executor {
         let error = match run.failures.last() {
             Some(f) => ApiError::from_upstream(&f.provider, &f.error),
             None => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
+                ErrorKind::Timeout,
                 "the routing deadline ran out before any endpoint could be tried",
             ),
         };
@@ -470,7 +469,7 @@ impl Executor {
         } else {
             record.error_kind = Some("deadline");
         }
-        record.http_status = error.status.as_u16();
+        record.http_status = error.status();
         record.duration_ms = ms(meta.arrived.elapsed());
         record.upstream_ms = ms(run.upstream);
         end(self.observer.as_ref(), &record, on_end);

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
 };
@@ -146,23 +145,17 @@ pub async fn read_body(
             Ok(r) => r.map_err(|e| classify(&e)),
         };
     }
-    let mut stream = resp.bytes_stream();
+    let mut body = super::sse_driver::UpstreamBody::new(resp, idle);
     let mut buf = Vec::new();
-    loop {
-        match tokio::time::timeout(idle, stream.next()).await {
-            Err(_) => return Err(UpstreamError::IdleTimeout(idle)),
-            Ok(None) => return Ok(Bytes::from(buf)),
-            Ok(Some(Err(e))) => return Err(classify(&e)),
-            Ok(Some(Ok(chunk))) => {
-                if buf.len() + chunk.len() > limit {
-                    return Err(UpstreamError::Protocol(format!(
-                        "response body exceeds {limit} bytes"
-                    )));
-                }
-                buf.extend_from_slice(&chunk);
-            }
+    while let Some(chunk) = body.next_chunk().await? {
+        if buf.len() + chunk.len() > limit {
+            return Err(UpstreamError::Protocol(format!(
+                "response body exceeds {limit} bytes"
+            )));
         }
+        buf.extend_from_slice(&chunk);
     }
+    Ok(Bytes::from(buf))
 }
 
 /// Turns a non-2xx response into an error with the provider's message, bounded in size and

@@ -12,7 +12,7 @@ mod anthropic;
 mod http;
 mod openai;
 mod relay;
-mod sse_body;
+mod sse_driver;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -151,10 +151,6 @@ impl AttemptCtx {
             ttft: Some(ttft),
         })
     }
-
-    pub fn remaining(&self) -> Duration {
-        self.remaining
-    }
 }
 
 /// Whichever limit binds names the failure: the endpoint's own timeout counts against it;
@@ -184,9 +180,9 @@ pub enum Opened<T> {
     Whole { value: T, ttft: Option<Duration> },
 }
 
-/// A request's failed attempt, kept for the trace, logs and the final error.
+/// A request's failed attempt, kept for the final error and the record.
 #[derive(Debug, Clone)]
-pub struct AttemptFailure {
+struct AttemptFailure {
     pub provider: String,
     pub endpoint: String,
     pub error: UpstreamError,
@@ -197,8 +193,6 @@ pub struct Served<T> {
     pub value: T,
     pub candidate: Candidate,
     pub attempts: u32,
-    /// Earlier attempts that failed, in order.
-    pub failures: Vec<AttemptFailure>,
     /// Present when the client asked for it.
     pub trace: Option<RoutingTrace>,
     /// Closes the books when the answer has left (or failed, or the client went away).
@@ -209,7 +203,6 @@ pub struct Served<T> {
 #[derive(Debug)]
 pub struct Exhausted {
     pub error: ApiError,
-    pub failures: Vec<AttemptFailure>,
     pub trace: Option<RoutingTrace>,
 }
 
@@ -329,7 +322,6 @@ impl Executor {
                             value,
                             candidate: cand.clone(),
                             attempts: run.attempts,
-                            failures: run.failures,
                             trace: run.trace,
                             ticket,
                         });
@@ -475,7 +467,6 @@ impl Executor {
         end(self.observer.as_ref(), &record, on_end);
         Exhausted {
             error,
-            failures: run.failures,
             trace: run.trace,
         }
     }

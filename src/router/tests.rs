@@ -9,6 +9,7 @@ use rand::SeedableRng;
 
 use super::testutil::config;
 use super::*;
+use crate::error::UpstreamError;
 use crate::fields::Preference;
 
 const PROVIDERS: &str = r#"

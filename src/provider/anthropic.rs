@@ -13,7 +13,7 @@ use reqwest::header::HeaderValue;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::sse_driver::{self, OnSse, SseBody, UpstreamBody};
+use super::sse_driver::{self, OnSse};
 use super::{
     http, ChatAnswer, ChatCall, ChatItem, ChatStream, EventStream, Provider, StreamItem,
     UpstreamCall,
@@ -251,13 +251,13 @@ fn passthrough(
     served_model: String,
     cfg: Arc<ProviderConfig>,
 ) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
-    let body = SseBody::new(UpstreamBody::new(resp, cfg.idle_timeout));
+    let idle = cfg.idle_timeout;
     let h = Passthrough {
         served_model,
         cfg,
         stopped: false,
     };
-    sse_driver::drive(body, h)
+    sse_driver::drive_response(resp, idle, h)
 }
 
 impl OnSse for Passthrough {
@@ -335,8 +335,8 @@ fn chat_stream(
     translator: AnthropicToOpenAiStream,
     cfg: Arc<ProviderConfig>,
 ) -> impl Stream<Item = Result<ChatItem, UpstreamError>> + Send {
-    let body = SseBody::new(UpstreamBody::new(resp, cfg.idle_timeout));
-    sse_driver::drive(body, ToChat { translator, cfg })
+    let idle = cfg.idle_timeout;
+    sse_driver::drive_response(resp, idle, ToChat { translator, cfg })
 }
 
 impl OnSse for ToChat {

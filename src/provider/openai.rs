@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::relay::{relay_response, ChunkRelay};
-use super::sse_driver::{self, OnSse, SseBody, UpstreamBody};
+use super::sse_driver::{self, OnSse};
 use super::{
     http, ChatAnswer, ChatCall, ChatItem, ChatStream, EventStream, Provider, StreamItem,
     UpstreamCall,
@@ -220,8 +220,9 @@ fn translate_stream(
     translator: OpenAiToAnthropicStream,
     cfg: Arc<ProviderConfig>,
 ) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
-    let body = SseBody::new(UpstreamBody::new(resp, cfg.idle_timeout));
-    sse_driver::drive(body, ToAnthropic { translator, cfg }).map(|r| r.map(StreamItem::Event))
+    let idle = cfg.idle_timeout;
+    sse_driver::drive_response(resp, idle, ToAnthropic { translator, cfg })
+        .map(|r| r.map(StreamItem::Event))
 }
 
 impl OnSse for ToAnthropic {
@@ -268,8 +269,8 @@ fn relay_stream(
     relay: ChunkRelay,
     cfg: Arc<ProviderConfig>,
 ) -> impl Stream<Item = Result<ChatItem, UpstreamError>> + Send {
-    let body = SseBody::new(UpstreamBody::new(resp, cfg.idle_timeout));
-    sse_driver::drive(body, Relay { relay, cfg })
+    let idle = cfg.idle_timeout;
+    sse_driver::drive_response(resp, idle, Relay { relay, cfg })
 }
 
 impl OnSse for Relay {

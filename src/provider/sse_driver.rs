@@ -104,6 +104,15 @@ struct Drive<H: OnSse> {
     finished: bool,
 }
 
+/// The stream of items `handler` makes of an upstream response's events.
+pub fn drive_response<H: OnSse>(
+    resp: reqwest::Response,
+    idle: Duration,
+    handler: H,
+) -> impl Stream<Item = Result<H::Item, UpstreamError>> + Send {
+    drive(SseBody::new(UpstreamBody::new(resp, idle)), handler)
+}
+
 /// The stream of items `handler` makes of `body`'s events. Items made by the step that
 /// failed are dropped with everything else: the error is the last item.
 pub fn drive<H: OnSse>(

@@ -1,8 +1,11 @@
-//! HTTP plumbing shared by the adapters: client construction, timeouts, error bodies.
+//! HTTP plumbing shared by the adapters: client construction, timeouts, bodies read with an
+//! idle timeout (whole, or chunk by chunk for the SSE driver), error bodies.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
 };
@@ -127,6 +130,33 @@ fn without_url(e: &reqwest::Error) -> String {
     s
 }
 
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
+
+/// An upstream body read chunk by chunk, with an idle timeout between reads.
+pub struct UpstreamBody {
+    body: ByteStream,
+    idle: Duration,
+}
+
+impl UpstreamBody {
+    pub fn new(resp: reqwest::Response, idle: Duration) -> Self {
+        let body = resp.bytes_stream().map(|r| r.map_err(|e| classify(&e)));
+        Self::from_stream(Box::pin(body), idle)
+    }
+
+    pub fn from_stream(body: ByteStream, idle: Duration) -> Self {
+        UpstreamBody { body, idle }
+    }
+
+    /// The next chunk; `Ok(None)` at the end of the body.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        match tokio::time::timeout(self.idle, self.body.next()).await {
+            Err(_) => Err(UpstreamError::IdleTimeout(self.idle)),
+            Ok(r) => r.transpose(),
+        }
+    }
+}
+
 /// Reads a whole body within `limit` bytes and an idle timeout between chunks.
 pub async fn read_body(
     resp: reqwest::Response,
@@ -145,7 +175,7 @@ pub async fn read_body(
             Ok(r) => r.map_err(|e| classify(&e)),
         };
     }
-    let mut body = super::sse_driver::UpstreamBody::new(resp, idle);
+    let mut body = UpstreamBody::new(resp, idle);
     let mut buf = Vec::new();
     while let Some(chunk) = body.next_chunk().await? {
         if buf.len() + chunk.len() > limit {

@@ -1,48 +1,18 @@
-//! The one upstream SSE driver, used by both adapters: response bytes (an idle timeout
-//! between reads) → decoded SSE events (bounded in size by the decoder, a last event without
-//! its closing blank line still delivered) → a handler that turns each event into items for
-//! the client → a stream of those items that ends at the body's end, at the handler's word,
-//! or at the first error (nothing follows an error).
+//! The one upstream SSE driver, used by both adapters: response bytes (read by
+//! `http::UpstreamBody`, with an idle timeout between reads) → decoded SSE events (bounded
+//! in size by the decoder, a last event without its closing blank line still delivered) →
+//! a handler that turns each event into items for the client → a stream of those items
+//! that ends at the body's end, at the handler's word, or at the first error (nothing
+//! follows an error).
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 
-use super::http;
+use super::http::UpstreamBody;
 use crate::error::UpstreamError;
 use crate::sse::{SseDecoder, SseEvent};
-
-type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
-
-/// An upstream body read chunk by chunk, with an idle timeout between reads.
-pub struct UpstreamBody {
-    body: ByteStream,
-    idle: Duration,
-}
-
-impl UpstreamBody {
-    pub fn new(resp: reqwest::Response, idle: Duration) -> Self {
-        let body = resp
-            .bytes_stream()
-            .map(|r| r.map_err(|e| http::classify(&e)));
-        Self::from_stream(Box::pin(body), idle)
-    }
-
-    pub fn from_stream(body: ByteStream, idle: Duration) -> Self {
-        UpstreamBody { body, idle }
-    }
-
-    /// The next chunk; `Ok(None)` at the end of the body.
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        match tokio::time::timeout(self.idle, self.body.next()).await {
-            Err(_) => Err(UpstreamError::IdleTimeout(self.idle)),
-            Ok(r) => r.transpose(),
-        }
-    }
-}
 
 /// An upstream SSE body read event by event.
 pub struct SseBody {
@@ -161,6 +131,8 @@ pub fn drive<H: OnSse>(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use futures_util::StreamExt;
 
     /// Echoes each event's data; ends at `[DONE]`; a body without it did not finish.
     struct Echo {

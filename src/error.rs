@@ -1,10 +1,8 @@
 //! Typed errors. Each says whose fault it was and whether another attempt can help; the
-//! fallback loop reads that. `ApiError::into_response` (in `server::errors`) is the one place
-//! that turns them into Anthropic error responses.
+//! fallback loop reads that. No HTTP here: the server renders an `ApiError` (its `ErrorKind`)
+//! in each door's envelope (`server::errors`, `server::openai_errors`).
 
 use std::time::Duration;
-
-use axum::http::StatusCode;
 
 /// Whose fault an error was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -115,57 +113,116 @@ impl UpstreamError {
     }
 }
 
-/// An error returned to the client, already classified in Anthropic's terms.
+/// What went wrong, in the few classes a client API distinguishes. Each door renders it
+/// in its own envelope and status; the domain never speaks HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    InvalidRequest,
+    /// The request body did not arrive in time.
+    RequestTimeout,
+    Authentication,
+    Permission,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    TooLarge,
+    HeadersTooLarge,
+    RateLimited,
+    Internal,
+    /// An upstream failed (502).
+    Upstream,
+    /// Relais cannot serve now (a store it needs is down): 503.
+    Unavailable,
+    /// An upstream did not answer in time (504).
+    Timeout,
+    /// An upstream is overloaded (Anthropic's 529).
+    Overloaded,
+}
+
+impl ErrorKind {
+    /// The HTTP status of this kind, in Anthropic's terms (doors may map it further).
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidRequest => 400,
+            ErrorKind::Authentication => 401,
+            ErrorKind::Permission => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RequestTimeout => 408,
+            ErrorKind::Conflict => 409,
+            ErrorKind::TooLarge => 413,
+            ErrorKind::RateLimited => 429,
+            ErrorKind::HeadersTooLarge => 431,
+            ErrorKind::Internal => 500,
+            ErrorKind::Upstream => 502,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Timeout => 504,
+            ErrorKind::Overloaded => 529,
+        }
+    }
+
+    /// Anthropic's `error.type`.
+    pub fn error_type(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::RequestTimeout => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::Permission => "permission_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::TooLarge => "request_too_large",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Overloaded | ErrorKind::Unavailable => "overloaded_error",
+            ErrorKind::Timeout => "timeout_error",
+            ErrorKind::MethodNotAllowed
+            | ErrorKind::Conflict
+            | ErrorKind::HeadersTooLarge
+            | ErrorKind::Internal
+            | ErrorKind::Upstream => "api_error",
+        }
+    }
+}
+
+/// An error returned to the client, already classified.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
-    pub status: StatusCode,
+    pub kind: ErrorKind,
     pub message: String,
     pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ApiError {
-            status,
+            kind,
             message: message.into(),
             retry_after: None,
         }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
+        Self::new(ErrorKind::InvalidRequest, message)
     }
     pub fn auth(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, message)
+        Self::new(ErrorKind::Authentication, message)
     }
     pub fn permission(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, message)
+        Self::new(ErrorKind::Permission, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
+        Self::new(ErrorKind::NotFound, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+        Self::new(ErrorKind::Internal, message)
     }
 
-    /// Anthropic's `error.type` for this status.
+    /// The HTTP status (Anthropic's; the OpenAI doors map 529 to 503).
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+
+    /// Anthropic's `error.type`; also the low-cardinality label of metrics and records.
     pub fn error_type(&self) -> &'static str {
-        match self.status.as_u16() {
-            400 | 408 | 422 => "invalid_request_error",
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            413 => "request_too_large",
-            429 => "rate_limit_error",
-            529 | 503 => "overloaded_error",
-            504 => "timeout_error",
-            _ => "api_error",
-        }
-    }
-
-    /// Low-cardinality kind for metrics.
-    pub fn kind(&self) -> &'static str {
-        self.error_type()
+        self.kind.error_type()
     }
 
     /// The client-facing error for the last upstream failure of a request. Provider
@@ -174,29 +231,28 @@ impl ApiError {
     pub fn from_upstream(provider: &str, err: &UpstreamError) -> Self {
         let mut e = match err {
             UpstreamError::Status { status, message, .. } if err.fault() == Fault::Client => {
-                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
-                let status = if status == StatusCode::PAYLOAD_TOO_LARGE { status } else { StatusCode::BAD_REQUEST };
-                Self::new(status, format!("provider `{provider}` rejected the request: {message}"))
+                let kind = if *status == 413 { ErrorKind::TooLarge } else { ErrorKind::InvalidRequest };
+                Self::new(kind, format!("provider `{provider}` rejected the request: {message}"))
             }
             UpstreamError::Status { status: 429, .. } => Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
+                ErrorKind::RateLimited,
                 format!("provider `{provider}` is rate limiting; retry later"),
             ),
             UpstreamError::Status { status: 401 | 403, .. } => Self::new(
-                StatusCode::BAD_GATEWAY,
+                ErrorKind::Upstream,
                 format!("provider `{provider}` rejected Relais's credentials; the operator must check its API key"),
             ),
             UpstreamError::Status { status: 503 | 529, .. } => {
-                Self::new(StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), format!("provider `{provider}` is overloaded"))
+                Self::new(ErrorKind::Overloaded, format!("provider `{provider}` is overloaded"))
             }
             UpstreamError::FirstByteTimeout(_)
             | UpstreamError::IdleTimeout(_)
             | UpstreamError::RequestTimeout(_)
             | UpstreamError::Deadline(_) => {
-                Self::new(StatusCode::GATEWAY_TIMEOUT, format!("provider `{provider}` timed out: {err}"))
+                Self::new(ErrorKind::Timeout, format!("provider `{provider}` timed out: {err}"))
             }
             _ => Self::new(
-                StatusCode::BAD_GATEWAY,
+                ErrorKind::Upstream,
                 format!("provider `{provider}` failed: {}", err.public_detail()),
             ),
         };

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fields;
 pub mod keys;
 pub mod ledger;
 pub mod limits;

@@ -60,6 +60,18 @@ pub enum Status {
     ClientClosed,
 }
 
+impl Status {
+    /// The same name as in JSON: the ledger's `status` column and the metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::FailedMidStream => "failed_mid_stream",
+            Status::ClientClosed => "client_closed",
+        }
+    }
+}
+
 /// One routed request, as the ledger stores it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestRecord {
@@ -163,5 +175,23 @@ impl Observer for LogObserver {
             cache_creation_tokens = u.cache_creation, cost_eur = r.cost_eur,
             ttft_ms = r.ttft_ms, duration_ms = r.duration_ms, "request"
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::Status;
+
+    #[test]
+    fn status_names_are_the_json_ones() {
+        for s in [
+            Status::Ok,
+            Status::Failed,
+            Status::FailedMidStream,
+            Status::ClientClosed,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
     }
 }

@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use relais::anthropic::StreamEvent;
-use relais::openai::relay::ChunkRelay;
 use relais::provider::ChatItem;
+use relais::provider::ChunkRelay;
 use relais::sse::{SseDecoder, SseEvent};
 use relais::translate::chat_stream::AnthropicToOpenAiStream;
 use serde_json::{json, Value};

@@ -5,7 +5,8 @@ use serde::de::{Deserializer, Error, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{MessagesRequest, RouterFields};
+use super::MessagesRequest;
+use crate::fields::RouterFields;
 
 impl<'de> Deserialize<'de> for MessagesRequest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -30,28 +31,6 @@ macro_rules! nullable {
     ($map:ident, $slot:expr) => {{
         $slot = $map.next_value()?;
     }};
-}
-
-impl RouterFields {
-    /// Reads the router field `key` (the same fields on both front doors) into `self`;
-    /// `false` when `key` is not a router field. Explicit `null` means absent.
-    pub(crate) fn read_field<'de, A: MapAccess<'de>>(
-        &mut self,
-        key: &str,
-        map: &mut A,
-    ) -> Result<bool, A::Error> {
-        match key {
-            "preference" => self.preference = map.next_value()?,
-            "allowed_providers" => self.allowed_providers = map.next_value()?,
-            "eu_native" => self.eu_native = map.next_value()?,
-            "allow_quantization" => self.allow_quantization = map.next_value()?,
-            "allow_zero_data_retention" => self.allow_zero_data_retention = map.next_value()?,
-            "enable_model_fallback" => self.enable_model_fallback = map.next_value()?,
-            "include_metadata" => self.include_metadata = map.next_value()?,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
 }
 
 impl<'de> Visitor<'de> for RequestVisitor {

@@ -1,6 +1,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::fields::RouterFields;
+
 /// Body of `POST /v1/messages` and `POST /v1/messages/count_tokens`.
 ///
 /// `Deserialize` is hand-written (see `de.rs`): `#[serde(flatten)]` would buffer the whole
@@ -43,33 +45,6 @@ pub struct MessagesRequest {
     /// forwarded to Anthropic-native upstreams, ignored for OpenAI ones.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-pub struct RouterFields {
-    #[serde(default)]
-    pub preference: Option<Preference>,
-    #[serde(default)]
-    pub allowed_providers: Option<Vec<String>>,
-    #[serde(default)]
-    pub eu_native: Option<bool>,
-    #[serde(default)]
-    pub allow_quantization: Option<bool>,
-    #[serde(default)]
-    pub allow_zero_data_retention: Option<bool>,
-    #[serde(default)]
-    pub enable_model_fallback: Option<bool>,
-    #[serde(default)]
-    pub include_metadata: Option<bool>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Preference {
-    Speed,
-    Cost,
-    #[default]
-    Balanced,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

@@ -83,18 +83,6 @@ pub struct Usage {
     pub cache_read_input_tokens: u64,
 }
 
-impl Usage {
-    /// The same counts in the executor's terms.
-    pub fn token_usage(&self) -> crate::observe::TokenUsage {
-        crate::observe::TokenUsage {
-            input: self.input_tokens,
-            output: self.output_tokens,
-            cache_read: self.cache_read_input_tokens,
-            cache_creation: self.cache_creation_input_tokens,
-        }
-    }
-}
-
 /// `{"type":"error","error":{"type":...,"message":...}}`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct ErrorEnvelope {

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::fields::Preference;
 
 #[test]
 fn router_fields_are_parsed_and_never_serialized() {

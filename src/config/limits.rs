@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::error::{invalid, ConfigError};
 use super::raw::{RawConfig, RawLimits, RawState};
-use super::{invalid, ConfigError, Secret};
+use super::Secret;
 
 /// One set of limits; `None` is unlimited.
 #[derive(Debug, Clone, Default, PartialEq)]

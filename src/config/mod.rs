@@ -2,6 +2,7 @@
 //! form that the server and router use. Errors name the field at fault.
 
 mod db_key;
+mod error;
 mod limits;
 mod ops;
 mod raw;
@@ -19,32 +20,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::anthropic::Preference;
+use crate::fields::Preference;
 pub use db_key::{check_policy_shape, validate_db_key};
+use error::invalid;
+pub use error::ConfigError;
 pub use limits::{validate_state, KeyLimits, LimitSet, OnRedisError, StateConfig};
-pub use ops::{validate_ledger, AdminConfig, DbUrl, LedgerConfig, RawAdmin, RawLedger};
-pub use raw::{RawConfig, RawKey, RawLimits};
+pub use ops::{validate_ledger, AdminConfig, DbUrl, LedgerConfig};
+pub use raw::{RawAdmin, RawConfig, RawKey, RawLedger, RawLimits};
 pub use secret::Secret;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid config: {0}")]
-    Parse(String),
-    #[error("invalid config: {field}: {message}")]
-    Invalid { field: String, message: String },
-}
-
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {

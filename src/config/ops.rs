@@ -4,38 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use super::validate::secs;
-use super::{invalid, ConfigError, Secret};
+use super::error::{invalid, secs, ConfigError};
+use super::raw::{RawAdmin, RawLedger};
+use super::Secret;
 
 /// The file name of the default SQLite database, beside the config file.
 pub const DEFAULT_DB_FILE: &str = "relais.db";
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawLedger {
-    /// Default true: record every request and read run-time keys from the database.
-    pub enabled: Option<bool>,
-    /// `sqlite:///abs/path.db`, `sqlite://relative.db` (beside the config file) or
-    /// `postgres://user@host:port/db`. Default: `relais.db` beside the config file.
-    pub url: Option<String>,
-    /// Longest a record waits in the queue before its batch is written.
-    pub flush_ms: Option<u64>,
-    /// A batch is written as soon as it holds this many records.
-    pub batch_rows: Option<usize>,
-    /// Records waiting to be written at most; past it new records are dropped (counted).
-    pub queue_capacity: Option<usize>,
-    /// How often each replica reloads the keys table (revocations take effect within it).
-    pub keys_refresh_s: Option<f64>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawAdmin {
-    /// Environment variable holding the admin key. Unset section: the admin API is off.
-    pub key_env: Option<String>,
-}
 
 /// Where the database is.
 #[derive(Clone)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::anthropic::Preference;
+use crate::fields::Preference;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -24,9 +24,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub state: RawState,
     #[serde(default)]
-    pub ledger: super::ops::RawLedger,
+    pub ledger: RawLedger,
     #[serde(default)]
-    pub admin: super::ops::RawAdmin,
+    pub admin: RawAdmin,
     #[serde(default)]
     pub metrics: RawMetrics,
 }
@@ -217,4 +217,29 @@ pub struct RawEndpoint {
     pub prior_ttft_ms: Option<f64>,
     #[serde(default)]
     pub prior_tokens_per_s: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLedger {
+    /// Default true: record every request and read run-time keys from the database.
+    pub enabled: Option<bool>,
+    /// `sqlite:///abs/path.db`, `sqlite://relative.db` (beside the config file) or
+    /// `postgres://user@host:port/db`. Default: `relais.db` beside the config file.
+    pub url: Option<String>,
+    /// Longest a record waits in the queue before its batch is written.
+    pub flush_ms: Option<u64>,
+    /// A batch is written as soon as it holds this many records.
+    pub batch_rows: Option<usize>,
+    /// Records waiting to be written at most; past it new records are dropped (counted).
+    pub queue_capacity: Option<usize>,
+    /// How often each replica reloads the keys table (revocations take effect within it).
+    pub keys_refresh_s: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Environment variable holding the admin key. Unset section: the admin API is off.
+    pub key_env: Option<String>,
 }

@@ -2,23 +2,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::error::secs;
 use super::raw::{self, RawConfig};
 use super::*;
-
-pub(super) fn secs(field: &str, v: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
-    let v = v.unwrap_or(default);
-    if !(v.is_finite() && v > 0.0 && v < 1e7) {
-        return Err(invalid(
-            field,
-            format!("must be a positive number of seconds, got {v}"),
-        ));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
 
 pub(super) fn validate_server(s: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
     let listen = s.listen.as_deref().unwrap_or("127.0.0.1:8080");

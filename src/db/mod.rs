@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::config::DbUrl;
-use crate::observe::{RequestRecord, Status};
+use crate::observe::RequestRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -166,15 +166,6 @@ pub fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-pub fn status_str(s: Status) -> &'static str {
-    match s {
-        Status::Ok => "ok",
-        Status::Failed => "failed",
-        Status::FailedMidStream => "failed_mid_stream",
-        Status::ClientClosed => "client_closed",
-    }
 }
 
 fn i64_of(v: u64) -> i64 {

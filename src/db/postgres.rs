@@ -9,8 +9,8 @@ use tokio_postgres::{Client, NoTls};
 
 use super::schema::{CREATE_VERSIONS, KEY_COLUMNS, MIGRATIONS, REQUEST_COLUMN_COUNT};
 use super::{
-    digest_from_hex, i64_of, now_ms, status_str, unix_ms, usage_sql, DbError, KeyRow, UsageQuery,
-    UsageRow, CONNECT_TIMEOUT,
+    digest_from_hex, i64_of, now_ms, unix_ms, usage_sql, DbError, KeyRow, UsageQuery, UsageRow,
+    CONNECT_TIMEOUT,
 };
 use crate::config::Secret;
 use crate::observe::RequestRecord;
@@ -92,7 +92,7 @@ impl Postgres {
         let ttft: Vec<Option<f64>> = rows.iter().map(|r| r.ttft_ms).collect();
         let duration = float(|r| r.duration_ms);
         let upstream = float(|r| r.upstream_ms);
-        let status = text(|r| status_str(r.status));
+        let status = text(|r| r.status.as_str());
         let http_status: Vec<i32> = rows.iter().map(|r| i32::from(r.http_status)).collect();
         let error_kind = col(|r| r.error_kind);
         let fallback = flag(|r| r.fallback);

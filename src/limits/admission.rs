@@ -1,16 +1,13 @@
 //! What admission hands the door: a held reservation to settle when the request ends, the
-//! rate-limit headers, or the refusal.
+//! rate-limit headers, or the refusal. Plain data: the server renders it (`server::refusal`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-
 use super::micro_eur;
 use super::store::{Counter, CounterStore};
 use super::window::{rfc3339, Metric, WallClock};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::observe::RequestRecord;
 use crate::router::executor::OnEnd;
 
@@ -95,11 +92,14 @@ impl Drop for Held {
     }
 }
 
+/// Rate-limit headers (name, value) for an answer, in the order they were computed.
+pub type RateHeaders = Vec<(String, String)>;
+
 /// An admitted request: its reservation (none for keys without limits, or when Redis
 /// failed open) and the rate-limit headers for its answer.
 pub struct Admission {
     held: Option<Held>,
-    headers: HeaderMap,
+    headers: RateHeaders,
 }
 
 impl std::fmt::Debug for Admission {
@@ -115,11 +115,11 @@ impl Admission {
     pub(super) fn unlimited() -> Self {
         Admission {
             held: None,
-            headers: HeaderMap::new(),
+            headers: RateHeaders::new(),
         }
     }
 
-    pub(super) fn held(held: Held, headers: HeaderMap) -> Self {
+    pub(super) fn held(held: Held, headers: RateHeaders) -> Self {
         Admission {
             held: Some(held),
             headers,
@@ -133,12 +133,8 @@ impl Admission {
         Some(Box::new(move |r: &RequestRecord| held.settle(Some(r))))
     }
 
-    /// Adds the `anthropic-ratelimit-*` (and `x-relais-budget-eur-*`) headers.
-    pub fn add_headers(&self, h: &mut HeaderMap) {
-        h.extend(self.headers.clone());
-    }
-
-    pub fn headers(&self) -> &HeaderMap {
+    /// The `anthropic-ratelimit-*` (and `x-relais-budget-eur-*`) headers for the answer.
+    pub fn headers(&self) -> &[(String, String)] {
         &self.headers
     }
 }
@@ -147,7 +143,7 @@ impl Admission {
 #[derive(Debug)]
 pub struct Rejected {
     pub error: ApiError,
-    headers: HeaderMap,
+    headers: RateHeaders,
 }
 
 impl Rejected {
@@ -167,7 +163,7 @@ impl Rejected {
                 amount(s.metric, s.limit),
                 for_model(s),
             )),
-            headers: HeaderMap::new(),
+            headers: RateHeaders::new(),
         }
     }
 
@@ -196,7 +192,7 @@ impl Rejected {
             ),
             None => format!("key `{key}` is over a limit"),
         };
-        let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, message);
+        let mut error = ApiError::new(ErrorKind::RateLimited, message);
         error.retry_after = Some(Duration::from_millis(wait_ms.max(1)));
         Rejected {
             error,
@@ -208,7 +204,7 @@ impl Rejected {
     /// what failed, not the client: 503 `overloaded_error`, which clients retry.
     pub(super) fn store_unavailable() -> Self {
         let mut error = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unavailable,
             "rate limits cannot be checked: the shared state store (Redis) is unavailable, and \
              Relais is configured to refuse requests of keys with limits meanwhile \
              (state.on_redis_error = \"closed\")",
@@ -216,23 +212,13 @@ impl Rejected {
         error.retry_after = Some(Duration::from_secs(1));
         Rejected {
             error,
-            headers: HeaderMap::new(),
+            headers: RateHeaders::new(),
         }
     }
-}
 
-impl Rejected {
-    /// The rate-limit headers of a refusal (for a door that renders its own error).
-    pub fn add_headers(&self, h: &mut HeaderMap) {
-        h.extend(self.headers.clone());
-    }
-}
-
-impl IntoResponse for Rejected {
-    fn into_response(self) -> Response {
-        let mut resp = self.error.into_response();
-        resp.headers_mut().extend(self.headers);
-        resp
+    /// The rate-limit headers of the refusal.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
     }
 }
 
@@ -254,8 +240,8 @@ fn amount(m: Metric, v: i64) -> String {
 /// Anthropic's `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` for the
 /// tightest limit of each kind, and `x-relais-budget-eur-*` for the tightest EUR budget.
 /// `values` are after this request's reservation when admitted, as found when refused.
-pub(super) fn headers(slots: &[Slot], values: &[i64]) -> HeaderMap {
-    let mut h = HeaderMap::new();
+pub(super) fn headers(slots: &[Slot], values: &[i64]) -> RateHeaders {
+    let mut h = RateHeaders::new();
     type Member = fn(Metric) -> bool;
     let groups: [(&str, Member); 3] = [
         ("anthropic-ratelimit-requests", |m| m == Metric::Requests),
@@ -285,12 +271,7 @@ pub(super) fn headers(slots: &[Slot], values: &[i64]) -> HeaderMap {
             ("remaining", remaining),
             ("reset", rfc3339(s.window_end_ms)),
         ] {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::try_from(format!("{prefix}-{suffix}")),
-                HeaderValue::try_from(v),
-            ) {
-                h.insert(n, v);
-            }
+            h.push((format!("{prefix}-{suffix}"), v));
         }
     }
     h

@@ -18,7 +18,7 @@ mod window;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-pub use admission::{Admission, Rejected};
+pub use admission::{Admission, RateHeaders, Rejected};
 pub use health::StoreHealth;
 pub use redis::RedisLimits;
 pub use store::{Counter, CounterStore, MemoryLimits, Reserved, StoreError};

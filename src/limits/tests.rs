@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::anthropic::RouterFields;
 use crate::config::{Config, RawConfig};
+use crate::fields::RouterFields;
 use crate::observe::{Api, RequestRecord, Status, TokenUsage};
 use crate::router::{Needs, RouteContext, Router};
 
@@ -134,8 +134,10 @@ fn end(mut a: Admission, r: &RequestRecord) {
     (a.on_end().expect("a reservation"))(r);
 }
 
-fn header<'a>(h: &'a axum::http::HeaderMap, name: &str) -> &'a str {
-    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
+    h.iter()
+        .find(|(n, _)| n == name)
+        .map_or("", |(_, v)| v.as_str())
 }
 
 #[tokio::test]
@@ -156,7 +158,7 @@ async fn requests_per_min_refuses_until_the_minute_ends() {
     );
     let _b = s.admit("m", 10, 10).await.unwrap();
     let r = s.admit("m", 10, 10).await.unwrap_err();
-    assert_eq!(r.error.status.as_u16(), 429);
+    assert_eq!(r.error.status(), 429);
     assert_eq!(r.error.retry_after, Some(Duration::from_secs(30)));
     assert!(
         r.error
@@ -248,10 +250,10 @@ async fn eur_budgets_reserve_the_dearest_candidate_and_settle_to_the_cost() {
     );
     // Retry after the UTC day ends: 13 h 39 min 30 s from 10:20:30.
     assert_eq!(r.error.retry_after, Some(Duration::from_secs(49_170)));
-    let h = r.into_response_headers();
-    assert_eq!(header(&h, "x-relais-budget-eur-remaining"), "0.010000");
+    let h = r.headers();
+    assert_eq!(header(h, "x-relais-budget-eur-remaining"), "0.010000");
     assert_eq!(
-        header(&h, "x-relais-budget-eur-reset"),
+        header(h, "x-relais-budget-eur-reset"),
         "2026-03-05T00:00:00Z"
     );
     for a in held {
@@ -296,7 +298,7 @@ async fn per_model_limits_apply_to_that_model_only_and_name_it() {
 async fn a_request_larger_than_a_whole_window_is_a_400() {
     let s = setup("[keys.limits]\ntokens_per_min = 100");
     let r = s.admit("m", 10, 200).await.unwrap_err();
-    assert_eq!(r.error.status.as_u16(), 400);
+    assert_eq!(r.error.status(), 400);
     assert!(
         r.error.message.contains("lower max_tokens"),
         "{}",
@@ -340,7 +342,7 @@ async fn a_failing_store_admits_when_open_and_refuses_with_503_when_closed() {
 
     s.limits = Limits::with_store(Arc::new(Down), OnRedisError::Closed, s.clock.clone());
     let r = s.admit("m", 10, 10).await.unwrap_err();
-    assert_eq!(r.error.status.as_u16(), 503);
+    assert_eq!(r.error.status(), 503);
     assert_eq!(r.error.error_type(), "overloaded_error");
     assert!(
         r.error.message.contains("on_redis_error"),
@@ -349,11 +351,4 @@ async fn a_failing_store_admits_when_open_and_refuses_with_503_when_closed() {
     );
     let h = s.limits.health();
     assert_eq!(h.fail_closed_rejections_total.load(Ordering::Relaxed), 1);
-}
-
-impl Rejected {
-    fn into_response_headers(self) -> axum::http::HeaderMap {
-        use axum::response::IntoResponse;
-        self.into_response().headers().clone()
-    }
 }

@@ -58,15 +58,6 @@ pub(super) struct EndpointSeries {
 
 const CACHE_TYPES: [&str; 2] = ["cache_read", "cache_creation"];
 
-pub fn status_str(s: Status) -> &'static str {
-    match s {
-        Status::Ok => "ok",
-        Status::Failed => "failed",
-        Status::FailedMidStream => "failed_mid_stream",
-        Status::ClientClosed => "client_closed",
-    }
-}
-
 /// Provider label of a request refused before any attempt.
 const NO_PROVIDER: &str = "none";
 
@@ -87,7 +78,7 @@ impl Metrics {
                 s.api,
                 &s.model,
                 &s.provider,
-                status_str(r.status),
+                r.status.as_str(),
                 kind,
                 key.clone(),
             );

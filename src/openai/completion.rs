@@ -4,8 +4,6 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::observe::TokenUsage;
-
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatCompletion {
     pub id: String,
@@ -62,21 +60,6 @@ pub struct OutUsage {
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct PromptDetails {
     pub cached_tokens: u64,
-}
-
-impl OutUsage {
-    /// OpenAI's `prompt_tokens` includes cached tokens; Anthropic's `input_tokens` does not.
-    pub fn from_usage(u: &TokenUsage) -> Self {
-        let prompt = u.input + u.cache_read + u.cache_creation;
-        OutUsage {
-            prompt_tokens: prompt,
-            completion_tokens: u.output,
-            total_tokens: prompt + u.output,
-            prompt_tokens_details: PromptDetails {
-                cached_tokens: u.cache_read,
-            },
-        }
-    }
 }
 
 /// One `data:` chunk of a streamed chat completion.

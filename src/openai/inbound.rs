@@ -8,7 +8,7 @@ use serde::de::{Deserializer, Error, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::anthropic::RouterFields;
+use crate::fields::RouterFields;
 
 #[derive(Debug, Clone)]
 pub struct ChatCompletionRequest {

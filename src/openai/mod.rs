@@ -1,16 +1,13 @@
 //! OpenAI chat-completions wire types. Here: requests Relais builds from Anthropic ones
 //! (Serialize), and responses and stream chunks providers send (Deserialize, lenient:
 //! unknown fields and explicit nulls everywhere are tolerated). `inbound`: the requests
-//! clients send to `/v1/chat/completions`; `completion`: what Relais writes to them;
-//! `relay`: upstream chunks read and forwarded to them.
+//! clients send to `/v1/chat/completions`; `completion`: what Relais writes to them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub mod assemble;
 pub mod completion;
 pub mod inbound;
-pub mod relay;
 
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct ChatRequest {

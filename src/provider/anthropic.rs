@@ -13,7 +13,7 @@ use reqwest::header::HeaderValue;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::sse_body::SseBody;
+use super::sse_driver::{self, OnSse};
 use super::{
     http, ChatAnswer, ChatCall, ChatItem, ChatStream, EventStream, Provider, StreamItem,
     UpstreamCall,
@@ -28,6 +28,7 @@ use crate::sse::SseEvent;
 use crate::translate::chat_request::openai_to_anthropic_request;
 use crate::translate::chat_response::anthropic_to_openai_response;
 use crate::translate::chat_stream::{AnthropicToOpenAiStream, ChatStreamError};
+use crate::translate::usage::anthropic_usage_to_tokens;
 
 const DEFAULT_VERSION: &str = "2023-06-01";
 
@@ -178,7 +179,7 @@ impl Provider for AnthropicProvider {
         Box::pin(async move {
             let resp = self.post_chat(call, false).await?;
             let msg: MessagesResponse = http::read_json(resp, &self.cfg, "a message").await?;
-            let usage = msg.usage.token_usage();
+            let usage = anthropic_usage_to_tokens(&msg.usage);
             let chat = anthropic_to_openai_response(
                 msg,
                 call.completion_id.to_owned(),
@@ -237,12 +238,12 @@ impl Provider for AnthropicProvider {
     }
 }
 
-struct State {
-    body: SseBody,
+/// An Anthropic stream passed through: frames forwarded as received, except the events
+/// Relais reads (usage, the served model, errors).
+struct Passthrough {
     served_model: String,
     cfg: Arc<ProviderConfig>,
     stopped: bool,
-    finished: bool,
 }
 
 fn passthrough(
@@ -250,64 +251,67 @@ fn passthrough(
     served_model: String,
     cfg: Arc<ProviderConfig>,
 ) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
-    let st = State {
-        body: SseBody::new(resp, cfg.idle_timeout),
+    let idle = cfg.idle_timeout;
+    let h = Passthrough {
         served_model,
         cfg,
         stopped: false,
-        finished: false,
     };
-    futures_util::stream::unfold(st, |mut st| async move {
-        loop {
-            if st.finished {
-                return None;
-            }
-            let r = match st.body.next_event().await {
-                Ok(Some(ev)) => match frame(&mut st, &ev) {
-                    Ok(Some(item)) => Ok(item),
-                    Ok(None) => continue,
-                    Err(e) => Err(e),
-                },
-                // A stream that ends without `message_stop` did not finish.
-                Ok(None) if st.stopped => return None,
-                Ok(None) => Err(UpstreamError::Truncated),
-                Err(e) => Err(e),
-            };
-            if r.is_err() {
-                st.finished = true;
-            }
-            return Some((r, st));
-        }
-    })
+    sse_driver::drive_response(resp, idle, h)
 }
 
-fn frame(st: &mut State, ev: &SseEvent) -> Result<Option<StreamItem>, UpstreamError> {
-    let name = ev.event().unwrap_or("");
-    match name {
-        "message_start" | "message_delta" | "error" => {
-            let parsed: StreamEvent = serde_json::from_slice(ev.data())
-                .map_err(|e| UpstreamError::Protocol(format!("malformed `{name}` event: {e}")))?;
-            match parsed {
-                StreamEvent::MessageStart { mut message } => {
-                    message.model = st.served_model.clone();
-                    Ok(Some(StreamItem::Event(StreamEvent::MessageStart {
-                        message,
-                    })))
+impl OnSse for Passthrough {
+    type Item = StreamItem;
+
+    fn on_event(
+        &mut self,
+        ev: &SseEvent,
+        out: &mut Vec<StreamItem>,
+    ) -> Result<bool, UpstreamError> {
+        out.extend(self.frame(ev)?);
+        Ok(false)
+    }
+
+    /// A stream that ends without `message_stop` did not finish.
+    fn on_eof(&mut self, _: &mut Vec<StreamItem>) -> Result<(), UpstreamError> {
+        if self.stopped {
+            Ok(())
+        } else {
+            Err(UpstreamError::Truncated)
+        }
+    }
+}
+
+impl Passthrough {
+    fn frame(&mut self, ev: &SseEvent) -> Result<Option<StreamItem>, UpstreamError> {
+        let name = ev.event().unwrap_or("");
+        match name {
+            "message_start" | "message_delta" | "error" => {
+                let parsed: StreamEvent = serde_json::from_slice(ev.data()).map_err(|e| {
+                    UpstreamError::Protocol(format!("malformed `{name}` event: {e}"))
+                })?;
+                match parsed {
+                    StreamEvent::MessageStart { mut message } => {
+                        message.model = self.served_model.clone();
+                        Ok(Some(StreamItem::Event(StreamEvent::MessageStart {
+                            message,
+                        })))
+                    }
+                    StreamEvent::Error { error } => Err(error_event(error, &self.cfg)),
+                    other => Ok(Some(StreamItem::Event(other))),
                 }
-                StreamEvent::Error { error } => Err(error_event(error, &st.cfg)),
-                other => Ok(Some(StreamItem::Event(other))),
             }
+            "message_stop" => {
+                self.stopped = true;
+                Ok(Some(StreamItem::Event(StreamEvent::MessageStop)))
+            }
+            // Our own pings are generated downstream on idle; upstream ones are dropped.
+            "ping" => Ok(None),
+            _ => Ok(Some(StreamItem::Raw {
+                frame: terminated(ev),
+                starts_content: name == "content_block_start",
+            })),
         }
-        "message_stop" => {
-            st.stopped = true;
-            Ok(Some(StreamItem::Event(StreamEvent::MessageStop)))
-        }
-        // Our own pings are generated downstream on idle; upstream ones are dropped.
-        "ping" => Ok(None),
-        _ => Ok(Some(StreamItem::Raw {
-            frame: terminated(ev),
-            starts_content: name == "content_block_start",
-        })),
     }
 }
 
@@ -321,53 +325,47 @@ const CHAT_EVENTS: [&str; 5] = [
 ];
 
 /// Upstream Anthropic events → chat chunks, one event at a time.
+struct ToChat {
+    translator: AnthropicToOpenAiStream,
+    cfg: Arc<ProviderConfig>,
+}
+
 fn chat_stream(
     resp: reqwest::Response,
     translator: AnthropicToOpenAiStream,
     cfg: Arc<ProviderConfig>,
 ) -> impl Stream<Item = Result<ChatItem, UpstreamError>> + Send {
-    let st = (SseBody::new(resp, cfg.idle_timeout), translator, cfg);
-    let st = (st, std::collections::VecDeque::new(), Vec::new(), false);
-    futures_util::stream::unfold(
-        st,
-        |((mut body, mut tr, cfg), mut pending, mut scratch, mut finished)| async move {
-            loop {
-                if let Some(item) = pending.pop_front() {
-                    return Some((Ok(item), ((body, tr, cfg), pending, scratch, finished)));
-                }
-                if finished {
-                    return None;
-                }
-                let r = match body.next_event().await {
-                    Ok(Some(ev)) => {
-                        let name = ev.event().unwrap_or("");
-                        match serde_json::from_slice::<StreamEvent>(ev.data()) {
-                            Ok(parsed) => tr
-                                .on_event(parsed, &mut scratch)
-                                .map_err(|e| chat_error(e, &cfg)),
-                            // Lenient with providers: event and delta types this version does
-                            // not know carry nothing a chat client could be given.
-                            Err(_) if !CHAT_EVENTS.contains(&name) => continue,
-                            Err(e) => Err(UpstreamError::Protocol(format!(
-                                "malformed `{name}` event: {e}"
-                            ))),
-                        }
-                    }
-                    Ok(None) => {
-                        finished = true;
-                        tr.on_eof().map_err(|e| chat_error(e, &cfg))
-                    }
-                    Err(e) => Err(e),
-                };
-                pending.extend(scratch.drain(..));
-                if let Err(e) = r {
-                    // Nothing may follow the error.
-                    pending.clear();
-                    return Some((Err(e), ((body, tr, cfg), pending, scratch, true)));
-                }
+    let idle = cfg.idle_timeout;
+    sse_driver::drive_response(resp, idle, ToChat { translator, cfg })
+}
+
+impl OnSse for ToChat {
+    type Item = ChatItem;
+
+    fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<ChatItem>) -> Result<bool, UpstreamError> {
+        let name = ev.event().unwrap_or("");
+        match serde_json::from_slice::<StreamEvent>(ev.data()) {
+            Ok(parsed) => self
+                .translator
+                .on_event(parsed, out)
+                .map_err(|e| chat_error(e, &self.cfg))?,
+            // Lenient with providers: event and delta types this version does not know
+            // carry nothing a chat client could be given.
+            Err(_) if !CHAT_EVENTS.contains(&name) => {}
+            Err(e) => {
+                return Err(UpstreamError::Protocol(format!(
+                    "malformed `{name}` event: {e}"
+                )))
             }
-        },
-    )
+        }
+        Ok(false)
+    }
+
+    fn on_eof(&mut self, _: &mut Vec<ChatItem>) -> Result<(), UpstreamError> {
+        self.translator
+            .on_eof()
+            .map_err(|e| chat_error(e, &self.cfg))
+    }
 }
 
 fn chat_error(e: ChatStreamError, cfg: &ProviderConfig) -> UpstreamError {

@@ -16,8 +16,8 @@ use super::{ChatAnswer, ChatCall, ChatItem, Provider, StreamItem, UpstreamCall};
 use crate::anthropic::{BlockDelta, MessagesResponse, StreamEvent};
 use crate::error::UpstreamError;
 use crate::observe::TokenUsage;
-use crate::openai::assemble::ChunkAssembler;
 use crate::translate::assemble::{AssembleError, MessageAssembler};
+use crate::translate::chat_assemble::ChunkAssembler;
 
 /// An opened upstream stream of a family's items.
 pub type Upstream<I> = Pin<Box<dyn Stream<Item = Result<I, UpstreamError>> + Send>>;
@@ -170,7 +170,7 @@ impl Family for MessagesFamily {
     }
 
     fn usage(whole: &MessagesResponse) -> TokenUsage {
-        whole.usage.token_usage()
+        crate::translate::usage::anthropic_usage_to_tokens(&whole.usage)
     }
 }
 

@@ -1,9 +1,11 @@
-//! HTTP plumbing shared by the adapters: client construction, timeouts, error bodies.
+//! HTTP plumbing shared by the adapters: client construction, timeouts, bodies read with an
+//! idle timeout (whole, or chunk by chunk for the SSE driver), error bodies.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
 };
@@ -128,6 +130,33 @@ fn without_url(e: &reqwest::Error) -> String {
     s
 }
 
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
+
+/// An upstream body read chunk by chunk, with an idle timeout between reads.
+pub struct UpstreamBody {
+    body: ByteStream,
+    idle: Duration,
+}
+
+impl UpstreamBody {
+    pub fn new(resp: reqwest::Response, idle: Duration) -> Self {
+        let body = resp.bytes_stream().map(|r| r.map_err(|e| classify(&e)));
+        Self::from_stream(Box::pin(body), idle)
+    }
+
+    pub fn from_stream(body: ByteStream, idle: Duration) -> Self {
+        UpstreamBody { body, idle }
+    }
+
+    /// The next chunk; `Ok(None)` at the end of the body.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        match tokio::time::timeout(self.idle, self.body.next()).await {
+            Err(_) => Err(UpstreamError::IdleTimeout(self.idle)),
+            Ok(r) => r.transpose(),
+        }
+    }
+}
+
 /// Reads a whole body within `limit` bytes and an idle timeout between chunks.
 pub async fn read_body(
     resp: reqwest::Response,
@@ -146,23 +175,17 @@ pub async fn read_body(
             Ok(r) => r.map_err(|e| classify(&e)),
         };
     }
-    let mut stream = resp.bytes_stream();
+    let mut body = UpstreamBody::new(resp, idle);
     let mut buf = Vec::new();
-    loop {
-        match tokio::time::timeout(idle, stream.next()).await {
-            Err(_) => return Err(UpstreamError::IdleTimeout(idle)),
-            Ok(None) => return Ok(Bytes::from(buf)),
-            Ok(Some(Err(e))) => return Err(classify(&e)),
-            Ok(Some(Ok(chunk))) => {
-                if buf.len() + chunk.len() > limit {
-                    return Err(UpstreamError::Protocol(format!(
-                        "response body exceeds {limit} bytes"
-                    )));
-                }
-                buf.extend_from_slice(&chunk);
-            }
+    while let Some(chunk) = body.next_chunk().await? {
+        if buf.len() + chunk.len() > limit {
+            return Err(UpstreamError::Protocol(format!(
+                "response body exceeds {limit} bytes"
+            )));
         }
+        buf.extend_from_slice(&chunk);
     }
+    Ok(Bytes::from(buf))
 }
 
 /// Turns a non-2xx response into an error with the provider's message, bounded in size and

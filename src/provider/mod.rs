@@ -12,17 +12,17 @@ mod anthropic;
 pub mod family;
 mod http;
 mod openai;
-mod sse_body;
+mod relay;
+mod sse_driver;
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::http::HeaderValue;
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::Stream;
 
-use crate::anthropic::{MessagesRequest, MessagesResponse, StreamEvent};
+use crate::anthropic::{MessagesRequest, MessagesResponse};
 use crate::config::{ApiKind, ProviderConfig};
 use crate::error::UpstreamError;
 use crate::observe::TokenUsage;
@@ -31,6 +31,10 @@ use crate::openai::inbound::ChatCompletionRequest;
 pub use anthropic::AnthropicProvider;
 pub use http::MAX_RESPONSE_BODY;
 pub use openai::OpenAiProvider;
+pub use relay::{relay_response, ChunkRelay};
+// The stream items live in `translate` (which produces them); re-exported here, where the
+// streams are.
+pub use crate::translate::items::{ChatItem, StreamItem};
 
 /// One attempt at one endpoint.
 pub struct UpstreamCall<'a> {
@@ -44,28 +48,6 @@ pub struct UpstreamCall<'a> {
     pub est_input_tokens: u64,
     pub anthropic_version: Option<&'a HeaderValue>,
     pub anthropic_beta: Option<&'a HeaderValue>,
-}
-
-/// An item of an upstream stream, already in Anthropic's terms.
-#[derive(Debug)]
-pub enum StreamItem {
-    /// A typed event, to be encoded (translated streams; and the `message_start` and
-    /// `message_delta` of pass-through streams, which Relais reads for usage).
-    Event(StreamEvent),
-    /// A complete SSE frame forwarded byte for byte (pass-through streams).
-    Raw { frame: Bytes, starts_content: bool },
-}
-
-impl StreamItem {
-    /// True for the event that opens the first content block: from then on the response is
-    /// committed and fallback is no longer possible.
-    pub fn starts_content(&self) -> bool {
-        match self {
-            StreamItem::Event(StreamEvent::ContentBlockStart { .. }) => true,
-            StreamItem::Event(_) => false,
-            StreamItem::Raw { starts_content, .. } => *starts_content,
-        }
-    }
 }
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamItem, UpstreamError>> + Send>>;
@@ -90,23 +72,6 @@ pub struct ChatCall<'a> {
 pub struct ChatAnswer {
     pub body: serde_json::Map<String, serde_json::Value>,
     pub usage: TokenUsage,
-}
-
-/// One chunk of a chat-completions stream, in OpenAI's terms.
-#[derive(Debug)]
-pub struct ChatItem {
-    /// The chunk's JSON (the payload of one `data:` line), ready for the client.
-    pub data: Bytes,
-    /// The first chunk with output: from then on the response is committed.
-    pub starts_content: bool,
-    /// The usage this chunk reports (cumulative), for accounting.
-    pub usage: Option<TokenUsage>,
-    /// Bytes of generated text (content, reasoning, tool arguments) in this chunk: what a
-    /// stream that ends early is charged for, when no usage was reported yet.
-    pub text_bytes: usize,
-    /// A chunk with no choices that carries only usage (`stream_options.include_usage`).
-    /// Relais always asks upstreams for it; the client gets it only if it asked too.
-    pub usage_only: bool,
 }
 
 pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatItem, UpstreamError>> + Send>>;

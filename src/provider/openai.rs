@@ -1,16 +1,16 @@
 //! The OpenAI chat-completions adapter: every OpenAI-compatible host (Mistral, Scaleway,
 //! OVHcloud, IONOS, Nebius, vLLM, llama.cpp, Ollama…) goes through this one adapter.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::sse_body::SseBody;
+use super::relay::{relay_response, ChunkRelay};
+use super::sse_driver::{self, OnSse};
 use super::{
     http, ChatAnswer, ChatCall, ChatItem, ChatStream, EventStream, Provider, StreamItem,
     UpstreamCall,
@@ -19,11 +19,11 @@ use crate::anthropic::{MessagesResponse, StreamEvent};
 use crate::config::ProviderConfig;
 use crate::error::UpstreamError;
 use crate::openai::inbound::{InMessage, InTool, Stop};
-use crate::openai::relay::{relay_response, ChunkRelay};
 use crate::openai::ChatResponse;
+use crate::sse::SseEvent;
 use crate::translate::request::anthropic_to_openai_request;
 use crate::translate::response::openai_to_anthropic_response;
-use crate::translate::stream::OpenAiToAnthropicStream;
+use crate::translate::stream::{OpenAiToAnthropicStream, StreamError};
 
 pub struct OpenAiProvider {
     cfg: Arc<ProviderConfig>,
@@ -209,110 +209,88 @@ impl Provider for OpenAiProvider {
     }
 }
 
-struct State {
-    body: SseBody,
+/// Upstream OpenAI chunks → Anthropic events, one chunk at a time.
+struct ToAnthropic {
     translator: OpenAiToAnthropicStream,
-    pending: VecDeque<StreamEvent>,
-    scratch: Vec<StreamEvent>,
     cfg: Arc<ProviderConfig>,
-    finished: bool,
 }
 
-/// Upstream bytes → SSE events → OpenAI chunks → Anthropic events, one chunk at a time.
 fn translate_stream(
     resp: reqwest::Response,
     translator: OpenAiToAnthropicStream,
     cfg: Arc<ProviderConfig>,
 ) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
-    let state = State {
-        body: SseBody::new(resp, cfg.idle_timeout),
-        translator,
-        pending: VecDeque::new(),
-        scratch: Vec::new(),
-        cfg,
-        finished: false,
-    };
-    futures_util::stream::unfold(state, |mut st| async move {
-        loop {
-            if let Some(ev) = st.pending.pop_front() {
-                return Some((Ok(StreamItem::Event(ev)), st));
-            }
-            if st.finished {
-                return None;
-            }
-            let r = match st.body.next_event().await {
-                Ok(Some(ev)) => st.on_event(&ev),
-                Ok(None) => st.on_eof(),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = r {
-                // Nothing may follow the error (no message_stop after it).
-                st.finished = true;
-                st.pending.clear();
-                return Some((Err(e), st));
-            }
-        }
-    })
+    let idle = cfg.idle_timeout;
+    sse_driver::drive_response(resp, idle, ToAnthropic { translator, cfg })
+        .map(|r| r.map(StreamItem::Event))
 }
 
-fn stream_error(e: crate::translate::stream::StreamError, cfg: &ProviderConfig) -> UpstreamError {
-    use crate::translate::stream::StreamError as S;
+impl OnSse for ToAnthropic {
+    type Item = StreamEvent;
+
+    /// `[DONE]` ends the stream (after the events that close it).
+    fn on_event(
+        &mut self,
+        ev: &SseEvent,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<bool, UpstreamError> {
+        self.translator
+            .on_data(ev.data(), out)
+            .map_err(|e| stream_error(e, &self.cfg))?;
+        Ok(ev.is_done())
+    }
+
+    /// A stream without `[DONE]` or a finish reason is an upstream failure.
+    fn on_eof(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), UpstreamError> {
+        self.translator
+            .on_eof(out)
+            .map_err(|e| stream_error(e, &self.cfg))
+    }
+}
+
+fn stream_error(e: StreamError, cfg: &ProviderConfig) -> UpstreamError {
     match e {
-        S::Truncated => UpstreamError::Truncated,
-        S::Upstream(msg) => UpstreamError::Reported(http::redact(msg, cfg.api_key.as_ref())),
+        StreamError::Truncated => UpstreamError::Truncated,
+        StreamError::Upstream(msg) => {
+            UpstreamError::Reported(http::redact(msg, cfg.api_key.as_ref()))
+        }
         other => UpstreamError::Protocol(other.to_string()),
     }
 }
 
-impl State {
-    fn on_event(&mut self, ev: &crate::sse::SseEvent) -> Result<(), UpstreamError> {
-        let done = ev.is_done();
-        let r = self.translator.on_data(ev.data(), &mut self.scratch);
-        self.pending.extend(self.scratch.drain(..));
-        if done {
-            self.finished = true;
-        }
-        r.map_err(|e| stream_error(e, &self.cfg))
-    }
-
-    /// The body ended: a stream without `[DONE]` or a finish reason is an upstream failure.
-    fn on_eof(&mut self) -> Result<(), UpstreamError> {
-        self.finished = true;
-        let r = self.translator.on_eof(&mut self.scratch);
-        self.pending.extend(self.scratch.drain(..));
-        r.map_err(|e| stream_error(e, &self.cfg))
-    }
+/// Upstream chunks relayed to the client, one at a time.
+struct Relay {
+    relay: ChunkRelay,
+    cfg: Arc<ProviderConfig>,
 }
 
-/// Upstream bytes → SSE events → chunks relayed to the client, one at a time.
 fn relay_stream(
     resp: reqwest::Response,
     relay: ChunkRelay,
     cfg: Arc<ProviderConfig>,
 ) -> impl Stream<Item = Result<ChatItem, UpstreamError>> + Send {
-    let body = SseBody::new(resp, cfg.idle_timeout);
-    futures_util::stream::unfold(
-        (body, relay, cfg, false),
-        |(mut body, mut relay, cfg, finished)| async move {
-            if finished {
-                return None;
-            }
-            loop {
-                let (r, end) = match body.next_event().await {
-                    Ok(Some(ev)) => (relay.on_data(ev.data_bytes()), false),
-                    Ok(None) => (relay.on_eof(), true),
-                    Err(e) => return Some((Err(e), (body, relay, cfg, true))),
-                };
-                match r {
-                    Ok(Some(item)) => return Some((Ok(item), (body, relay, cfg, end))),
-                    Ok(None) if end => return None,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        let e = stream_error(e, &cfg);
-                        return Some((Err(e), (body, relay, cfg, true)));
-                    }
-                }
-            }
-        },
-    )
+    let idle = cfg.idle_timeout;
+    sse_driver::drive_response(resp, idle, Relay { relay, cfg })
+}
+
+impl OnSse for Relay {
+    type Item = ChatItem;
+
+    fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<ChatItem>) -> Result<bool, UpstreamError> {
+        let item = self
+            .relay
+            .on_data(ev.data_bytes())
+            .map_err(|e| stream_error(e, &self.cfg))?;
+        out.extend(item);
+        Ok(false)
+    }
+
+    fn on_eof(&mut self, out: &mut Vec<ChatItem>) -> Result<(), UpstreamError> {
+        let item = self
+            .relay
+            .on_eof()
+            .map_err(|e| stream_error(e, &self.cfg))?;
+        out.extend(item);
+        Ok(())
+    }
 }

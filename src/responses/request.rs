@@ -13,7 +13,7 @@ use serde::de::{Deserializer, Error, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::anthropic::RouterFields;
+use crate::fields::RouterFields;
 
 #[derive(Debug, Clone, Default)]
 pub struct ResponsesRequest {

@@ -81,10 +81,7 @@ fn short_form_messages_strings_and_router_fields() {
     };
     assert!(matches!(&items[0], InputItem::Message(m)
         if m.role == Role::User && matches!(&m.content, MessageContent::Text(t) if t == "hi")));
-    assert_eq!(
-        r.router.preference,
-        Some(crate::anthropic::Preference::Cost)
-    );
+    assert_eq!(r.router.preference, Some(crate::fields::Preference::Cost));
     assert_eq!(r.extra["background"], false);
     assert!(r.temperature.is_none());
     let r = parse(json!({"model": "m", "input": "hello"})).unwrap();

@@ -17,8 +17,10 @@ mod breaker;
 mod clock;
 pub mod executor;
 mod filter;
+mod live;
 mod policy;
 mod rank;
+mod route_error;
 mod stats;
 mod trace;
 
@@ -34,21 +36,20 @@ mod tests;
 mod testutil;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rand::RngCore;
 
-use crate::anthropic::RouterFields;
 use crate::config::{ClientKey, Config, EndpointConfig, ModelConfig};
-use crate::error::{ApiError, UpstreamError};
+use crate::fields::RouterFields;
 
 pub use breaker::{BreakerState, Unavailable, MAX_RETRY_AFTER};
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use filter::{Clamp, ClampLimit, Exclusion, Filter};
 pub use policy::EffectivePolicy;
 pub use rank::{Score, Weights};
+pub use route_error::RouteError;
 pub use stats::{AttemptGuard, EndpointSnapshot, DEFAULT_TOKENS_PER_S, DEFAULT_TTFT_MS};
 pub use trace::{AttemptOutcome, AttemptTrace, Blend, CandidateTrace, PlanTrace, RoutingTrace};
 
@@ -115,68 +116,6 @@ pub struct Plan {
     pub expected_output_tokens_cap: u64,
     pub est_input_tokens: u64,
     pub requested_max_tokens: u64,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RouteError {
-    #[error("model `{0}` not found")]
-    ModelNotFound(String),
-    #[error("model `{model}` is configured but unavailable: {reason}")]
-    ModelUnavailable { model: String, reason: String },
-    #[error("this API key may not use model `{0}`")]
-    Denied(String),
-    #[error("no endpoint of model `{model}` is eligible{}: {}", fallback_note(.excluded, .model), describe(.excluded))]
-    NothingEligible {
-        model: String,
-        excluded: Vec<Exclusion>,
-    },
-}
-
-fn fallback_note(excluded: &[Exclusion], model: &str) -> String {
-    let mut others: Vec<&str> = Vec::new();
-    for e in excluded {
-        if e.model != model && !others.contains(&e.model.as_str()) {
-            others.push(&e.model);
-        }
-    }
-    if others.is_empty() {
-        String::new()
-    } else {
-        format!(" nor of its fallbacks ({})", others.join(", "))
-    }
-}
-
-fn describe(excluded: &[Exclusion]) -> String {
-    let parts: Vec<String> = excluded
-        .iter()
-        .map(|e| {
-            let filter = serde_json::to_value(e.filter)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            format!(
-                "`{}` of `{}` removed by {filter}: {}",
-                e.endpoint, e.model, e.reason
-            )
-        })
-        .collect();
-    parts.join("; ")
-}
-
-impl RouteError {
-    /// The Anthropic error for the client. Nothing eligible is a 400: only the request's
-    /// own constraints (compliance, capability, fit) exclude endpoints; availability never
-    /// does (an unavailable endpoint is still a last resort), so Relais never answers a
-    /// made-up 503 for a state of its own.
-    pub fn api_error(&self) -> ApiError {
-        match self {
-            RouteError::ModelNotFound(_) | RouteError::ModelUnavailable { .. } => {
-                ApiError::not_found(self.to_string())
-            }
-            RouteError::Denied(_) => ApiError::permission(self.to_string()),
-            RouteError::NothingEligible { .. } => ApiError::invalid(self.to_string()),
-        }
-    }
 }
 
 struct Rejected {
@@ -525,94 +464,5 @@ impl Router {
                 None,
             ),
         }
-    }
-
-    /// Admits an attempt on `endpoint_id`. `Err` when it became unavailable since the plan
-    /// (breaker opened, `retry-after`, or another request holds the half-open probe): skip
-    /// the candidate. Keep the guard until the attempt ends; it counts as in flight.
-    pub fn start_attempt(&self, endpoint_id: &str) -> Result<AttemptGuard, Unavailable> {
-        let id = self.next_attempt.fetch_add(1, Ordering::Relaxed);
-        let now = self.clock.now();
-        let state = self.states.get(endpoint_id).cloned();
-        let probe = match &state {
-            Some(s) => s.admit(now, id)?,
-            None => false,
-        };
-        Ok(AttemptGuard::start(state, id, probe, now))
-    }
-
-    /// Admits an attempt on `endpoint_id` whatever its availability: the last resort when
-    /// no available compliant candidate is left. Never the half-open probe.
-    pub fn start_last_resort(&self, endpoint_id: &str) -> AttemptGuard {
-        let id = self.next_attempt.fetch_add(1, Ordering::Relaxed);
-        let state = self.states.get(endpoint_id).cloned();
-        AttemptGuard::start(state, id, false, self.clock.now())
-    }
-
-    /// A response completed: `ttft` to its first token (or first byte), `total` to its end.
-    pub fn record_success(
-        &self,
-        endpoint: &str,
-        ttft: Duration,
-        output_tokens: u64,
-        total: Duration,
-    ) {
-        if let Some(s) = self.states.get(endpoint) {
-            s.record_success(self.clock.now(), ttft, output_tokens, total);
-        }
-    }
-
-    /// A whole (non-streamed) answer: counts for the breaker and error rate, not for speed.
-    pub fn record_whole_success(&self, endpoint: &str) {
-        if let Some(s) = self.states.get(endpoint) {
-            s.record_success_without_timing();
-        }
-    }
-
-    /// A stream's first content arrived: a half-open breaker closes at once, so other
-    /// requests need not wait for a long stream to end before using the endpoint again.
-    pub fn record_first_content(&self, endpoint: &str) {
-        if let Some(s) = self.states.get(endpoint) {
-            s.mark_healthy();
-        }
-    }
-
-    /// An attempt failed. Provider faults count toward the breaker; client faults do not.
-    pub fn record_failure(&self, endpoint: &str, err: &UpstreamError) {
-        if let Some(s) = self.states.get(endpoint) {
-            s.record_failure(
-                self.clock.now(),
-                err.counts_against_endpoint(),
-                err.retry_after(),
-                err.kind(),
-            );
-        }
-    }
-
-    pub fn endpoint_snapshots(&self) -> Vec<EndpointSnapshot> {
-        let now = self.clock.now();
-        self.order
-            .iter()
-            .filter_map(|id| self.states.get(id))
-            .map(|s| s.snapshot(now))
-            .collect()
-    }
-
-    /// The operator view: every endpoint's live state, and the settings that rank them.
-    pub fn snapshot(&self) -> serde_json::Value {
-        let r = &self.cfg.routing;
-        serde_json::json!({
-            "routing": {
-                "breaker_failures": r.breaker_failures,
-                "breaker_cooldown_s": r.breaker_cooldown.as_secs_f64(),
-                "balanced_speed_weight": r.balanced_speed_weight,
-                "near_equal_margin": r.near_equal_margin,
-                "expected_output_tokens": r.expected_output_tokens,
-                "strict_max_tokens": r.strict_max_tokens,
-                "explore_probability": r.explore_probability,
-            },
-            "endpoints": serde_json::to_value(self.endpoint_snapshots())
-                .unwrap_or(serde_json::Value::Null),
-        })
     }
 }

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::anthropic::{Preference, RouterFields};
 use crate::config::{ClientKey, EndpointConfig, KeyPolicy, ModelConfig};
+use crate::fields::{Preference, RouterFields};
 
 use super::filter::Filter;
 

@@ -32,7 +32,7 @@ use rand::{Rng, RngCore};
 use serde::Serialize;
 
 use super::stats::SpeedEstimate;
-use crate::anthropic::Preference;
+use crate::fields::Preference;
 
 /// Floor for scores and rates, so that divisions stay finite.
 const TINY: f64 = 1e-9;

@@ -9,7 +9,8 @@ use rand::SeedableRng;
 
 use super::testutil::config;
 use super::*;
-use crate::anthropic::Preference;
+use crate::error::UpstreamError;
+use crate::fields::Preference;
 
 const PROVIDERS: &str = r#"
 [providers.eu]
@@ -170,7 +171,7 @@ fn nothing_eligible_says_what_removed_what_and_never_relaxes() {
         "{msg}"
     );
     let api = err.api_error();
-    assert_eq!(api.status.as_u16(), 400);
+    assert_eq!(api.status(), 400);
     assert_eq!(api.error_type(), "invalid_request_error");
 }
 
@@ -200,7 +201,7 @@ fn model_resolution_and_denial() {
     let f = fields();
     let err = r.plan_with_rng(&ctx("nope", &f), &mut rng()).unwrap_err();
     assert!(matches!(err, RouteError::ModelNotFound(_)));
-    assert_eq!(err.api_error().status.as_u16(), 404);
+    assert_eq!(err.api_error().status(), 404);
 
     let mut key = r
         .config()
@@ -221,7 +222,7 @@ fn model_resolution_and_denial() {
     c.key = Some(&key);
     let err = r.plan_with_rng(&c, &mut rng()).unwrap_err();
     assert!(matches!(err, RouteError::Denied(ref m) if m == "m"));
-    assert_eq!(err.api_error().status.as_u16(), 403);
+    assert_eq!(err.api_error().status(), 403);
 }
 
 const RANKED: &str = r#"

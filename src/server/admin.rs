@@ -20,7 +20,7 @@ use super::auth::presented_key;
 use super::AppState;
 use crate::config::Config;
 use crate::db::UsageQuery;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::keys::{self, KeyError};
 
 /// Lets the request through when it carries the admin key. Reusable by any admin route.
@@ -49,13 +49,10 @@ impl From<KeyError> for ApiError {
         match &e {
             KeyError::Invalid(_) => ApiError::invalid(e.to_string()),
             KeyError::NotFound(_) => ApiError::not_found(e.to_string()),
-            KeyError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            KeyError::Conflict(_) => ApiError::new(ErrorKind::Conflict, e.to_string()),
             KeyError::Db(d) => {
                 tracing::warn!("admin: database error: {d}");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the database is unavailable",
-                )
+                ApiError::new(ErrorKind::Unavailable, "the database is unavailable")
             }
         }
     }
@@ -174,10 +171,7 @@ pub async fn usage(
         UsageQuery::parse(q.by.as_deref(), q.since.as_deref(), q.key).map_err(ApiError::invalid)?;
     let rows = store.db().usage(&query).await.map_err(|e| {
         tracing::warn!("admin: usage query failed: {e}");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the database is unavailable",
-        )
+        ApiError::new(ErrorKind::Unavailable, "the database is unavailable")
     })?;
     Ok(Json(json!({ "by": query.by, "since_ms": query.since_ms, "data": rows })).into_response())
 }

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 
 pub async fn read(
     headers: &HeaderMap,
@@ -18,7 +18,7 @@ pub async fn read(
 ) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::TooLarge,
             format!("request body is larger than the {limit}-byte limit"),
         )
     };
@@ -33,7 +33,7 @@ pub async fn read(
     }
     match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
         Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::RequestTimeout,
             format!("request body was not received within {timeout:?}"),
         )),
         Ok(Ok(c)) => Ok(c.to_bytes()),

@@ -21,8 +21,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.envelope()).unwrap_or_default();
-        error_response(&self, self.status, body)
+        error_response(&self, status_code(self.status()), body)
     }
+}
+
+/// A status as axum's type; a status outside HTTP's range (none is) would be a 500.
+pub(super) fn status_code(status: u16) -> StatusCode {
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// An error answer with its body, and the headers both APIs' SDKs read to decide on a
@@ -54,12 +59,8 @@ pub(super) fn error_response(e: &ApiError, status: StatusCode, body: Vec<u8>) ->
 /// Counted by `server::handle`, which knows the instance's metrics.
 fn metrics_error(e: &ApiError, resp: &mut Response) {
     resp.extensions_mut().insert(super::scrape::RenderedError {
-        status: e.status.as_u16(),
+        status: e.status(),
         error_type: e.error_type(),
     });
-    tracing::debug!(
-        kind = e.kind(),
-        status = e.status.as_u16(),
-        "request failed"
-    );
+    tracing::debug!(kind = e.error_type(), status = e.status(), "request failed");
 }

@@ -9,6 +9,7 @@ pub mod gate;
 mod info;
 mod openai_errors;
 mod pipeline;
+mod refusal;
 mod reload;
 mod scrape;
 mod stream;
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Extension;
@@ -175,7 +176,7 @@ async fn method_not_allowed(
     Extension(class): Extension<RouteClass>,
 ) -> Response {
     class.envelope.render(ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
+        crate::error::ErrorKind::MethodNotAllowed,
         format!("method {method} is not allowed on {}", uri.path()),
     ))
 }

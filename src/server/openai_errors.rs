@@ -5,8 +5,10 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::errors::error_response;
+use super::errors::{error_response, status_code};
 use crate::error::ApiError;
+#[cfg(test)]
+use crate::error::ErrorKind;
 use crate::openai::completion::{ErrorEnvelope, ErrorOut};
 
 #[derive(Debug)]
@@ -18,7 +20,7 @@ pub struct OpenAiError {
 
 impl From<ApiError> for OpenAiError {
     fn from(api: ApiError) -> Self {
-        let code = match api.status.as_u16() {
+        let code = match api.status() {
             401 => Some("invalid_api_key"),
             429 => Some("rate_limit_exceeded"),
             _ => None,
@@ -41,9 +43,9 @@ impl From<crate::router::RouteError> for OpenAiError {
 impl OpenAiError {
     /// OpenAI has no 529: an overloaded upstream is its 503.
     pub fn status(&self) -> StatusCode {
-        match self.api.status.as_u16() {
+        match self.api.status() {
             529 => StatusCode::SERVICE_UNAVAILABLE,
-            _ => self.api.status,
+            s => status_code(s),
         }
     }
 
@@ -98,10 +100,10 @@ mod tests {
         assert!(e.envelope().error.param.is_none());
         let e = OpenAiError::from(ApiError::auth("invalid API key"));
         assert_eq!(e.envelope().error.code, Some("invalid_api_key"));
-        let e = OpenAiError::from(ApiError::new(StatusCode::from_u16(529).unwrap(), "busy"));
+        let e = OpenAiError::from(ApiError::new(ErrorKind::Overloaded, "busy"));
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.envelope().error.kind, "server_error");
-        let e = OpenAiError::from(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "slow"));
+        let e = OpenAiError::from(ApiError::new(ErrorKind::RateLimited, "slow"));
         assert_eq!(
             (e.envelope().error.kind, e.envelope().error.code),
             ("requests", Some("rate_limit_exceeded"))

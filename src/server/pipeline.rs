@@ -14,9 +14,9 @@ use serde::de::DeserializeOwned;
 
 use super::stream::{pump, sse_response, Render, StreamBooks};
 use super::{body, AppState, RequestId};
-use crate::anthropic::RouterFields;
 use crate::config::ClientKey;
 use crate::error::{ApiError, UpstreamError};
+use crate::fields::RouterFields;
 use crate::observe::Api;
 use crate::provider::family::{until_content, Family, OpenStream};
 use crate::router::executor::{AttemptCtx, Opened, RequestMeta, Served};
@@ -152,7 +152,7 @@ async fn run<D: Door>(
             Ok(v) => v,
             Err(rejected) => {
                 let mut resp = D::error(rejected.error.clone());
-                rejected.add_headers(resp.headers_mut());
+                super::refusal::add_rate_headers(resp.headers_mut(), rejected.headers());
                 return resp;
             }
         };
@@ -199,7 +199,7 @@ async fn run<D: Door>(
             sse_response(Body::from_stream(body), h)
         }
     };
-    admission.add_headers(resp.headers_mut());
+    super::refusal::add_rate_headers(resp.headers_mut(), admission.headers());
     resp
 }
 

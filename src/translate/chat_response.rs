@@ -1,9 +1,10 @@
 //! Anthropic Messages response → OpenAI chat completion (non-streaming), and the
 //! stop-reason mapping shared with the stream translator.
 
+use super::usage::{anthropic_usage_to_tokens, tokens_to_chat_usage};
 use crate::anthropic::{MessagesResponse, ResponseBlock, StopReason};
 use crate::openai::completion::{
-    AssistantMessage, ChatCompletion, CompletionChoice, OutFunctionCall, OutToolCall, OutUsage,
+    AssistantMessage, ChatCompletion, CompletionChoice, OutFunctionCall, OutToolCall,
 };
 
 /// Anthropic `stop_reason` → OpenAI `finish_reason`.
@@ -48,7 +49,7 @@ pub fn anthropic_to_openai_response(
         }
     }
     let finish = msg.stop_reason.as_ref().map(finish_reason);
-    let usage = msg.usage.token_usage();
+    let usage = anthropic_usage_to_tokens(&msg.usage);
     ChatCompletion {
         id,
         object: "chat.completion",
@@ -66,6 +67,6 @@ pub fn anthropic_to_openai_response(
             logprobs: None,
             finish_reason: finish,
         }],
-        usage: OutUsage::from_usage(&usage),
+        usage: tokens_to_chat_usage(&usage),
     }
 }

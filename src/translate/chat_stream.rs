@@ -8,12 +8,13 @@
 use bytes::Bytes;
 
 use super::chat_response::finish_reason;
+use super::items::ChatItem;
+use super::usage::{anthropic_usage_to_tokens, tokens_to_chat_usage};
 use crate::anthropic::{BlockDelta, ErrorBody, StreamEvent};
 use crate::observe::TokenUsage;
 use crate::openai::completion::{
-    ChunkChoiceOut, ChunkOut, DeltaOut, FunctionDeltaOut, OutUsage, ToolCallDeltaOut,
+    ChunkChoiceOut, ChunkOut, DeltaOut, FunctionDeltaOut, ToolCallDeltaOut,
 };
-use crate::provider::ChatItem;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ChatStreamError {
@@ -67,7 +68,7 @@ impl AnthropicToOpenAiStream {
         }
         match ev {
             StreamEvent::MessageStart { message } => {
-                self.usage = message.usage.token_usage();
+                self.usage = anthropic_usage_to_tokens(&message.usage);
                 let delta = DeltaOut {
                     role: Some("assistant"),
                     content: Some(String::new()),
@@ -159,7 +160,7 @@ impl AnthropicToOpenAiStream {
                     created: self.created,
                     model: self.model.clone(),
                     choices: Vec::new(),
-                    usage: Some(OutUsage::from_usage(&self.usage)),
+                    usage: Some(tokens_to_chat_usage(&self.usage)),
                 };
                 out.push(ChatItem {
                     data: encode(&chunk)?,

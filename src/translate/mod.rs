@@ -4,12 +4,16 @@
 //! Anthropic clients → OpenAI upstreams: `request`, `response`, `stream`.
 //! OpenAI clients → Anthropic upstreams: `chat_request`, `chat_response`, `chat_stream`.
 //! Responses API clients → the chat path: `responses`.
+//! Both ways: `usage` (token counts), `items` (stream items), `chat_assemble`.
 
 pub mod assemble;
+pub mod chat_assemble;
 pub mod chat_request;
 pub mod chat_response;
 pub mod chat_stream;
+pub mod items;
 pub mod request;
 pub mod response;
 pub mod responses;
 pub mod stream;
+pub mod usage;

@@ -7,8 +7,9 @@ use crate::anthropic::{
     AssistantRole, MessageType, MessagesResponse, ResponseBlock, StopReason, Usage,
 };
 use crate::error::UpstreamError;
-use crate::openai::{ChatResponse, ChatUsage, ToolCall};
+use crate::openai::{ChatResponse, ToolCall};
 use crate::tokens::count_text;
+use crate::translate::usage::chat_usage_to_anthropic;
 
 /// A provider response that cannot be turned into a Messages response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,7 +140,7 @@ pub fn openai_to_anthropic_response(
     };
 
     let usage = match usage {
-        Some(u) => usage_from(u),
+        Some(u) => chat_usage_to_anthropic(&u),
         None => Usage {
             output_tokens: estimate_output(reasoning.as_deref(), &text, &refusal, &tool_calls),
             ..Usage::default()
@@ -189,20 +190,6 @@ pub fn openai_to_anthropic_response(
         stop_sequence,
         usage,
     })
-}
-
-/// OpenAI's `prompt_tokens` include cached tokens; Anthropic's `input_tokens` do not.
-fn usage_from(u: ChatUsage) -> Usage {
-    let cached = u
-        .prompt_tokens_details
-        .and_then(|d| d.cached_tokens)
-        .unwrap_or(0);
-    Usage {
-        input_tokens: u.prompt_tokens.saturating_sub(cached),
-        output_tokens: u.completion_tokens,
-        cache_creation_input_tokens: 0,
-        cache_read_input_tokens: cached,
-    }
 }
 
 fn estimate_output(

@@ -20,6 +20,7 @@ use crate::anthropic::{
 };
 use crate::openai::{ChatChunk, ChatUsage, ErrorResponse, ToolCallDelta};
 use crate::tokens::count_text;
+use crate::translate::usage::chat_usage_split;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -467,10 +468,9 @@ impl OpenAiToAnthropicStream {
     fn delta_usage(&self) -> DeltaUsage {
         match self.upstream_usage {
             Some(u) => {
-                let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens);
+                let (input, cached) = chat_usage_split(&u);
                 DeltaUsage {
-                    // Anthropic's input_tokens excludes cache reads; OpenAI's includes them.
-                    input_tokens: Some(u.prompt_tokens.saturating_sub(cached.unwrap_or(0))),
+                    input_tokens: Some(input),
                     output_tokens: u.completion_tokens,
                     cache_creation_input_tokens: None,
                     cache_read_input_tokens: cached,

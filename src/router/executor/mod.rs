@@ -19,11 +19,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::http::StatusCode;
 use tokio::time::Instant;
 
 use super::{AttemptGuard, AttemptTrace, Candidate, Plan, Router, RoutingTrace};
-use crate::error::{ApiError, UpstreamError};
+use crate::error::{ApiError, ErrorKind, UpstreamError};
 use crate::observe::{Api, AttemptRecord, Observer, RequestRecord, Status, TokenUsage};
 use crate::provider::Provider;
 
@@ -96,8 +95,8 @@ impl RequestMeta {
     pub fn reject(self, observer: &dyn Observer, model: Option<&str>, err: &ApiError) {
         let mut r = self.record(model.unwrap_or("(unknown)"));
         r.duration_ms = ms(self.arrived.elapsed());
-        r.http_status = err.status.as_u16();
-        r.error_kind = Some(err.kind());
+        r.http_status = err.status();
+        r.error_kind = Some(err.error_type());
         end(observer, &r, self.on_end);
     }
 }
@@ -152,10 +151,6 @@ impl AttemptCtx {
             ttft: Some(ttft),
         })
     }
-
-    pub fn remaining(&self) -> Duration {
-        self.remaining
-    }
 }
 
 /// Whichever limit binds names the failure: the endpoint's own timeout counts against it;
@@ -185,9 +180,9 @@ pub enum Opened<T> {
     Whole { value: T, ttft: Option<Duration> },
 }
 
-/// A request's failed attempt, kept for the trace, logs and the final error.
+/// A request's failed attempt, kept for the final error and the record.
 #[derive(Debug, Clone)]
-pub struct AttemptFailure {
+struct AttemptFailure {
     pub provider: String,
     pub endpoint: String,
     pub error: UpstreamError,
@@ -198,8 +193,6 @@ pub struct Served<T> {
     pub value: T,
     pub candidate: Candidate,
     pub attempts: u32,
-    /// Earlier attempts that failed, in order.
-    pub failures: Vec<AttemptFailure>,
     /// Present when the client asked for it.
     pub trace: Option<RoutingTrace>,
     /// Closes the books when the answer has left (or failed, or the client went away).
@@ -210,7 +203,6 @@ pub struct Served<T> {
 #[derive(Debug)]
 pub struct Exhausted {
     pub error: ApiError,
-    pub failures: Vec<AttemptFailure>,
     pub trace: Option<RoutingTrace>,
 }
 
@@ -330,7 +322,6 @@ impl Executor {
                             value,
                             candidate: cand.clone(),
                             attempts: run.attempts,
-                            failures: run.failures,
                             trace: run.trace,
                             ticket,
                         });
@@ -455,7 +446,7 @@ impl Executor {
         let error = match run.failures.last() {
             Some(f) => ApiError::from_upstream(&f.provider, &f.error),
             None => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
+                ErrorKind::Timeout,
                 "the routing deadline ran out before any endpoint could be tried",
             ),
         };
@@ -470,13 +461,12 @@ impl Executor {
         } else {
             record.error_kind = Some("deadline");
         }
-        record.http_status = error.status.as_u16();
+        record.http_status = error.status();
         record.duration_ms = ms(meta.arrived.elapsed());
         record.upstream_ms = ms(run.upstream);
         end(self.observer.as_ref(), &record, on_end);
         Exhausted {
             error,
-            failures: run.failures,
             trace: run.trace,
         }
     }

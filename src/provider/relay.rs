@@ -8,29 +8,14 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::completion::{ChunkOut, OutUsage};
-use super::{ChatChunk, ChatResponse, ChatUsage};
+use super::ChatItem;
 use crate::observe::TokenUsage;
-use crate::provider::ChatItem;
+use crate::openai::completion::ChunkOut;
+use crate::openai::{ChatChunk, ChatResponse};
 use crate::tokens::count_text;
 use crate::translate::response::TranslateError;
 use crate::translate::stream::{chunk_error, StreamError};
-
-impl ChatUsage {
-    /// In the executor's (Anthropic's) split: `input` excludes cached tokens.
-    pub fn token_usage(&self) -> TokenUsage {
-        let cached = self
-            .prompt_tokens_details
-            .and_then(|d| d.cached_tokens)
-            .unwrap_or(0);
-        TokenUsage {
-            input: self.prompt_tokens.saturating_sub(cached),
-            output: self.completion_tokens,
-            cache_read: cached,
-            cache_creation: 0,
-        }
-    }
-}
+use crate::translate::usage::{chat_usage_to_tokens, tokens_to_chat_usage};
 
 /// Relays one streamed chat completion.
 #[derive(Debug)]
@@ -110,7 +95,7 @@ impl ChunkRelay {
             }
             self.finished |= c.finish_reason.as_deref().is_some_and(|r| !r.is_empty());
         }
-        let usage = chunk.usage.map(|u| u.token_usage());
+        let usage = chunk.usage.as_ref().map(chat_usage_to_tokens);
         if usage.is_some() {
             // Some hosts repeat cumulative usage on every chunk: the last one is the total.
             self.usage = usage;
@@ -152,7 +137,7 @@ impl ChunkRelay {
             created: self.created.unwrap_or_default(),
             model: self.served_model.clone(),
             choices: Vec::new(),
-            usage: Some(OutUsage::from_usage(&usage)),
+            usage: Some(tokens_to_chat_usage(&usage)),
         };
         let data = serde_json::to_vec(&chunk).ok()?;
         Some(ChatItem {
@@ -235,7 +220,7 @@ pub fn relay_response(
         });
     }
     let usage = match view.usage {
-        Some(u) => u.token_usage(),
+        Some(u) => chat_usage_to_tokens(&u),
         None => {
             let mut out = String::new();
             for c in &view.choices {

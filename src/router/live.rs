@@ -1,0 +1,99 @@
+//! The router's live side: admitting attempts on endpoints (breakers, `retry-after`) and
+//! recording their outcomes into the endpoints' state, and the operator view of it.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{AttemptGuard, EndpointSnapshot, Router, Unavailable};
+use crate::error::UpstreamError;
+
+impl Router {
+    /// Admits an attempt on `endpoint_id`. `Err` when it became unavailable since the plan
+    /// (breaker opened, `retry-after`, or another request holds the half-open probe): skip
+    /// the candidate. Keep the guard until the attempt ends; it counts as in flight.
+    pub fn start_attempt(&self, endpoint_id: &str) -> Result<AttemptGuard, Unavailable> {
+        let id = self.next_attempt.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock.now();
+        let state = self.states.get(endpoint_id).cloned();
+        let probe = match &state {
+            Some(s) => s.admit(now, id)?,
+            None => false,
+        };
+        Ok(AttemptGuard::start(state, id, probe, now))
+    }
+
+    /// Admits an attempt on `endpoint_id` whatever its availability: the last resort when
+    /// no available compliant candidate is left. Never the half-open probe.
+    pub fn start_last_resort(&self, endpoint_id: &str) -> AttemptGuard {
+        let id = self.next_attempt.fetch_add(1, Ordering::Relaxed);
+        let state = self.states.get(endpoint_id).cloned();
+        AttemptGuard::start(state, id, false, self.clock.now())
+    }
+
+    /// A response completed: `ttft` to its first token (or first byte), `total` to its end.
+    pub fn record_success(
+        &self,
+        endpoint: &str,
+        ttft: Duration,
+        output_tokens: u64,
+        total: Duration,
+    ) {
+        if let Some(s) = self.states.get(endpoint) {
+            s.record_success(self.clock.now(), ttft, output_tokens, total);
+        }
+    }
+
+    /// A whole (non-streamed) answer: counts for the breaker and error rate, not for speed.
+    pub fn record_whole_success(&self, endpoint: &str) {
+        if let Some(s) = self.states.get(endpoint) {
+            s.record_success_without_timing();
+        }
+    }
+
+    /// A stream's first content arrived: a half-open breaker closes at once, so other
+    /// requests need not wait for a long stream to end before using the endpoint again.
+    pub fn record_first_content(&self, endpoint: &str) {
+        if let Some(s) = self.states.get(endpoint) {
+            s.mark_healthy();
+        }
+    }
+
+    /// An attempt failed. Provider faults count toward the breaker; client faults do not.
+    pub fn record_failure(&self, endpoint: &str, err: &UpstreamError) {
+        if let Some(s) = self.states.get(endpoint) {
+            s.record_failure(
+                self.clock.now(),
+                err.counts_against_endpoint(),
+                err.retry_after(),
+                err.kind(),
+            );
+        }
+    }
+
+    pub fn endpoint_snapshots(&self) -> Vec<EndpointSnapshot> {
+        let now = self.clock.now();
+        self.order
+            .iter()
+            .filter_map(|id| self.states.get(id))
+            .map(|s| s.snapshot(now))
+            .collect()
+    }
+
+    /// The operator view: every endpoint's live state, and the settings that rank them.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let r = &self.cfg.routing;
+        serde_json::json!({
+            "routing": {
+                "breaker_failures": r.breaker_failures,
+                "breaker_cooldown_s": r.breaker_cooldown.as_secs_f64(),
+                "balanced_speed_weight": r.balanced_speed_weight,
+                "near_equal_margin": r.near_equal_margin,
+                "expected_output_tokens": r.expected_output_tokens,
+                "strict_max_tokens": r.strict_max_tokens,
+                "explore_probability": r.explore_probability,
+            },
+            "endpoints": serde_json::to_value(self.endpoint_snapshots())
+                .unwrap_or(serde_json::Value::Null),
+        })
+    }
+}

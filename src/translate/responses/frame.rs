@@ -4,8 +4,18 @@ use std::io::Write;
 
 use bytes::{BufMut, BytesMut};
 
-use super::stream::ResponsesStreamError;
 use crate::responses::{OutputContent, OutputItem, Sequenced, StreamEvent};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResponsesStreamError {
+    /// A chunk that is not a JSON object.
+    #[error("invalid chunk from upstream: {0}")]
+    Chunk(String),
+    #[error("cannot encode an event: {0}")]
+    Encode(String),
+}
+
+pub(super) type Result<T> = std::result::Result<T, ResponsesStreamError>;
 
 #[derive(Clone, Copy, PartialEq)]
 pub(super) enum TextKind {
@@ -44,11 +54,7 @@ pub(super) fn call_id(item: &OutputItem) -> &str {
 }
 
 /// One SSE frame: `event: <type>\ndata: <json>\n\n`, numbered.
-pub(super) fn write(
-    out: &mut BytesMut,
-    seq: &mut u64,
-    event: StreamEvent<'_>,
-) -> Result<(), ResponsesStreamError> {
+pub(super) fn write(out: &mut BytesMut, seq: &mut u64, event: StreamEvent<'_>) -> Result<()> {
     let name = event.name();
     let frame = Sequenced {
         event,

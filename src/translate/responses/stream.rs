@@ -38,16 +38,8 @@ use crate::responses::{
     ItemStatus, OutputContent, OutputItem, Response, ResponseError, ResponseStatus, StreamEvent,
 };
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ResponsesStreamError {
-    /// A chunk that is not a JSON object.
-    #[error("invalid chunk from upstream: {0}")]
-    Chunk(String),
-    #[error("cannot encode an event: {0}")]
-    Encode(String),
-}
-
-type Result<T> = std::result::Result<T, ResponsesStreamError>;
+pub use super::frame::ResponsesStreamError;
+use super::frame::Result;
 
 /// Tool-call fragments: `impl ChatToResponsesStream` continued.
 #[path = "stream_calls.rs"]

@@ -218,6 +218,14 @@ async function completeStream(req, res, job, id, created) {
         calls = 1;
     } else if (forcedSingle) {
         calls = 1;
+    } else {
+        // A call whose parameters never came as chunks (none, say) still reaches the client.
+        result.functionCalls.forEach((c, index) => {
+            if (streamedCalls.has(index)) return;
+            chunk({tool_calls: [{index, id: toolCallId(), type: "function",
+                function: {name: c.functionName, arguments: JSON.stringify(c.params ?? {})}}]});
+            calls += 1;
+        });
     }
     chunk({}, finishReason(result, new Array(calls)), {stop_reason: result.stopTrigger});
     if (job.includeUsage) {

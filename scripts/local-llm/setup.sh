@@ -28,11 +28,13 @@ if ! node_ready; then
   if [ "$(uname -sm)" = "Linux x86_64" ]; then
     # The CPU binaries for this platform are a direct dependency; --omit=optional skips the
     # CUDA, Vulkan and ARM builds node-llama-cpp lists (650 MB that a CPU run never loads).
-    (cd "$HERE" && npm ci --omit=optional --no-audit --no-fund --loglevel=error >&2)
+    # --ignore-scripts: its postinstall would only check for (or build) binaries; the server
+    # loads the prebuilt ones with build: "never".
+    (cd "$HERE" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
   else
     # Elsewhere the lockfile's linux-x64 package does not apply: node-llama-cpp picks its
     # own platform's prebuilt binaries among its optional dependencies (untested here).
-    (cd "$HERE" && npm ci --force --no-audit --no-fund --loglevel=error >&2)
+    (cd "$HERE" && npm ci --force --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
   fi
   cp "$HERE/package-lock.json" "$HERE/node_modules/.relais-lock"
 fi

@@ -279,6 +279,10 @@ const server = http.createServer(async (req, res) => {
 });
 // Queued requests may wait for several generations before their first byte.
 server.requestTimeout = 0;
+// Idle keep-alive connections stay open longer than clients' pools keep them (reqwest: 90 s),
+// so that a client never sends a request on a connection the server is closing.
+server.keepAliveTimeout = 120_000;
+server.headersTimeout = 130_000;
 server.listen(Number(args.port), "127.0.0.1", () => {
     console.log(`listening on http://127.0.0.1:${server.address().port}`);
 });

@@ -20,7 +20,12 @@ export class Engine {
         const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
         const model = await llama.loadModel({modelPath});
         const context = await model.createContext({contextSize, threads, sequences: 1});
-        return new Engine(llama, model, context);
+        const engine = new Engine(llama, model, context);
+        // The first evaluation is much slower than the next ones (about 1 s here): paid before
+        // listening, so that run-local.sh pays it while Relais compiles, not on the first answer.
+        await engine.chat.generateResponse([{type: "user", text: "Hi"}, {type: "model", response: []}],
+            {maxTokens: 1, temperature: 0});
+        return engine;
     }
 
     constructor(llama, model, context) {

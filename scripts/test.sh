@@ -3,10 +3,10 @@
 #   1. cargo fmt --check, cargo clippy -D warnings
 #   2. Rust unit and in-process integration tests (fake upstreams), with nextest
 #   3. the real-client suite in tests/python: the official `anthropic` SDK against a fake
-#      upstream and against the real SmolLM2 model on llama.cpp, the `openai` SDK (chat
+#      upstream and against the real SmolLM2 model (scripts/local-llm), the `openai` SDK (chat
 #      completions and Responses), and Claude Code and Codex CLI headless.
 #   4. a few seconds of the benchmark harness (bench/run --smoke).
-# It first installs what the tests need (scripts/install-test-deps.sh: the llama.cpp server
+# It first installs what the tests need (scripts/install-test-deps.sh: the local model server
 # and model, the SDK venv, Claude Code, Codex CLI; cached, so only the first run is slow). Set
 # RELAIS_SKIP_INSTALL=1 to skip that; pieces whose tools are then missing are skipped,
 # unless RELAIS_REQUIRE_ALL=1 (set by .ci/run) makes them fail.

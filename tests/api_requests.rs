@@ -348,6 +348,57 @@ async fn unknown_route_is_404_envelope() {
     assert_eq!(v["type"], "error", "{v}");
 }
 
+/// The gate answers in each route's envelope, and a wrong method on a POST-only route
+/// gets its 405 whatever key it presents (none here).
+#[tokio::test]
+async fn the_gate_answers_in_the_routes_envelope_and_keeps_405() {
+    let fake = FakeUpstream::start().await;
+    let relais = Relais::with_fake(&fake, &Opts::default()).await;
+    let c = &relais.client;
+    for (path, openai) in [
+        ("/v1/messages", false),
+        ("/v1/messages/count_tokens", false),
+        ("/v1/chat/completions", true),
+        ("/v1/responses", true),
+    ] {
+        let (status, _, v) = json_of(c.get(relais.url(path)).send().await.unwrap()).await;
+        assert_eq!(status, 405, "GET {path} without a key: {v}");
+        if openai {
+            assert!(v["error"]["message"].is_string(), "{path}: {v}");
+        } else {
+            assert_eq!(v["type"], "error", "{path}: {v}");
+        }
+    }
+    // Without a key a door's POST is refused in its own envelope.
+    for (path, openai) in [("/v1/responses", true), ("/v1/messages", false)] {
+        let resp = c
+            .post(relais.url(path))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        let (status, _, v) = json_of(resp).await;
+        assert_eq!(status, 401, "{path}: {v}");
+        assert_eq!(
+            v["error"]["type"],
+            if openai {
+                "invalid_request_error"
+            } else {
+                "authentication_error"
+            },
+            "{path}: {v}"
+        );
+    }
+    // Unknown paths under an OpenAI route: OpenAI's envelope.
+    let (status, _, v) = json_of(relais.get("/v1/chat/nope").await).await;
+    assert_eq!(status, 404);
+    assert!(
+        v["error"]["message"].is_string() && v.get("type").is_none(),
+        "{v}"
+    );
+    assert_eq!(fake.request_count(), 0);
+}
+
 #[tokio::test]
 async fn request_id_on_every_response_and_unique() {
     let fake = FakeUpstream::start().await;

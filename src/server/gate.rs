@@ -102,7 +102,14 @@ impl RouteClass {
             }
             _ => (Role::Public, Anthropic, None),
         };
-        // Only the doors' POSTs are door requests; another method gets a 405.
+        // Only the doors' POSTs are door requests. Another method on a POST-only route
+        // needs no key: it gets its 405 whatever it presents, as before the gate.
+        let post_only = api.is_some() || matches!(path, "/v1/messages/count_tokens" | "/v1/route");
+        let role = if post_only && method != Method::POST {
+            Role::Public
+        } else {
+            role
+        };
         let api = api.filter(|_| method == Method::POST);
         RouteClass {
             role,

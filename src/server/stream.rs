@@ -35,6 +35,11 @@ pub trait Render: Send + 'static {
     fn ended(&mut self, out: &mut BytesMut);
     /// Nothing arrived for the ping interval.
     fn keep_alive(&mut self, out: &mut BytesMut);
+    /// The render ended the stream itself (an item it could not write, reported to the
+    /// client as a failure): nothing more is read from the upstream, which is dropped.
+    fn finished(&self) -> bool {
+        false
+    }
 }
 
 /// Frames more than this are not coalesced further: it keeps one write bounded.
@@ -66,6 +71,10 @@ pub fn pump<R: Render>(
     futures_util::stream::unfold(st, |mut st| async move {
         while let Some(item) = st.buffered.pop_front() {
             st.render.item(item, &mut st.out);
+            if st.render.finished() {
+                st.done = true;
+                st.buffered.clear();
+            }
         }
         // An item may write nothing (a usage chunk the client did not ask for): wait on.
         while st.out.is_empty() {
@@ -97,7 +106,10 @@ pub fn pump<R: Render>(
 impl<R: Render> Pump<R> {
     fn on_next(&mut self, next: Option<Result<R::Item, UpstreamError>>) {
         match next {
-            Some(Ok(item)) => self.render.item(item, &mut self.out),
+            Some(Ok(item)) => {
+                self.render.item(item, &mut self.out);
+                self.done = self.render.finished();
+            }
             Some(Err(e)) => {
                 self.done = true;
                 self.render.failed(e, &mut self.out);
@@ -201,4 +213,70 @@ pub fn sse_response(body: Body, h: HeaderMap) -> Response {
     rh.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     rh.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// Writes each item; never ends the stream itself (the default `finished`).
+    struct Writes;
+
+    impl Render for Writes {
+        type Item = u8;
+        fn item(&mut self, item: u8, out: &mut BytesMut) {
+            out.extend_from_slice(&[b'0' + item]);
+        }
+        fn failed(&mut self, _: UpstreamError, out: &mut BytesMut) {
+            out.extend_from_slice(b"E");
+        }
+        fn ended(&mut self, out: &mut BytesMut) {
+            out.extend_from_slice(b".");
+        }
+        fn keep_alive(&mut self, _: &mut BytesMut) {}
+    }
+
+    /// Writes each item; ends the stream itself at the item 0.
+    struct Finishes(bool);
+
+    impl Render for Finishes {
+        type Item = u8;
+        fn item(&mut self, item: u8, out: &mut BytesMut) {
+            out.extend_from_slice(&[b'0' + item]);
+            self.0 |= item == 0;
+        }
+        fn failed(&mut self, _: UpstreamError, out: &mut BytesMut) {
+            out.extend_from_slice(b"E");
+        }
+        fn ended(&mut self, out: &mut BytesMut) {
+            out.extend_from_slice(b".");
+        }
+        fn keep_alive(&mut self, _: &mut BytesMut) {}
+        fn finished(&self) -> bool {
+            self.0
+        }
+    }
+
+    async fn written<R: Render<Item = u8>>(buffered: &[u8], rest: &[u8], render: R) -> String {
+        let rest: Vec<Result<u8, UpstreamError>> = rest.iter().map(|&i| Ok(i)).collect();
+        let upstream: Upstream<u8> = Box::pin(futures_util::stream::iter(rest));
+        let opened = (buffered.iter().copied().collect(), upstream.fuse());
+        let chunks: Vec<_> = pump(opened, Duration::from_secs(5), render).collect().await;
+        let bytes: Vec<u8> = chunks
+            .into_iter()
+            .flat_map(|c| c.unwrap().to_vec())
+            .collect();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_render_that_ends_the_stream_stops_the_reading() {
+        // Without `finished`, every item is written and the end too.
+        assert_eq!(written(&[1], &[2, 0, 3], Writes).await, "1203.");
+        // Ended by an item the render could not write: nothing more is read or written,
+        // and the upstream's own end is not reported.
+        assert_eq!(written(&[1], &[2, 0, 3], Finishes(false)).await, "120");
+        assert_eq!(written(&[1, 0, 2], &[3], Finishes(false)).await, "10");
+    }
 }

@@ -60,6 +60,10 @@ impl Render for ResponsesRender {
         }
     }
 
+    fn finished(&self) -> bool {
+        self.events.ended()
+    }
+
     fn keep_alive(&mut self, out: &mut BytesMut) {
         // A comment: every SSE client skips it.
         out.put_slice(b": keep-alive\n\n");

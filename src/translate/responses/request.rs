@@ -144,14 +144,7 @@ fn validate(req: &ResponsesRequest) -> Result<(), ApiError> {
             "truncation: must be \"auto\" or \"disabled\", got \"{t}\""
         ));
     }
-    if req
-        .router
-        .allowed_providers
-        .as_ref()
-        .is_some_and(Vec::is_empty)
-    {
-        return bad("allowed_providers: must name at least one provider".into());
-    }
+    // The router fields' own rules are the pipeline's, the same on every door.
     Ok(())
 }
 

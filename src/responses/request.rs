@@ -259,24 +259,9 @@ pub struct FunctionCallOutputItem {
     pub extra: Map<String, Value>,
 }
 
-/// A tool's result: a string, or parts (`input_text`, `input_image`, `input_file`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum ToolOutput {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-impl<'de> Deserialize<'de> for ToolOutput {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(
-            match str_or_seq(d, "a string or an array of content parts")? {
-                StrOrSeq::Str(s) => ToolOutput::Text(s),
-                StrOrSeq::Seq(v) => ToolOutput::Parts(v),
-            },
-        )
-    }
-}
+/// A tool's result: a string, or parts (`input_text`, `input_image`, `input_file`): the same
+/// shape as a message's content.
+pub type ToolOutput = MessageContent;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReasoningItem {

@@ -6,6 +6,7 @@ mod error;
 mod limits;
 mod ops;
 mod raw;
+pub mod receipts;
 mod secret;
 mod validate;
 
@@ -27,6 +28,7 @@ pub use error::ConfigError;
 pub use limits::{validate_state, KeyLimits, LimitSet, OnRedisError, StateConfig};
 pub use ops::{validate_ledger, AdminConfig, DbUrl, LedgerConfig};
 pub use raw::{RawAdmin, RawConfig, RawKey, RawLedger, RawLimits};
+pub use receipts::ReceiptsConfig;
 pub use secret::Secret;
 
 #[derive(Debug, Clone)]
@@ -51,6 +53,7 @@ pub struct Config {
     /// The file it was loaded from (what a reload reads again); `None` for a text config.
     pub source: Option<std::path::PathBuf>,
     pub metrics: MetricsConfig,
+    pub receipts: ReceiptsConfig,
 }
 
 /// The raw config kept beside the validated one. Its `Debug` hides it: it holds the
@@ -111,6 +114,8 @@ pub struct ClientKey {
     pub policy: KeyPolicy,
     /// Rate limits and budgets (empty: unlimited).
     pub limits: KeyLimits,
+    /// This key's requests get receipts (when `[receipts]` is on): false opts out.
+    pub receipts: bool,
 }
 
 impl std::fmt::Debug for ClientKey {
@@ -238,6 +243,7 @@ impl Config {
         let routing = validate_routing(&raw.routing)?;
         let state = limits::validate_state(&raw.state, env)?;
         let metrics = validate_metrics(&raw.metrics)?;
+        let receipts = receipts::validate_receipts(&raw.receipts)?;
         let mut providers = Vec::new();
         let mut by_name: HashMap<String, Arc<ProviderConfig>> = HashMap::new();
         let mut disabled: HashMap<String, String> = HashMap::new();
@@ -380,6 +386,7 @@ impl Config {
             raw: RawSource(Arc::new(raw)),
             source: None,
             metrics,
+            receipts,
         };
         cfg.check_exposure()?;
         Ok(cfg)

@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub receipts: super::receipts::RawReceipts,
 }
 
 /// `[metrics]`: the Prometheus endpoint (see README, "Metrics").
@@ -115,6 +117,9 @@ pub struct RawKey {
     /// Rate limits and budgets of this key (and per model under `limits.models`).
     #[serde(default)]
     pub limits: Option<RawLimits>,
+    /// Signed receipts for this key's requests (default: `[receipts] enabled`).
+    #[serde(default)]
+    pub receipts: Option<bool>,
 }
 
 /// Rate limits and EUR budgets. Minute windows are fixed UTC minutes; EUR budgets are

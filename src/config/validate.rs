@@ -245,6 +245,7 @@ pub(super) fn validate_key(
         name: k.name.clone(),
         digest,
         limits,
+        receipts: k.receipts.unwrap_or(true),
         policy: KeyPolicy {
             preference: k.preference,
             eu_native: k.eu_native.unwrap_or(false),

@@ -3,10 +3,12 @@
 //! one interface the ledger, the key store, the admin API and the CLI use.
 
 mod postgres;
+mod receipts;
 mod schema;
 mod sqlite;
 mod time;
 
+pub use receipts::{StoredKey, StoredReceipt, EXPORT_PAGE};
 pub use time::{format_utc, parse_since};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -154,6 +156,52 @@ impl Db {
                     .await
             }
             Db::Postgres(d) => d.set_policy(name, policy, now_ms()).await,
+        }
+    }
+}
+
+/// Signed receipts (schema v4).
+impl Db {
+    pub async fn get_receipt(&self, id: &str) -> Result<Option<StoredReceipt>, DbError> {
+        match self {
+            Db::Sqlite(d) => d.get_receipt(id.to_owned()).await,
+            Db::Postgres(d) => d.get_receipt(id).await,
+        }
+    }
+
+    /// Up to `limit` receipts with ids after `after` (an id or an id prefix), in id (so
+    /// time) order: an export reads page after page.
+    pub async fn receipts_after(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredReceipt>, DbError> {
+        match self {
+            Db::Sqlite(d) => d.receipts_after(after.to_owned(), limit).await,
+            Db::Postgres(d) => d.receipts_after(after, limit).await,
+        }
+    }
+
+    /// Deletes receipts with ids before `before` (an id prefix: issued before its time).
+    pub async fn prune_receipts(&self, before: &str) -> Result<u64, DbError> {
+        match self {
+            Db::Sqlite(d) => d.prune_receipts(before.to_owned()).await,
+            Db::Postgres(d) => d.prune_receipts(before).await,
+        }
+    }
+
+    /// The signing keys, oldest first (the last one signs).
+    pub async fn receipt_keys(&self) -> Result<Vec<StoredKey>, DbError> {
+        match self {
+            Db::Sqlite(d) => d.receipt_keys().await,
+            Db::Postgres(d) => d.receipt_keys().await,
+        }
+    }
+
+    pub async fn insert_receipt_key(&self, k: StoredKey) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(d) => d.insert_receipt_key(k).await,
+            Db::Postgres(d) => d.insert_receipt_key(&k).await,
         }
     }
 }

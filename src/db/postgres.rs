@@ -26,6 +26,17 @@ const INSERT_REQUESTS: &str = "INSERT INTO requests (request_id, time_ms, api, k
     $18::float8[], $19::text[], $20::integer[], $21::text[], $22::boolean[], $23::boolean[], \
     $24::boolean[]) ON CONFLICT (request_id) DO NOTHING";
 
+/// The batch insert when the batch holds receipts: one statement (so one transaction),
+/// the receipts' three arrays after the requests' 24.
+fn insert_with_receipts() -> String {
+    let requests = INSERT_REQUESTS.trim_end_matches(" ON CONFLICT (request_id) DO NOTHING");
+    format!(
+        "WITH requests_in AS ({requests} ON CONFLICT (request_id) DO NOTHING) \
+         INSERT INTO receipts (receipt_id, key_name, receipt) \
+         SELECT * FROM UNNEST($25::text[], $26::text[], $27::text[]) ON CONFLICT DO NOTHING"
+    )
+}
+
 /// Serializes migrations of replicas that start at the same time.
 const MIGRATION_LOCK: i64 = 0x7265_6c61_6973;
 
@@ -124,10 +135,18 @@ impl Postgres {
             &model_fallback,
             &last_resort,
         ];
-        self.client()
-            .await?
-            .execute(INSERT_REQUESTS, &params)
-            .await?;
+        let receipts = super::receipts::receipt_rows(rows);
+        let client = self.client().await?;
+        if receipts.is_empty() {
+            client.execute(INSERT_REQUESTS, &params).await?;
+            return Ok(());
+        }
+        let ids: Vec<&str> = receipts.iter().map(|r| r.receipt_id.as_str()).collect();
+        let keys: Vec<Option<&str>> = receipts.iter().map(|r| r.key_name.as_deref()).collect();
+        let bodies: Vec<&str> = receipts.iter().map(|r| r.receipt.as_str()).collect();
+        let mut all: Vec<&(dyn ToSql + Sync)> = params.to_vec();
+        all.extend([&ids as &(dyn ToSql + Sync), &keys, &bodies]);
+        client.execute(&insert_with_receipts(), &all).await?;
         Ok(())
     }
 
@@ -281,6 +300,8 @@ async fn migrate(c: &mut Client) -> Result<(), DbError> {
     tx.commit().await?;
     Ok(())
 }
+
+mod receipts;
 
 #[cfg(test)]
 mod tests {

@@ -8,24 +8,27 @@ pub enum Sql {
     Both(&'static str),
     /// Run by SQLite only (Postgres records the version all the same).
     Sqlite(&'static str),
+    /// Run by Postgres only.
+    Postgres(&'static str),
 }
 
 impl Sql {
     pub fn for_sqlite(self) -> Option<&'static str> {
         match self {
             Sql::Both(s) | Sql::Sqlite(s) => Some(s),
+            Sql::Postgres(_) => None,
         }
     }
     pub fn for_postgres(self) -> Option<&'static str> {
         match self {
-            Sql::Both(s) => Some(s),
+            Sql::Both(s) | Sql::Postgres(s) => Some(s),
             Sql::Sqlite(_) => None,
         }
     }
 }
 
 /// `(version, statements)`, applied in order, each version once, in one transaction.
-pub const MIGRATIONS: &[(i64, &[Sql])] = &[(1, V1), (2, V2), (3, V3)];
+pub const MIGRATIONS: &[(i64, &[Sql])] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 const V1: &[Sql] = &[
     // One row per request. Never prompts, completions or keys: only the key's name.
@@ -193,6 +196,37 @@ const V3: &[Sql] = &[
             (flags >> 3) & 1 AS model_fallback,
             (flags >> 4) & 1 AS last_resort
         FROM request_rows",
+    ),
+];
+
+/// Signed compliance receipts (docs/receipts.md): one row per receipt, its RFC 8785
+/// canonical JSON as signed, keyed by its id alone. Ids begin with the issue time in hex,
+/// so one b-tree serves a lookup by id, a period (an id range: export, retention) and an
+/// insert at its right edge (SQLite: `WITHOUT ROWID`, no other index). `key_name` is the
+/// one field read outside the JSON: who may read the receipt.
+/// `receipt_keys` holds the signing keys (Ed25519 secrets, base64url), newest signing;
+/// older ones stay published so that receipts signed with them still verify.
+const V4: &[Sql] = &[
+    Sql::Sqlite(
+        "CREATE TABLE receipts (
+            receipt_id TEXT PRIMARY KEY,
+            key_name TEXT,
+            receipt TEXT NOT NULL
+        ) WITHOUT ROWID",
+    ),
+    Sql::Postgres(
+        "CREATE TABLE receipts (
+            receipt_id TEXT PRIMARY KEY,
+            key_name TEXT,
+            receipt TEXT NOT NULL
+        )",
+    ),
+    Sql::Both(
+        "CREATE TABLE receipt_keys (
+            kid TEXT PRIMARY KEY,
+            secret TEXT NOT NULL,
+            created_ms BIGINT NOT NULL
+        )",
     ),
 ];
 

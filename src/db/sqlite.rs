@@ -186,7 +186,10 @@ impl Sqlite {
 /// One transaction: whole statements of ROWS_PER_STATEMENT rows, then one row at a time, so
 /// that a statement's setup (cursor, VM start, reset) is paid once per 50 rows.
 fn insert_batch(c: &mut Connection, rows: &[RequestRecord]) -> Result<(), DbError> {
+    // Canonicalised before the transaction: its lock is held no longer than before.
+    let receipts = super::receipts::receipt_rows(rows);
     let tx = c.transaction()?;
+    receipts::insert(&tx, &receipts)?;
     {
         let mut chunks = rows.chunks_exact(ROWS_PER_STATEMENT);
         let mut many = tx.prepare_cached(&insert_sql(ROWS_PER_STATEMENT))?;
@@ -291,6 +294,8 @@ fn migrate(conn: &mut Connection) -> Result<(), DbError> {
     tx.commit()?;
     Ok(())
 }
+
+mod receipts;
 
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]

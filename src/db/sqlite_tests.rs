@@ -44,6 +44,7 @@ fn record(i: u64, key: &str) -> RequestRecord {
         fallback: false,
         model_fallback: false,
         last_resort: false,
+        receipt: None,
     }
 }
 

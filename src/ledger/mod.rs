@@ -23,6 +23,9 @@ use tokio::task::JoinHandle;
 use crate::config::LedgerConfig;
 use crate::db::Db;
 use crate::observe::{Observer, RequestRecord};
+use crate::receipt::Receipt;
+
+pub mod receipts;
 
 /// Longest wait between two tries of a failing batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -43,6 +46,7 @@ pub struct LedgerStats {
 }
 
 pub struct Ledger {
+    db: Db,
     queue: Arc<Queue>,
     stats: Arc<LedgerStats>,
     stop: watch::Sender<bool>,
@@ -59,11 +63,12 @@ impl Ledger {
             batch_rows: cfg.batch_rows,
             closed: AtomicBool::new(false),
             wake: Notify::new(),
+            writing: Mutex::new(Vec::new()),
         });
         let stats = Arc::new(LedgerStats::default());
         let (stop, stop_rx) = watch::channel(false);
         let writer = Writer {
-            db,
+            db: db.clone(),
             queue: queue.clone(),
             stats: stats.clone(),
             stop: stop_rx,
@@ -72,11 +77,31 @@ impl Ledger {
         };
         let task = tokio::spawn(writer.run());
         Arc::new(Ledger {
+            db,
             queue,
             stats,
             stop,
             writer: Mutex::new(Some(task)),
         })
+    }
+
+    /// The ledger's database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// A receipt still waiting to be written (queued, or in the batch being written).
+    /// Looked for in the order records move (queue, batch, database), so that a receipt
+    /// on its way is found in one place or the next; the caller then reads the database.
+    pub fn queued_receipt(&self, id: &str) -> Option<Arc<Receipt>> {
+        let is = |r: &&Arc<Receipt>| r.receipt_id == id;
+        if let Ok(buf) = self.queue.buf.lock() {
+            if let Some(r) = buf.iter().rev().filter_map(|r| r.receipt.as_ref()).find(is) {
+                return Some(r.clone());
+            }
+        }
+        let writing = self.queue.writing.lock().ok()?;
+        writing.iter().find(is).cloned()
     }
 
     pub fn stats(&self) -> &Arc<LedgerStats> {
@@ -149,6 +174,9 @@ struct Queue {
     closed: AtomicBool,
     /// Woken by the first record of an empty queue and when `batch_rows` are waiting.
     wake: Notify,
+    /// The receipts of the records the writer took and has not written yet: a receipt is
+    /// readable from its id's issue until it is in the database.
+    writing: Mutex<Vec<Arc<Receipt>>>,
 }
 
 impl Queue {
@@ -186,6 +214,24 @@ impl Queue {
         let n = buf.len().min(max);
         into.extend(buf.drain(..n));
         self.held.store(into.len() as u64, Ordering::Relaxed);
+        // Under the queue's lock, so that a reader never sees a receipt in neither place.
+        self.hold_receipts(into);
+    }
+
+    fn hold_receipts(&self, records: &[RequestRecord]) {
+        if records.iter().all(|r| r.receipt.is_none()) {
+            return;
+        }
+        if let Ok(mut w) = self.writing.lock() {
+            w.extend(records.iter().filter_map(|r| r.receipt.clone()));
+        }
+    }
+
+    /// The held receipts are in the database now (or lost at shutdown).
+    fn written(&self) {
+        if let Ok(mut w) = self.writing.lock() {
+            w.clear();
+        }
     }
 }
 
@@ -242,6 +288,7 @@ impl Writer {
                     }
                     batch.clear();
                     self.queue.held.store(0, Ordering::Relaxed);
+                    self.queue.written();
                     return;
                 }
                 Err(e) => {
@@ -272,7 +319,9 @@ impl Writer {
         // Later records are refused (the queue looks full) and counted as dropped.
         if let Ok(mut buf) = self.queue.buf.lock() {
             self.queue.closed.store(true, Ordering::Relaxed);
+            let start = pending.len();
             pending.extend(std::mem::take(&mut *buf));
+            self.queue.hold_receipts(&pending[start..]);
         }
         let held = &self.queue.held;
         held.store(pending.len() as u64, Ordering::Relaxed);
@@ -309,5 +358,6 @@ impl Writer {
                 break;
             }
         }
+        self.queue.written();
     }
 }

@@ -127,6 +127,7 @@ fn record(usage: TokenUsage, cost_eur: f64) -> RequestRecord {
         fallback: false,
         model_fallback: false,
         last_resort: false,
+        receipt: None,
     }
 }
 

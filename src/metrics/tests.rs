@@ -42,6 +42,7 @@ fn record() -> RequestRecord {
         fallback: false,
         model_fallback: false,
         last_resort: false,
+        receipt: None,
     }
 }
 

@@ -191,6 +191,9 @@ pub struct RoutingTrace {
     /// From the answering endpoint's prices and the usage it reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_eur: Option<f64>,
+    /// The signed receipt of this request (`GET /relais/receipts/{id}`), when issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt_id: Option<String>,
 }
 
 impl RoutingTrace {
@@ -201,6 +204,7 @@ impl RoutingTrace {
             answered_by_model: None,
             answered_by_endpoint: None,
             cost_eur: None,
+            receipt_id: None,
         }
     }
 

@@ -92,6 +92,10 @@ impl RouteClass {
                 (Role::Client, env, None)
             }
             "/relais/endpoints" => (Role::Operator, Anthropic, None),
+            // Signed receipts: the public keys for anyone, a receipt for the key that made
+            // the request or the admin key (the handler checks which).
+            "/relais/receipts/keys" => (Role::Public, Anthropic, None),
+            p if p.starts_with("/relais/receipts/") => (Role::Operator, Anthropic, None),
             "/metrics" => (Role::Metrics, Anthropic, None),
             p if p == "/relais/usage" || p.starts_with("/relais/admin/") => {
                 (Role::Admin, Anthropic, None)

@@ -9,6 +9,7 @@ pub mod gate;
 mod info;
 mod openai_errors;
 mod pipeline;
+mod receipts;
 mod refusal;
 mod reload;
 mod scrape;
@@ -114,7 +115,14 @@ impl Shared {
             .await
             .map_err(StartError::Database)?;
         keys.spawn_refresh(cfg.ledger.keys_refresh);
+        if cfg.receipts.enabled {
+            crate::ledger::receipts::ensure_signing_key(&db)
+                .await
+                .map_err(|e| StartError::Database(crate::db::DbError::Open(e.to_string())))?;
+        }
         let ledger = Ledger::start(db, &cfg.ledger);
+        // Old receipts are deleted even while new ones are switched off.
+        ledger.spawn_receipt_retention(cfg.receipts.retention_days);
         if let Some(m) = &shared.metrics {
             m.watch_ledger(&ledger);
         }
@@ -140,6 +148,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/route", post(doors::route_only))
         .route("/relais/endpoints", get(info::endpoints))
         .route("/relais/usage", get(admin::usage))
+        .route("/relais/receipts/keys", get(receipts::keys))
+        .route("/relais/receipts/{id}", get(receipts::get))
         .route(
             "/relais/admin/keys",
             post(admin::create_key).get(admin::list_keys),

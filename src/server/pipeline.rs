@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
+use super::receipts::answer::AnswerText;
 use super::stream::{pump, sse_response, Render, StreamBooks};
 use super::{body, AppState, RequestId};
 use crate::config::ClientKey;
@@ -19,8 +20,10 @@ use crate::error::{ApiError, UpstreamError};
 use crate::fields::RouterFields;
 use crate::observe::Api;
 use crate::provider::family::{until_content, Family, OpenStream};
+use crate::receipt::ReceiptSeed;
 use crate::router::executor::{AttemptCtx, Opened, RequestMeta, Served};
-use crate::router::{Candidate, Needs, RouteContext, RouteError, RoutingTrace};
+use crate::router::{AttemptOutcome, Candidate, Needs, RouteContext, RouteError, RoutingTrace};
+use sha2::{Digest, Sha256};
 
 /// What a prepared request means to the router.
 pub struct Routed<'a> {
@@ -40,7 +43,8 @@ pub trait Door: Send + Sync + 'static {
     type Wire: DeserializeOwned;
     /// The request validated and made ready for its provider family.
     type Prepared: Send + Sync + 'static;
-    type Family: Family;
+    /// Whole answers say what of them goes into a receipt's answer digest.
+    type Family: Family<Whole: AnswerText>;
     type Render: Render<Item = <Self::Family as Family>::Item>;
 
     /// Checks what serde cannot (in the API's own words) and prepares the request.
@@ -71,11 +75,23 @@ pub async fn read<D: Door>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<D::Prepared, ApiError> {
+    Ok(read_receipted::<D>(st, headers, body, false).await?.0)
+}
+
+/// [`read`], and with `receipt` the receipt's id and the digest of the body as received
+/// (hashed here, where the bytes are, once).
+async fn read_receipted<D: Door>(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    receipt: bool,
+) -> Result<(D::Prepared, Option<ReceiptSeed>), ApiError> {
     let s = &st.cfg.server;
     let bytes = body::read(headers, body, s.max_body_bytes, s.body_timeout).await?;
+    let seed = receipt.then(|| ReceiptSeed::new(std::time::SystemTime::now(), &bytes));
     let p = D::prepare(body::parse_json(&bytes)?, headers)?;
     check_fields(D::routed(&p).fields)?;
-    Ok(p)
+    Ok((p, seed))
 }
 
 /// The router fields' own rules, the same on every door.
@@ -108,14 +124,15 @@ pub async fn serve<D: Door>(
     body: Body,
 ) -> Response {
     let arrived = tokio::time::Instant::now();
-    let p = match read::<D>(st, headers, body).await {
+    let receipt = super::receipts::wanted(st, key);
+    let (p, seed) = match read_receipted::<D>(st, headers, body, receipt).await {
         Ok(p) => p,
         Err(e) => {
             super::refused_early(st, rid, D::API, arrived, &e);
             return D::error(e);
         }
     };
-    let mut resp = run::<D>(st, rid, key, &p).await;
+    let mut resp = run::<D>(st, rid, key, &p, seed).await;
     D::answer_headers(&p, resp.headers_mut());
     resp
 }
@@ -130,6 +147,7 @@ async fn run<D: Door>(
     rid: &RequestId,
     key: Option<&ClientKey>,
     p: &D::Prepared,
+    seed: Option<ReceiptSeed>,
 ) -> Response {
     let r = D::routed(p);
     let mut meta = RequestMeta::new(
@@ -139,6 +157,12 @@ async fn run<D: Door>(
         r.stream,
     );
     meta.include_trace = r.fields.include_metadata == Some(true);
+    let show_trace = meta.include_trace;
+    // Known before the first byte: the header goes on every answer after an attempt.
+    let receipt_header = seed
+        .as_ref()
+        .and_then(|s| HeaderValue::from_str(&s.id).ok());
+    meta.receipt = seed;
     let plan = match st.router.plan(&route_context(&r, key)) {
         Ok(plan) => plan,
         Err(e) => {
@@ -171,13 +195,30 @@ async fn run<D: Door>(
         ..
     } = match served {
         Ok(s) => s,
-        Err(e) => return D::error(e.error),
+        Err(e) => {
+            let attempted = e.trace.as_ref().is_some_and(|t| {
+                t.attempts
+                    .iter()
+                    .any(|a| a.outcome != AttemptOutcome::Skipped)
+            });
+            let mut resp = D::error(e.error);
+            if let Some(h) = receipt_header.filter(|_| attempted) {
+                resp.headers_mut().insert(RECEIPT_HEADER, h);
+            }
+            return resp;
+        }
     };
+    let mut ticket = ticket;
     let mut resp = match value {
         Answer::Whole(whole) => {
             let usage = D::Family::usage(&whole);
+            if ticket.has_receipt() {
+                let mut h = Sha256::new();
+                whole.hash_answer(&mut h);
+                ticket.receipt_trace(trace.as_ref(), Some(h.finalize().into()));
+            }
             let cost = ticket.finish(usage);
-            let mut trace = trace;
+            let mut trace = trace.filter(|_| show_trace);
             if let Some(t) = &mut trace {
                 t.answered(
                     &candidate,
@@ -194,14 +235,20 @@ async fn run<D: Door>(
         Answer::Stream(opened) => {
             let mut h = HeaderMap::new();
             routing_headers(&mut h, &candidate, attempts);
-            let books = StreamBooks::new(candidate, ticket, trace, rid.0.clone());
+            let books = StreamBooks::new(candidate, ticket, trace, rid.0.clone(), show_trace);
             let body = pump(opened, st.cfg.server.ping_interval, D::render(p, books));
             sse_response(Body::from_stream(body), h)
         }
     };
     super::refusal::add_rate_headers(resp.headers_mut(), admission.headers());
+    if let Some(h) = receipt_header {
+        resp.headers_mut().insert(RECEIPT_HEADER, h);
+    }
     resp
 }
+
+/// The header naming an answer's signed receipt.
+pub const RECEIPT_HEADER: &str = "x-relais-receipt";
 
 /// One attempt at one candidate: a stream up to its first content, or a whole answer
 /// (as JSON, or streamed upstream and assembled when the provider says so).

@@ -19,6 +19,9 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 
+use sha2::{Digest, Sha256};
+
+use super::receipts::answer;
 use crate::error::{ApiError, UpstreamError};
 use crate::observe::TokenUsage;
 use crate::provider::family::{OpenStream, Upstream};
@@ -134,6 +137,11 @@ pub struct StreamBooks {
     ticket: Option<Ticket>,
     /// The usage the upstream reported so far (cumulative).
     pub usage: TokenUsage,
+    /// The client asked for the trace (`include_metadata`); otherwise it is kept only for
+    /// the receipt's attempts.
+    show_trace: bool,
+    /// The receipt's answer digest so far (docs/receipts.md), when the request gets one.
+    answer: Option<Sha256>,
 }
 
 impl StreamBooks {
@@ -142,14 +150,49 @@ impl StreamBooks {
         ticket: Ticket,
         trace: Option<RoutingTrace>,
         request_id: HeaderValue,
+        show_trace: bool,
     ) -> Self {
         StreamBooks {
             candidate,
+            answer: ticket.has_receipt().then(Sha256::new),
             trace,
             request_id,
             ticket: Some(ticket),
             usage: TokenUsage::default(),
+            show_trace,
         }
+    }
+
+    /// The client gets the routing trace at the end of the stream.
+    pub fn shows_trace(&self) -> bool {
+        self.show_trace && self.trace.is_some()
+    }
+
+    /// Text or tool-call arguments that left for the client (the receipt's answer digest).
+    pub fn answer_text(&mut self, piece: &[u8]) {
+        if let Some(h) = &mut self.answer {
+            h.update(piece);
+        }
+    }
+
+    /// A chat-completions chunk that left for the client: its text and tool arguments.
+    pub fn answer_chat_chunk(&mut self, data: &[u8]) {
+        if let Some(h) = &mut self.answer {
+            answer::hash_chat_chunk(data, h);
+        }
+    }
+
+    /// A forwarded Anthropic frame that left for the client: its text or tool arguments.
+    pub fn answer_anthropic_frame(&mut self, frame: &[u8]) {
+        if let Some(h) = &mut self.answer {
+            answer::hash_anthropic_frame(frame, h);
+        }
+    }
+
+    /// The receipt's last pieces, just before the ticket closes.
+    fn receipt_into(&mut self, t: &mut Ticket) {
+        let digest = self.answer.take().map(|h| h.finalize().into());
+        t.receipt_trace(self.trace.as_ref(), digest);
     }
 
     /// Generated text that left for the client (charged if the stream ends early).
@@ -161,7 +204,8 @@ impl StreamBooks {
 
     /// The upstream failed mid-stream: closes the books and returns the client's error.
     pub fn fail(&mut self, e: UpstreamError) -> ApiError {
-        if let Some(t) = self.ticket.take() {
+        if let Some(mut t) = self.ticket.take() {
+            self.receipt_into(&mut t);
             t.fail(self.usage, &e);
         }
         tracing::warn!(
@@ -173,13 +217,17 @@ impl StreamBooks {
 
     /// The upstream ended normally.
     pub fn finish(&mut self) {
-        if let Some(t) = self.ticket.take() {
+        if let Some(mut t) = self.ticket.take() {
+            self.receipt_into(&mut t);
             t.finish(self.usage);
         }
     }
 
     /// The trace with the answer recorded (usage so far), as JSON; `None` without one.
     pub fn trace_json(&mut self) -> Option<serde_json::Value> {
+        if !self.show_trace {
+            return None;
+        }
         let trace = self.trace.as_mut()?;
         let u = &self.usage;
         trace.answered(
@@ -195,7 +243,8 @@ impl StreamBooks {
 impl Drop for StreamBooks {
     fn drop(&mut self) {
         // The client went away mid-stream: the tokens so far are still accounted.
-        if let Some(t) = self.ticket.take() {
+        if let Some(mut t) = self.ticket.take() {
+            self.receipt_into(&mut t);
             t.client_closed(self.usage);
         }
     }

@@ -94,6 +94,8 @@ pub(super) struct TicketInner {
     /// not reported its usage yet.
     pub(super) output_bytes: u64,
     pub(super) est_input: u64,
+    /// The receipt to issue when the books close, if the request gets one.
+    pub(super) receipt: Option<Box<super::receipt::Draft>>,
 }
 
 /// The open books of a served request. Exactly one of `finish`, `fail` or a drop (the
@@ -141,6 +143,24 @@ impl Ticket {
         }
     }
 
+    /// The request gets a receipt (its attempts are then to be given with `receipt_trace`).
+    pub fn has_receipt(&self) -> bool {
+        self.inner.as_ref().is_some_and(|t| t.receipt.is_some())
+    }
+
+    /// The receipt's attempts, from the trace as it stands when the answer ends; and the
+    /// digest of the answer as the client received it, when it got one.
+    pub fn receipt_trace(&mut self, trace: Option<&super::RoutingTrace>, answer: Option<[u8; 32]>) {
+        if let Some(d) = self.inner.as_mut().and_then(|t| t.receipt.as_mut()) {
+            if let Some(trace) = trace {
+                d.take_attempts(trace);
+            }
+            if let Some(a) = answer {
+                d.set_answer(a);
+            }
+        }
+    }
+
     /// A stream that had started failed mid-way (the door sent an `error` event).
     pub fn fail(mut self, usage: TokenUsage, err: &UpstreamError) {
         let Some(mut t) = self.inner.take() else {
@@ -180,6 +200,9 @@ impl TicketInner {
         r.cost_eur = cost;
         r.duration_ms = ms(self.arrived.elapsed());
         r.upstream_ms = ms(self.upstream_before + self.attempt_started.elapsed());
+        if let Some(d) = self.receipt.take() {
+            r.receipt = Some(Arc::new(d.build(r, Some(&self.candidate))));
+        }
         end(self.observer.as_ref(), &self.record, self.on_end);
         cost
     }

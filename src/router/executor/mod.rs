@@ -27,6 +27,7 @@ use crate::observe::{Api, AttemptRecord, Observer, RequestRecord, Status, TokenU
 use crate::provider::Provider;
 
 mod books;
+mod receipt;
 
 pub use books::{cost_eur, Ticket};
 use books::{end, ms, Mode, OpenBooks, TicketInner};
@@ -47,6 +48,9 @@ pub struct RequestMeta {
     /// Build the routing trace (the client asked for `include_metadata`).
     pub include_trace: bool,
     pub on_end: Vec<OnEnd>,
+    /// Issue a signed receipt (its id already given to the client): the trace is then
+    /// built too, for its attempts.
+    pub receipt: Option<crate::receipt::ReceiptSeed>,
 }
 
 impl RequestMeta {
@@ -60,6 +64,7 @@ impl RequestMeta {
             time: SystemTime::now(),
             include_trace: false,
             on_end: Vec::new(),
+            receipt: None,
         }
     }
 
@@ -86,6 +91,7 @@ impl RequestMeta {
             fallback: false,
             model_fallback: false,
             last_resort: false,
+            receipt: None,
         }
     }
 
@@ -247,7 +253,11 @@ impl Executor {
             est_input: plan.est_input_tokens,
         };
         let mut run = Run {
-            trace: meta.include_trace.then(|| RoutingTrace::new(plan)),
+            trace: (meta.include_trace || meta.receipt.is_some()).then(|| {
+                let mut t = RoutingTrace::new(plan);
+                t.receipt_id = meta.receipt.as_ref().map(|r| r.id.clone());
+                t
+            }),
             attempts: 0,
             failures: Vec::new(),
             upstream: Duration::ZERO,
@@ -355,7 +365,7 @@ impl Executor {
         guard: AttemptGuard,
         (started, elapsed): (Instant, Duration),
         opened: Opened<T>,
-        (meta, (record, on_end)): (RequestMeta, (Option<RequestRecord>, Vec<OnEnd>)),
+        (mut meta, (record, on_end)): (RequestMeta, (Option<RequestRecord>, Vec<OnEnd>)),
     ) -> (T, Ticket) {
         self.report_attempt(meta.api, cand, None, elapsed, run.last_resort);
         let (value, mode) = match opened {
@@ -403,6 +413,10 @@ impl Executor {
                 on_end,
                 output_bytes: 0,
                 est_input: plan.est_input_tokens,
+                receipt: meta
+                    .receipt
+                    .take()
+                    .map(|seed| receipt::Draft::new(seed, plan)),
             }),
         };
         (value, ticket)
@@ -464,6 +478,14 @@ impl Executor {
         record.http_status = error.status();
         record.duration_ms = ms(meta.arrived.elapsed());
         record.upstream_ms = ms(run.upstream);
+        // A receipt for an error only once the request reached an upstream.
+        if let (Some(seed), Some(trace)) = (meta.receipt, &run.trace) {
+            if run.attempts > 0 {
+                let mut d = receipt::Draft::new(seed, plan);
+                d.take_attempts(trace);
+                record.receipt = Some(Arc::new(d.build(&record, None)));
+            }
+        }
         end(self.observer.as_ref(), &record, on_end);
         Exhausted {
             error,

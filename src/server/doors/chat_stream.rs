@@ -56,7 +56,8 @@ impl Render for ChatRender {
             self.books.usage = u;
         }
         self.books.add_output_bytes(item.text_bytes);
-        let tracing = self.books.trace.is_some();
+        self.books.answer_chat_chunk(&item.data);
+        let tracing = self.books.shows_trace();
         if tracing && self.head.is_none() {
             self.head = Some(serde_json::from_slice(&item.data).unwrap_or_default());
         }

@@ -6,7 +6,7 @@
 use bytes::BytesMut;
 
 use super::super::stream::{Render, StreamBooks};
-use crate::anthropic::{ErrorBody, StreamEvent};
+use crate::anthropic::{BlockDelta, ErrorBody, StreamEvent};
 use crate::error::UpstreamError;
 use crate::provider::family::delta_len;
 use crate::provider::StreamItem;
@@ -48,12 +48,22 @@ impl Render for MessagesRender {
         let mut ev = match item {
             // Pass-through frames are not parsed: an Anthropic upstream's usage arrives in
             // its message_start (input) and message_delta (output), read as events.
-            StreamItem::Raw { frame, .. } => return out.extend_from_slice(&frame),
+            StreamItem::Raw { frame, .. } => {
+                self.books.answer_anthropic_frame(&frame);
+                return out.extend_from_slice(&frame);
+            }
             StreamItem::Event(ev) => ev,
         };
         match &mut ev {
             StreamEvent::ContentBlockDelta { delta, .. } => {
                 self.books.add_output_bytes(delta_len(delta));
+                match delta {
+                    BlockDelta::TextDelta { text } => self.books.answer_text(text.as_bytes()),
+                    BlockDelta::InputJsonDelta { partial_json } => {
+                        self.books.answer_text(partial_json.as_bytes())
+                    }
+                    _ => {}
+                }
             }
             StreamEvent::MessageStart { message } => {
                 let (u, usage) = (&message.usage, &mut self.books.usage);

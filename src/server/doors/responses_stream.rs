@@ -36,6 +36,7 @@ impl Render for ResponsesRender {
             self.books.usage = u;
         }
         self.books.add_output_bytes(item.text_bytes);
+        self.books.answer_chat_chunk(&item.data);
         if let Err(e) = self.events.chunk(&item.data, out) {
             // A chunk the translator cannot read is the upstream's fault, as in any stream.
             self.failed(UpstreamError::Protocol(e.to_string()), out);

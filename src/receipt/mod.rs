@@ -1,0 +1,191 @@
+//! Signed compliance receipts: the receipt object (what one request did with the client's
+//! data: who answered, which endpoints received it, under which policy, what it cost, and
+//! digests of what came in and went out), its canonical form (RFC 8785, `jcs`) and its
+//! Ed25519 signature (`sign`). Pure: building a receipt from a request's books is the
+//! executor's (`router/executor/receipt.rs`), storing it the ledger's, serving it the
+//! server's. See docs/receipts.md.
+
+pub mod jcs;
+pub mod sign;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The receipt format's version, a field of every receipt.
+pub const FORMAT_VERSION: u32 = 1;
+/// Receipts state costs in millionths of this currency (prices are configured in EUR).
+pub const CURRENCY: &str = "EUR";
+
+/// What is known of a request's receipt before it is routed: its id (sent to the client
+/// before the first byte) and the digest of the body as received.
+#[derive(Debug, Clone)]
+pub struct ReceiptSeed {
+    pub id: String,
+    pub request_sha256: [u8; 32],
+}
+
+impl ReceiptSeed {
+    /// A new id for a request that arrived at `time`, and the digest of its `body`.
+    pub fn new(time: SystemTime, body: &[u8]) -> ReceiptSeed {
+        ReceiptSeed {
+            id: new_id(time),
+            request_sha256: Sha256::digest(body).into(),
+        }
+    }
+}
+
+/// One request's receipt. Every number is an integer, so that any JSON library
+/// canonicalises it the same way. Field order here is irrelevant: the signed form sorts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Receipt {
+    pub version: u32,
+    pub receipt_id: String,
+    pub request_id: String,
+    /// When the request arrived, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// The client key's name (never the key); null for a server without keys.
+    pub key_name: Option<String>,
+    /// The door: `messages`, `chat_completions` or `responses`.
+    pub api: String,
+    /// The configured model the request resolved to.
+    pub model_requested: String,
+    /// The model, provider and endpoint that answered (null when none did).
+    pub model_served: Option<String>,
+    pub provider: Option<String>,
+    pub endpoint: Option<String>,
+    /// `ok`, `failed`, `failed_mid_stream` or `client_closed`.
+    pub status: String,
+    pub http_status: u16,
+    pub error_kind: Option<String>,
+    /// The effective policy: the key's floor tightened by the request's fields.
+    pub policy: serde_json::Value,
+    /// Every attempt that sent the request to an endpoint, in order.
+    pub attempts: Vec<ReceiptAttempt>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_creation_tokens: u64,
+    /// Cost in millionths of `currency`.
+    pub cost_micros: u64,
+    pub currency: String,
+    /// SHA-256 (hex) of the request body exactly as received.
+    pub request_sha256: String,
+    /// SHA-256 (hex) of the answer as the client received it (docs/receipts.md); null
+    /// when no answer reached the client.
+    pub answer_sha256: Option<String>,
+}
+
+/// One attempt: the endpoint that received the request and what it was bound by.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReceiptAttempt {
+    pub provider: String,
+    pub endpoint: String,
+    pub model: String,
+    /// As in the routing trace: `ok`, `error`, or a later helper's outcome (hedge lost, …).
+    pub outcome: String,
+    pub error_kind: Option<String>,
+    /// The provider's configured `eu_native` and `zero_data_retention`, the endpoint's
+    /// `quantization`, at the time of the request.
+    pub eu_native: bool,
+    pub zero_data_retention: bool,
+    pub quantization: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micros: u64,
+}
+
+impl Receipt {
+    /// The RFC 8785 bytes that are signed.
+    pub fn canonical(&self) -> Result<Vec<u8>, jcs::JcsError> {
+        let v = serde_json::to_value(self)
+            .map_err(|e| jcs::JcsError::NotInteger(format!("unserialisable receipt: {e}")))?;
+        jcs::canonical(&v)
+    }
+}
+
+/// EUR to micro-EUR, rounded to the nearest.
+pub fn micros(eur: f64) -> u64 {
+    if eur.is_finite() && eur > 0.0 {
+        (eur * 1e6).round() as u64
+    } else {
+        0
+    }
+}
+
+/// A receipt id: `rcpt_`, the arrival time in Unix milliseconds as 12 hex digits, then 16
+/// random hex digits. Ids sort by time, so the store keys receipts by id alone and a
+/// period is a range of ids.
+pub fn new_id(time: SystemTime) -> String {
+    format!("{}{:016x}", id_prefix(unix_ms(time)), rand::random::<u64>())
+}
+
+/// The smallest id of a receipt issued at `ms` (Unix milliseconds) or later.
+pub fn id_prefix(ms: i64) -> String {
+    format!("rcpt_{:012x}", ms.clamp(0, 0xffff_ffff_ffff))
+}
+
+/// An id as `new_id` writes it (what `GET /relais/receipts/{id}` accepts).
+pub fn is_id(s: &str) -> bool {
+    s.len() == 33
+        && s.starts_with("rcpt_")
+        && s[5..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DDThh:mm:ss.mmmZ`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let ms = unix_ms(t);
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    let (h, min, s, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
+}
+
+/// Howard Hinnant's civil-from-days: the proleptic Gregorian date of a day number.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ids_sort_by_time_and_times_are_rfc3339() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_691_200_123);
+        assert_eq!(rfc3339(t), "2025-12-02T16:00:00.123Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+        let (a, b) = (new_id(t), new_id(t + Duration::from_millis(1)));
+        assert!(is_id(&a) && is_id(&b) && a < b, "{a} {b}");
+        assert!(a.starts_with(&id_prefix(1_764_691_200_123)));
+        assert!(!is_id("rcpt_x") && !is_id(&a.to_uppercase()));
+    }
+}

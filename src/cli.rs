@@ -10,6 +10,8 @@ use crate::config::{config_dir, validate_ledger, validate_state, Config, RawConf
 use crate::db::{format_utc, Db, UsageQuery, UsageRow};
 use crate::keys::{self, Announcer};
 
+pub mod receipts;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]

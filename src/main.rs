@@ -43,6 +43,13 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Signed compliance receipts in the database ([ledger]); see docs/receipts.md.
+    Receipts {
+        #[arg(long, env = "RELAIS_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: ReceiptsCommand,
+    },
     /// Usage and cost from the ledger, grouped by key, model, provider or day.
     Usage {
         #[arg(long, env = "RELAIS_CONFIG")]
@@ -58,6 +65,28 @@ enum Command {
         key: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReceiptsCommand {
+    /// Add a new signing key; older keys stay published so their receipts still verify.
+    RotateKey,
+    /// Write receipts as signed JSON lines (for auditors).
+    Export {
+        /// A UTC date (2025-01-31) or a span back from now (30m, 24h, 30d).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Check an exported file's signatures offline.
+    Verify {
+        file: PathBuf,
+        /// The public keys: a saved `GET /relais/receipts/keys` (else the config's database).
+        #[arg(long)]
+        keys: Option<PathBuf>,
     },
 }
 
@@ -100,7 +129,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = match &cli.command {
         Command::Serve { log_format, .. } => *log_format,
-        Command::Check { .. } | Command::Keys { .. } | Command::Usage { .. } => LogFormat::Text,
+        Command::Check { .. }
+        | Command::Keys { .. }
+        | Command::Usage { .. }
+        | Command::Receipts { .. } => LogFormat::Text,
     };
     // Log lines are written by a background thread, so a request never waits on stderr.
     // Not lossy: under overload, logging slows requests rather than dropping audit lines.
@@ -154,6 +186,30 @@ fn main() -> ExitCode {
                     } => cli::keys_set_policy(&config, &name, &policy, merge).await,
                 }
             })
+        }
+        Command::Receipts { config, command } => {
+            let need = |c: Option<PathBuf>| {
+                c.ok_or_else(|| {
+                    eprintln!("error: --config (or RELAIS_CONFIG) is required");
+                    ExitCode::FAILURE
+                })
+            };
+            match command {
+                ReceiptsCommand::RotateKey => match need(config) {
+                    Ok(c) => run_cli(async move { relais::cli::receipts::rotate_key(&c).await }),
+                    Err(code) => code,
+                },
+                ReceiptsCommand::Export { since, output } => match need(config) {
+                    // The lines go to standard output: the summary to standard error.
+                    Ok(c) => run_cli_to_stderr(async move {
+                        relais::cli::receipts::export(&c, &since, output.as_deref()).await
+                    }),
+                    Err(code) => code,
+                },
+                ReceiptsCommand::Verify { file, keys } => run_cli(async move {
+                    relais::cli::receipts::verify(config.as_deref(), &file, keys.as_deref()).await
+                }),
+            }
         }
         Command::Usage {
             config,
@@ -215,6 +271,26 @@ fn run_cli(
             if !out.ends_with('\n') {
                 println!();
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// [`run_cli`] for a command whose standard output is data: its summary goes to stderr.
+fn run_cli_to_stderr(
+    fut: impl std::future::Future<Output = Result<String, relais::cli::CliError>>,
+) -> ExitCode {
+    let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(fut) {
+        Ok(out) => {
+            eprintln!("{out}");
             ExitCode::SUCCESS
         }
         Err(e) => {

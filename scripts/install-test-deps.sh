@@ -22,10 +22,11 @@ scripts/local-llm/setup.sh >/dev/null
 
 # 2. The Python client suite's venv.
 PY_VENV="${RELAIS_PY_VENV:-$CACHE/py-venv}"
-if ! "$PY_VENV/bin/python" -c 'import anthropic, openai, pytest, httpx' 2>/dev/null; then
+if ! "$PY_VENV/bin/python" -c 'import anthropic, openai, pytest, httpx, cryptography, rfc8785' 2>/dev/null; then
   python3 -m venv "$PY_VENV"
   "$PY_VENV/bin/pip" install --quiet --upgrade pip
-  "$PY_VENV/bin/pip" install --quiet 'anthropic==2.14.0' 'openai==1.109.1' 'pytest==9.2.0' 'httpx==0.28.1'
+  "$PY_VENV/bin/pip" install --quiet 'anthropic==2.14.0' 'openai==1.109.1' 'pytest==9.2.0' 'httpx==0.28.1' \
+    'cryptography==50.0.2' 'rfc8785==0.1.4'
 fi
 
 # 3. Claude Code, from the npm registry.

@@ -115,11 +115,10 @@ impl Shared {
             .await
             .map_err(StartError::Database)?;
         keys.spawn_refresh(cfg.ledger.keys_refresh);
-        if cfg.receipts.enabled {
-            crate::ledger::receipts::ensure_signing_key(&db)
-                .await
-                .map_err(|e| StartError::Database(crate::db::DbError::Open(e.to_string())))?;
-        }
+        // Also with receipts off: a reload may switch them on, and the key must exist.
+        crate::ledger::receipts::ensure_signing_key(&db)
+            .await
+            .map_err(|e| StartError::Database(crate::db::DbError::Open(e.to_string())))?;
         let ledger = Ledger::start(db, &cfg.ledger);
         // Old receipts are deleted even while new ones are switched off.
         ledger.spawn_receipt_retention(cfg.receipts.retention_days);

@@ -228,7 +228,74 @@ async fn receipts_switch_off(door: Door) {
     relais.stop().await;
 }
 
+/// A fallback: the failed attempt and the answering one are both listed, each with its
+/// provider's compliance attributes; the answering one carries the usage and cost.
+async fn every_attempt_is_listed_with_its_attributes(door: Door) {
+    use common::world::{ep, model, prov, World};
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = format!(
+        "[ledger]\nurl = \"sqlite://{}\"\nflush_ms = 60000\n",
+        dir.path().join("ledger.db").display()
+    );
+    let w = World::start(
+        &[prov("a", true, true), prov("b", false, false)],
+        vec![model(
+            "x",
+            &[],
+            vec![ep("a", "x-up", 0.1), ep("b", "x-up", 1.0)],
+        )],
+        &ledger,
+        &Default::default(),
+    )
+    .await;
+    for stream in [false, true] {
+        w.fake("a").push(common::world::e500());
+        w.fake("b").push(common::world::ok("b", stream));
+        let r = door
+            .send(
+                &w.relais,
+                &door.req("x", stream, json!({"preference": "cost"})),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(r.headers(), "x-relais-provider"), Some("b"));
+        let id = receipt_id(&r);
+        door.answer(r, stream).await;
+        let (st, got) = get_receipt(&w.relais, &id, Some(CLIENT_KEY)).await;
+        assert_eq!(st, 200, "{got}");
+        let rc = &got["receipt"];
+        let a = &rc["attempts"];
+        assert_eq!(a.as_array().unwrap().len(), 2, "{rc}");
+        assert_eq!(
+            (
+                &a[0]["provider"],
+                &a[0]["outcome"],
+                &a[0]["eu_native"],
+                &a[0]["zero_data_retention"]
+            ),
+            (&json!("a"), &json!("error"), &json!(true), &json!(true))
+        );
+        assert_eq!(
+            (
+                &a[1]["provider"],
+                &a[1]["outcome"],
+                &a[1]["eu_native"],
+                &a[1]["zero_data_retention"]
+            ),
+            (&json!("b"), &json!("ok"), &json!(false), &json!(false))
+        );
+        assert_eq!(
+            (&a[0]["cost_micros"], &a[0]["output_tokens"]),
+            (&json!(0), &json!(0))
+        );
+        assert_eq!(a[1]["cost_micros"], rc["cost_micros"]);
+        assert_eq!(a[1]["output_tokens"], rc["output_tokens"]);
+        assert_eq!(rc["provider"], "b");
+    }
+}
+
 door_tests!(
+    every_attempt_is_listed_with_its_attributes,
     receipts_for_whole_and_streamed_answers,
     an_error_after_an_attempt_has_a_receipt,
     receipts_switch_off

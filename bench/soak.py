@@ -248,7 +248,7 @@ class Load:
         stream = self.rng.random() < 0.5
         model = self.rng.choice(["soak-oa", "soak-mixed"])
         body = request_body(door, model, stream)
-        head = (f"POST {DOORS[door]} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer sk-soak\r\n"
+        head = (f"POST {DOORS[door]} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer sk-soak-key\r\n"
                 f"anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n"
                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
         kind = ("stream" if stream else "json")
@@ -284,7 +284,7 @@ class Load:
                 status = got[9:12].decode("latin-1", "replace") if got.startswith(b"HTTP/1.1 ") else "none"
                 if status == "200" and stream:
                     done = (b"message_stop" in got or b"[DONE]" in got or b"response.completed" in got)
-                    outcome = "200-complete" if done else ("200-error-event" if (b"event: error" in got or b"response.failed" in got) else "200-cut")
+                    outcome = "200-complete" if done else ("200-error-event" if (b"event: error" in got or b"response.failed" in got or b'data: {"error"' in got) else "200-cut")
                 else:
                     outcome = status
         except asyncio.TimeoutError:
@@ -315,7 +315,7 @@ listen = "127.0.0.1:{port}"
 
 [[keys]]
 name = "soak"
-key = "sk-soak"
+key = "sk-soak-key"
 
 [ledger]
 enabled = true
@@ -395,6 +395,30 @@ def proc_sample(pid):
     return rss, hwm, fds
 
 
+def upstream_sockets(pid, up_port):
+    """Relais's open sockets connected to the fake upstream (reqwest's idle pool)."""
+    inodes = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as fh:
+                next(fh)
+                for line in fh:
+                    f = line.split()
+                    if int(f[2].rsplit(":", 1)[1], 16) == up_port:
+                        inodes.add(f[9])
+        except OSError:
+            pass
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            n += 1
+    return n
+
+
 def ledger_rows(binp, cfg):
     r = subprocess.run([binp, "usage", "--config", cfg, "--by", "day", "--json"],
                        capture_output=True, text=True, timeout=120)
@@ -416,6 +440,7 @@ async def soak(a, out):
 
     write_cfg(0)
     up = Upstream(a.seed)
+    up.port = up_port
     up_task = asyncio.create_task(up.serve(up_port))
     logf = open(os.path.join(out, "relais.log"), "w")
     env = dict(os.environ, RELAIS_LOG=a.relais_log)
@@ -473,6 +498,7 @@ async def drive(a, out, rp, up, port, cfg, write_cfg):
     # and for streams Relais may still be closing.
     await asyncio.sleep(10)
     after = proc_sample(rp.pid)
+    pooled = upstream_sockets(rp.pid, up.port)
     rows_live, note_live = ledger_rows(a.relais_bin, cfg)
     rp.send_signal(signal.SIGTERM)
     for _ in range(600):
@@ -484,11 +510,11 @@ async def drive(a, out, rp, up, port, cfg, write_cfg):
         logtext = fh.read()
     panics = sum(1 for ln in logtext.splitlines() if "panick" in ln)
     reload_errors = sum(1 for ln in logtext.splitlines() if "reload" in ln.lower() and ("ERROR" in ln or "WARN" in ln))
-    return summarize(a, out, samples, idle, after, load, up, reloads, t_load, rows_live, note_live,
+    return summarize(a, out, samples, idle, after, pooled, load, up, reloads, t_load, rows_live, note_live,
                      rows_final, note_final, panics, reload_errors, rp.returncode)
 
 
-def summarize(a, out, samples, idle, after, load, up, reloads, t_load, rows_live, note_live,
+def summarize(a, out, samples, idle, after, pooled, load, up, reloads, t_load, rows_live, note_live,
               rows_final, note_final, panics, reload_errors, rc):
     warm = [s for s in samples if s[0] >= 60] or samples
     q1 = [s for s in warm if s[0] <= warm[0][0] + (warm[-1][0] - warm[0][0]) / 4] or warm
@@ -510,7 +536,8 @@ def summarize(a, out, samples, idle, after, load, up, reloads, t_load, rows_live
                     "peak_hwm": round(max(s[2] for s in samples) / MiB, 1),
                     "end_10s_after_load": round(after[0] / MiB, 1)},
         "fds": {"idle": idle[2], "first_quarter_mean": round(fds_q1, 1), "last_quarter_mean": round(fds_q4, 1),
-                "max": max(s[3] for s in samples), "end_10s_after_load": after[2]},
+                "max": max(s[3] for s in samples), "end_10s_after_load": after[2],
+                "end_idle_upstream_pool_sockets": pooled},
         "ledger_rows_live_10s_after": rows_live, "ledger_rows_after_shutdown": rows_final,
         "ledger_notes": [n for n in (note_live, note_final) if n],
         "panics_in_log": panics, "reload_warnings_in_log": reload_errors, "relais_exit_code": rc,
@@ -518,7 +545,8 @@ def summarize(a, out, samples, idle, after, load, up, reloads, t_load, rows_live
     checks = {
         "no panic": panics == 0,
         "RSS flat (last quarter within 32 MiB of the first)": rss_q4 - rss_q1 < 32 * MiB,
-        "fds back to idle +8 after the load": after[2] <= idle[2] + 8,
+        "fds flat (last quarter within 16 of the first)": fds_q4 - fds_q1 < 16,
+        "fds back to idle after the load (+4, idle upstream pool sockets aside)": after[2] - pooled <= idle[2] + 4,
         "ledger rows (after shutdown) == requests sent": rows_final == load.sent,
         "ledger rows (live, 10 s after) == requests sent": rows_live == load.sent,
         "clean exit on SIGTERM": rc == 0,
@@ -532,7 +560,7 @@ def summarize(a, out, samples, idle, after, load, up, reloads, t_load, rows_live
           f"last quarter {res['rss_mib']['last_quarter_mean']}, max {res['rss_mib']['max']}, "
           f"end {res['rss_mib']['end_10s_after_load']}",
           f"- fds: idle {idle[2]}, first quarter {fds_q1:.0f}, last quarter {fds_q4:.0f}, "
-          f"max {res['fds']['max']}, end {after[2]}",
+          f"max {res['fds']['max']}, end {after[2]} ({pooled} of them idle pooled upstream connections)",
           f"- ledger rows: {rows_live} live (10 s after the load), {rows_final} after shutdown; "
           f"requests sent {load.sent} {res['ledger_notes'] or ''}",
           f"- panics in the log: {panics}; reload warnings: {reload_errors}; exit code {rc}",

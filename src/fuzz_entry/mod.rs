@@ -11,6 +11,9 @@
 //! to the state machine as the upstream SSE driver would feed it.
 
 mod streams;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
 mod upstream;
 
 pub use crate::server::fuzz::{

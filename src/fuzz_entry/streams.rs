@@ -275,7 +275,7 @@ const TERMINAL: [&str; 3] = [
 /// `response.created` and `response.in_progress` first, `sequence_number` 0, 1, 2…, each
 /// item added before its events and done at most once, and exactly one terminal event,
 /// last.
-fn responses_order(out: &[u8]) -> Result<(), Violation> {
+pub(super) fn responses_order(out: &[u8]) -> Result<(), Violation> {
     let mut d = SseDecoder::new();
     d.push(out);
     let mut seq = 0u64;
@@ -333,4 +333,29 @@ fn responses_order(out: &[u8]) -> Result<(), Violation> {
         return Err(v("the stream has no terminal event"));
     }
     Ok(())
+}
+
+/// The Anthropic order checker over whole events (for its own tests).
+#[cfg(test)]
+pub(super) fn check_anthropic_order(events: Vec<StreamEvent>) -> Result<(), Violation> {
+    let mut o = AnthropicOrder::default();
+    o.check(events.into_iter())?;
+    if o.stopped {
+        Ok(())
+    } else {
+        Err(v("no message_stop"))
+    }
+}
+
+/// The chat order checker over `(chunk JSON, usage_only)` pairs (for its own tests).
+#[cfg(test)]
+pub(super) fn check_chat_order(chunks: &[(&str, bool)]) -> Result<(), Violation> {
+    let items = chunks.iter().map(|(j, usage_only)| ChatItem {
+        data: Bytes::from(j.as_bytes().to_vec()),
+        starts_content: false,
+        usage: None,
+        text_bytes: 0,
+        usage_only: *usage_only,
+    });
+    ChatOrder::default().check(items)
 }

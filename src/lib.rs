@@ -6,6 +6,8 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod fields;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod keys;
 pub mod ledger;
 pub mod limits;

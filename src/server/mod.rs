@@ -5,6 +5,8 @@ pub mod auth;
 mod body;
 mod doors;
 mod errors;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gate;
 mod info;
 mod openai_errors;

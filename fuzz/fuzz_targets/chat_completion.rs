@@ -1,0 +1,7 @@
+#![no_main]
+// The body is relais::fuzz_entry::chat_completion, shared with tests/fuzz_corpus.rs.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Err(v) = relais::fuzz_entry::chat_completion(data) {
+        panic!("chat_completion: {v}");
+    }
+});

@@ -372,6 +372,7 @@ fn fields(p: &PolicySpec) -> RouterFields {
         allow_zero_data_retention: p.zdr,
         enable_model_fallback: p.fallback,
         include_metadata: None,
+        hedging: None,
     }
 }
 

@@ -19,7 +19,7 @@ use crate::error::{ApiError, UpstreamError};
 use crate::fields::RouterFields;
 use crate::observe::Api;
 use crate::provider::family::{until_content, Family, OpenStream};
-use crate::router::executor::{AttemptCtx, Opened, RequestMeta, Served};
+use crate::router::executor::{AttemptCtx, HedgeSummary, Opened, RequestMeta, Served};
 use crate::router::{Candidate, Needs, RouteContext, RouteError, RoutingTrace};
 
 /// What a prepared request means to the router.
@@ -63,6 +63,11 @@ pub trait Door: Send + Sync + 'static {
     fn render(p: &Self::Prepared, books: StreamBooks) -> Self::Render;
     /// Headers of the door's own on every answer (e.g. what was left out of the request).
     fn answer_headers(_p: &Self::Prepared, _h: &mut HeaderMap) {}
+    /// Whether a second attempt could duplicate a side effect Relais cannot see (a tool the
+    /// provider runs itself): then the request is never hedged (docs/hedging.md).
+    fn side_effects(_p: &Self::Prepared) -> bool {
+        false
+    }
 }
 
 /// Reads, parses and prepares a door's request.
@@ -139,6 +144,7 @@ async fn run<D: Door>(
         r.stream,
     );
     meta.include_trace = r.fields.include_metadata == Some(true);
+    meta.hedge = !D::side_effects(p);
     let plan = match st.router.plan(&route_context(&r, key)) {
         Ok(plan) => plan,
         Err(e) => {
@@ -168,6 +174,7 @@ async fn run<D: Door>(
         attempts,
         trace,
         ticket,
+        hedge,
         ..
     } = match served {
         Ok(s) => s,
@@ -199,8 +206,27 @@ async fn run<D: Door>(
             sse_response(Body::from_stream(body), h)
         }
     };
+    hedge_headers(resp.headers_mut(), hedge.as_ref());
     super::refusal::add_rate_headers(resp.headers_mut(), admission.headers());
     resp
+}
+
+/// `x-relais-hedge: won|lost` (did the hedge answer?), with its kind and delay, when a
+/// hedge started for the answering attempt (docs/hedging.md).
+fn hedge_headers(h: &mut HeaderMap, hedge: Option<&HedgeSummary>) {
+    let Some(hs) = hedge else { return };
+    h.insert(
+        "x-relais-hedge",
+        HeaderValue::from_static(if hs.won { "won" } else { "lost" }),
+    );
+    h.insert(
+        "x-relais-hedge-kind",
+        HeaderValue::from_static(hs.kind.as_str()),
+    );
+    h.insert(
+        "x-relais-hedge-delay-ms",
+        HeaderValue::from(u64::try_from(hs.delay.as_millis()).unwrap_or(u64::MAX)),
+    );
 }
 
 /// One attempt at one candidate: a stream up to its first content, or a whole answer

@@ -58,6 +58,14 @@ impl Router {
         }
     }
 
+    /// A probe of `endpoint` lost its hedge race after `elapsed` (see
+    /// `EndpointState::record_lost_probe`).
+    pub fn record_lost_probe(&self, endpoint: &str, elapsed: Duration) {
+        if let Some(s) = self.states.get(endpoint) {
+            s.record_lost_probe(self.clock.now(), elapsed);
+        }
+    }
+
     /// The recent latency distribution of `endpoint` (`None`: unknown endpoint).
     pub(crate) fn latency(&self, endpoint: &str) -> Option<super::stats::LatencyView> {
         self.states.get(endpoint).map(|s| s.latency())

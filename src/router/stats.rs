@@ -224,6 +224,19 @@ impl EndpointState {
             .push((total.as_secs_f64() * 1000.0 - decode_ms).max(0.0));
     }
 
+    /// A probe of this (stale or unsampled) endpoint lost its hedge race after `elapsed`
+    /// without a first byte: it is at least that slow, so its TTFT estimate rises to
+    /// `elapsed` if lower (never falls: a cancelled attempt is no sample), and its age
+    /// restarts, so the next re-probe comes after another `STALE_PLANS` plans or
+    /// `STALE_AGE`.
+    pub(crate) fn record_lost_probe(&self, now: Instant, elapsed: Duration) {
+        self.plans_since_sample.store(0, Ordering::Relaxed);
+        let mut g = self.lock();
+        g.reprobe_claimed = None;
+        g.freshened = now;
+        g.ttft_ms.value = g.ttft_ms.value.max(elapsed.as_secs_f64() * 1000.0);
+    }
+
     pub(crate) fn latency(&self) -> LatencyView {
         let g = self.lock();
         LatencyView {

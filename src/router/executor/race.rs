@@ -313,6 +313,11 @@ impl Executor {
             let elapsed = f.started.elapsed();
             drop(f.fut);
             run.upstream += elapsed;
+            let score = &f.pick.cand.score;
+            if score.explored || score.reprobe {
+                self.router
+                    .record_lost_probe(&f.pick.cand.endpoint.id, elapsed);
+            }
             let usage = self.cancelled_usage(plan, meta, f.pick.cand, elapsed);
             let cost = super::cost_eur(f.pick.cand, &usage);
             run.cancelled_cost += cost;

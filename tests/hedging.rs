@@ -23,6 +23,7 @@ door_tests!(
     every_candidate_hanging_is_a_bounded_504,
     a_spent_budget_means_no_hedge_and_the_first_attempt_still_serves,
     a_request_or_its_key_can_turn_hedging_off,
+    a_key_that_cannot_afford_a_hedge_is_not_hedged,
     a_probe_of_a_slow_stale_endpoint_is_raced_against_the_best,
 );
 
@@ -316,6 +317,40 @@ async fn a_request_or_its_key_can_turn_hedging_off(door: Door) {
     assert_eq!(ans.text, "from a", "{:?} {}", ans.headers, ans.trace());
     assert!(!ans.headers.contains_key("x-relais-hedge"));
     assert_eq!(w.fake("b").request_count(), 0);
+}
+
+async fn a_key_that_cannot_afford_a_hedge_is_not_hedged(door: Door) {
+    // At 1 EUR/Mtok a request's worst case is about 70 µEUR (its input and 64 tokens out):
+    // the day's budget of 100 µEUR admits it, but not it and a hedge (140 µEUR).
+    let keys = "\n[[keys]]\nname = \"tight\"\nkey = \"sk-tight-budget-1\"\n\
+                [keys.limits]\neur_per_day = 0.0001\n";
+    let w = speed_pair("prior_delay_ms = 100", keys).await;
+    w.all_ok(true);
+    w.fake("a").push(delayed(&w, "a", true, 400));
+    let resp = door
+        .send_as(
+            &w.relais,
+            "sk-tight-budget-1",
+            &speed(door, true, json!({})),
+        )
+        .await;
+    let ans = door.answer(resp, true).await;
+    assert_eq!(ans.text, "from a");
+    assert!(!ans.headers.contains_key("x-relais-hedge"));
+    assert_eq!(
+        w.fake("b").request_count(),
+        0,
+        "no hedge the key cannot pay for"
+    );
+    // The standard key (no limits) is hedged as usual (a fresh world: `a`'s 400 ms sample
+    // above now ranks it after `b`).
+    let w = speed_pair("prior_delay_ms = 100", keys).await;
+    w.all_ok(true);
+    w.fake("a").push(delayed(&w, "a", true, 3000));
+    let ans = door
+        .answer(w.send_via(door, &speed(door, true, json!({}))).await, true)
+        .await;
+    assert_eq!(ans.header("x-relais-hedge"), "won");
 }
 
 // ---------- exploration ----------

@@ -50,6 +50,16 @@ pub fn mode(plan: &Plan, model_mode: HedgeMode) -> HedgeMode {
     plan.policy.hedging.min(model_mode)
 }
 
+/// Whether any attempt of `plan` may be hedged (its policy and the requested model's
+/// mode; for admission, which reserves for the hedges of such a request).
+pub fn may_hedge(plan: &Plan) -> bool {
+    plan.candidates.len() > 1
+        && plan
+            .candidates
+            .iter()
+            .any(|c| mode(plan, c.model.hedging) != HedgeMode::Off)
+}
+
 /// Output tokens a whole answer may take, and the time to produce them at `rate`.
 fn decode_time(tokens: u64, rate: f64) -> Duration {
     Duration::from_secs_f64((tokens as f64 / rate.max(1e-3)).min(1e6))

@@ -23,6 +23,10 @@ pub struct RouterFields {
     pub enable_model_fallback: Option<bool>,
     #[serde(default)]
     pub include_metadata: Option<bool>,
+    /// `false` turns hedging off for this request; `true` changes nothing (a request can
+    /// never get more hedging than its key and model allow).
+    #[serde(default)]
+    pub hedging: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, Hash)]
@@ -50,6 +54,7 @@ impl RouterFields {
             "allow_zero_data_retention" => self.allow_zero_data_retention = map.next_value()?,
             "enable_model_fallback" => self.enable_model_fallback = map.next_value()?,
             "include_metadata" => self.include_metadata = map.next_value()?,
+            "hedging" => self.hedging = map.next_value()?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -140,10 +140,43 @@ pub struct AttemptRecord<'a> {
     pub last_resort: bool,
 }
 
-/// Receives what the executor reports. Both methods default to doing nothing.
+/// How a hedge ended, or why none started when its delay passed (docs/hedging.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HedgeOutcome {
+    /// The hedge answered first; the hedged attempt was cancelled.
+    Won,
+    /// The hedged attempt answered first; the hedge was cancelled.
+    Lost,
+    /// The hedge failed.
+    Failed,
+    /// The delay passed but the model's hedge budget was spent: no hedge.
+    BudgetExhausted,
+}
+
+impl HedgeOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HedgeOutcome::Won => "won",
+            HedgeOutcome::Lost => "lost",
+            HedgeOutcome::Failed => "failed",
+            HedgeOutcome::BudgetExhausted => "budget_exhausted",
+        }
+    }
+}
+
+/// A hedge's outcome, for the metrics (`relais_hedges_total{model,outcome}`).
+#[derive(Debug, Clone)]
+pub struct HedgeRecord<'a> {
+    /// The requested model (whose budget paid for it).
+    pub model: &'a str,
+    pub outcome: HedgeOutcome,
+}
+
+/// Receives what the executor reports. Every method defaults to doing nothing.
 pub trait Observer: Send + Sync {
     fn attempt(&self, _a: &AttemptRecord<'_>) {}
     fn request(&self, _r: &RequestRecord) {}
+    fn hedge(&self, _h: &HedgeRecord<'_>) {}
 }
 
 /// Reports to several observers in order.
@@ -159,6 +192,11 @@ impl Observer for Observers {
     fn request(&self, r: &RequestRecord) {
         for o in &self.0 {
             o.request(r);
+        }
+    }
+    fn hedge(&self, h: &HedgeRecord<'_>) {
+        for o in &self.0 {
+            o.hedge(h);
         }
     }
 }

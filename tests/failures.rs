@@ -20,7 +20,7 @@ door_tests!(
     upstream_400_passes_message,
     upstream_plain_text_500,
     upstream_hang_is_504_within_its_bound,
-    upstream_hang_without_streamed_whole_answers_waits_for_the_deadline,
+    upstream_json_hang_with_a_large_output_bound_waits_for_the_deadline,
     stream_dropped_after_content_ends_with_error_event,
     stream_truncated_after_content_without_done_ends_with_error_event,
     stream_idle_after_content_ends_with_error_event,
@@ -95,38 +95,35 @@ async fn upstream_plain_text_500(door: Door) {
     door.expect_error(resp, 502, "api_error").await;
 }
 
-/// A hung upstream is a 504, never a 408. Streamed or not, it is bounded by the first-byte
-/// timeout (1 s here): a non-streaming request is streamed upstream
-/// (`stream_whole_answers`, the default for OpenAI-compatible providers).
+/// A hung upstream is a 504, never a 408. A stream is bounded by the first-byte timeout
+/// (1 s here); a non-streaming request (sent as JSON) by the first-byte timeout plus its
+/// output bound at half the decode rate (64 tokens at 25 tokens/s before samples: 3.56 s),
+/// docs/hedging.md.
 async fn upstream_hang_is_504_within_its_bound(door: Door) {
     let fake = FakeUpstream::start().await;
     fake.set_default(Reply::Hang);
     let relais = Relais::with_fake(&fake, &Opts::fast()).await;
-    for stream in [true, false] {
+    for (stream, lo, hi) in [(true, 900, 2500), (false, 3400, 4900)] {
         let t = Instant::now();
         let resp = door.send(&relais, &door.simple("hi", stream)).await;
         let took = t.elapsed();
         assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
-            "stream={stream}: answered after {took:?}, expected 900..2500 ms"
+            took >= Duration::from_millis(lo) && took < Duration::from_millis(hi),
+            "stream={stream}: answered after {took:?}, expected {lo}..{hi} ms"
         );
         door.expect_error(resp, 504, "timeout_error").await;
     }
 }
 
-/// With `stream_whole_answers = false`, a non-streaming answer's head comes only after the
-/// whole generation: it is bounded by the request timeout (300 s default) or the routing
-/// deadline (5 s here), whichever is first.
-async fn upstream_hang_without_streamed_whole_answers_waits_for_the_deadline(door: Door) {
+/// A non-streaming answer's head comes only after the whole generation: with a large output
+/// bound (4096 tokens: 1 s + 164 s), the routing deadline (5 s here) binds first.
+async fn upstream_json_hang_with_a_large_output_bound_waits_for_the_deadline(door: Door) {
     let fake = FakeUpstream::start().await;
     fake.set_default(Reply::Hang);
-    let o = Opts {
-        provider_extra: "stream_whole_answers = false",
-        ..Opts::fast()
-    };
-    let relais = Relais::with_fake(&fake, &o).await;
+    let relais = Relais::with_fake(&fake, &Opts::fast()).await;
     let t = Instant::now();
-    let resp = door.send(&relais, &door.simple("hi", false)).await;
+    let body = door.body(MODEL, "hi", 4096, false, serde_json::json!({}));
+    let resp = door.send(&relais, &body).await;
     let took = t.elapsed();
     assert!(
         took >= Duration::from_millis(4900) && took < Duration::from_millis(6500),

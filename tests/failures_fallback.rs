@@ -117,15 +117,19 @@ async fn client_fault_400_does_not_fall_back(door: Door) {
 }
 
 async fn slow_non_stream_generation_within_total_deadline_succeeds(door: Door) {
-    // A non-streaming request is streamed upstream: the first-byte timeout (1 s) bounds
-    // only the first token; a generation longer than that (1.5 s) is assembled within the
-    // routing deadline (5 s).
+    // With `stream_whole_answers = true` a non-streaming request is streamed upstream: the
+    // first-byte timeout (1 s) bounds only the first token; a generation longer than that
+    // (1.5 s) is assembled within the routing deadline (5 s).
     let fake = FakeUpstream::start().await;
     fake.push(Reply::sse_paced(
         openai::text_stream(&["a long", " answer"]),
         |i, n| Duration::from_millis(if i == 0 || i == n - 1 { 0 } else { 500 }),
     ));
-    let relais = Relais::with_fake(&fake, &Opts::fast()).await; // first byte 1 s, total 5 s
+    let o = Opts {
+        provider_extra: "stream_whole_answers = true",
+        ..Opts::fast() // first byte 1 s, total 5 s
+    };
+    let relais = Relais::with_fake(&fake, &o).await;
     let t = Instant::now();
     let resp = door.send(&relais, &door.simple("hi", false)).await;
     let ans = door.answer(resp, false).await;

@@ -55,9 +55,9 @@ async fn an_openai_upstream_gets_the_clients_request_rewritten_only_where_relais
     for streamed_whole in [true, false] {
         let o = Opts {
             provider_extra: if streamed_whole {
-                ""
+                "stream_whole_answers = true"
             } else {
-                "stream_whole_answers = false"
+                ""
             },
             ..Opts::default()
         };
@@ -84,7 +84,7 @@ async fn sent_as_the_client_asked(o: &Opts, streamed_whole: bool) {
         }
         w.insert("model".into(), json!(UPSTREAM_MODEL));
         if stream || streamed_whole {
-            // A whole answer is streamed upstream and assembled (the default).
+            // A whole answer is streamed upstream and assembled (`stream_whole_answers`).
             w.insert("stream".into(), json!(true));
             w.insert("stream_options".into(), json!({"include_usage": true}));
         } else {
@@ -135,12 +135,16 @@ async fn whole_answers_are_relayed_with_the_served_model_and_cost() {
     assert!(sent.get("max_tokens").is_none() && sent.get("max_completion_tokens").is_none());
 }
 
-/// The default: a whole answer is streamed upstream and assembled into the completion the
-/// upstream would have sent.
+/// `stream_whole_answers = true` (off by default): a whole answer is streamed upstream and
+/// assembled into the completion the upstream would have sent.
 #[tokio::test]
 async fn whole_answers_are_assembled_from_the_upstream_stream() {
     let fake = FakeUpstream::start().await;
-    let relais = Relais::with_fake(&fake, &Opts::default()).await;
+    let o = Opts {
+        provider_extra: "stream_whole_answers = true",
+        ..Opts::default()
+    };
+    let relais = Relais::with_fake(&fake, &o).await;
     let upstream = openai::chat_response_with(
         json!({"role": "assistant", "content": "Checking.", "tool_calls": [
             {"id": "call_9", "type": "function",

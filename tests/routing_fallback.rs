@@ -206,8 +206,9 @@ async fn fallback_recovers_from_a_stream_that_hangs_before_its_first_byte(door: 
 }
 
 async fn fallback_recovers_from_a_non_stream_answer_that_hangs(door: Door) {
-    // A non-streaming request is streamed upstream, so a hang is caught by the provider's
-    // first_byte_timeout_s, which leaves time in the 3 s deadline for the next endpoint.
+    // A non-streaming request (sent as JSON) is bounded by the first-byte timeout plus its
+    // output bound, within request_timeout_s (0.5 s here), which leaves time in the 3 s
+    // deadline for the next endpoint.
     let w = pair(Routing {
         total_timeout_s: 3.0,
         ..Routing::default()
@@ -216,7 +217,7 @@ async fn fallback_recovers_from_a_non_stream_answer_that_hangs(door: Door) {
     w.all_ok(false);
     w.fake("a").set_default(Reply::Hang);
     let t = Instant::now();
-    assert_recovered(&w, door, false, "first_byte_timeout").await;
+    assert_recovered(&w, door, false, "request_timeout").await;
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
 
@@ -258,15 +259,14 @@ async fn fallback_recovers_from_a_stream_that_dies_before_content(door: Door) {
             let a = assert_recovered(&w, door, true, kind).await;
             assert_eq!(a.text, "from b");
         }
-        // The non-streaming counterpart: a 200 whose body is cut (a non-streaming client
-        // request is streamed upstream, so this is a stream with no complete event).
+        // The non-streaming counterpart: a 200 whose JSON body is cut.
         w.all_ok(false);
         w.fake("a").set_default(Reply::raw(
             200,
             "application/json",
             b"{\"choices\": [ {\"mess",
         ));
-        assert_recovered(&w, door, false, "truncated").await;
+        assert_recovered(&w, door, false, "protocol").await;
         assert_eq!(w.counts(), counts(&[("a", 5), ("b", 5)]));
     }
 }

@@ -167,15 +167,32 @@ async fn a_recovered_endpoint_regains_the_speed_traffic_and_a_slow_one_is_not_ha
             speed_request(&w, json!({"allowed_providers": [p]})).await;
         }
     }
-    // a stays slow: only re-probes reach it (one per 20 plans it took part in).
+    // a stays slow: only re-probes reach it (one per 20 plans it took part in), besides
+    // hedges of b's slowest answers (past b's p95), which the hedge budget bounds.
     let before = w.counts();
+    let mut hedges_to_a = 0;
     for _ in 0..60 {
-        speed_request(&w, json!({})).await;
+        let body = Door::Messages.req(
+            "x",
+            true,
+            json!({"preference": "speed", "include_metadata": true}),
+        );
+        let ans = Door::Messages.answer(w.send(&body).await, true).await;
+        hedges_to_a += ans.trace()["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["endpoint"] == "a/x-up" && a.get("hedge").is_some())
+            .count();
     }
-    let to_a = w.counts()["a"] - before["a"];
+    let to_a = w.counts()["a"] - before["a"] - hedges_to_a;
     assert!(
         (1..=4).contains(&to_a),
         "a slow endpoint got {to_a} of 60 requests (expected its 3 re-probes)"
+    );
+    assert!(
+        hedges_to_a <= 11,
+        "{hedges_to_a} hedges: more than the budget"
     );
     // a recovers and is now the fastest: within a few dozen requests it serves them all.
     latency(&w, "a", 3);

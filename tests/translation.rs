@@ -46,10 +46,10 @@ async fn upstream_request_basics_and_auth() {
     assert_eq!(b["max_tokens"], 77);
     assert_eq!(b["temperature"], 0.3);
     assert_eq!(b["top_p"], 0.9);
-    // A non-streaming client request is streamed upstream and assembled
-    // (`stream_whole_answers`, the default for OpenAI-compatible providers).
-    assert_eq!(b["stream"], true, "{b}");
-    assert_eq!(b["stream_options"], json!({"include_usage": true}), "{b}");
+    // A non-streaming client request stays non-streaming upstream (`stream_whole_answers`
+    // is off by default).
+    assert_eq!(b.get("stream"), None, "{b}");
+    assert_eq!(b.get("stream_options"), None, "{b}");
     assert_eq!(
         b["messages"],
         json!([{"role": "system", "content": "You are terse."},

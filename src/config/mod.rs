@@ -3,6 +3,7 @@
 
 mod db_key;
 mod error;
+mod hedge;
 mod limits;
 mod ops;
 mod raw;
@@ -25,6 +26,7 @@ use crate::fields::Preference;
 pub use db_key::{check_policy_shape, validate_db_key};
 use error::invalid;
 pub use error::ConfigError;
+pub use hedge::{HedgeConfig, HedgeMode};
 pub use limits::{validate_state, KeyLimits, LimitSet, OnRedisError, StateConfig};
 pub use ops::{validate_ledger, AdminConfig, DbUrl, LedgerConfig};
 pub use raw::{RawAdmin, RawConfig, RawKey, RawLedger, RawLimits};
@@ -104,6 +106,8 @@ pub struct RoutingConfig {
     pub strict_max_tokens: bool,
     /// Probability of trying an unsampled eligible endpoint first (exploration).
     pub explore_probability: f64,
+    /// Hedged requests (docs/hedging.md).
+    pub hedge: HedgeConfig,
 }
 
 /// A client key: only its SHA-256 digest is kept in memory.
@@ -138,6 +142,8 @@ pub struct KeyPolicy {
     pub allowed_providers: Option<HashSet<String>>,
     pub enable_model_fallback: Option<bool>,
     pub denied_models: HashSet<String>,
+    /// The most hedging the key allows (`None`: no limit of its own).
+    pub hedging: Option<HedgeMode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +178,8 @@ pub struct ModelConfig {
     pub aliases: Vec<String>,
     pub fallbacks: Vec<String>,
     pub endpoints: Vec<Arc<EndpointConfig>>,
+    /// The most hedging this model's requests get (`[routing.hedge] mode` unless set).
+    pub hedging: HedgeMode,
 }
 
 #[derive(Debug, Clone)]
@@ -352,6 +360,7 @@ impl Config {
                 aliases: m.aliases.clone(),
                 fallbacks: m.fallbacks.clone(),
                 endpoints,
+                hedging: m.hedging.unwrap_or(routing.hedge.mode),
             }));
         }
         for (i, m) in raw.models.iter().enumerate() {

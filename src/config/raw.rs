@@ -91,6 +91,9 @@ pub struct RawRouting {
     /// Chance that a request first tries an eligible endpoint with no speed samples yet,
     /// so that its estimates can form (default 0.05; 0 disables).
     pub explore_probability: Option<f64>,
+    /// Hedged requests (docs/hedging.md).
+    #[serde(default)]
+    pub hedge: super::hedge::RawHedge,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -114,6 +117,9 @@ pub struct RawKey {
     pub enable_model_fallback: Option<bool>,
     #[serde(default)]
     pub denied_models: Vec<String>,
+    /// The most hedging this key's requests may get (docs/hedging.md).
+    #[serde(default)]
+    pub hedging: Option<super::hedge::HedgeMode>,
     /// Rate limits and budgets of this key (and per model under `limits.models`).
     #[serde(default)]
     pub limits: Option<RawLimits>,
@@ -175,7 +181,8 @@ pub struct RawProvider {
     /// done) before Relais falls back to the next endpoint.
     pub request_timeout_s: Option<f64>,
     /// Serve non-streaming client requests by streaming upstream and assembling the answer
-    /// (default for `api = "openai"`), so `first_byte_timeout_s` bounds a hang.
+    /// (`api = "openai"` only; off by default: a non-streaming request stays non-streaming,
+    /// and hedging bounds a hang, see docs/hedging.md).
     pub stream_whole_answers: Option<bool>,
     /// Skip this provider instead of failing start-up when its key variable is unset.
     #[serde(default)]
@@ -194,6 +201,9 @@ pub struct RawModel {
     pub fallbacks: Vec<String>,
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
+    /// The most hedging this model's requests may get (docs/hedging.md).
+    #[serde(default)]
+    pub hedging: Option<super::hedge::HedgeMode>,
 }
 
 #[derive(Debug, Deserialize)]

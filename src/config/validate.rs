@@ -94,6 +94,7 @@ pub(super) fn validate_routing(r: &raw::RawRouting) -> Result<RoutingConfig, Con
         expected_output_tokens: r.expected_output_tokens.unwrap_or(512).max(1),
         strict_max_tokens: r.strict_max_tokens.unwrap_or(false),
         explore_probability: explore,
+        hedge: super::hedge::validate_hedge(&r.hedge)?,
     })
 }
 
@@ -147,7 +148,7 @@ pub(super) fn validate_provider(
         },
     };
     let stream_whole_answers = match (api, p.stream_whole_answers) {
-        (ApiKind::OpenAi, v) => v.unwrap_or(true),
+        (ApiKind::OpenAi, v) => v.unwrap_or(false),
         (ApiKind::Anthropic, Some(true)) => {
             return Err(invalid(
                 format!("{field}.stream_whole_answers"),
@@ -257,6 +258,7 @@ pub(super) fn validate_key(
                 .map(|v| v.iter().cloned().collect()),
             enable_model_fallback: k.enable_model_fallback,
             denied_models: k.denied_models.iter().cloned().collect(),
+            hedging: k.hedging,
         },
     })
 }

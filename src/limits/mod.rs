@@ -108,6 +108,34 @@ impl Limits {
         max_tokens: u64,
         est_input: u64,
     ) -> Result<Admission, Rejected> {
+        self.admit_attempts(key, plan, (max_tokens, est_input), 1, true)
+            .await
+    }
+
+    /// Like [`Limits::admit`], reserving for `1 + hedges` attempts running at once (a
+    /// hedged request may be charged for its cancelled attempt too). `None`: the key cannot
+    /// afford the hedges (nothing was reserved or counted): admit it without them, with
+    /// [`Limits::admit`], which gives the right refusal if it cannot afford even one.
+    pub async fn admit_hedged(
+        &self,
+        key: Option<&ClientKey>,
+        plan: &Plan,
+        (max_tokens, est_input): (u64, u64),
+        hedges: u32,
+    ) -> Option<Admission> {
+        self.admit_attempts(key, plan, (max_tokens, est_input), 1 + hedges, false)
+            .await
+            .ok()
+    }
+
+    async fn admit_attempts(
+        &self,
+        key: Option<&ClientKey>,
+        plan: &Plan,
+        (max_tokens, est_input): (u64, u64),
+        attempts: u32,
+        count_rejection: bool,
+    ) -> Result<Admission, Rejected> {
         let Some(key) = key.filter(|k| !k.limits.is_empty()) else {
             return Ok(Admission::unlimited());
         };
@@ -122,9 +150,11 @@ impl Limits {
             .iter()
             .map(|c| c.cost_eur(est_input, 0, c.max_tokens))
             .fold(0.0, f64::max);
+        let n = u64::from(attempts.max(1));
         let worst = Worst {
-            tokens: i64::try_from(est_input.saturating_add(worst_output)).unwrap_or(i64::MAX),
-            micro_eur: micro_eur(worst_eur),
+            tokens: i64::try_from(est_input.saturating_add(worst_output).saturating_mul(n))
+                .unwrap_or(i64::MAX),
+            micro_eur: micro_eur(worst_eur * n as f64),
         };
         let now = self.clock.now_ms();
         let mut slots = Vec::new();
@@ -169,9 +199,11 @@ impl Limits {
                 Ok(Admission::held(held, headers))
             }
             Ok(r) => {
-                self.health
-                    .limit_rejections_total
-                    .fetch_add(1, Ordering::Relaxed);
+                if count_rejection {
+                    self.health
+                        .limit_rejections_total
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 Err(Rejected::over(&key.name, &slots, &r.values, now))
             }
             Err(_) => match self.on_error {

@@ -107,6 +107,7 @@ pub struct Metrics {
     model_fallbacks: Family<Labels<1>, Counter>,
     last_resort: Family<Labels<1>, Counter>,
     error_responses: Family<Labels<2>, Counter>,
+    hedges: Family<Labels<2>, Counter>,
     series: RwLock<FastMap<observer::SeriesKey, Arc<observer::Series>>>,
     endpoints: RwLock<FastMap<Lv, Arc<observer::EndpointSeries>>>,
     router: collect::RouterSlot,
@@ -191,6 +192,13 @@ impl Metrics {
              status and Anthropic error type, whether or not the request reached routing",
             error_responses.clone(),
         );
+        let hedges = Family::default();
+        r.register(
+            "relais_hedges",
+            "Hedges (docs/hedging.md), by model requested and outcome: won, lost, failed (each \
+             one extra upstream request) or budget_exhausted (none sent)",
+            hedges.clone(),
+        );
         let router = collect::RouterSlot::default();
         r.register_collector(Box::new(router.clone()));
         Metrics {
@@ -207,6 +215,7 @@ impl Metrics {
             model_fallbacks,
             last_resort,
             error_responses,
+            hedges,
             series: RwLock::default(),
             endpoints: RwLock::default(),
             router,
@@ -287,6 +296,14 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .register(name, help, family.clone());
         LabeledCounter { label, family }
+    }
+
+    pub(super) fn hedge(&self, h: &crate::observe::HedgeRecord<'_>) {
+        let labels = Labels([
+            ("model", V::A(Lv::new(h.model))),
+            ("outcome", V::S(h.outcome.as_str())),
+        ]);
+        self.hedges.get_or_create(&labels).inc();
     }
 
     fn register_collector(&self, c: collect::FnMetric) {

@@ -24,6 +24,9 @@ impl Observer for MetricsObserver {
     fn request(&self, r: &RequestRecord) {
         self.0.request(r);
     }
+    fn hedge(&self, h: &crate::observe::HedgeRecord<'_>) {
+        self.0.hedge(h);
+    }
 }
 
 /// The handles of one (API, requested model, served model, provider), resolved on its first

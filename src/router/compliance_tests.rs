@@ -84,8 +84,13 @@ struct PolicySpec {
 
 #[derive(Debug, Clone)]
 enum Outcome {
-    Ok { ttft_ms: u16, tokens: u16 },
+    Ok {
+        ttft_ms: u16,
+        tokens: u16,
+    },
     Fail(u8),
+    /// Never answers: only a hedge or the routing deadline ends it.
+    Hang,
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +225,7 @@ fn arb_outcome() -> impl Strategy<Value = Outcome> {
     prop_oneof![
         2 => (1u16..5_000, 0u16..2_000).prop_map(|(ttft_ms, tokens)| Outcome::Ok { ttft_ms, tokens }),
         3 => (0u8..6).prop_map(Outcome::Fail),
+        1 => Just(Outcome::Hang),
     ]
 }
 
@@ -260,12 +266,17 @@ fn to_toml(c: &Catalog, key: Option<(&PolicySpec, &[usize])>) -> String {
     let _ = writeln!(
         s,
         "[routing]\nstrict_max_tokens = {}\nbreaker_failures = {}\nbreaker_cooldown_s = {}\n\
-         near_equal_margin = {}\nexplore_probability = {}\n",
+         near_equal_margin = {}\nexplore_probability = {}\n\n\
+         # Hedges early and often, so that many runs race attempts (the shipped delays and\n\
+         # budget would make hedges rare in 25 requests).\n\
+         [routing.hedge]\nprior_delay_ms = 300\nstall_prior_s = 1\nstall_min_s = 1\n\
+         budget_burst = 1000\nmax_in_flight = {}\n",
         c.strict,
         c.breaker_failures,
         c.cooldown_s,
         f64::from(c.margin_pct) / 100.0,
-        f64::from(c.explore_pct) / 100.0
+        f64::from(c.explore_pct) / 100.0,
+        1 + c.breaker_failures % 2
     );
     for (i, p) in c.providers.iter().enumerate() {
         let _ = writeln!(
@@ -372,6 +383,7 @@ fn fields(p: &PolicySpec) -> RouterFields {
         allow_zero_data_retention: p.zdr,
         enable_model_fallback: p.fallback,
         include_metadata: None,
+        hedging: None,
     }
 }
 

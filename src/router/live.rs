@@ -50,6 +50,27 @@ impl Router {
         }
     }
 
+    /// A whole JSON answer of `output_tokens` in `total`: like `record_whole_success`, and
+    /// a sample of the endpoint's whole-answer latency (for hedge delays).
+    pub fn record_whole_answer(&self, endpoint: &str, total: Duration, output_tokens: u64) {
+        if let Some(s) = self.states.get(endpoint) {
+            s.record_whole(total, output_tokens);
+        }
+    }
+
+    /// A probe of `endpoint` lost its hedge race after `elapsed` (see
+    /// `EndpointState::record_lost_probe`).
+    pub fn record_lost_probe(&self, endpoint: &str, elapsed: Duration) {
+        if let Some(s) = self.states.get(endpoint) {
+            s.record_lost_probe(self.clock.now(), elapsed);
+        }
+    }
+
+    /// The recent latency distribution of `endpoint` (`None`: unknown endpoint).
+    pub(crate) fn latency(&self, endpoint: &str) -> Option<super::stats::LatencyView> {
+        self.states.get(endpoint).map(|s| s.latency())
+    }
+
     /// A stream's first content arrived: a half-open breaker closes at once, so other
     /// requests need not wait for a long stream to end before using the endpoint again.
     pub fn record_first_content(&self, endpoint: &str) {
@@ -91,6 +112,23 @@ impl Router {
                 "expected_output_tokens": r.expected_output_tokens,
                 "strict_max_tokens": r.strict_max_tokens,
                 "explore_probability": r.explore_probability,
+                "hedge": {
+                    "mode": r.hedge.mode,
+                    "min_delay_ms": r.hedge.min_delay.as_secs_f64() * 1000.0,
+                    "max_delay_s": r.hedge.max_delay.as_secs_f64(),
+                    "prior_delay_ms": r.hedge.prior_delay.as_secs_f64() * 1000.0,
+                    "min_samples": r.hedge.min_samples,
+                    "stall_multiple": r.hedge.stall_multiple,
+                    "stall_min_s": r.hedge.stall_min.as_secs_f64(),
+                    "stall_prior_s": r.hedge.stall_prior.as_secs_f64(),
+                    "budget_ratio": r.hedge.budget_ratio,
+                    "budget_burst": r.hedge.budget_burst,
+                    "max_in_flight": r.hedge.max_in_flight,
+                    // Hedges each model may start now.
+                    "budget_left": self.cfg.models.iter()
+                        .filter_map(|m| Some((m.id.clone(), self.hedge_budgets().left(&m.id)?)))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                },
             },
             "endpoints": serde_json::to_value(self.endpoint_snapshots())
                 .unwrap_or(serde_json::Value::Null),

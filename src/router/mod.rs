@@ -17,6 +17,8 @@ mod breaker;
 mod clock;
 pub mod executor;
 mod filter;
+pub mod hedge;
+mod latency;
 mod live;
 mod policy;
 mod rank;
@@ -47,11 +49,14 @@ use crate::fields::RouterFields;
 pub use breaker::{BreakerState, Unavailable, MAX_RETRY_AFTER};
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use filter::{Clamp, ClampLimit, Exclusion, Filter};
+pub use latency::Quantiles;
 pub use policy::EffectivePolicy;
 pub use rank::{Score, Weights};
 pub use route_error::RouteError;
 pub use stats::{AttemptGuard, EndpointSnapshot, DEFAULT_TOKENS_PER_S, DEFAULT_TTFT_MS};
-pub use trace::{AttemptOutcome, AttemptTrace, Blend, CandidateTrace, PlanTrace, RoutingTrace};
+pub use trace::{
+    AttemptOutcome, AttemptTrace, Blend, CandidateTrace, HedgeTrace, PlanTrace, RoutingTrace,
+};
 
 use breaker::Breaker;
 use rank::{RankInput, RankParams};
@@ -131,6 +136,8 @@ pub struct Router {
     order: Vec<String>,
     clock: Arc<dyn Clock>,
     next_attempt: AtomicU64,
+    /// Per-model hedge budgets (`hedge.rs`).
+    hedge_budgets: hedge::Budgets,
 }
 
 impl Router {
@@ -183,13 +190,20 @@ impl Router {
                 *st.models.lock().unwrap_or_else(|e| e.into_inner()) = models;
             }
         }
+        let hedge_budgets =
+            hedge::Budgets::new(cfg.models.iter().map(|m| m.id.as_str()), &cfg.routing.hedge);
         Router {
             cfg,
             states,
             order,
             clock,
             next_attempt: AtomicU64::new(1),
+            hedge_budgets,
         }
+    }
+
+    pub(crate) fn hedge_budgets(&self) -> &hedge::Budgets {
+        &self.hedge_budgets
     }
 
     pub fn config(&self) -> &Arc<Config> {

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::config::{ClientKey, EndpointConfig, KeyPolicy, ModelConfig};
+use crate::config::{ClientKey, EndpointConfig, HedgeMode, KeyPolicy, ModelConfig};
 use crate::fields::{Preference, RouterFields};
 
 use super::filter::Filter;
@@ -26,6 +26,8 @@ pub struct EffectivePolicy {
     #[serde(serialize_with = "sorted")]
     pub allowed_providers: Option<HashSet<String>>,
     pub enable_model_fallback: bool,
+    /// The most hedging the key and the request allow (the model may lower it further).
+    pub hedging: HedgeMode,
 }
 
 /// Traces list allowed providers in a stable order.
@@ -61,6 +63,11 @@ pub(crate) fn effective_policy(key: Option<&ClientKey>, f: &RouterFields) -> Eff
             .enable_model_fallback
             .or(base.enable_model_fallback)
             .unwrap_or(true),
+        // Not compliance, but the same rule: a request may lower it, never raise it.
+        hedging: match f.hedging {
+            Some(false) => HedgeMode::Off,
+            _ => base.hedging.unwrap_or(HedgeMode::On),
+        },
     }
 }
 
@@ -146,6 +153,7 @@ mod tests {
                 allow_quantization: true,
                 allowed_providers: None,
                 enable_model_fallback: true,
+                hedging: HedgeMode::On,
             }
         );
     }

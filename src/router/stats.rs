@@ -29,6 +29,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerState, Unavailable};
+use super::latency::{LatencyWindow, Quantiles};
 use crate::config::EndpointConfig;
 
 /// EWMA weight of a new sample once warmed up.
@@ -104,6 +105,19 @@ struct Inner {
     /// `STALE_AGE` is void (its attempt never happened: a fallback model's candidate, a
     /// request refused by a limit, a client gone), so a lost claim cannot stop ageing.
     reprobe_claimed: Option<Instant>,
+    /// Recent times to first content (streams, and whole answers assembled from streams).
+    ttft_window: LatencyWindow,
+    /// Recent whole JSON answers' time less their output at the decode rate: what a whole
+    /// answer takes besides generating its tokens (see `router::hedge`).
+    whole_window: LatencyWindow,
+}
+
+/// What a hedge delay is computed from (`router::hedge`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LatencyView {
+    pub ttft: Quantiles,
+    pub whole_overhead: Quantiles,
+    pub tokens_per_s: f64,
 }
 
 #[derive(Debug)]
@@ -138,6 +152,8 @@ impl EndpointState {
                 last_error: None,
                 freshened: now,
                 reprobe_claimed: None,
+                ttft_window: LatencyWindow::new(),
+                whole_window: LatencyWindow::new(),
             }),
         }
     }
@@ -198,6 +214,38 @@ impl EndpointState {
         g.error_rate *= 1.0 - ERROR_RATE_ALPHA;
     }
 
+    /// A whole JSON answer of `output_tokens` that took `total`: counts like
+    /// `record_success_without_timing`, and gives the whole-answer window a sample.
+    pub(crate) fn record_whole(&self, total: Duration, output_tokens: u64) {
+        self.record_success_without_timing();
+        let mut g = self.lock();
+        let decode_ms = output_tokens as f64 / g.tokens_per_s.value.max(1e-3) * 1000.0;
+        g.whole_window
+            .push((total.as_secs_f64() * 1000.0 - decode_ms).max(0.0));
+    }
+
+    /// A probe of this (stale or unsampled) endpoint lost its hedge race after `elapsed`
+    /// without a first byte: it is at least that slow, so its TTFT estimate rises to
+    /// `elapsed` if lower (never falls: a cancelled attempt is no sample), and its age
+    /// restarts, so the next re-probe comes after another `STALE_PLANS` plans or
+    /// `STALE_AGE`.
+    pub(crate) fn record_lost_probe(&self, now: Instant, elapsed: Duration) {
+        self.plans_since_sample.store(0, Ordering::Relaxed);
+        let mut g = self.lock();
+        g.reprobe_claimed = None;
+        g.freshened = now;
+        g.ttft_ms.value = g.ttft_ms.value.max(elapsed.as_secs_f64() * 1000.0);
+    }
+
+    pub(crate) fn latency(&self) -> LatencyView {
+        let g = self.lock();
+        LatencyView {
+            ttft: g.ttft_window.quantiles(),
+            whole_overhead: g.whole_window.quantiles(),
+            tokens_per_s: g.tokens_per_s.value,
+        }
+    }
+
     /// The endpoint answered with content: its breaker closes now, not when the stream ends.
     pub(crate) fn mark_healthy(&self) {
         self.lock().breaker.on_success();
@@ -218,6 +266,7 @@ impl EndpointState {
         g.successes += 1;
         g.error_rate *= 1.0 - ERROR_RATE_ALPHA;
         g.ttft_ms.update(ttft.as_secs_f64() * 1000.0, reprobe);
+        g.ttft_window.push(ttft.as_secs_f64() * 1000.0);
         let decode = total.saturating_sub(ttft);
         if output_tokens >= MIN_DECODE_TOKENS && decode >= MIN_DECODE_TIME {
             g.tokens_per_s
@@ -271,6 +320,8 @@ impl EndpointState {
             error_rate: g.error_rate,
             last_error: g.last_error,
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            ttft_quantiles: g.ttft_window.quantiles(),
+            whole_overhead_quantiles: g.whole_window.quantiles(),
         }
     }
 }
@@ -301,6 +352,11 @@ pub struct EndpointSnapshot {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<&'static str>,
     pub in_flight: u64,
+    /// The recent time-to-first-content distribution hedge delays of streams use.
+    pub ttft_quantiles: Quantiles,
+    /// The recent whole-answer distribution (time less output at the decode rate) hedge
+    /// delays of non-streaming requests use.
+    pub whole_overhead_quantiles: Quantiles,
 }
 
 /// One attempt on an endpoint in progress. Counts as in flight until dropped; if it holds

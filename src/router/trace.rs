@@ -10,6 +10,7 @@ use super::policy::EffectivePolicy;
 use super::rank::Score;
 use super::{Candidate, Plan};
 use crate::error::UpstreamError;
+use crate::observe::TokenUsage;
 
 /// How scores are made comparable across candidates (see `rank`).
 pub const NORMALISATION: &str = "divide_by_max";
@@ -103,6 +104,18 @@ pub enum AttemptOutcome {
     Error,
     /// Not tried: `permits` refused it or `start_attempt` found it unavailable.
     Skipped,
+    /// Lost a hedge race: dropped (its connection closed) when the other attempt answered.
+    Cancelled,
+}
+
+/// An attempt started as a hedge of a slower one (docs/hedging.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct HedgeTrace {
+    pub kind: super::hedge::HedgeKind,
+    /// How long the hedged attempt had been outstanding when this one started.
+    pub delay_ms: f64,
+    /// The endpoint of the attempt it hedged.
+    pub hedged: String,
 }
 
 /// One attempt, as the server saw it.
@@ -124,6 +137,17 @@ pub struct AttemptTrace {
     /// compliant candidate was left.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub last_resort: bool,
+    /// Started as a hedge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<HedgeTrace>,
+    /// What the attempt is charged: the answer's usage, or for a cancelled one the
+    /// estimate of what the upstream billed (`usage_estimated`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_eur: Option<f64>,
 }
 
 impl AttemptTrace {
@@ -138,6 +162,10 @@ impl AttemptTrace {
             latency_ms: ms(latency),
             ttft_ms: ttft.map(ms),
             last_resort: false,
+            hedge: None,
+            usage: None,
+            usage_estimated: false,
+            cost_eur: None,
         }
     }
 
@@ -154,6 +182,10 @@ impl AttemptTrace {
             latency_ms: ms(latency),
             ttft_ms: None,
             last_resort: false,
+            hedge: None,
+            usage: None,
+            usage_estimated: false,
+            cost_eur: None,
         }
     }
 
@@ -168,7 +200,38 @@ impl AttemptTrace {
             latency_ms: 0.0,
             ttft_ms: None,
             last_resort: false,
+            hedge: None,
+            usage: None,
+            usage_estimated: false,
+            cost_eur: None,
         }
+    }
+
+    /// Dropped after losing a hedge race, charged `usage` (estimated).
+    pub fn cancelled(c: &Candidate, latency: Duration, usage: TokenUsage) -> Self {
+        AttemptTrace {
+            outcome: AttemptOutcome::Cancelled,
+            error: Some("cancelled: the other attempt of a hedge answered first".into()),
+            usage: Some(usage),
+            usage_estimated: true,
+            cost_eur: Some(c.cost_eur(
+                usage.input + usage.cache_creation,
+                usage.cache_read,
+                usage.output,
+            )),
+            ..AttemptTrace::skipped(c, String::new())
+        }
+        .latency(latency)
+    }
+
+    fn latency(mut self, d: Duration) -> Self {
+        self.latency_ms = ms(d);
+        self
+    }
+
+    pub fn hedge(mut self, h: Option<HedgeTrace>) -> Self {
+        self.hedge = h;
+        self
     }
 
     pub fn last_resort(mut self, yes: bool) -> Self {
@@ -212,7 +275,24 @@ impl RoutingTrace {
     pub fn answered(&mut self, c: &Candidate, input: u64, cached_input: u64, output: u64) {
         self.answered_by_model = Some(c.model.id.clone());
         self.answered_by_endpoint = Some(c.endpoint.id.clone());
-        self.cost_eur = Some(c.cost_eur(input, cached_input, output));
+        let cost = c.cost_eur(input, cached_input, output);
+        self.cost_eur = Some(cost);
+        // The answering attempt carries its usage too, like a cancelled hedge carries its
+        // estimate: every attempt of the list says what it is charged.
+        if let Some(a) = self
+            .attempts
+            .iter_mut()
+            .rev()
+            .find(|a| a.outcome == AttemptOutcome::Ok)
+        {
+            a.usage = Some(TokenUsage {
+                input,
+                output,
+                cache_read: cached_input,
+                cache_creation: 0,
+            });
+            a.cost_eur = Some(cost);
+        }
     }
 }
 

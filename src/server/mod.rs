@@ -486,6 +486,21 @@ pub(crate) async fn admit(
     ),
     crate::limits::Rejected,
 > {
+    // A request that may be hedged reserves for its hedges too, or is not hedged.
+    if meta.hedge && crate::router::hedge::may_hedge(plan) {
+        let hedges = st.cfg.routing.hedge.max_in_flight;
+        match st
+            .limits
+            .admit_hedged(key, plan, (max_tokens, est_input), hedges)
+            .await
+        {
+            Some(mut a) => {
+                meta.on_end.extend(a.on_end());
+                return Ok((a, meta));
+            }
+            None => meta.hedge = false,
+        }
+    }
     match st.limits.admit(key, plan, max_tokens, est_input).await {
         Ok(mut a) => {
             meta.on_end.extend(a.on_end());

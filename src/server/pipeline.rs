@@ -21,7 +21,7 @@ use crate::fields::RouterFields;
 use crate::observe::Api;
 use crate::provider::family::{until_content, Family, OpenStream};
 use crate::receipt::ReceiptSeed;
-use crate::router::executor::{AttemptCtx, Opened, RequestMeta, Served};
+use crate::router::executor::{AttemptCtx, HedgeSummary, Opened, RequestMeta, Served};
 use crate::router::{AttemptOutcome, Candidate, Needs, RouteContext, RouteError, RoutingTrace};
 use sha2::{Digest, Sha256};
 
@@ -67,6 +67,11 @@ pub trait Door: Send + Sync + 'static {
     fn render(p: &Self::Prepared, books: StreamBooks) -> Self::Render;
     /// Headers of the door's own on every answer (e.g. what was left out of the request).
     fn answer_headers(_p: &Self::Prepared, _h: &mut HeaderMap) {}
+    /// Whether a second attempt could duplicate a side effect Relais cannot see (a tool the
+    /// provider runs itself): then the request is never hedged (docs/hedging.md).
+    fn side_effects(_p: &Self::Prepared) -> bool {
+        false
+    }
 }
 
 /// Reads, parses and prepares a door's request.
@@ -163,6 +168,7 @@ async fn run<D: Door>(
         .as_ref()
         .and_then(|s| HeaderValue::from_str(&s.id).ok());
     meta.receipt = seed;
+    meta.hedge = !D::side_effects(p);
     let plan = match st.router.plan(&route_context(&r, key)) {
         Ok(plan) => plan,
         Err(e) => {
@@ -192,6 +198,7 @@ async fn run<D: Door>(
         attempts,
         trace,
         ticket,
+        hedge,
         ..
     } = match served {
         Ok(s) => s,
@@ -240,6 +247,7 @@ async fn run<D: Door>(
             sse_response(Body::from_stream(body), h)
         }
     };
+    hedge_headers(resp.headers_mut(), hedge.as_ref());
     super::refusal::add_rate_headers(resp.headers_mut(), admission.headers());
     if let Some(h) = receipt_header {
         resp.headers_mut().insert(RECEIPT_HEADER, h);
@@ -249,6 +257,23 @@ async fn run<D: Door>(
 
 /// The header naming an answer's signed receipt.
 pub const RECEIPT_HEADER: &str = "x-relais-receipt";
+/// `x-relais-hedge: won|lost` (did the hedge answer?), with its kind and delay, when a
+/// hedge started for the answering attempt (docs/hedging.md).
+fn hedge_headers(h: &mut HeaderMap, hedge: Option<&HedgeSummary>) {
+    let Some(hs) = hedge else { return };
+    h.insert(
+        "x-relais-hedge",
+        HeaderValue::from_static(if hs.won { "won" } else { "lost" }),
+    );
+    h.insert(
+        "x-relais-hedge-kind",
+        HeaderValue::from_static(hs.kind.as_str()),
+    );
+    h.insert(
+        "x-relais-hedge-delay-ms",
+        HeaderValue::from(u64::try_from(hs.delay.as_millis()).unwrap_or(u64::MAX)),
+    );
+}
 
 /// One attempt at one candidate: a stream up to its first content, or a whole answer
 /// (as JSON, or streamed upstream and assembled when the provider says so).

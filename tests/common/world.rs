@@ -97,6 +97,8 @@ pub struct Routing {
     pub near_equal_margin: f64,
     pub first_byte_timeout_s: f64,
     pub request_timeout_s: f64,
+    /// Lines of `[routing.hedge]` (empty: the shipped hedging).
+    pub hedge: &'static str,
 }
 
 impl Default for Routing {
@@ -110,6 +112,7 @@ impl Default for Routing {
             near_equal_margin: 0.0,
             first_byte_timeout_s: 0.3,
             request_timeout_s: 0.5,
+            hedge: "",
         }
     }
 }
@@ -143,6 +146,9 @@ max_attempts = {}
 {}{}explore_probability = {}
 near_equal_margin = {}
 
+[routing.hedge]
+{}
+
 [[keys]]
 name = "test"
 key = "{CLIENT_KEY}"
@@ -158,6 +164,7 @@ key = "{CLIENT_KEY}"
                 .unwrap_or_default(),
             r.explore_probability,
             r.near_equal_margin,
+            r.hedge,
         );
         for p in providers {
             toml.push_str(&format!(

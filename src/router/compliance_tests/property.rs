@@ -122,6 +122,9 @@ struct Coverage {
     /// Candidates unavailable (breaker or retry-after) at planning.
     unavailable: usize,
     nothing_eligible: usize,
+    /// Attempts started as hedges, and attempts cancelled after losing a race.
+    hedges: usize,
+    cancelled: usize,
 }
 
 /// Drives the real executor (`Executor::dispatch`): every attempt it makes is checked
@@ -224,6 +227,7 @@ async fn run_async(
                             Ok(Opened::Stream(Some(u64::from(tokens))))
                         }
                         Some(Outcome::Fail(kind)) => Err(error(kind)),
+                        Some(Outcome::Hang) => std::future::pending().await,
                         // The client goes away right after the attempt started.
                         None => Ok(Opened::Stream(None)),
                     }
@@ -253,6 +257,12 @@ async fn run_async(
             .flat_map(|t| &t.attempts)
             .filter(|a| a.last_resort && a.outcome != AttemptOutcome::Skipped)
             .count();
+        // Hedges went through the same attempt function, so `assert_compliant` saw each.
+        let mut cv = cov.borrow_mut();
+        for a in trace.iter().flat_map(|t| &t.attempts) {
+            cv.hedges += usize::from(a.hedge.is_some());
+            cv.cancelled += usize::from(a.outcome == AttemptOutcome::Cancelled);
+        }
     }
     cov.into_inner()
 }
@@ -297,6 +307,8 @@ fn the_simulation_exercises_every_path() {
         total.last_resorts += cov.last_resorts;
         total.unavailable += cov.unavailable;
         total.nothing_eligible += cov.nothing_eligible;
+        total.hedges += cov.hedges;
+        total.cancelled += cov.cancelled;
     }
     assert!(total.attempts > 500, "{total:?}");
     assert!(total.provider_fallbacks > 100, "{total:?}");
@@ -304,4 +316,6 @@ fn the_simulation_exercises_every_path() {
     assert!(total.unavailable > 100, "{total:?}");
     assert!(total.nothing_eligible > 100, "{total:?}");
     assert!(total.last_resorts > 100, "{total:?}");
+    assert!(total.hedges > 100, "{total:?}");
+    assert!(total.cancelled > 50, "{total:?}");
 }

@@ -96,6 +96,9 @@ pub(super) struct TicketInner {
     pub(super) est_input: u64,
     /// The receipt to issue when the books close, if the request gets one.
     pub(super) receipt: Option<Box<super::receipt::Draft>>,
+    /// What the request's cancelled attempts (hedge races lost) are charged, in EUR: part
+    /// of the request's cost, so budgets and the ledger see both attempts.
+    pub(super) cancelled_cost: f64,
 }
 
 /// The open books of a served request. Exactly one of `finish`, `fail` or a drop (the
@@ -122,7 +125,7 @@ impl Ticket {
                 t.router.record_success(id, ttft, usage.output, total)
             }
             // A whole answer has no separate first token: no speed sample from it.
-            Mode::Whole { ttft: None } => t.router.record_whole_success(id),
+            Mode::Whole { ttft: None } => t.router.record_whole_answer(id, total, usage.output),
         }
         t.record.status = Status::Ok;
         t.close(usage)
@@ -194,7 +197,7 @@ impl TicketInner {
     }
 
     fn close(mut self, usage: TokenUsage) -> f64 {
-        let cost = cost_eur(&self.candidate, &usage);
+        let cost = cost_eur(&self.candidate, &usage) + self.cancelled_cost;
         let r = &mut self.record;
         r.usage = usage;
         r.cost_eur = cost;

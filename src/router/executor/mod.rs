@@ -14,7 +14,7 @@
 //! returns at its first content event (streams) or with its whole answer, and from then on
 //! the executor never tries another endpoint.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -28,9 +28,12 @@ use crate::provider::Provider;
 
 mod books;
 mod receipt;
+mod race;
 
 pub use books::{cost_eur, Ticket};
 use books::{end, ms, Mode, OpenBooks, TicketInner};
+pub use race::HedgeSummary;
+use race::RaceEnd;
 
 /// Called with the request's record when it ends, after the observers (for example to
 /// settle a budget reservation with the real cost).
@@ -47,6 +50,9 @@ pub struct RequestMeta {
     pub time: SystemTime,
     /// Build the routing trace (the client asked for `include_metadata`).
     pub include_trace: bool,
+    /// The request may be hedged (the model, key and request decide how far; `false` when
+    /// a hedge would duplicate a side effect, or the key's budget cannot pay for one).
+    pub hedge: bool,
     pub on_end: Vec<OnEnd>,
     /// Issue a signed receipt (its id already given to the client): the trace is then
     /// built too, for its attempts.
@@ -63,6 +69,7 @@ impl RequestMeta {
             arrived: Instant::now(),
             time: SystemTime::now(),
             include_trace: false,
+            hedge: true,
             on_end: Vec::new(),
             receipt: None,
         }
@@ -113,6 +120,8 @@ pub struct AttemptCtx {
     pub provider: Arc<dyn Provider>,
     /// The routing deadline's remaining time when the attempt started.
     remaining: Duration,
+    /// How long a whole JSON answer may take (`hedge::whole_limit`).
+    whole_limit: Duration,
 }
 
 impl AttemptCtx {
@@ -126,14 +135,20 @@ impl AttemptCtx {
         bounded(limit, UpstreamError::FirstByteTimeout, self.remaining, fut).await
     }
 
-    /// Bounds a whole (non-streamed) answer by the endpoint's `request_timeout_s` (or the
-    /// remaining deadline, whichever binds first).
+    /// Bounds a whole (non-streamed) answer by the endpoint's first-byte timeout plus the
+    /// request's output bound at its decode rate, within `request_timeout_s`
+    /// (`hedge::whole_limit`), or the remaining deadline, whichever binds first.
     pub async fn whole<T>(
         &self,
         fut: impl Future<Output = Result<T, UpstreamError>>,
     ) -> Result<T, UpstreamError> {
-        let limit = self.candidate.endpoint.provider.request_timeout;
-        bounded(limit, UpstreamError::RequestTimeout, self.remaining, fut).await
+        bounded(
+            self.whole_limit,
+            UpstreamError::RequestTimeout,
+            self.remaining,
+            fut,
+        )
+        .await
     }
 
     /// A whole answer read from an upstream stream (`stream_whole_answers`): `open` (to the
@@ -203,6 +218,8 @@ pub struct Served<T> {
     pub trace: Option<RoutingTrace>,
     /// Closes the books when the answer has left (or failed, or the client went away).
     pub ticket: Ticket,
+    /// Set when a hedge started for the answering step (for the routing headers).
+    pub hedge: Option<HedgeSummary>,
 }
 
 /// No candidate answered. Already reported to the observers.
@@ -262,69 +279,51 @@ impl Executor {
             failures: Vec::new(),
             upstream: Duration::ZERO,
             last_resort: false,
+            queue: plan.candidates.iter().collect(),
+            deferred: Vec::new(),
+            hedge: None,
+            winner_hedge: None,
+            cancelled_cost: 0.0,
         };
-        let mut deferred: Vec<&Candidate> = Vec::new();
-        let mut queue: Vec<&Candidate> = plan.candidates.iter().collect();
+        if meta.hedge {
+            // Every routed request adds its share to the model's hedge budget.
+            self.router.hedge_budgets().credit(&plan.model);
+        }
 
         'phases: loop {
-            for cand in queue {
-                if run.attempts >= routing.max_attempts {
+            while run.attempts < routing.max_attempts {
+                let Some(pick) = self.pick(plan, &mut run) else {
+                    break;
+                };
+                if Instant::now() >= deadline {
                     break 'phases;
                 }
-                // The compliance invariant: re-checked before every attempt, on every path.
-                if !Router::permits(&plan.policy, &cand.endpoint) {
-                    skip(
-                        &mut run.trace,
-                        cand,
-                        "excluded by the request's compliance policy",
-                    );
-                    continue;
-                }
-                let Some(provider) = self.providers.get(&cand.endpoint.provider.name) else {
-                    skip(&mut run.trace, cand, "provider not loaded");
-                    continue;
-                };
-                let guard = if run.last_resort {
-                    self.router.start_last_resort(&cand.endpoint.id)
-                } else if cand.unavailable.is_some() {
-                    deferred.push(cand);
-                    continue;
-                } else {
-                    match self.router.start_attempt(&cand.endpoint.id) {
-                        Ok(g) => g,
-                        Err(_) => {
-                            deferred.push(cand);
-                            continue;
-                        }
-                    }
-                };
-                let now = Instant::now();
-                if now >= deadline {
-                    break 'phases;
-                }
-                run.attempts += 1;
-                books.attempt(cand, run.attempts);
-                let remaining = deadline - now;
-                let ctx = AttemptCtx {
-                    candidate: cand.clone(),
-                    provider: provider.clone(),
-                    remaining,
-                };
-                // The deadline bounds the whole attempt, whatever the door's function does.
-                let outcome = tokio::time::timeout(remaining, attempt(ctx))
+                match self
+                    .race(
+                        plan,
+                        &mut meta,
+                        &mut run,
+                        &mut books,
+                        pick,
+                        deadline,
+                        &mut attempt,
+                    )
                     .await
-                    .unwrap_or_else(|_| Err(UpstreamError::Deadline(remaining)));
-                let elapsed = now.elapsed();
-                run.upstream += elapsed;
-                match outcome {
-                    Ok(opened) => {
+                {
+                    RaceEnd::Won {
+                        pick,
+                        started,
+                        elapsed,
+                        opened,
+                    } => {
                         let closed = books.close();
+                        let cand = pick.cand;
                         let (value, ticket) = self.served(
                             plan,
                             &mut run,
                             cand,
-                            guard,
-                            (now, elapsed),
+                            pick.guard,
+                            (started, elapsed),
                             opened,
                             (meta, closed),
                         );
@@ -334,23 +333,18 @@ impl Executor {
                             attempts: run.attempts,
                             trace: run.trace,
                             ticket,
+                            hedge: run.hedge,
                         });
                     }
-                    Err(e) => {
-                        let retry = e.retryable();
-                        self.failed(&meta, &mut run, cand, e, elapsed);
-                        drop(guard);
-                        if !retry {
-                            break 'phases;
-                        }
-                    }
+                    RaceEnd::Failed { retry: false } => break 'phases,
+                    RaceEnd::Failed { retry: true } => {}
                 }
             }
-            if run.last_resort || deferred.is_empty() {
+            if run.attempts >= routing.max_attempts || run.last_resort || run.deferred.is_empty() {
                 break;
             }
             run.last_resort = true;
-            queue = std::mem::take(&mut deferred);
+            run.queue = std::mem::take(&mut run.deferred).into();
         }
         Err(self.exhausted(plan, run, meta, books.close()))
     }
@@ -360,7 +354,7 @@ impl Executor {
     fn served<T>(
         &self,
         plan: &Plan,
-        run: &mut Run,
+        run: &mut Run<'_>,
         cand: &Candidate,
         guard: AttemptGuard,
         (started, elapsed): (Instant, Duration),
@@ -382,8 +376,11 @@ impl Executor {
             Mode::Whole { ttft: None } => None,
         };
         if let Some(t) = &mut run.trace {
-            t.attempts
-                .push(AttemptTrace::ok(cand, elapsed, ttft).last_resort(run.last_resort));
+            t.attempts.push(
+                AttemptTrace::ok(cand, elapsed, ttft)
+                    .last_resort(run.last_resort)
+                    .hedge(run.winner_hedge.take()),
+            );
         }
         // Begun by the books: attempts, provider and endpoint are already in it.
         let mut record = record.unwrap_or_else(|| meta.record(&plan.model));
@@ -417,6 +414,7 @@ impl Executor {
                     .receipt
                     .take()
                     .map(|seed| receipt::Draft::new(seed, plan)),
+                cancelled_cost: run.cancelled_cost,
             }),
         };
         (value, ticket)
@@ -425,10 +423,11 @@ impl Executor {
     fn failed(
         &self,
         meta: &RequestMeta,
-        run: &mut Run,
+        run: &mut Run<'_>,
         cand: &Candidate,
         e: UpstreamError,
         elapsed: Duration,
+        hedge: Option<super::HedgeTrace>,
     ) {
         tracing::info!(
             request_id = %meta.request_id, endpoint = %cand.endpoint.id,
@@ -437,8 +436,11 @@ impl Executor {
         self.router.record_failure(&cand.endpoint.id, &e);
         self.report_attempt(meta.api, cand, Some(e.kind()), elapsed, run.last_resort);
         if let Some(t) = &mut run.trace {
-            t.attempts
-                .push(AttemptTrace::failed(cand, &e, elapsed).last_resort(run.last_resort));
+            t.attempts.push(
+                AttemptTrace::failed(cand, &e, elapsed)
+                    .last_resort(run.last_resort)
+                    .hedge(hedge),
+            );
         }
         run.failures.push(AttemptFailure {
             provider: cand.endpoint.provider.name.clone(),
@@ -451,7 +453,7 @@ impl Executor {
     fn exhausted(
         &self,
         plan: &Plan,
-        run: Run,
+        run: Run<'_>,
         meta: RequestMeta,
         (record, on_end): (Option<RequestRecord>, Vec<OnEnd>),
     ) -> Exhausted {
@@ -476,6 +478,8 @@ impl Executor {
             record.error_kind = Some("deadline");
         }
         record.http_status = error.status();
+        // Attempts cancelled when another failed for good are still charged.
+        record.cost_eur += run.cancelled_cost;
         record.duration_ms = ms(meta.arrived.elapsed());
         record.upstream_ms = ms(run.upstream);
         // A receipt for an error only once the request reached an upstream.
@@ -514,17 +518,29 @@ impl Executor {
 }
 
 /// The state of one request's attempt loop.
-struct Run {
+struct Run<'p> {
     trace: Option<RoutingTrace>,
     attempts: u32,
     failures: Vec<AttemptFailure>,
     upstream: Duration,
     /// In the last-resort phase: every available candidate was tried or skipped.
     last_resort: bool,
+    /// Candidates not tried yet, in order (hedges take theirs from here too).
+    queue: VecDeque<&'p Candidate>,
+    /// Unavailable candidates, for the last-resort phase.
+    deferred: Vec<&'p Candidate>,
+    /// The answering step's hedge, for the headers.
+    hedge: Option<HedgeSummary>,
+    /// The answering attempt's hedge marker, for its trace entry.
+    winner_hedge: Option<super::HedgeTrace>,
+    /// What cancelled attempts (hedge races lost) are charged, in EUR.
+    cancelled_cost: f64,
 }
 
-fn skip(trace: &mut Option<RoutingTrace>, cand: &Candidate, reason: impl Into<String>) {
-    if let Some(t) = trace {
-        t.attempts.push(AttemptTrace::skipped(cand, reason));
+impl Run<'_> {
+    fn skip(&mut self, cand: &Candidate, reason: impl Into<String>) {
+        if let Some(t) = &mut self.trace {
+            t.attempts.push(AttemptTrace::skipped(cand, reason));
+        }
     }
 }

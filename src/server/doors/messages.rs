@@ -51,6 +51,15 @@ impl Door for Messages {
         })
     }
 
+    /// Anthropic server tools (`web_search_20250305`, code execution, …: a tool without an
+    /// `input_schema`) run at the provider: a hedge would run them twice.
+    fn side_effects(p: &Prepared) -> bool {
+        p.req
+            .tools
+            .as_ref()
+            .is_some_and(|t| t.iter().any(|t| t.input_schema.is_none()))
+    }
+
     fn routed(p: &Prepared) -> Routed<'_> {
         Routed {
             model: &p.req.model,

@@ -89,6 +89,8 @@ pub struct RawRouting {
     /// Chance that a request first tries an eligible endpoint with no speed samples yet,
     /// so that its estimates can form (default 0.05; 0 disables).
     pub explore_probability: Option<f64>,
+    /// Mid-stream continuations at most per request (default 1; 0 disables them).
+    pub max_continuations: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -175,6 +177,9 @@ pub struct RawProvider {
     /// Skip this provider instead of failing start-up when its key variable is unset.
     #[serde(default)]
     pub optional: Option<bool>,
+    /// How its endpoints continue a partial answer (docs/continuation.md); default none.
+    #[serde(default)]
+    pub continuation: Option<super::ContinuationMethod>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +222,9 @@ pub struct RawEndpoint {
     pub prior_ttft_ms: Option<f64>,
     #[serde(default)]
     pub prior_tokens_per_s: Option<f64>,
+    /// Overrides the provider's `continuation`.
+    #[serde(default)]
+    pub continuation: Option<super::ContinuationMethod>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -94,6 +94,7 @@ pub(super) fn validate_routing(r: &raw::RawRouting) -> Result<RoutingConfig, Con
         expected_output_tokens: r.expected_output_tokens.unwrap_or(512).max(1),
         strict_max_tokens: r.strict_max_tokens.unwrap_or(false),
         explore_probability: explore,
+        max_continuations: r.max_continuations.unwrap_or(1),
     })
 }
 
@@ -160,6 +161,7 @@ pub(super) fn validate_provider(
     Ok(Ok(ProviderConfig {
         name: name.to_owned(),
         stream_whole_answers,
+        continuation: p.continuation.unwrap_or_default(),
         api,
         base_url,
         api_key,
@@ -314,6 +316,7 @@ pub(super) fn validate_endpoint(
         supports_thinking: e.supports_thinking.unwrap_or(true),
         prior_ttft_ms: e.prior_ttft_ms,
         prior_tokens_per_s: e.prior_tokens_per_s,
+        continuation: e.continuation.unwrap_or(provider.continuation),
         provider,
     })
 }

@@ -140,6 +140,8 @@ pub struct AttemptRecord<'a> {
 pub trait Observer: Send + Sync {
     fn attempt(&self, _a: &AttemptRecord<'_>) {}
     fn request(&self, _r: &RequestRecord) {}
+    /// A stream that died after content was continued or not (`outcome`).
+    fn continuation(&self, _model: &str, _outcome: &'static str) {}
 }
 
 /// Reports to several observers in order.
@@ -155,6 +157,11 @@ impl Observer for Observers {
     fn request(&self, r: &RequestRecord) {
         for o in &self.0 {
             o.request(r);
+        }
+    }
+    fn continuation(&self, model: &str, outcome: &'static str) {
+        for o in &self.0 {
+            o.continuation(model, outcome);
         }
     }
 }

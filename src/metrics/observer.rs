@@ -24,6 +24,9 @@ impl Observer for MetricsObserver {
     fn request(&self, r: &RequestRecord) {
         self.0.request(r);
     }
+    fn continuation(&self, model: &str, outcome: &'static str) {
+        self.0.continuation(model, outcome);
+    }
 }
 
 /// The handles of one (API, requested model, served model, provider), resolved on its first

@@ -124,6 +124,9 @@ pub struct AttemptTrace {
     /// compliant candidate was left.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub last_resort: bool,
+    /// A mid-stream continuation of the answer another attempt began.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub continuation: bool,
 }
 
 impl AttemptTrace {
@@ -138,6 +141,7 @@ impl AttemptTrace {
             latency_ms: ms(latency),
             ttft_ms: ttft.map(ms),
             last_resort: false,
+            continuation: false,
         }
     }
 
@@ -154,6 +158,7 @@ impl AttemptTrace {
             latency_ms: ms(latency),
             ttft_ms: None,
             last_resort: false,
+            continuation: false,
         }
     }
 
@@ -168,11 +173,17 @@ impl AttemptTrace {
             latency_ms: 0.0,
             ttft_ms: None,
             last_resort: false,
+            continuation: false,
         }
     }
 
     pub fn last_resort(mut self, yes: bool) -> Self {
         self.last_resort = yes;
+        self
+    }
+
+    pub fn continuation(mut self) -> Self {
+        self.continuation = true;
         self
     }
 }

@@ -94,6 +94,10 @@ pub(super) struct TicketInner {
     /// not reported its usage yet.
     pub(super) output_bytes: u64,
     pub(super) est_input: u64,
+    /// Attempts that streamed part of the answer before a continuation took over: their
+    /// usage and cost, added when the books close.
+    pub(super) prior_usage: TokenUsage,
+    pub(super) prior_cost: f64,
 }
 
 /// The open books of a served request. Exactly one of `finish`, `fail` or a drop (the
@@ -174,7 +178,8 @@ impl TicketInner {
     }
 
     fn close(mut self, usage: TokenUsage) -> f64 {
-        let cost = cost_eur(&self.candidate, &usage);
+        let cost = cost_eur(&self.candidate, &usage) + self.prior_cost;
+        let usage = Ticket::usage_sum(self.prior_usage, usage);
         let r = &mut self.record;
         r.usage = usage;
         r.cost_eur = cost;

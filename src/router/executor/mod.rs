@@ -27,9 +27,11 @@ use crate::observe::{Api, AttemptRecord, Observer, RequestRecord, Status, TokenU
 use crate::provider::Provider;
 
 mod books;
+mod continuation;
 
 pub use books::{cost_eur, Ticket};
 use books::{end, ms, Mode, OpenBooks, TicketInner};
+pub use continuation::{attempt_cost, ContinuationTrace, Continuing, Resumed};
 
 /// Called with the request's record when it ends, after the observers (for example to
 /// settle a budget reservation with the real cost).
@@ -403,6 +405,8 @@ impl Executor {
                 on_end,
                 output_bytes: 0,
                 est_input: plan.est_input_tokens,
+                prior_usage: TokenUsage::default(),
+                prior_cost: 0.0,
             }),
         };
         (value, ticket)

@@ -97,6 +97,10 @@ impl Render for ChatRender {
         out.put_slice(b"data: [DONE]\n\n");
     }
 
+    fn books(&mut self) -> Option<&mut StreamBooks> {
+        Some(&mut self.books)
+    }
+
     fn keep_alive(&mut self, out: &mut BytesMut) {
         // A comment: every SSE client skips it.
         out.put_slice(b": keep-alive\n\n");

@@ -12,6 +12,7 @@ mod pipeline;
 mod refusal;
 mod reload;
 mod scrape;
+mod splice;
 mod stream;
 
 use std::collections::HashMap;

@@ -67,6 +67,10 @@ impl Executor {
 }
 
 impl Continuing {
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
     /// Tries the continuation candidates in order, except the endpoints in `dead`, with
     /// `attempt` (which opens a stream to its first content), each at `max_tokens` lowered
     /// by `used_output`. Every attempt is reported and traced as a normal one; a failure

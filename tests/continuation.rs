@@ -80,13 +80,13 @@ fn continuation_openai() -> Reply {
 }
 
 /// The client's view: one clean stream with the whole text; the final event reports the
-/// continuation from a to b.
+/// continuation from a to b. `own_output`: the continuation upstream's output tokens.
 async fn assert_continued(
     w: &World,
     door: Door,
     method: &str,
-    partial: &str,
-    expect: &str,
+    (partial, expect): (&str, &str),
+    own_output: u64,
 ) -> Value {
     let resp = w.send_via(door, &request(door, json!({}))).await;
     let s = door.stream(resp).await;
@@ -132,10 +132,6 @@ async fn assert_continued(
     }
     let usage = s.usage.expect("usage");
     assert!(
-        usage.output >= 3 + 1,
-        "the whole answer's output: {usage:?}"
-    );
-    assert!(
         usage.input < 20,
         "the original input, not the continuation's: {usage:?}"
     );
@@ -146,6 +142,13 @@ async fn assert_continued(
     assert_eq!(c["outcome"], "continued", "{t}");
     assert_eq!(c["method"], method, "{t}");
     assert_eq!(c["offset_chars"], partial.chars().count(), "{t}");
+    let offset = c["offset_tokens"].as_u64().unwrap();
+    assert!(offset > 0, "{t}");
+    assert_eq!(
+        usage.output,
+        offset + own_output,
+        "the whole answer's output: {t}"
+    );
     assert_eq!(t["answered_by_endpoint"], "b/x-up", "{t}");
     let att = t["attempts"].as_array().unwrap();
     assert_eq!(att.last().unwrap()["continuation"], true, "{t}");
@@ -158,7 +161,7 @@ async fn continued_with_each_method_on_an_openai_upstream(door: Door) {
         let w = world(method, false, false, false).await;
         w.fake("a").push(dies_after_hello());
         w.fake("b").push(continuation_openai());
-        assert_continued(&w, door, method, "Hello wor", "Hello world! Bye.").await;
+        assert_continued(&w, door, method, ("Hello wor", "Hello world! Bye."), 3).await;
         let reqs = w.fake("b").requests();
         assert_eq!(reqs.len(), 1, "{method}");
         let body = reqs[0].json();
@@ -200,8 +203,8 @@ async fn continued_with_assistant_prefill_on_an_anthropic_upstream(door: Door) {
         &w,
         door,
         "assistant_prefill",
-        "Hello world. And ",
-        "Hello world. And more.",
+        ("Hello world. And ", "Hello world. And more."),
+        2,
     )
     .await;
     let body = w.fake("b").only_request().json().clone();
@@ -218,7 +221,7 @@ async fn continued_from_an_anthropic_stream_that_died(door: Door) {
     frames.truncate(5); // message_start, block start, ping, two deltas
     w.fake("a").push(Reply::sse_then(frames, StreamEnd::Abort));
     w.fake("b").push(continuation_openai());
-    assert_continued(&w, door, "prefix", "Hello wor", "Hello world! Bye.").await;
+    assert_continued(&w, door, "prefix", ("Hello wor", "Hello world! Bye."), 3).await;
 }
 
 async fn continued_after_an_idle_timeout(door: Door) {
@@ -227,7 +230,7 @@ async fn continued_after_an_idle_timeout(door: Door) {
     frames.truncate(3);
     w.fake("a").push(Reply::sse_then(frames, StreamEnd::Hang));
     w.fake("b").push(continuation_openai());
-    let t = assert_continued(&w, door, "prefix", "Hello wor", "Hello world! Bye.").await;
+    let t = assert_continued(&w, door, "prefix", ("Hello wor", "Hello world! Bye."), 3).await;
     assert_eq!(t["continuations"][0]["error_kind"], "idle_timeout", "{t}");
 }
 

@@ -196,7 +196,7 @@ impl MessagesSplice {
                 cont.own.output = usage.output_tokens;
                 // The client was told the original input: it stays (clients read it as the
                 // context size); the output is the whole answer's.
-                usage.output_tokens = cont.base_output + usage.output_tokens;
+                usage.output_tokens += cont.base_output;
                 usage.input_tokens = usage.input_tokens.map(|_| input.input);
                 usage.cache_read_input_tokens =
                     usage.cache_read_input_tokens.map(|_| input.cache_read);

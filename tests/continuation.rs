@@ -27,6 +27,7 @@ door_tests!(
     no_continuation_across_models,
     no_continuation_outside_the_request_policy,
     a_failed_continuation_ends_with_the_error_event,
+    an_uninterrupted_stream_is_unchanged,
 );
 
 /// `a` (cheaper, tried first) serves, `b` may continue with `method`.
@@ -321,4 +322,24 @@ async fn a_failed_continuation_ends_with_the_error_event(door: Door) {
         w.fake("b").wait_requests(1, Duration::from_secs(2)).await,
         "a continuation was tried"
     );
+}
+
+/// A stream that could have been continued and was not needs no continuation: it is the
+/// upstream's, usage chunk included, with nothing added.
+async fn an_uninterrupted_stream_is_unchanged(door: Door) {
+    let w = world("prefix", false, false, false).await;
+    w.fake("a")
+        .push(Reply::sse(openai::text_stream(&["Hello", " world"])));
+    let mut body = door.req("x", true, json!({"preference": "cost"}));
+    if door == Door::Chat {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    let a = door.answer(w.send_via(door, &body).await, true).await;
+    assert_eq!(a.text, "Hello world");
+    assert!(a.usage.is_some(), "the usage reaches the client");
+    assert!(
+        a.relais.is_none(),
+        "no relais object without a continuation or a trace"
+    );
+    assert_eq!(w.fake("b").request_count(), 0);
 }

@@ -66,6 +66,10 @@ impl<D: Door> Splicing<D> {
         prepared: Arc<D::Prepared>,
         est_input_tokens: u64,
     ) -> Self {
+        let mut inner = inner;
+        if let Some(b) = inner.books() {
+            b.may_continue = true;
+        }
         Splicing {
             inner,
             splice: D::Family::splice(est_input_tokens),

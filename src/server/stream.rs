@@ -182,6 +182,10 @@ pub struct StreamBooks {
     pub own_usage: Option<TokenUsage>,
     /// Mid-stream continuations, for the final event and the trace.
     pub continuations: Vec<ContinuationTrace>,
+    /// The stream may be continued (`server::splice`): then, as with a trace, the final
+    /// event may carry a `relais` object, and a render that writes one of its own (the chat
+    /// door's) keeps what it needs for it from the first chunk.
+    pub may_continue: bool,
 }
 
 impl StreamBooks {
@@ -199,6 +203,7 @@ impl StreamBooks {
             usage: TokenUsage::default(),
             own_usage: None,
             continuations: Vec::new(),
+            may_continue: false,
         }
     }
 

@@ -56,7 +56,7 @@ impl Render for ChatRender {
             self.books.usage = u;
         }
         self.books.add_output_bytes(item.text_bytes);
-        let tracing = self.books.trace.is_some();
+        let tracing = self.books.trace.is_some() || self.books.may_continue;
         if tracing && self.head.is_none() {
             self.head = Some(serde_json::from_slice(&item.data).unwrap_or_default());
         }
@@ -93,6 +93,10 @@ impl Render for ChatRender {
                 }
             };
             frame(&last, out);
+        } else if let Some(usage_chunk) = self.held.take().filter(|_| self.include_usage) {
+            // Held for a `relais` object that did not come (a stream that could have been
+            // continued, and was not): it leaves as it came.
+            frame(&usage_chunk, out);
         }
         out.put_slice(b"data: [DONE]\n\n");
     }

@@ -343,3 +343,84 @@ async fn an_uninterrupted_stream_is_unchanged(door: Door) {
     );
     assert_eq!(w.fake("b").request_count(), 0);
 }
+
+/// The books of a continued request: its cost is both attempts' (the dead one's estimated
+/// input and streamed output at its prices, the continuation's own usage at its prices), in
+/// the trace and in the metrics; continuations are counted by outcome.
+#[tokio::test]
+async fn both_attempts_are_charged_and_continuations_counted() {
+    let w = world("prefix", false, false, false).await;
+    w.fake("a").push(dies_after_hello());
+    w.fake("b").push(continuation_openai());
+    let t = assert_continued(
+        &w,
+        Door::Messages,
+        "prefix",
+        ("Hello wor", "Hello world! Bye."),
+        3,
+    )
+    .await;
+    let c = &t["continuations"][0];
+    let (pin, pout) = (
+        c["partial_input_tokens"].as_u64().unwrap(),
+        c["partial_output_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(pin, t["est_input_tokens"].as_u64().unwrap(), "{t}");
+    // a at 0.1 EUR/Mtok, b (20 in, 3 out as it reported) at 1.0.
+    let expected = (pin + pout) as f64 * 0.1e-6 + 23.0 * 1e-6;
+    let traced = t["cost_eur"].as_f64().unwrap();
+    assert!(
+        (traced - expected).abs() < 1e-12,
+        "{traced} vs {expected}: {t}"
+    );
+
+    // A tool call in progress is not continued, and says so.
+    w.fake("a").push(Reply::sse_then(
+        vec![openai::frame(&openai::chunk(
+            json!({"tool_calls": [{"index": 0, "id": "c", "type": "function",
+                   "function": {"name": "f", "arguments": "{"}}]}),
+            None,
+        ))],
+        StreamEnd::Abort,
+    ));
+    let s = Door::Messages
+        .stream(
+            w.send_via(Door::Messages, &request(Door::Messages, json!({})))
+                .await,
+        )
+        .await;
+    s.assert_failed_after_content(Door::Messages);
+
+    let m = {
+        let start = std::time::Instant::now();
+        loop {
+            let text = w.relais.get("/metrics").await.text().await.unwrap();
+            let m = common::prom::parse(&text);
+            let n = |o| {
+                m.value(
+                    "relais_continuations_total",
+                    &[("model", "x"), ("outcome", o)],
+                )
+            };
+            if (n("continued"), n("tool_call")) == (1.0, 1.0) || start.elapsed().as_secs() > 5 {
+                break m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let n = |o| {
+        m.value(
+            "relais_continuations_total",
+            &[("model", "x"), ("outcome", o)],
+        )
+    };
+    assert_eq!((n("continued"), n("tool_call")), (1.0, 1.0));
+    let cost = m.value(
+        "relais_cost_eur_total",
+        &[("model", "x"), ("provider", "b")],
+    );
+    assert!(
+        (cost - expected).abs() < 1e-12,
+        "ledger cost {cost} vs {expected}"
+    );
+}

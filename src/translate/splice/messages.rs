@@ -193,7 +193,17 @@ impl MessagesSplice {
                 mut usage,
                 relais,
             } => {
+                // Cumulative; fields it omits keep the value message_start gave.
                 cont.own.output = usage.output_tokens;
+                if let Some(n) = usage.input_tokens {
+                    cont.own.input = n;
+                }
+                if let Some(n) = usage.cache_read_input_tokens {
+                    cont.own.cache_read = n;
+                }
+                if let Some(n) = usage.cache_creation_input_tokens {
+                    cont.own.cache_creation = n;
+                }
                 // The client was told the original input: it stays (clients read it as the
                 // context size); the output is the whole answer's.
                 usage.output_tokens += cont.base_output;

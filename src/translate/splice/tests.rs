@@ -83,7 +83,7 @@ fn a_text_answer_is_continued_in_its_open_block() {
     let md = json_of(&md);
     assert_eq!(md["usage"]["output_tokens"], p.output_tokens + 7);
     assert_eq!(md["usage"]["input_tokens"], 30);
-    assert_eq!(s.own_usage().input, 30, "its own message_start said 30");
+    assert_eq!(s.own_usage().input, 40, "its own message_delta said 40");
     assert_eq!(s.own_usage().output, 7);
 }
 

@@ -177,6 +177,8 @@ pub trait Observer: Send + Sync {
     fn attempt(&self, _a: &AttemptRecord<'_>) {}
     fn request(&self, _r: &RequestRecord) {}
     fn hedge(&self, _h: &HedgeRecord<'_>) {}
+    /// A stream that died after content was continued or not (`outcome`).
+    fn continuation(&self, _model: &str, _outcome: &'static str) {}
 }
 
 /// Reports to several observers in order.
@@ -197,6 +199,11 @@ impl Observer for Observers {
     fn hedge(&self, h: &HedgeRecord<'_>) {
         for o in &self.0 {
             o.hedge(h);
+        }
+    }
+    fn continuation(&self, model: &str, outcome: &'static str) {
+        for o in &self.0 {
+            o.continuation(model, outcome);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Configuration: parsed into raw structs (`raw`), then validated here into the runtime
 //! form that the server and router use. Errors name the field at fault.
 
+mod continuation;
 mod db_key;
 mod error;
 mod hedge;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::fields::Preference;
+pub use continuation::ContinuationMethod;
 pub use db_key::{check_policy_shape, validate_db_key};
 use error::invalid;
 pub use error::ConfigError;
@@ -108,6 +110,8 @@ pub struct RoutingConfig {
     pub explore_probability: f64,
     /// Hedged requests (docs/hedging.md).
     pub hedge: HedgeConfig,
+    /// Mid-stream continuations at most per request.
+    pub max_continuations: u32,
 }
 
 /// A client key: only its SHA-256 digest is kept in memory.
@@ -169,6 +173,8 @@ pub struct ProviderConfig {
     /// API only): the first-byte timeout then bounds a hang, and every answer gives a
     /// speed sample. Off: one JSON answer, bounded by `request_timeout`.
     pub stream_whole_answers: bool,
+    /// The default of its endpoints' `continuation`.
+    pub continuation: ContinuationMethod,
 }
 
 #[derive(Debug)]
@@ -199,6 +205,8 @@ pub struct EndpointConfig {
     pub supports_thinking: bool,
     pub prior_ttft_ms: Option<f64>,
     pub prior_tokens_per_s: Option<f64>,
+    /// How this endpoint continues a partial answer (its own setting, else its provider's).
+    pub continuation: ContinuationMethod,
 }
 
 impl Config {

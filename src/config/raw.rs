@@ -94,6 +94,8 @@ pub struct RawRouting {
     /// Hedged requests (docs/hedging.md).
     #[serde(default)]
     pub hedge: super::hedge::RawHedge,
+    /// Mid-stream continuations at most per request (default 1; 0 disables them).
+    pub max_continuations: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -187,6 +189,9 @@ pub struct RawProvider {
     /// Skip this provider instead of failing start-up when its key variable is unset.
     #[serde(default)]
     pub optional: Option<bool>,
+    /// How its endpoints continue a partial answer (docs/continuation.md); default none.
+    #[serde(default)]
+    pub continuation: Option<super::ContinuationMethod>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +237,9 @@ pub struct RawEndpoint {
     pub prior_ttft_ms: Option<f64>,
     #[serde(default)]
     pub prior_tokens_per_s: Option<f64>,
+    /// Overrides the provider's `continuation`.
+    #[serde(default)]
+    pub continuation: Option<super::ContinuationMethod>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -95,6 +95,7 @@ pub(super) fn validate_routing(r: &raw::RawRouting) -> Result<RoutingConfig, Con
         strict_max_tokens: r.strict_max_tokens.unwrap_or(false),
         explore_probability: explore,
         hedge: super::hedge::validate_hedge(&r.hedge)?,
+        max_continuations: r.max_continuations.unwrap_or(1),
     })
 }
 
@@ -161,6 +162,7 @@ pub(super) fn validate_provider(
     Ok(Ok(ProviderConfig {
         name: name.to_owned(),
         stream_whole_answers,
+        continuation: p.continuation.unwrap_or_default(),
         api,
         base_url,
         api_key,
@@ -317,6 +319,7 @@ pub(super) fn validate_endpoint(
         supports_thinking: e.supports_thinking.unwrap_or(true),
         prior_ttft_ms: e.prior_ttft_ms,
         prior_tokens_per_s: e.prior_tokens_per_s,
+        continuation: e.continuation.unwrap_or(provider.continuation),
         provider,
     })
 }

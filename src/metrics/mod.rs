@@ -108,6 +108,7 @@ pub struct Metrics {
     last_resort: Family<Labels<1>, Counter>,
     error_responses: Family<Labels<2>, Counter>,
     hedges: Family<Labels<2>, Counter>,
+    continuations: Family<Labels<2>, Counter>,
     series: RwLock<FastMap<observer::SeriesKey, Arc<observer::Series>>>,
     endpoints: RwLock<FastMap<Lv, Arc<observer::EndpointSeries>>>,
     router: collect::RouterSlot,
@@ -199,6 +200,14 @@ impl Metrics {
              one extra upstream request) or budget_exhausted (none sent)",
             hedges.clone(),
         );
+        let continuations = Family::default();
+        r.register(
+            "relais_continuations",
+            "Streams that died after content on an endpoint whose model has endpoints able to \
+             continue them, by model and outcome (continued, failed: no continuation \
+             attempt reached content, limit, or why the answer could not be continued)",
+            continuations.clone(),
+        );
         let router = collect::RouterSlot::default();
         r.register_collector(Box::new(router.clone()));
         Metrics {
@@ -216,6 +225,7 @@ impl Metrics {
             last_resort,
             error_responses,
             hedges,
+            continuations,
             series: RwLock::default(),
             endpoints: RwLock::default(),
             router,
@@ -256,6 +266,16 @@ impl Metrics {
             .get_or_create(&Labels([
                 ("status", V::U(status)),
                 ("error_type", error_type.into()),
+            ]))
+            .inc();
+    }
+
+    /// Counts a mid-stream continuation decision.
+    pub fn continuation(&self, model: &str, outcome: &'static str) {
+        self.continuations
+            .get_or_create(&Labels([
+                ("model", V::A(Lv::new(model))),
+                ("outcome", V::S(outcome)),
             ]))
             .inc();
     }

@@ -27,6 +27,9 @@ impl Observer for MetricsObserver {
     fn hedge(&self, h: &crate::observe::HedgeRecord<'_>) {
         self.0.hedge(h);
     }
+    fn continuation(&self, model: &str, outcome: &'static str) {
+        self.0.continuation(model, outcome);
+    }
 }
 
 /// The handles of one (API, requested model, served model, provider), resolved on its first

@@ -13,6 +13,7 @@ use reqwest::header::HeaderValue;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::continuation::continue_messages_body;
 use super::sse_driver::{self, OnSse};
 use super::{
     http, ChatAnswer, ChatCall, ChatItem, ChatStream, EventStream, Provider, StreamItem,
@@ -129,7 +130,16 @@ impl AnthropicProvider {
         call: &UpstreamCall<'_>,
         stream: bool,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let body = http::encode(&outgoing(call.req, call, stream))?;
+        let out = outgoing(call.req, call, stream);
+        let body = match call.continuation {
+            None => http::encode(&out)?,
+            Some(c) => {
+                let mut v = serde_json::to_value(&out)
+                    .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
+                continue_messages_body(&mut v, c);
+                http::encode(&v)?
+            }
+        };
         let mut rb = self.client.post(self.url.clone()).header(
             "anthropic-version",
             match call.anthropic_version {
@@ -166,6 +176,7 @@ impl AnthropicProvider {
             est_input_tokens: call.est_input_tokens,
             anthropic_version: None,
             anthropic_beta: None,
+            continuation: call.continuation,
         };
         self.post(&messages_call, stream).await
     }

@@ -12,12 +12,13 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::Fuse;
 use futures_util::{Stream, StreamExt};
 
-use super::{ChatAnswer, ChatCall, ChatItem, Provider, StreamItem, UpstreamCall};
+use super::{ChatAnswer, ChatCall, ChatItem, Continuation, Provider, StreamItem, UpstreamCall};
 use crate::anthropic::{BlockDelta, MessagesResponse, StreamEvent};
 use crate::error::UpstreamError;
 use crate::observe::TokenUsage;
 use crate::translate::assemble::{AssembleError, MessageAssembler};
 use crate::translate::chat_assemble::ChunkAssembler;
+use crate::translate::splice::{ChatSplice, MessagesSplice, Splice};
 
 /// An opened upstream stream of a family's items.
 pub type Upstream<I> = Pin<Box<dyn Stream<Item = Result<I, UpstreamError>> + Send>>;
@@ -68,6 +69,11 @@ pub trait Family: Send + Sync + 'static {
         served_model: &str,
     ) -> impl Future<Output = Result<Self::Whole, UpstreamError>> + Send;
     fn usage(whole: &Self::Whole) -> TokenUsage;
+    /// Follows this family's streams for mid-stream continuation.
+    type Splice: Splice<Item = Self::Item>;
+    fn splice(est_input_tokens: u64) -> Self::Splice;
+    /// `call` as a continuation of `c`'s partial answer.
+    fn continued<'a>(call: Self::Call<'a>, c: &'a Continuation) -> Self::Call<'a>;
 }
 
 /// Reads an opened stream until its first content item (or its end), so that a failure
@@ -172,6 +178,17 @@ impl Family for MessagesFamily {
     fn usage(whole: &MessagesResponse) -> TokenUsage {
         crate::translate::usage::anthropic_usage_to_tokens(&whole.usage)
     }
+
+    type Splice = MessagesSplice;
+    fn splice(est_input_tokens: u64) -> MessagesSplice {
+        MessagesSplice::new(est_input_tokens)
+    }
+    fn continued<'a>(call: UpstreamCall<'a>, c: &'a Continuation) -> UpstreamCall<'a> {
+        UpstreamCall {
+            continuation: Some(c),
+            ..call
+        }
+    }
 }
 
 /// OpenAI chat-shaped requests and answers.
@@ -220,6 +237,17 @@ impl Family for ChatFamily {
 
     fn usage(whole: &ChatAnswer) -> TokenUsage {
         whole.usage
+    }
+
+    type Splice = ChatSplice;
+    fn splice(est_input_tokens: u64) -> ChatSplice {
+        ChatSplice::new(est_input_tokens)
+    }
+    fn continued<'a>(call: ChatCall<'a>, c: &'a Continuation) -> ChatCall<'a> {
+        ChatCall {
+            continuation: Some(c),
+            ..call
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! door's terms, so the door only renders.
 
 mod anthropic;
+pub mod continuation;
 pub mod family;
 mod http;
 mod openai;
@@ -29,6 +30,7 @@ use crate::observe::TokenUsage;
 use crate::openai::inbound::ChatCompletionRequest;
 
 pub use anthropic::AnthropicProvider;
+pub use continuation::Continuation;
 pub use http::MAX_RESPONSE_BODY;
 pub use openai::OpenAiProvider;
 pub use relay::{relay_response, ChunkRelay};
@@ -48,6 +50,8 @@ pub struct UpstreamCall<'a> {
     pub est_input_tokens: u64,
     pub anthropic_version: Option<&'a HeaderValue>,
     pub anthropic_beta: Option<&'a HeaderValue>,
+    /// Set on a continuation request: the partial answer to continue.
+    pub continuation: Option<&'a Continuation>,
 }
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamItem, UpstreamError>> + Send>>;
@@ -64,6 +68,8 @@ pub struct ChatCall<'a> {
     pub completion_id: &'a str,
     pub created: u64,
     pub est_input_tokens: u64,
+    /// Set on a continuation request: the partial answer to continue.
+    pub continuation: Option<&'a Continuation>,
 }
 
 /// A whole chat completion, as the client will get it (`model` is the served model), with

@@ -9,6 +9,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::continuation::{continue_chat_body, Continuation};
 use super::relay::{relay_response, ChunkRelay};
 use super::sse_driver::{self, OnSse};
 use super::{
@@ -46,7 +47,13 @@ impl OpenAiProvider {
         let mut chat = anthropic_to_openai_request(call.req, call.upstream_model, stream);
         chat.max_tokens = call.max_tokens;
         let rb = self.client.post(self.url.clone());
-        http::post_json(rb, http::encode(&chat)?, stream, &self.cfg).await
+        http::post_json(
+            rb,
+            encode_chat(&chat, call.continuation)?,
+            stream,
+            &self.cfg,
+        )
+        .await
     }
 }
 
@@ -130,13 +137,27 @@ fn outgoing_chat<'a>(call: &'a ChatCall<'a>, stream: bool) -> OutgoingChat<'a> {
     }
 }
 
+/// A chat-completions body, continued when the call is a continuation.
+fn encode_chat<T: Serialize>(
+    body: &T,
+    continuation: Option<&Continuation>,
+) -> Result<Vec<u8>, UpstreamError> {
+    let Some(c) = continuation else {
+        return http::encode(body);
+    };
+    let mut v = serde_json::to_value(body)
+        .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
+    continue_chat_body(&mut v, c);
+    http::encode(&v)
+}
+
 impl OpenAiProvider {
     async fn post_chat(
         &self,
         call: &ChatCall<'_>,
         stream: bool,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let body = http::encode(&outgoing_chat(call, stream))?;
+        let body = encode_chat(&outgoing_chat(call, stream), call.continuation)?;
         http::post_json(self.client.post(self.url.clone()), body, stream, &self.cfg).await
     }
 }

@@ -358,6 +358,10 @@ fn to_toml(c: &Catalog, key: Option<(&PolicySpec, &[usize])>) -> String {
             if let Some(t) = e.prior_ttft {
                 let _ = writeln!(s, "prior_ttft_ms = {t}");
             }
+            // About half the endpoints can continue a stream that died mid-way.
+            if (e.prices.0 ^ e.prices.1) % 2 == 0 {
+                let _ = writeln!(s, "continuation = \"prefix\"");
+            }
         }
         s.push('\n');
     }

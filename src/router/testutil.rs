@@ -20,6 +20,7 @@ pub fn endpoint(provider: &str, upstream: &str) -> EndpointConfig {
         idle_timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(300),
         stream_whole_answers: true,
+        continuation: crate::config::ContinuationMethod::None,
     });
     EndpointConfig {
         id: format!("{}/{upstream}", provider.name),
@@ -36,6 +37,7 @@ pub fn endpoint(provider: &str, upstream: &str) -> EndpointConfig {
         supports_thinking: true,
         prior_ttft_ms: None,
         prior_tokens_per_s: None,
+        continuation: crate::config::ContinuationMethod::None,
     }
 }
 

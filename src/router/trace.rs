@@ -148,6 +148,9 @@ pub struct AttemptTrace {
     pub usage_estimated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_eur: Option<f64>,
+    /// A mid-stream continuation of the answer another attempt began.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub continuation: bool,
 }
 
 impl AttemptTrace {
@@ -166,6 +169,7 @@ impl AttemptTrace {
             usage: None,
             usage_estimated: false,
             cost_eur: None,
+            continuation: false,
         }
     }
 
@@ -186,6 +190,7 @@ impl AttemptTrace {
             usage: None,
             usage_estimated: false,
             cost_eur: None,
+            continuation: false,
         }
     }
 
@@ -204,6 +209,7 @@ impl AttemptTrace {
             usage: None,
             usage_estimated: false,
             cost_eur: None,
+            continuation: false,
         }
     }
 
@@ -236,6 +242,11 @@ impl AttemptTrace {
 
     pub fn last_resort(mut self, yes: bool) -> Self {
         self.last_resort = yes;
+        self
+    }
+
+    pub fn continuation(mut self) -> Self {
+        self.continuation = true;
         self
     }
 }

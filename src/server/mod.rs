@@ -15,6 +15,7 @@ mod receipts;
 mod refusal;
 mod reload;
 mod scrape;
+mod splice;
 mod stream;
 
 use std::collections::HashMap;

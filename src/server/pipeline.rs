@@ -13,6 +13,9 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use super::receipts::answer::AnswerText;
+use std::sync::Arc;
+
+use super::splice::Splicing;
 use super::stream::{pump, sse_response, Render, StreamBooks};
 use super::{body, AppState, RequestId};
 use crate::config::ClientKey;
@@ -137,6 +140,8 @@ pub async fn serve<D: Door>(
             return D::error(e);
         }
     };
+    // Shared: a stream that may be continued mid-way needs the request after `run`.
+    let p = Arc::new(p);
     let mut resp = run::<D>(st, rid, key, &p, seed).await;
     D::answer_headers(&p, resp.headers_mut());
     resp
@@ -151,9 +156,10 @@ async fn run<D: Door>(
     st: &AppState,
     rid: &RequestId,
     key: Option<&ClientKey>,
-    p: &D::Prepared,
+    shared: &Arc<D::Prepared>,
     seed: Option<ReceiptSeed>,
 ) -> Response {
+    let p: &D::Prepared = shared;
     let r = D::routed(p);
     let mut meta = RequestMeta::new(
         rid.0.to_str().unwrap_or_default().to_owned(),
@@ -242,9 +248,18 @@ async fn run<D: Door>(
         Answer::Stream(opened) => {
             let mut h = HeaderMap::new();
             routing_headers(&mut h, &candidate, attempts);
+            let continuing = st.executor.continuing(&plan, &candidate, D::API);
             let books = StreamBooks::new(candidate, ticket, trace, rid.0.clone(), show_trace);
-            let body = pump(opened, st.cfg.server.ping_interval, D::render(p, books));
-            sse_response(Body::from_stream(body), h)
+            let (render, ping) = (D::render(p, books), st.cfg.server.ping_interval);
+            let body = match continuing {
+                None => Body::from_stream(pump(opened, ping, render)),
+                Some(c) => {
+                    let est = r.est_input_tokens;
+                    let render = Splicing::<D>::new(render, c, shared.clone(), est);
+                    Body::from_stream(pump(opened, ping, render))
+                }
+            };
+            sse_response(body, h)
         }
     };
     hedge_headers(resp.headers_mut(), hedge.as_ref());

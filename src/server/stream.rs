@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 use futures_util::stream::Fuse;
 use futures_util::{FutureExt, Stream, StreamExt};
 
@@ -25,7 +26,7 @@ use super::receipts::answer;
 use crate::error::{ApiError, UpstreamError};
 use crate::observe::TokenUsage;
 use crate::provider::family::{OpenStream, Upstream};
-use crate::router::executor::Ticket;
+use crate::router::executor::{ContinuationTrace, Resumed, Ticket};
 use crate::router::{Candidate, RoutingTrace};
 
 /// How one door writes its stream.
@@ -43,7 +44,22 @@ pub trait Render: Send + 'static {
     fn finished(&self) -> bool {
         false
     }
+    /// The upstream failed after the stream started: a continuation to wait for instead
+    /// of ending the stream (`server::splice`), or the error back (then `failed`).
+    fn resume(&mut self, e: UpstreamError) -> Result<Resume<Self::Item>, UpstreamError> {
+        Err(e)
+    }
+    /// The continuation from `resume` reached its first content: its items follow.
+    fn resumed(&mut self) {}
+    /// The books, for a render that wraps this one.
+    fn books(&mut self) -> Option<&mut StreamBooks> {
+        None
+    }
 }
+
+/// A continuation being opened: the new upstream from its first content on, or the
+/// original error when no continuation could be opened.
+pub type Resume<I> = BoxFuture<'static, Result<Upstream<I>, UpstreamError>>;
 
 /// Frames more than this are not coalesced further: it keeps one write bounded.
 const MAX_COALESCED: usize = 64 * 1024;
@@ -56,6 +72,8 @@ struct Pump<R: Render> {
     done: bool,
     /// Frames ready to leave in the next write.
     out: BytesMut,
+    /// A continuation being opened (the upstream died after content).
+    resuming: Option<Resume<R::Item>>,
 }
 
 pub fn pump<R: Render>(
@@ -70,6 +88,7 @@ pub fn pump<R: Render>(
         ping_interval,
         done: false,
         out: BytesMut::new(),
+        resuming: None,
     };
     futures_util::stream::unfold(st, |mut st| async move {
         while let Some(item) = st.buffered.pop_front() {
@@ -84,6 +103,13 @@ pub fn pump<R: Render>(
             if st.done {
                 return None;
             }
+            if let Some(opening) = st.resuming.as_mut() {
+                match tokio::time::timeout(st.ping_interval, opening).await {
+                    Err(_) => st.render.keep_alive(&mut st.out),
+                    Ok(opened) => st.on_resumed(opened),
+                }
+                continue;
+            }
             match tokio::time::timeout(st.ping_interval, st.upstream.next()).await {
                 Err(_) => st.render.keep_alive(&mut st.out),
                 Ok(next) => st.on_next(next),
@@ -92,7 +118,7 @@ pub fn pump<R: Render>(
         // Whatever else is ready now leaves in the same write: fewer syscalls and frames,
         // and no added wait, since only items already available are taken. (A yield here
         // would not help: the body would answer `Pending` to hyper, which then flushes.)
-        while !st.done && st.out.len() < MAX_COALESCED {
+        while !st.done && st.resuming.is_none() && st.out.len() < MAX_COALESCED {
             match st.upstream.next().now_or_never() {
                 Some(next) => st.on_next(next),
                 None => break,
@@ -113,13 +139,30 @@ impl<R: Render> Pump<R> {
                 self.render.item(item, &mut self.out);
                 self.done = self.render.finished();
             }
-            Some(Err(e)) => {
-                self.done = true;
-                self.render.failed(e, &mut self.out);
-            }
+            Some(Err(e)) => match self.render.resume(e) {
+                Ok(opening) => self.resuming = Some(opening),
+                Err(e) => {
+                    self.done = true;
+                    self.render.failed(e, &mut self.out);
+                }
+            },
             None => {
                 self.done = true;
                 self.render.ended(&mut self.out);
+            }
+        }
+    }
+
+    fn on_resumed(&mut self, opened: Result<Upstream<R::Item>, UpstreamError>) {
+        self.resuming = None;
+        match opened {
+            Ok(upstream) => {
+                self.upstream = upstream.fuse();
+                self.render.resumed();
+            }
+            Err(e) => {
+                self.done = true;
+                self.render.failed(e, &mut self.out);
             }
         }
     }
@@ -135,13 +178,22 @@ pub struct StreamBooks {
     request_id: HeaderValue,
     /// Taken when the books are closed.
     ticket: Option<Ticket>,
-    /// The usage the upstream reported so far (cumulative).
+    /// The usage the upstream reported so far (cumulative), as the client sees it.
     pub usage: TokenUsage,
     /// The client asked for the trace (`include_metadata`); otherwise it is kept only for
     /// the receipt's attempts.
     show_trace: bool,
     /// The receipt's answer digest so far (docs/receipts.md), when the request gets one.
     answer: Option<Sha256>,
+    /// After a mid-stream continuation: the continuation's own usage, which the books
+    /// charge (with the dead attempt's, kept by the ticket) instead of `usage`.
+    pub own_usage: Option<TokenUsage>,
+    /// Mid-stream continuations, for the final event and the trace.
+    pub continuations: Vec<ContinuationTrace>,
+    /// The stream may be continued (`server::splice`): then, as with a trace, the final
+    /// event may carry a `relais` object, and a render that writes one of its own (the chat
+    /// door's) keeps what it needs for it from the first chunk.
+    pub may_continue: bool,
 }
 
 impl StreamBooks {
@@ -160,6 +212,9 @@ impl StreamBooks {
             ticket: Some(ticket),
             usage: TokenUsage::default(),
             show_trace,
+            own_usage: None,
+            continuations: Vec::new(),
+            may_continue: false,
         }
     }
 
@@ -195,6 +250,21 @@ impl StreamBooks {
         t.receipt_trace(self.trace.as_ref(), digest);
     }
 
+    /// What the ticket charges: the answering attempt's own usage.
+    fn charged(&self) -> TokenUsage {
+        self.own_usage.unwrap_or(self.usage)
+    }
+
+    /// A continuation took over from the answering candidate (see
+    /// `Ticket::continue_on`): the books follow it from now on.
+    pub fn continued(&mut self, dead: TokenUsage, e: &UpstreamError, next: Resumed, partial: u64) {
+        self.candidate = next.candidate.clone();
+        if let Some(t) = &mut self.ticket {
+            t.continue_on(dead, e, next, partial);
+        }
+        self.own_usage = Some(TokenUsage::default());
+    }
+
     /// Generated text that left for the client (charged if the stream ends early).
     pub fn add_output_bytes(&mut self, n: usize) {
         if let Some(t) = &mut self.ticket {
@@ -204,9 +274,10 @@ impl StreamBooks {
 
     /// The upstream failed mid-stream: closes the books and returns the client's error.
     pub fn fail(&mut self, e: UpstreamError) -> ApiError {
+        let usage = self.charged();
         if let Some(mut t) = self.ticket.take() {
             self.receipt_into(&mut t);
-            t.fail(self.usage, &e);
+            t.fail(usage, &e);
         }
         tracing::warn!(
             request_id = ?self.request_id, endpoint = %self.candidate.endpoint.id,
@@ -217,35 +288,53 @@ impl StreamBooks {
 
     /// The upstream ended normally.
     pub fn finish(&mut self) {
+        let usage = self.charged();
         if let Some(mut t) = self.ticket.take() {
             self.receipt_into(&mut t);
-            t.finish(self.usage);
+            t.finish(usage);
         }
     }
 
     /// The trace with the answer recorded (usage so far), as JSON; `None` without one.
+    /// After a mid-stream continuation it says so (`continuations`), trace or not: the
+    /// headers were sent before it happened.
     pub fn trace_json(&mut self) -> Option<serde_json::Value> {
-        if !self.show_trace {
-            return None;
-        }
-        let trace = self.trace.as_mut()?;
-        let u = &self.usage;
+        let u = self.charged();
+        let shown = if self.show_trace { self.trace.as_mut() } else { None };
+        let Some(trace) = shown else {
+            if self.continuations.is_empty() {
+                return None;
+            }
+            return Some(serde_json::json!({ "continuations": self.continuations }));
+        };
         trace.answered(
             &self.candidate,
             u.input + u.cache_creation,
             u.cache_read,
             u.output,
         );
-        serde_json::to_value(&*trace).ok()
+        let mut v = serde_json::to_value(&*trace).ok()?;
+        if !self.continuations.is_empty() {
+            let partial: f64 = self.continuations.iter().map(|c| c.partial_cost_eur).sum();
+            if let Some(obj) = v.as_object_mut() {
+                if let Some(cost) = trace.cost_eur {
+                    obj.insert("cost_eur".to_owned(), serde_json::json!(cost + partial));
+                }
+                let list = serde_json::to_value(&self.continuations).ok()?;
+                obj.insert("continuations".to_owned(), list);
+            }
+        }
+        Some(v)
     }
 }
 
 impl Drop for StreamBooks {
     fn drop(&mut self) {
         // The client went away mid-stream: the tokens so far are still accounted.
+        let usage = self.charged();
         if let Some(mut t) = self.ticket.take() {
             self.receipt_into(&mut t);
-            t.client_closed(self.usage);
+            t.client_closed(usage);
         }
     }
 }

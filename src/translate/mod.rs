@@ -15,5 +15,6 @@ pub mod items;
 pub mod request;
 pub mod response;
 pub mod responses;
+pub mod splice;
 pub mod stream;
 pub mod usage;

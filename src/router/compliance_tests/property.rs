@@ -2,6 +2,7 @@
 //! generated spec.
 
 use super::*;
+use crate::config::ContinuationMethod;
 
 /// The independent check of one attempted candidate against the generated spec.
 fn assert_compliant(
@@ -125,6 +126,8 @@ struct Coverage {
     /// Attempts started as hedges, and attempts cancelled after losing a race.
     hedges: usize,
     cancelled: usize,
+    /// Continuation attempts after a stream died mid-way.
+    continuations: usize,
 }
 
 /// Drives the real executor (`Executor::dispatch`): every attempt it makes is checked
@@ -236,15 +239,49 @@ async fn run_async(
             .await;
         let trace = match result {
             Ok(served) => {
+                let mut ticket = served.ticket;
                 match served.value {
                     Some(tokens) => {
+                        // Every other stream dies mid-way: its continuation attempts are
+                        // checked like any attempt, and stay on the served model.
+                        if tokens % 2 == 0 {
+                            let cont = executor.continuing(&plan, &served.candidate, Api::Messages);
+                            if let Some(cont) = cont {
+                                let model = served.candidate.model.id.clone();
+                                let dead = [served.candidate.endpoint.id.clone()];
+                                let (resumed, _) = cont
+                                    .resume(&dead, 0, |a| {
+                                        let cand = a.candidate.clone();
+                                        assert_eq!(cand.model.id, model, "continued across models");
+                                        assert_ne!(cand.endpoint.id, dead[0]);
+                                        assert_ne!(
+                                            cand.endpoint.continuation,
+                                            ContinuationMethod::None
+                                        );
+                                        assert_compliant(c, key, r, &cand);
+                                        cov.borrow_mut().continuations += 1;
+                                        let next = outcomes.borrow_mut().next().cloned();
+                                        async move {
+                                            match next {
+                                                Some(Outcome::Fail(kind)) => Err(error(kind)),
+                                                _ => Ok(()),
+                                            }
+                                        }
+                                    })
+                                    .await;
+                                if let Some(((), resumed)) = resumed {
+                                    let died = UpstreamError::Truncated;
+                                    ticket.continue_on(TokenUsage::default(), &died, resumed, 1);
+                                }
+                            }
+                        }
                         tokio::time::sleep(Duration::from_millis(tokens * 10)).await;
-                        served.ticket.finish(TokenUsage {
+                        ticket.finish(TokenUsage {
                             output: tokens,
                             ..TokenUsage::default()
                         });
                     }
-                    None => drop(served.ticket),
+                    None => drop(ticket),
                 }
                 served.trace
             }
@@ -309,6 +346,7 @@ fn the_simulation_exercises_every_path() {
         total.nothing_eligible += cov.nothing_eligible;
         total.hedges += cov.hedges;
         total.cancelled += cov.cancelled;
+        total.continuations += cov.continuations;
     }
     assert!(total.attempts > 500, "{total:?}");
     assert!(total.provider_fallbacks > 100, "{total:?}");
@@ -318,4 +356,5 @@ fn the_simulation_exercises_every_path() {
     assert!(total.last_resorts > 100, "{total:?}");
     assert!(total.hedges > 100, "{total:?}");
     assert!(total.cancelled > 50, "{total:?}");
+    assert!(total.continuations > 30, "{total:?}");
 }

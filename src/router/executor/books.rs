@@ -99,6 +99,10 @@ pub(super) struct TicketInner {
     /// What the request's cancelled attempts (hedge races lost) are charged, in EUR: part
     /// of the request's cost, so budgets and the ledger see both attempts.
     pub(super) cancelled_cost: f64,
+    /// Attempts that streamed part of the answer before a continuation took over: their
+    /// usage and cost, added when the books close.
+    pub(super) prior_usage: TokenUsage,
+    pub(super) prior_cost: f64,
 }
 
 /// The open books of a served request. Exactly one of `finish`, `fail` or a drop (the
@@ -197,7 +201,8 @@ impl TicketInner {
     }
 
     fn close(mut self, usage: TokenUsage) -> f64 {
-        let cost = cost_eur(&self.candidate, &usage) + self.cancelled_cost;
+        let cost = cost_eur(&self.candidate, &usage) + self.cancelled_cost + self.prior_cost;
+        let usage = Ticket::usage_sum(self.prior_usage, usage);
         let r = &mut self.record;
         r.usage = usage;
         r.cost_eur = cost;

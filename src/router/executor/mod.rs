@@ -27,11 +27,13 @@ use crate::observe::{Api, AttemptRecord, Observer, RequestRecord, Status, TokenU
 use crate::provider::Provider;
 
 mod books;
+mod continuation;
 mod receipt;
 mod race;
 
 pub use books::{cost_eur, Ticket};
 use books::{end, ms, Mode, OpenBooks, TicketInner};
+pub use continuation::{attempt_cost, ContinuationTrace, Continuing, Resumed};
 pub use race::HedgeSummary;
 use race::RaceEnd;
 
@@ -415,6 +417,8 @@ impl Executor {
                     .take()
                     .map(|seed| receipt::Draft::new(seed, plan)),
                 cancelled_cost: run.cancelled_cost,
+                prior_usage: TokenUsage::default(),
+                prior_cost: 0.0,
             }),
         };
         (value, ticket)

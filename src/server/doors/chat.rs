@@ -69,6 +69,7 @@ impl Prepared {
             completion_id: &self.completion_id,
             created: self.created,
             est_input_tokens: self.est_input_tokens,
+            continuation: None,
         }
     }
 }

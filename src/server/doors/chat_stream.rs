@@ -57,7 +57,7 @@ impl Render for ChatRender {
         }
         self.books.add_output_bytes(item.text_bytes);
         self.books.answer_chat_chunk(&item.data);
-        let tracing = self.books.shows_trace();
+        let tracing = self.books.shows_trace() || self.books.may_continue;
         if tracing && self.head.is_none() {
             self.head = Some(serde_json::from_slice(&item.data).unwrap_or_default());
         }
@@ -94,8 +94,16 @@ impl Render for ChatRender {
                 }
             };
             frame(&last, out);
+        } else if let Some(usage_chunk) = self.held.take().filter(|_| self.include_usage) {
+            // Held for a `relais` object that did not come (a stream that could have been
+            // continued, and was not): it leaves as it came.
+            frame(&usage_chunk, out);
         }
         out.put_slice(b"data: [DONE]\n\n");
+    }
+
+    fn books(&mut self) -> Option<&mut StreamBooks> {
+        Some(&mut self.books)
     }
 
     fn keep_alive(&mut self, out: &mut BytesMut) {

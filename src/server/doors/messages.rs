@@ -81,6 +81,7 @@ impl Door for Messages {
             est_input_tokens: p.est_input_tokens,
             anthropic_version: p.anthropic_version.as_ref(),
             anthropic_beta: p.anthropic_beta.as_ref(),
+            continuation: None,
         }
     }
 

@@ -25,6 +25,10 @@ impl MessagesRender {
 impl Render for MessagesRender {
     type Item = StreamItem;
 
+    fn books(&mut self) -> Option<&mut StreamBooks> {
+        Some(&mut self.books)
+    }
+
     fn keep_alive(&mut self, out: &mut BytesMut) {
         encode_event_into(&StreamEvent::Ping, out);
     }

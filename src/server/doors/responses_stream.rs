@@ -65,6 +65,10 @@ impl Render for ResponsesRender {
         self.events.ended()
     }
 
+    fn books(&mut self) -> Option<&mut StreamBooks> {
+        Some(&mut self.books)
+    }
+
     fn keep_alive(&mut self, out: &mut BytesMut) {
         // A comment: every SSE client skips it.
         out.put_slice(b": keep-alive\n\n");

@@ -113,6 +113,8 @@ impl Continuing {
                 candidate: candidate.clone(),
                 provider: provider.clone(),
                 remaining: cand.endpoint.provider.first_byte_timeout,
+                // A continuation is always streamed: the whole-answer bound does not apply.
+                whole_limit: cand.endpoint.provider.first_byte_timeout,
             };
             let outcome = attempt(ctx).await;
             let elapsed = started.elapsed();

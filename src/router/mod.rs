@@ -33,6 +33,8 @@ mod executor_tests;
 #[cfg(test)]
 mod fallback_tests;
 #[cfg(test)]
+mod hedge_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod testutil;

@@ -276,7 +276,7 @@ def llama_server(local_llm_model):
 
 @pytest.fixture
 def relais_llama(start_relais, llama_server) -> RelaisProcess:
-    # As relais.local.toml: the default, non-streaming requests streamed upstream and assembled.
+    # As relais.local.toml: the default, non-streaming requests sent upstream as JSON.
     return start_relais(relais_config(llama_server, first_byte_timeout_s=60, context_window=2048,
                                       max_output_tokens=1024, quantization="int4"))
 

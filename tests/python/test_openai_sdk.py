@@ -43,11 +43,11 @@ def test_openai_create(oai, fake_openai):
     assert r.model == MODEL
     assert r.choices[0].message.content == DEFAULT_TEXT
     assert r.choices[0].finish_reason == "stop"
-    # Streamed upstream and assembled (stream_whole_answers): the fake's stream reports one
-    # completion token per piece.
-    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (13, 5)
+    # Non-streaming upstream too (stream_whole_answers is off): the fake's JSON answer
+    # reports 6 completion tokens.
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (13, 6)
     (req,) = fake_openai.chat_requests()
-    assert req["body"]["stream"] is True
+    assert "stream" not in req["body"]
     assert req["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
     body = req["body"]
     assert body["messages"] == [{"role": "system", "content": "Be brief."},

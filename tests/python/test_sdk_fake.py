@@ -32,11 +32,11 @@ def test_create_non_stream(client, fake_openai):
     assert msg.content[0].text == DEFAULT_TEXT
     assert msg.stop_reason == "end_turn"
     assert msg.usage.input_tokens == 13
-    # Streamed upstream and assembled (stream_whole_answers): the fake's stream reports
-    # one completion token per piece.
-    assert msg.usage.output_tokens == 5
+    # Non-streaming upstream too (stream_whole_answers is off): the fake's JSON answer
+    # reports 6 completion tokens.
+    assert msg.usage.output_tokens == 6
     (req,) = fake_openai.chat_requests()
-    assert req["body"]["stream"] is True
+    assert "stream" not in req["body"]
     assert req["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert req["body"]["messages"] == [
         {"role": "system", "content": "Be brief."},

@@ -32,9 +32,8 @@ def test_llama_create(llama_client):
 
 
 def test_llama_whole_answer_as_json(start_relais, llama_server):
-    """`stream_whole_answers = false`: a non-streaming request goes to the real server as a
-    plain JSON request (the other fixtures use the default, streamed upstream and assembled);
-    same answer as a stream."""
+    """`stream_whole_answers = false` (the default, spelled out): a non-streaming request goes
+    to the real server as a plain JSON request; same answer as a stream."""
     from conftest import CLIENT_KEY, relais_config
 
     streamed = start_relais(relais_config(llama_server, first_byte_timeout_s=60,

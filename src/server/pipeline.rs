@@ -12,12 +12,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use super::stream::{pump, sse_response, Render, StreamBooks};
+use super::stream::{pump, sse_response, PumpOpts, Render, StreamBooks};
 use super::{body, AppState, RequestId};
 use crate::config::ClientKey;
-use crate::error::{ApiError, UpstreamError};
+use crate::error::{ApiError, ErrorKind, UpstreamError};
 use crate::fields::RouterFields;
 use crate::observe::Api;
+use crate::provider::bound::OutputBound;
 use crate::provider::family::{until_content, Family, OpenStream};
 use crate::router::executor::{AttemptCtx, Opened, RequestMeta, Served};
 use crate::router::{Candidate, Needs, RouteContext, RouteError, RoutingTrace};
@@ -61,6 +62,11 @@ pub trait Door: Send + Sync + 'static {
     ) -> Result<Vec<u8>, ApiError>;
     /// How this request's stream is written.
     fn render(p: &Self::Prepared, books: StreamBooks) -> Self::Render;
+    /// The output limit an answer at `cand` is held to (`provider::bound`): what it is
+    /// charged at most, and where a runaway stream is cut.
+    fn output_bound(_p: &Self::Prepared, cand: &Candidate) -> OutputBound {
+        OutputBound::new(cand.max_tokens)
+    }
     /// Headers of the door's own on every answer (e.g. what was left out of the request).
     fn answer_headers(_p: &Self::Prepared, _h: &mut HeaderMap) {}
 }
@@ -117,7 +123,23 @@ pub async fn serve<D: Door>(
     };
     let mut resp = run::<D>(st, rid, key, &p).await;
     D::answer_headers(&p, resp.headers_mut());
+    // `[ledger] synchronous`: a whole answer (or refusal) leaves once its row is committed;
+    // a stream's pump waits so before its last event.
+    if let Some(l) = st.ledger.as_ref().filter(|l| l.synchronous()) {
+        if !is_stream(&resp) && !l.sync().await {
+            return D::error(ApiError::new(
+                ErrorKind::Unavailable,
+                "the usage ledger could not record this request; the answer is withheld",
+            ));
+        }
+    }
     resp
+}
+
+fn is_stream(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 enum Answer<F: Family> {
@@ -173,6 +195,8 @@ async fn run<D: Door>(
         Ok(s) => s,
         Err(e) => return D::error(e.error),
     };
+    let mut ticket = ticket;
+    ticket.bound_output(D::output_bound(p, &candidate));
     let mut resp = match value {
         Answer::Whole(whole) => {
             let usage = D::Family::usage(&whole);
@@ -195,7 +219,12 @@ async fn run<D: Door>(
             let mut h = HeaderMap::new();
             routing_headers(&mut h, &candidate, attempts);
             let books = StreamBooks::new(candidate, ticket, trace, rid.0.clone());
-            let body = pump(opened, st.cfg.server.ping_interval, D::render(p, books));
+            let opts = PumpOpts {
+                ping_interval: st.cfg.server.ping_interval,
+                cut: st.stream_cut.clone(),
+                sync: st.ledger.clone().filter(|l| l.synchronous()),
+            };
+            let body = pump(opened, opts, D::render(p, books));
             sse_response(Body::from_stream(body), h)
         }
     };

@@ -3,11 +3,19 @@
 //! fails mid-stream, and accounting when it ends ([`StreamBooks`]). Dropping the body
 //! (client gone) drops the upstream request.
 //!
+//! Two things end a stream besides its upstream: the shutdown's cut ([`PumpOpts::cut`],
+//! once the grace period ran out: the door's error event, and the books closed), and, with
+//! `[ledger] synchronous`, the last write waits until the request's row is committed.
+//! Back-pressure: the pump makes the next write only when hyper asks for it, which it does
+//! once the previous one is in the socket's buffer, so a client that does not read holds
+//! at most one write (about [`MAX_COALESCED`] plus one item) and the kernel's buffers.
+//!
 //! Each door's [`Render`] says how its items, errors, keep-alives and end look on the wire
 //! (Anthropic events, OpenAI chunks, Responses events).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
@@ -18,8 +26,10 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
+use tokio::sync::watch;
 
 use crate::error::{ApiError, UpstreamError};
+use crate::ledger::Ledger;
 use crate::observe::TokenUsage;
 use crate::provider::family::{OpenStream, Upstream};
 use crate::router::executor::Ticket;
@@ -45,26 +55,63 @@ pub trait Render: Send + 'static {
 /// Frames more than this are not coalesced further: it keeps one write bounded.
 const MAX_COALESCED: usize = 64 * 1024;
 
+/// What a stream's pump needs besides its upstream and render.
+pub struct PumpOpts {
+    /// Nothing arrived for this long: a keep-alive.
+    pub ping_interval: Duration,
+    /// Set when the shutdown's grace period ran out: the stream ends with an error event.
+    pub cut: watch::Receiver<bool>,
+    /// `[ledger] synchronous`: the last write waits until the request's row is committed.
+    pub sync: Option<Arc<Ledger>>,
+}
+
 struct Pump<R: Render> {
     render: R,
     buffered: VecDeque<R::Item>,
     upstream: Fuse<Upstream<R::Item>>,
-    ping_interval: Duration,
+    opts: PumpOpts,
     done: bool,
     /// Frames ready to leave in the next write.
     out: BytesMut,
 }
 
+impl<R: Render> Drop for Pump<R> {
+    /// Dropped unfinished after the cut (a client that did not read its last event before
+    /// the connections were closed): the stream is recorded as cut by the shutdown, not as
+    /// abandoned by its client.
+    fn drop(&mut self) {
+        if !self.done && *self.opts.cut.borrow() {
+            self.done = true;
+            self.render
+                .failed(UpstreamError::Shutdown, &mut BytesMut::new());
+        }
+    }
+}
+
+/// What the pump waits on next.
+enum Next<I> {
+    Cut,
+    Upstream(Option<Result<I, UpstreamError>>),
+    Idle,
+}
+
+/// Resolves once the cut is set; never if it cannot be (its sender is gone).
+async fn cut(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 pub fn pump<R: Render>(
     (buffered, upstream): OpenStream<R::Item>,
-    ping_interval: Duration,
+    opts: PumpOpts,
     render: R,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
     let st = Pump {
         render,
         buffered,
         upstream,
-        ping_interval,
+        opts,
         done: false,
         out: BytesMut::new(),
     };
@@ -81,9 +128,20 @@ pub fn pump<R: Render>(
             if st.done {
                 return None;
             }
-            match tokio::time::timeout(st.ping_interval, st.upstream.next()).await {
-                Err(_) => st.render.keep_alive(&mut st.out),
-                Ok(next) => st.on_next(next),
+            let next = tokio::select! {
+                biased;
+                () = cut(&mut st.opts.cut) => Next::Cut,
+                next = tokio::time::timeout(st.opts.ping_interval, st.upstream.next()) => {
+                    next.map_or(Next::Idle, Next::Upstream)
+                }
+            };
+            match next {
+                Next::Cut => {
+                    st.done = true;
+                    st.render.failed(UpstreamError::Shutdown, &mut st.out);
+                }
+                Next::Idle => st.render.keep_alive(&mut st.out),
+                Next::Upstream(next) => st.on_next(next),
             }
         }
         // Whatever else is ready now leaves in the same write: fewer syscalls and frames,
@@ -97,6 +155,12 @@ pub fn pump<R: Render>(
         }
         if st.out.is_empty() {
             return None;
+        }
+        if st.done {
+            // The books are closed: in synchronous mode the end leaves once the row is in.
+            if let Some(l) = &st.opts.sync {
+                l.sync().await;
+            }
         }
         let chunk = st.out.split().freeze();
         Some((Ok(chunk), st))
@@ -262,7 +326,12 @@ mod tests {
         let rest: Vec<Result<u8, UpstreamError>> = rest.iter().map(|&i| Ok(i)).collect();
         let upstream: Upstream<u8> = Box::pin(futures_util::stream::iter(rest));
         let opened = (buffered.iter().copied().collect(), upstream.fuse());
-        let chunks: Vec<_> = pump(opened, Duration::from_secs(5), render).collect().await;
+        let opts = PumpOpts {
+            ping_interval: Duration::from_secs(5),
+            cut: watch::channel(false).1,
+            sync: None,
+        };
+        let chunks: Vec<_> = pump(opened, opts, render).collect().await;
         let bytes: Vec<u8> = chunks
             .into_iter()
             .flat_map(|c| c.unwrap().to_vec())

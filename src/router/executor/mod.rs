@@ -403,6 +403,7 @@ impl Executor {
                 on_end,
                 output_bytes: 0,
                 est_input: plan.est_input_tokens,
+                output_bound: None,
             }),
         };
         (value, ticket)

@@ -48,7 +48,12 @@ impl Render for MessagesRender {
         let mut ev = match item {
             // Pass-through frames are not parsed: an Anthropic upstream's usage arrives in
             // its message_start (input) and message_delta (output), read as events.
-            StreamItem::Raw { frame, .. } => return out.extend_from_slice(&frame),
+            StreamItem::Raw {
+                frame, text_bytes, ..
+            } => {
+                self.books.add_output_bytes(text_bytes);
+                return out.extend_from_slice(&frame);
+            }
             StreamItem::Event(ev) => ev,
         };
         match &mut ev {

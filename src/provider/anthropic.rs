@@ -1,7 +1,8 @@
 //! The Anthropic Messages adapter: a pass-through. The body is re-serialized from borrowed
 //! fields (model and max_tokens replaced, router fields left out, unknown fields kept),
 //! and streams are forwarded frame by frame; only `message_start`, `message_delta` and
-//! `error` are parsed, to report the served model and observe usage.
+//! `error` are parsed, to report the served model and observe usage (and each
+//! `content_block_delta` scanned for its text's length, for the output bound).
 
 use std::borrow::Cow;
 use std::sync::Arc;

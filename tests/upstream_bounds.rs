@@ -209,15 +209,16 @@ fn huge_usage(api: Api, stream: bool) -> Reply {
             Reply::json(r)
         }
         (Api::Anthropic, true) => {
-            let f = anthropic::text_stream(MODEL, &["ok"]);
-            Reply::sse(
-                f.into_iter()
-                    .map(|e| {
-                        e.replace("\"input_tokens\":12", "\"input_tokens\":1000000")
-                            .replace("\"output_tokens\":1}", "\"output_tokens\":1000000}")
-                    })
-                    .collect(),
-            )
+            let f: Vec<String> = anthropic::text_stream(MODEL, &["ok"])
+                .into_iter()
+                .map(|e| {
+                    e.replace("\"input_tokens\":12", "\"input_tokens\":1000000")
+                        .replace("\"output_tokens\":1}", "\"output_tokens\":1000000}")
+                })
+                .collect();
+            let huge = f.iter().filter(|e| e.contains("1000000")).count();
+            assert_eq!(huge, 2, "message_start and message_delta report it: {f:?}");
+            Reply::sse(f)
         }
         (Api::Anthropic, false) => {
             let mut m = anthropic::message(MODEL, "ok");

@@ -6,9 +6,10 @@
 //! Two things end a stream besides its upstream: the shutdown's cut ([`PumpOpts::cut`],
 //! once the grace period ran out: the door's error event, and the books closed), and, with
 //! `[ledger] synchronous`, the last write waits until the request's row is committed.
-//! Back-pressure: the pump makes the next write only when hyper asks for it, which it does
-//! once the previous one is in the socket's buffer, so a client that does not read holds
-//! at most one write (about [`MAX_COALESCED`] plus one item) and the kernel's buffers.
+//! Back-pressure: the pump reads the upstream only when hyper asks for the next write, and
+//! hyper asks only while what waits for the socket is under its buffer size (408 KiB by
+//! default), so a client that does not read holds that, one write of at most
+//! [`MAX_COALESCED`] bytes, the rest of one event, and the kernel's buffers.
 //!
 //! Each door's [`Render`] says how its items, errors, keep-alives and end look on the wire
 //! (Anthropic events, OpenAI chunks, Responses events).
@@ -162,8 +163,15 @@ pub fn pump<R: Render>(
                 l.sync().await;
             }
         }
-        let chunk = st.out.split().freeze();
-        Some((Ok(chunk), st))
+        // A write is at most MAX_COALESCED (the rest of a larger event leaves in the next
+        // ones): hyper takes a write while less than its buffer size waits for the socket,
+        // so one huge event would otherwise sit whole in its queue.
+        let chunk = if st.out.len() > MAX_COALESCED {
+            st.out.split_to(MAX_COALESCED)
+        } else {
+            st.out.split()
+        };
+        Some((Ok(chunk.freeze()), st))
     })
 }
 
@@ -337,6 +345,51 @@ mod tests {
             .flat_map(|c| c.unwrap().to_vec())
             .collect();
         String::from_utf8(bytes).unwrap()
+    }
+
+    /// Writes each item as that many bytes.
+    struct Big;
+
+    impl Render for Big {
+        type Item = u8;
+        fn item(&mut self, item: u8, out: &mut BytesMut) {
+            out.resize(out.len() + usize::from(item) * 10_000, b'x');
+        }
+        fn failed(&mut self, _: UpstreamError, _: &mut BytesMut) {}
+        fn ended(&mut self, _: &mut BytesMut) {}
+        fn keep_alive(&mut self, _: &mut BytesMut) {}
+    }
+
+    #[tokio::test]
+    async fn no_write_is_larger_than_the_coalescing_bound() {
+        let upstream: Upstream<u8> = Box::pin(futures_util::stream::iter([Ok(20), Ok(1)]));
+        let opts = PumpOpts {
+            ping_interval: Duration::from_secs(5),
+            cut: watch::channel(false).1,
+            sync: None,
+        };
+        let sizes: Vec<usize> = pump(([].into(), upstream.fuse()), opts, Big)
+            .map(|c| c.unwrap().len())
+            .collect()
+            .await;
+        assert_eq!(sizes.iter().sum::<usize>(), 210_000);
+        assert!(sizes.iter().all(|&n| n <= MAX_COALESCED), "{sizes:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shutdowns_cut_ends_a_waiting_stream_with_its_error() {
+        let upstream: Upstream<u8> = Box::pin(futures_util::stream::pending());
+        let (cut, rx) = watch::channel(false);
+        let opts = PumpOpts {
+            ping_interval: Duration::from_secs(3600),
+            cut: rx,
+            sync: None,
+        };
+        let mut s = Box::pin(pump(([1].into(), upstream.fuse()), opts, Writes));
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"1");
+        cut.send(true).unwrap();
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"E");
+        assert!(s.next().await.is_none());
     }
 
     #[tokio::test]

@@ -46,6 +46,13 @@ pub enum UpstreamError {
     Reported(String),
     #[error("transport error: {0}")]
     Transport(String),
+    /// The answer went past the bound its output limit allows (`provider::bound`): a
+    /// runaway upstream.
+    #[error("the answer was cut: {0}")]
+    OutputBound(String),
+    /// Relais is shutting down and the grace period ran out: not the endpoint's fault.
+    #[error("Relais is shutting down")]
+    Shutdown,
 }
 
 impl UpstreamError {
@@ -58,6 +65,7 @@ impl UpstreamError {
                 400..=499 => Fault::Client,
                 _ => Fault::Provider,
             },
+            UpstreamError::Shutdown => Fault::Relais,
             _ => Fault::Provider,
         }
     }
@@ -109,6 +117,8 @@ impl UpstreamError {
             UpstreamError::Truncated => "truncated",
             UpstreamError::Reported(_) => "stream_error",
             UpstreamError::Transport(_) => "transport",
+            UpstreamError::OutputBound(_) => "output_bound",
+            UpstreamError::Shutdown => "shutdown",
         }
     }
 }
@@ -245,6 +255,10 @@ impl ApiError {
             UpstreamError::Status { status: 503 | 529, .. } => {
                 Self::new(ErrorKind::Overloaded, format!("provider `{provider}` is overloaded"))
             }
+            UpstreamError::Shutdown => Self::new(
+                ErrorKind::Unavailable,
+                "Relais is shutting down: the answer was cut; retry",
+            ),
             UpstreamError::FirstByteTimeout(_)
             | UpstreamError::IdleTimeout(_)
             | UpstreamError::RequestTimeout(_)

@@ -36,6 +36,8 @@ pub struct LedgerConfig {
     pub batch_rows: usize,
     pub queue_capacity: usize,
     pub keys_refresh: Duration,
+    /// A request's row is committed before its answer completes (`docs/limits.md`).
+    pub synchronous: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -78,6 +80,7 @@ pub fn validate_ledger(
         batch_rows,
         queue_capacity,
         keys_refresh: secs("ledger.keys_refresh_s", l.keys_refresh_s, 2.0)?,
+        synchronous: l.synchronous.unwrap_or(false),
     })
 }
 

@@ -258,6 +258,9 @@ pub struct RawLedger {
     pub queue_capacity: Option<usize>,
     /// How often each replica reloads the keys table (revocations take effect within it).
     pub keys_refresh_s: Option<f64>,
+    /// Default false. True: a request's row is committed before its answer completes
+    /// (before a stream's last event, before a whole answer is returned).
+    pub synchronous: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -8,6 +8,14 @@
 //! further records are dropped and counted: memory stays bounded. `shutdown` writes what is
 //! queued.
 //!
+//! What a crash can lose: `kill -9` (or a power cut) loses the records still queued, at most
+//! `flush_ms` worth of requests (default 200 ms) plus a batch being written; a database
+//! outage longer than the queue holds loses the records dropped meanwhile (counted). With
+//! `[ledger] synchronous = true` nothing answered is lost: the writer does not wait to
+//! batch (requests that end together still share a statement), and a request's answer
+//! completes only once its row is committed ([`Ledger::sync`]), at the price of one
+//! database write in each answer's latency.
+//!
 //! The queue is a vector under a mutex rather than a channel: a channel wakes its reader on
 //! every send, which cost a task wake-up and a timer registration per request (bench, c=64:
 //! a few µs of CPU each), where the writer needs waking once per batch.
@@ -31,6 +39,8 @@ pub mod receipts;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Tries of each batch at shutdown before its records count as lost.
 const SHUTDOWN_TRIES: u32 = 3;
+/// Longest an answer waits for its row in synchronous mode (a database that is down).
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counters for metrics; every field only grows except the queue depth.
 #[derive(Debug, Default)]
@@ -49,6 +59,10 @@ pub struct Ledger {
     db: Db,
     queue: Arc<Queue>,
     stats: Arc<LedgerStats>,
+    /// Records committed, in queue order (the writer takes them oldest first).
+    committed: Arc<watch::Sender<u64>>,
+    /// `[ledger] synchronous`.
+    synchronous: bool,
     stop: watch::Sender<bool>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -64,22 +78,32 @@ impl Ledger {
             closed: AtomicBool::new(false),
             wake: Notify::new(),
             writing: Mutex::new(Vec::new()),
+            pushed: AtomicU64::new(0),
         });
         let stats = Arc::new(LedgerStats::default());
         let (stop, stop_rx) = watch::channel(false);
+        let committed = Arc::new(watch::Sender::new(0));
         let writer = Writer {
             db: db.clone(),
             queue: queue.clone(),
             stats: stats.clone(),
             stop: stop_rx,
-            flush: cfg.flush_interval,
+            // Synchronous: each answer waits on its row, so nothing waits to be batched.
+            flush: if cfg.synchronous {
+                Duration::ZERO
+            } else {
+                cfg.flush_interval
+            },
             batch_rows: cfg.batch_rows,
+            committed: committed.clone(),
         };
         let task = tokio::spawn(writer.run());
         Arc::new(Ledger {
             db,
             queue,
             stats,
+            committed,
+            synchronous: cfg.synchronous,
             stop,
             writer: Mutex::new(Some(task)),
         })
@@ -116,6 +140,24 @@ impl Ledger {
     /// Records waiting to be written.
     pub fn queue_depth(&self) -> usize {
         self.queue.len()
+    }
+
+    /// `[ledger] synchronous`: answers wait on [`sync`](Self::sync).
+    pub fn synchronous(&self) -> bool {
+        self.synchronous
+    }
+
+    /// Waits until every record queued so far is committed (within [`SYNC_TIMEOUT`]).
+    /// False when it was not: the database is failing, or the records were dropped.
+    pub async fn sync(&self) -> bool {
+        let target = self.queue.pushed.load(Ordering::Acquire);
+        let mut rx = self.committed.subscribe();
+        let done = tokio::time::timeout(SYNC_TIMEOUT, rx.wait_for(|c| *c >= target)).await;
+        let ok = matches!(done, Ok(Ok(_)));
+        if !ok {
+            tracing::error!("ledger: a synchronous answer's row was not committed in time");
+        }
+        ok
     }
 
     /// Writes what is queued (bounded by `grace`) and stops the writer. Later records are
@@ -177,6 +219,8 @@ struct Queue {
     /// The receipts of the records the writer took and has not written yet: a receipt is
     /// readable from its id's issue until it is in the database.
     writing: Mutex<Vec<Arc<Receipt>>>,
+    /// Records ever queued (counted under the lock, so in queue order).
+    pushed: AtomicU64,
 }
 
 impl Queue {
@@ -192,6 +236,7 @@ impl Queue {
             return false;
         }
         buf.push_back(r);
+        self.pushed.fetch_add(1, Ordering::Release);
         let n = buf.len();
         drop(buf);
         if n == 1 || n == self.batch_rows {
@@ -242,9 +287,15 @@ struct Writer {
     stop: watch::Receiver<bool>,
     flush: Duration,
     batch_rows: usize,
+    committed: Arc<watch::Sender<u64>>,
 }
 
 impl Writer {
+    fn committed(&self, n: usize) {
+        self.stats.written.fetch_add(n as u64, Ordering::Relaxed);
+        self.committed.send_modify(|c| *c += n as u64);
+    }
+
     async fn run(mut self) {
         let mut batch: Vec<RequestRecord> = Vec::new();
         while !*self.stop.borrow() {
@@ -280,9 +331,7 @@ impl Writer {
         loop {
             match self.db.insert_requests(batch).await {
                 Ok(()) => {
-                    self.stats
-                        .written
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    self.committed(batch.len());
                     if failing {
                         tracing::info!("ledger: database writes recovered");
                     }
@@ -348,7 +397,7 @@ impl Writer {
             let n = chunk.len() as u64;
             held.fetch_sub(n, Ordering::Relaxed);
             if ok {
-                self.stats.written.fetch_add(n, Ordering::Relaxed);
+                self.committed(chunk.len());
             } else {
                 // The database is down: the rest would fail the same way, slowly.
                 let n = n + rest.len() as u64;

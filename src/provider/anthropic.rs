@@ -1,7 +1,8 @@
 //! The Anthropic Messages adapter: a pass-through. The body is re-serialized from borrowed
 //! fields (model and max_tokens replaced, router fields left out, unknown fields kept),
 //! and streams are forwarded frame by frame; only `message_start`, `message_delta` and
-//! `error` are parsed, to report the served model and observe usage.
+//! `error` are parsed, to report the served model and observe usage (and each
+//! `content_block_delta` scanned for its text's length, for the output bound).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -11,9 +12,12 @@ use futures_util::future::BoxFuture;
 use futures_util::Stream;
 use reqwest::header::HeaderValue;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::continuation::continue_messages_body;
+use super::bound::OutputBound;
+use super::family::delta_len;
 use super::sse_driver::{self, OnSse};
 use super::{
     http, ChatAnswer, ChatCall, ChatItem, ChatStream, EventStream, Provider, StreamItem,
@@ -189,7 +193,9 @@ impl Provider for AnthropicProvider {
     ) -> BoxFuture<'a, Result<ChatAnswer, UpstreamError>> {
         Box::pin(async move {
             let resp = self.post_chat(call, false).await?;
-            let msg: MessagesResponse = http::read_json(resp, &self.cfg, "a message").await?;
+            let bound = OutputBound::new(call.max_tokens);
+            let msg: MessagesResponse =
+                http::read_json(resp, &self.cfg, bound, "a message").await?;
             let usage = anthropic_usage_to_tokens(&msg.usage);
             let chat = anthropic_to_openai_response(
                 msg,
@@ -216,7 +222,8 @@ impl Provider for AnthropicProvider {
                 call.created,
                 call.served_model.to_owned(),
             );
-            let s: ChatStream = Box::pin(chat_stream(resp, translator, self.cfg.clone()));
+            let bound = OutputBound::new(call.max_tokens);
+            let s: ChatStream = Box::pin(chat_stream(resp, translator, self.cfg.clone(), bound));
             Ok(s)
         })
     }
@@ -227,7 +234,9 @@ impl Provider for AnthropicProvider {
     ) -> BoxFuture<'a, Result<MessagesResponse, UpstreamError>> {
         Box::pin(async move {
             let resp = self.post(call, false).await?;
-            let mut msg: MessagesResponse = http::read_json(resp, &self.cfg, "a message").await?;
+            let bound = OutputBound::new(call.max_tokens);
+            let mut msg: MessagesResponse =
+                http::read_json(resp, &self.cfg, bound, "a message").await?;
             msg.model = call.served_model.to_owned();
             Ok(msg)
         })
@@ -243,6 +252,7 @@ impl Provider for AnthropicProvider {
                 resp,
                 call.served_model.to_owned(),
                 self.cfg.clone(),
+                OutputBound::new(call.max_tokens),
             ));
             Ok(s)
         })
@@ -261,6 +271,7 @@ fn passthrough(
     resp: reqwest::Response,
     served_model: String,
     cfg: Arc<ProviderConfig>,
+    bound: OutputBound,
 ) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
     let idle = cfg.idle_timeout;
     let h = Passthrough {
@@ -268,7 +279,7 @@ fn passthrough(
         cfg,
         stopped: false,
     };
-    sse_driver::drive_response(resp, idle, h)
+    sse_driver::drive_response(resp, idle, bound, h)
 }
 
 impl OnSse for Passthrough {
@@ -289,6 +300,14 @@ impl OnSse for Passthrough {
             Ok(())
         } else {
             Err(UpstreamError::Truncated)
+        }
+    }
+
+    fn text_len(item: &StreamItem) -> usize {
+        match item {
+            StreamItem::Raw { text_bytes, .. } => *text_bytes,
+            StreamItem::Event(StreamEvent::ContentBlockDelta { delta, .. }) => delta_len(delta),
+            StreamItem::Event(_) => 0,
         }
     }
 }
@@ -321,6 +340,11 @@ impl Passthrough {
             _ => Ok(Some(StreamItem::Raw {
                 frame: terminated(ev),
                 starts_content: name == "content_block_start",
+                text_bytes: if name == "content_block_delta" {
+                    raw_delta_len(ev.data())
+                } else {
+                    0
+                },
             })),
         }
     }
@@ -345,9 +369,10 @@ fn chat_stream(
     resp: reqwest::Response,
     translator: AnthropicToOpenAiStream,
     cfg: Arc<ProviderConfig>,
+    bound: OutputBound,
 ) -> impl Stream<Item = Result<ChatItem, UpstreamError>> + Send {
     let idle = cfg.idle_timeout;
-    sse_driver::drive_response(resp, idle, ToChat { translator, cfg })
+    sse_driver::drive_response(resp, idle, bound, ToChat { translator, cfg })
 }
 
 impl OnSse for ToChat {
@@ -376,6 +401,38 @@ impl OnSse for ToChat {
         self.translator
             .on_eof()
             .map_err(|e| chat_error(e, &self.cfg))
+    }
+
+    fn text_len(item: &ChatItem) -> usize {
+        item.text_bytes
+    }
+}
+
+/// The generated text in a pass-through `content_block_delta`, as an upper estimate: the
+/// length of its JSON string (escapes only add), read without allocating. A delta that
+/// cannot be read counts its whole data: it is still counted against the output bound.
+fn raw_delta_len(data: &[u8]) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Ev<'a> {
+        #[serde(borrow)]
+        delta: Delta<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Delta<'a> {
+        #[serde(borrow, default)]
+        text: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        partial_json: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        thinking: Option<&'a RawValue>,
+    }
+    match serde_json::from_slice::<Ev<'_>>(data) {
+        Ok(Ev { delta: d }) => [d.text, d.partial_json, d.thinking]
+            .iter()
+            .flatten()
+            .map(|r| r.get().len().saturating_sub(2))
+            .sum(),
+        Err(_) => data.len(),
     }
 }
 

@@ -10,6 +10,7 @@ use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
 };
 
+use super::bound::OutputBound;
 use crate::config::{ApiKind, ProviderConfig, Secret};
 use crate::error::UpstreamError;
 
@@ -85,13 +86,15 @@ pub async fn post_json(
     Ok(resp)
 }
 
-/// Reads a whole JSON answer (bounded in size, idle timeout between chunks) and parses it.
+/// Reads a whole JSON answer (bounded in size by `bound`, idle timeout between chunks) and
+/// parses it.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
     cfg: &ProviderConfig,
+    bound: OutputBound,
     what: &str,
 ) -> Result<T, UpstreamError> {
-    let body = read_body(resp, MAX_RESPONSE_BODY, cfg.idle_timeout).await?;
+    let body = read_answer(resp, cfg, bound).await?;
     serde_json::from_slice(&body)
         .map_err(|e| UpstreamError::Protocol(format!("response is not {what}: {e}")))
 }
@@ -150,11 +153,38 @@ impl UpstreamBody {
 
     /// The next chunk; `Ok(None)` at the end of the body.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        match tokio::time::timeout(self.idle, self.body.next()).await {
+        self.next_chunk_by(tokio::time::Instant::now()).await
+    }
+
+    /// The next chunk, which must arrive within the idle timeout from `since` (the last
+    /// progress, which bytes alone need not be).
+    pub async fn next_chunk_by(
+        &mut self,
+        since: tokio::time::Instant,
+    ) -> Result<Option<Bytes>, UpstreamError> {
+        match tokio::time::timeout_at(since + self.idle, self.body.next()).await {
             Err(_) => Err(UpstreamError::IdleTimeout(self.idle)),
             Ok(r) => r.transpose(),
         }
     }
+}
+
+/// Reads a whole answer's body, within the data bound of its output limit (and
+/// [`MAX_RESPONSE_BODY`]): a larger one is a runaway, and the client is told so.
+pub async fn read_answer(
+    resp: reqwest::Response,
+    cfg: &ProviderConfig,
+    bound: OutputBound,
+) -> Result<Bytes, UpstreamError> {
+    let limit = bound.data_bytes_within(MAX_RESPONSE_BODY);
+    read_body(resp, limit, cfg.idle_timeout)
+        .await
+        .map_err(|e| match e {
+            UpstreamError::OutputBound(_) => {
+                UpstreamError::OutputBound(bound.passed("the answer", limit as u64))
+            }
+            e => e,
+        })
 }
 
 /// Reads a whole body within `limit` bytes and an idle timeout between chunks.
@@ -165,8 +195,8 @@ pub async fn read_body(
 ) -> Result<Bytes, UpstreamError> {
     if let Some(len) = resp.content_length() {
         if len as usize > limit {
-            return Err(UpstreamError::Protocol(format!(
-                "response body of {len} bytes exceeds {limit}"
+            return Err(UpstreamError::OutputBound(format!(
+                "a response body of {len} bytes passed {limit}"
             )));
         }
         // Known length: let reqwest assemble it in one allocation.
@@ -179,8 +209,8 @@ pub async fn read_body(
     let mut buf = Vec::new();
     while let Some(chunk) = body.next_chunk().await? {
         if buf.len() + chunk.len() > limit {
-            return Err(UpstreamError::Protocol(format!(
-                "response body exceeds {limit} bytes"
+            return Err(UpstreamError::OutputBound(format!(
+                "a response body passed {limit} bytes"
             )));
         }
         buf.extend_from_slice(&chunk);

@@ -10,6 +10,7 @@
 
 mod anthropic;
 pub mod continuation;
+pub mod bound;
 pub mod family;
 mod http;
 mod openai;
@@ -62,6 +63,9 @@ pub struct ChatCall<'a> {
     pub upstream_model: &'a str,
     /// The request's limit (or the door's default), clamped by the router.
     pub max_tokens: u64,
+    /// The output limit the answer is held to (`bound`): `max_tokens` when the client set
+    /// a limit, else the endpoint's (no limit is sent to an OpenAI-compatible upstream).
+    pub output_bound: bound::OutputBound,
     /// The model id reported to the client (the model that answered).
     pub served_model: &'a str,
     /// `id` and `created` of answers Relais writes itself (translated ones).

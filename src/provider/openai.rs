@@ -10,6 +10,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::continuation::{continue_chat_body, Continuation};
+use super::bound::OutputBound;
+use super::family::delta_len;
 use super::relay::{relay_response, ChunkRelay};
 use super::sse_driver::{self, OnSse};
 use super::{
@@ -169,8 +171,7 @@ impl Provider for OpenAiProvider {
     ) -> BoxFuture<'a, Result<ChatAnswer, UpstreamError>> {
         Box::pin(async move {
             let resp = self.post_chat(call, false).await?;
-            let body =
-                http::read_body(resp, http::MAX_RESPONSE_BODY, self.cfg.idle_timeout).await?;
+            let body = http::read_answer(resp, &self.cfg, call.output_bound).await?;
             let (body, usage) = relay_response(&body, call.served_model, call.est_input_tokens)?;
             Ok(ChatAnswer { body, usage })
         })
@@ -183,7 +184,12 @@ impl Provider for OpenAiProvider {
         Box::pin(async move {
             let resp = self.post_chat(call, true).await?;
             let relay = ChunkRelay::new(call.served_model.to_owned(), call.est_input_tokens);
-            let s: ChatStream = Box::pin(relay_stream(resp, relay, self.cfg.clone()));
+            let s: ChatStream = Box::pin(relay_stream(
+                resp,
+                relay,
+                self.cfg.clone(),
+                call.output_bound,
+            ));
             Ok(s)
         })
     }
@@ -194,7 +200,9 @@ impl Provider for OpenAiProvider {
     ) -> BoxFuture<'a, Result<MessagesResponse, UpstreamError>> {
         Box::pin(async move {
             let resp = self.post(call, false).await?;
-            let chat: ChatResponse = http::read_json(resp, &self.cfg, "a chat completion").await?;
+            let bound = OutputBound::new(call.max_tokens);
+            let chat: ChatResponse =
+                http::read_json(resp, &self.cfg, bound, "a chat completion").await?;
             let had_usage = chat.usage.is_some();
             let stops = call.req.stop_sequences.as_deref().unwrap_or(&[]);
             let mut msg = openai_to_anthropic_response(
@@ -223,8 +231,9 @@ impl Provider for OpenAiProvider {
                 call.req.stop_sequences.clone().unwrap_or_default(),
                 call.est_input_tokens,
             );
+            let bound = OutputBound::new(call.max_tokens);
             let stream: EventStream =
-                Box::pin(translate_stream(resp, translator, self.cfg.clone()));
+                Box::pin(translate_stream(resp, translator, self.cfg.clone(), bound));
             Ok(stream)
         })
     }
@@ -240,9 +249,10 @@ fn translate_stream(
     resp: reqwest::Response,
     translator: OpenAiToAnthropicStream,
     cfg: Arc<ProviderConfig>,
+    bound: OutputBound,
 ) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
     let idle = cfg.idle_timeout;
-    sse_driver::drive_response(resp, idle, ToAnthropic { translator, cfg })
+    sse_driver::drive_response(resp, idle, bound, ToAnthropic { translator, cfg })
         .map(|r| r.map(StreamItem::Event))
 }
 
@@ -267,6 +277,13 @@ impl OnSse for ToAnthropic {
             .on_eof(out)
             .map_err(|e| stream_error(e, &self.cfg))
     }
+
+    fn text_len(ev: &StreamEvent) -> usize {
+        match ev {
+            StreamEvent::ContentBlockDelta { delta, .. } => delta_len(delta),
+            _ => 0,
+        }
+    }
 }
 
 fn stream_error(e: StreamError, cfg: &ProviderConfig) -> UpstreamError {
@@ -289,9 +306,10 @@ fn relay_stream(
     resp: reqwest::Response,
     relay: ChunkRelay,
     cfg: Arc<ProviderConfig>,
+    bound: OutputBound,
 ) -> impl Stream<Item = Result<ChatItem, UpstreamError>> + Send {
     let idle = cfg.idle_timeout;
-    sse_driver::drive_response(resp, idle, Relay { relay, cfg })
+    sse_driver::drive_response(resp, idle, bound, Relay { relay, cfg })
 }
 
 impl OnSse for Relay {
@@ -313,5 +331,9 @@ impl OnSse for Relay {
             .map_err(|e| stream_error(e, &self.cfg))?;
         out.extend(item);
         Ok(())
+    }
+
+    fn text_len(item: &ChatItem) -> usize {
+        item.text_bytes
     }
 }

@@ -4,30 +4,54 @@
 //! a handler that turns each event into items for the client → a stream of those items
 //! that ends at the body's end, at the handler's word, or at the first error (nothing
 //! follows an error).
+//!
+//! Two rules bound what an upstream can make Relais do:
+//! - the stream is cut (an `OutputBound` error, the last item) once its generated text or
+//!   its event data passes the attempt's [`OutputBound`]; one event is bounded by the same
+//!   data bound;
+//! - once the first item was made, only an event that makes items is progress: SSE
+//!   comments, `ping`s and events nobody reads do not hold off the idle timeout (before
+//!   the first item, any bytes are, and the first-byte timeout bounds that phase).
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::Stream;
+use tokio::time::Instant;
 
+use super::bound::OutputBound;
 use super::http::UpstreamBody;
 use crate::error::UpstreamError;
-use crate::sse::{SseDecoder, SseEvent};
+use crate::sse::{SseDecoder, SseError, SseEvent, DEFAULT_MAX_EVENT_SIZE};
 
 /// An upstream SSE body read event by event.
 pub struct SseBody {
     body: UpstreamBody,
     decoder: SseDecoder,
     ended: bool,
+    /// Set once the stream made progress: the idle timeout then runs from it, not from the
+    /// last bytes received.
+    progress: Option<Instant>,
 }
 
 impl SseBody {
+    #[cfg(test)]
     pub fn new(body: UpstreamBody) -> Self {
+        Self::with_max_event_size(body, DEFAULT_MAX_EVENT_SIZE)
+    }
+
+    pub fn with_max_event_size(body: UpstreamBody, max: usize) -> Self {
         SseBody {
             body,
-            decoder: SseDecoder::new(),
+            decoder: SseDecoder::with_max_event_size(max),
             ended: false,
+            progress: None,
         }
+    }
+
+    /// The stream made progress now.
+    pub fn progressed(&mut self) {
+        self.progress = Some(Instant::now());
     }
 
     /// The next event; `Ok(None)` once the body has ended and every event was delivered
@@ -39,12 +63,20 @@ impl SseBody {
             } else {
                 self.decoder.next_event()
             };
-            match decoded.map_err(|e| UpstreamError::Protocol(e.to_string()))? {
+            match decoded.map_err(|e| match e {
+                SseError::EventTooLarge { limit } => {
+                    UpstreamError::OutputBound(format!("an event passed {limit} bytes"))
+                }
+            })? {
                 Some(ev) => return Ok(Some(ev)),
                 None if self.ended => return Ok(None),
                 None => {}
             }
-            match self.body.next_chunk().await? {
+            let chunk = match self.progress {
+                None => self.body.next_chunk().await?,
+                Some(at) => self.body.next_chunk_by(at).await?,
+            };
+            match chunk {
                 Some(bytes) => self.decoder.push(&bytes),
                 None => self.ended = true,
             }
@@ -64,6 +96,10 @@ pub trait OnSse: Send + 'static {
     /// The body ended (every event was delivered): items that close the stream go to
     /// `out`, or the stream did not finish (an error).
     fn on_eof(&mut self, out: &mut Vec<Self::Item>) -> Result<(), UpstreamError>;
+
+    /// Bytes of generated text (content, reasoning, tool arguments) in an item, counted
+    /// against the output bound. An upper estimate is fine.
+    fn text_len(item: &Self::Item) -> usize;
 }
 
 struct Drive<H: OnSse> {
@@ -72,15 +108,21 @@ struct Drive<H: OnSse> {
     pending: VecDeque<H::Item>,
     scratch: Vec<H::Item>,
     finished: bool,
+    bound: OutputBound,
+    text: u64,
+    data: u64,
 }
 
-/// The stream of items `handler` makes of an upstream response's events.
+/// The stream of items `handler` makes of an upstream response's events, within `bound`.
 pub fn drive_response<H: OnSse>(
     resp: reqwest::Response,
     idle: Duration,
+    bound: OutputBound,
     handler: H,
 ) -> impl Stream<Item = Result<H::Item, UpstreamError>> + Send {
-    drive(SseBody::new(UpstreamBody::new(resp, idle)), handler)
+    let max_event = bound.data_bytes_within(DEFAULT_MAX_EVENT_SIZE);
+    let body = SseBody::with_max_event_size(UpstreamBody::new(resp, idle), max_event);
+    drive(body, handler, bound)
 }
 
 /// The stream of items `handler` makes of `body`'s events. Items made by the step that
@@ -88,6 +130,7 @@ pub fn drive_response<H: OnSse>(
 pub fn drive<H: OnSse>(
     body: SseBody,
     handler: H,
+    bound: OutputBound,
 ) -> impl Stream<Item = Result<H::Item, UpstreamError>> + Send {
     let st = Drive {
         body,
@@ -95,6 +138,9 @@ pub fn drive<H: OnSse>(
         pending: VecDeque::new(),
         scratch: Vec::new(),
         finished: false,
+        bound,
+        text: 0,
+        data: 0,
     };
     futures_util::stream::unfold(st, |mut st| async move {
         loop {
@@ -105,7 +151,12 @@ pub fn drive<H: OnSse>(
                 return None;
             }
             let r = match st.body.next_event().await {
-                Ok(Some(ev)) => st.handler.on_event(&ev, &mut st.scratch),
+                Ok(Some(ev)) => {
+                    st.data += ev.data().len() as u64;
+                    st.handler
+                        .on_event(&ev, &mut st.scratch)
+                        .and_then(|done| st.within_bound().map(|()| done))
+                }
                 Ok(None) => {
                     st.finished = true;
                     st.handler.on_eof(&mut st.scratch).map(|()| true)
@@ -115,6 +166,9 @@ pub fn drive<H: OnSse>(
             match r {
                 Ok(done) => {
                     st.finished |= done;
+                    if !st.scratch.is_empty() {
+                        st.body.progressed();
+                    }
                     st.pending.extend(st.scratch.drain(..));
                 }
                 Err(e) => {
@@ -125,6 +179,25 @@ pub fn drive<H: OnSse>(
             }
         }
     })
+}
+
+impl<H: OnSse> Drive<H> {
+    /// Counts the items just made; past the bound, they are dropped with the stream.
+    fn within_bound(&mut self) -> Result<(), UpstreamError> {
+        self.text += self.scratch.iter().map(H::text_len).sum::<usize>() as u64;
+        let b = self.bound;
+        if self.text > b.text_bytes() {
+            return Err(UpstreamError::OutputBound(
+                b.passed("the text", b.text_bytes()),
+            ));
+        }
+        if self.data > b.data_bytes() {
+            return Err(UpstreamError::OutputBound(
+                b.passed("the event data", b.data_bytes()),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +237,9 @@ mod tests {
             out.push("eof".to_owned());
             Ok(())
         }
+        fn text_len(item: &String) -> usize {
+            item.len()
+        }
     }
 
     fn body(chunks: Vec<Result<&'static [u8], UpstreamError>>) -> SseBody {
@@ -175,7 +251,11 @@ mod tests {
     }
 
     async fn run(b: SseBody) -> Vec<Result<String, String>> {
-        drive(b, Echo { done: false })
+        run_within(b, OutputBound::new(1_000_000)).await
+    }
+
+    async fn run_within(b: SseBody, bound: OutputBound) -> Vec<Result<String, String>> {
+        drive(b, Echo { done: false }, bound)
             .map(|r| r.map_err(|e| e.kind().to_owned()))
             .collect()
             .await
@@ -239,6 +319,122 @@ mod tests {
         big.resize(crate::sse::DEFAULT_MAX_EVENT_SIZE + 10, b'x');
         let big: &'static [u8] = Box::leak(big.into_boxed_slice());
         let out = run(body(vec![Ok(big)])).await;
-        assert_eq!(out, vec![Err("protocol".to_owned())]);
+        assert_eq!(out, vec![Err("output_bound".to_owned())]);
+    }
+
+    /// Endless events of `size` bytes of text, one a chunk.
+    fn endless(size: usize) -> SseBody {
+        let mut ev = b"data: ".to_vec();
+        ev.resize(6 + size, b'x');
+        ev.extend_from_slice(b"\n\n");
+        let ev = Bytes::from(ev);
+        let s = futures_util::stream::repeat_with(move || Ok(ev.clone()));
+        SseBody::new(UpstreamBody::from_stream(
+            Box::pin(s),
+            Duration::from_secs(5),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_runaway_stream_is_cut_at_its_text_bound() {
+        let bound = OutputBound::new(16);
+        let out = run_within(endless(1000), bound).await;
+        let (last, sent) = out.split_last().unwrap();
+        assert_eq!(last, &Err("output_bound".to_owned()));
+        let text: usize = sent.iter().map(|r| r.as_ref().unwrap().len()).sum();
+        // Nothing past the bound is delivered: the event that passes it is dropped.
+        assert!(text as u64 <= bound.text_bytes(), "{text}");
+        assert!(text as u64 + 1000 > bound.text_bytes(), "{text}");
+    }
+
+    /// Events that make no items (the handler drops them) count against the data bound.
+    struct Drops;
+    impl OnSse for Drops {
+        type Item = ();
+        fn on_event(&mut self, _: &SseEvent, _: &mut Vec<()>) -> Result<bool, UpstreamError> {
+            Ok(false)
+        }
+        fn on_eof(&mut self, _: &mut Vec<()>) -> Result<(), UpstreamError> {
+            Ok(())
+        }
+        fn text_len(_: &()) -> usize {
+            0
+        }
+    }
+
+    #[tokio::test]
+    async fn events_without_text_count_against_the_data_bound() {
+        let bound = OutputBound::new(1);
+        let out: Vec<_> = drive(endless(10_000), Drops, bound).collect().await;
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].as_ref().unwrap_err().kind(), "output_bound");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn comments_are_not_progress_after_the_first_item() {
+        // A comment every second, forever, after one event: the idle timeout (5 s) runs
+        // from that event.
+        let first = futures_util::stream::iter([Ok(Bytes::from_static(b"data: a\n\n"))]);
+        let comments = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((
+                Ok(Bytes::from_static(
+                    b": keep-alive\n\nevent: ping\ndata: {}\n\n",
+                )),
+                (),
+            ))
+        });
+        let b = SseBody::new(UpstreamBody::from_stream(
+            Box::pin(first.chain(comments)),
+            Duration::from_secs(5),
+        ));
+        let started = Instant::now();
+        let out: Vec<_> = drive(b, PingsAreNothing, OutputBound::new(100))
+            .map(|r| r.map_err(|e| e.kind().to_owned()))
+            .collect()
+            .await;
+        assert_eq!(out, vec![Ok(()), Err("idle_timeout".to_owned())]);
+        assert!(
+            started.elapsed() <= Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_the_first_item_any_bytes_hold_the_stream() {
+        // Comments for 8 s (longer than the 5 s idle timeout), then an event.
+        let comments = futures_util::stream::unfold(0, |n| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let c: &'static [u8] = if n < 8 { b": wait\n\n" } else { b"data: a\n\n" };
+            (n < 9).then_some((Ok(Bytes::from_static(c)), n + 1))
+        });
+        let b = SseBody::new(UpstreamBody::from_stream(
+            Box::pin(comments),
+            Duration::from_secs(5),
+        ));
+        let out: Vec<_> = drive(b, PingsAreNothing, OutputBound::new(100))
+            .map(|r| r.map_err(|e| e.kind().to_owned()))
+            .collect()
+            .await;
+        assert_eq!(out, vec![Ok(())]);
+    }
+
+    /// One item per event, except `ping`s, which make none (as the Anthropic pass-through).
+    struct PingsAreNothing;
+    impl OnSse for PingsAreNothing {
+        type Item = ();
+        fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<()>) -> Result<bool, UpstreamError> {
+            if ev.event() != Some("ping") {
+                out.push(());
+            }
+            Ok(false)
+        }
+        fn on_eof(&mut self, _: &mut Vec<()>) -> Result<(), UpstreamError> {
+            Ok(())
+        }
+        fn text_len(_: &()) -> usize {
+            0
+        }
     }
 }

@@ -60,6 +60,8 @@ pub struct AppState {
     pub metrics: Option<Arc<Metrics>>,
     /// The config's client keys, shared with the requests they authenticate.
     pub config_keys: Arc<[Arc<crate::config::ClientKey>]>,
+    /// Set when the shutdown's grace ran out: streams still open end with an error event.
+    pub stream_cut: watch::Receiver<bool>,
     reloader: Arc<std::sync::OnceLock<std::sync::Weak<Reloader>>>,
 }
 
@@ -81,6 +83,8 @@ pub struct Shared {
     /// The server's reloader, for `POST /relais/admin/reload` (set once it exists; weak,
     /// since the reloader holds the states that hold this).
     pub reloader: Arc<std::sync::OnceLock<std::sync::Weak<Reloader>>>,
+    /// Set when the shutdown's grace ran out (`serve`): streams still open are cut.
+    pub stream_cut: Arc<watch::Sender<bool>>,
 }
 
 impl Shared {
@@ -98,6 +102,7 @@ impl Shared {
             keys: None,
             metrics,
             reloader: Arc::default(),
+            stream_cut: Arc::new(watch::Sender::new(false)),
         })
     }
 
@@ -325,6 +330,7 @@ pub fn state(
         ledger: shared.ledger.clone(),
         keys: shared.keys.clone(),
         reloader: shared.reloader.clone(),
+        stream_cut: shared.stream_cut.subscribe(),
     }))
 }
 
@@ -375,6 +381,10 @@ pub fn start_with(
     })
 }
 
+/// After the shutdown's grace, how long cut streams have to deliver their error event
+/// before their connections are closed.
+const CUT_WINDOW: Duration = Duration::from_secs(1);
+
 /// HTTP/1.1 only: every Anthropic client speaks it, and hyper's header-read timeout then
 /// covers a connection from its first byte (hyper-util's auto-detection of HTTP/2 waits
 /// for the protocol preface with no timer, so a silent client would hold a socket forever).
@@ -392,10 +402,13 @@ async fn serve(
         .keep_alive(true);
     // Bounds open connections: past it, new ones wait in the kernel's backlog.
     let slots = Arc::new(Semaphore::new(server.max_connections));
-    let (ledger, keys) = (
+    let (ledger, keys, stream_cut) = (
         reloader.shared().ledger.clone(),
         reloader.shared().keys.clone(),
+        reloader.shared().stream_cut.clone(),
     );
+    // Closes the connections still open after the cut (their clients do not read).
+    let (close_all, closing) = watch::channel(false);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
@@ -428,8 +441,12 @@ async fn serve(
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
+                let mut closing = closing.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = closing.wait_for(|c| *c) => {}
+                    }
                     drop(permit);
                 });
             }
@@ -437,11 +454,24 @@ async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown grace of {grace:?} elapsed with requests still in flight");
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    if tokio::time::timeout(grace, &mut drained).await.is_err() {
+        // Streams still open end with an error event in their door's format, and are
+        // recorded; connections whose clients do not read it in time are closed (their
+        // streams recorded as they are dropped). Other requests in flight are recorded as
+        // their clients' (client_closed) when closed.
+        tracing::warn!(
+            "shutdown grace of {grace:?} elapsed with requests still in flight: cutting them"
+        );
+        let _ = stream_cut.send(true);
+        if tokio::time::timeout(CUT_WINDOW, &mut drained)
+            .await
+            .is_err()
+        {
+            let _ = close_all.send(true);
+            let _ = tokio::time::timeout(CUT_WINDOW, &mut drained).await;
+        }
     }
     if let Some(k) = keys {
         k.stop();

@@ -16,12 +16,13 @@ use super::receipts::answer::AnswerText;
 use std::sync::Arc;
 
 use super::splice::Splicing;
-use super::stream::{pump, sse_response, Render, StreamBooks};
+use super::stream::{pump, sse_response, PumpOpts, Render, StreamBooks};
 use super::{body, AppState, RequestId};
 use crate::config::ClientKey;
-use crate::error::{ApiError, UpstreamError};
+use crate::error::{ApiError, ErrorKind, UpstreamError};
 use crate::fields::RouterFields;
 use crate::observe::Api;
+use crate::provider::bound::OutputBound;
 use crate::provider::family::{until_content, Family, OpenStream};
 use crate::receipt::ReceiptSeed;
 use crate::router::executor::{AttemptCtx, HedgeSummary, Opened, RequestMeta, Served};
@@ -68,6 +69,11 @@ pub trait Door: Send + Sync + 'static {
     ) -> Result<Vec<u8>, ApiError>;
     /// How this request's stream is written.
     fn render(p: &Self::Prepared, books: StreamBooks) -> Self::Render;
+    /// The output limit an answer at `cand` is held to (`provider::bound`): what it is
+    /// charged at most, and where a runaway stream is cut.
+    fn output_bound(_p: &Self::Prepared, cand: &Candidate) -> OutputBound {
+        OutputBound::new(cand.max_tokens)
+    }
     /// Headers of the door's own on every answer (e.g. what was left out of the request).
     fn answer_headers(_p: &Self::Prepared, _h: &mut HeaderMap) {}
     /// Whether a second attempt could duplicate a side effect Relais cannot see (a tool the
@@ -144,7 +150,23 @@ pub async fn serve<D: Door>(
     let p = Arc::new(p);
     let mut resp = run::<D>(st, rid, key, &p, seed).await;
     D::answer_headers(&p, resp.headers_mut());
+    // `[ledger] synchronous`: a whole answer (or refusal) leaves once its row is committed;
+    // a stream's pump waits so before its last event.
+    if let Some(l) = st.ledger.as_ref().filter(|l| l.synchronous()) {
+        if !is_stream(&resp) && !l.sync().await {
+            return D::error(ApiError::new(
+                ErrorKind::Unavailable,
+                "the usage ledger could not record this request; the answer is withheld",
+            ));
+        }
+    }
     resp
+}
+
+fn is_stream(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 enum Answer<F: Family> {
@@ -222,6 +244,7 @@ async fn run<D: Door>(
         }
     };
     let mut ticket = ticket;
+    ticket.bound_output(D::output_bound(p, &candidate));
     let mut resp = match value {
         Answer::Whole(whole) => {
             let usage = D::Family::usage(&whole);
@@ -250,13 +273,18 @@ async fn run<D: Door>(
             routing_headers(&mut h, &candidate, attempts);
             let continuing = st.executor.continuing(&plan, &candidate, D::API);
             let books = StreamBooks::new(candidate, ticket, trace, rid.0.clone(), show_trace);
-            let (render, ping) = (D::render(p, books), st.cfg.server.ping_interval);
+            let opts = PumpOpts {
+                ping_interval: st.cfg.server.ping_interval,
+                cut: st.stream_cut.clone(),
+                sync: st.ledger.clone().filter(|l| l.synchronous()),
+            };
+            let render = D::render(p, books);
             let body = match continuing {
-                None => Body::from_stream(pump(opened, ping, render)),
+                None => Body::from_stream(pump(opened, opts, render)),
                 Some(c) => {
                     let est = r.est_input_tokens;
                     let render = Splicing::<D>::new(render, c, shared.clone(), est);
-                    Body::from_stream(pump(opened, ping, render))
+                    Body::from_stream(pump(opened, opts, render))
                 }
             };
             sse_response(body, h)

@@ -3,11 +3,20 @@
 //! fails mid-stream, and accounting when it ends ([`StreamBooks`]). Dropping the body
 //! (client gone) drops the upstream request.
 //!
+//! Two things end a stream besides its upstream: the shutdown's cut ([`PumpOpts::cut`],
+//! once the grace period ran out: the door's error event, and the books closed), and, with
+//! `[ledger] synchronous`, the last write waits until the request's row is committed.
+//! Back-pressure: the pump reads the upstream only when hyper asks for the next write, and
+//! hyper asks only while what waits for the socket is under its buffer size (408 KiB by
+//! default), so a client that does not read holds that, one write of at most
+//! [`MAX_COALESCED`] bytes, the rest of one event, and the kernel's buffers.
+//!
 //! Each door's [`Render`] says how its items, errors, keep-alives and end look on the wire
 //! (Anthropic events, OpenAI chunks, Responses events).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
@@ -19,11 +28,13 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
+use tokio::sync::watch;
 
 use sha2::{Digest, Sha256};
 
 use super::receipts::answer;
 use crate::error::{ApiError, UpstreamError};
+use crate::ledger::Ledger;
 use crate::observe::TokenUsage;
 use crate::provider::family::{OpenStream, Upstream};
 use crate::router::executor::{ContinuationTrace, Resumed, Ticket};
@@ -64,11 +75,21 @@ pub type Resume<I> = BoxFuture<'static, Result<Upstream<I>, UpstreamError>>;
 /// Frames more than this are not coalesced further: it keeps one write bounded.
 const MAX_COALESCED: usize = 64 * 1024;
 
+/// What a stream's pump needs besides its upstream and render.
+pub struct PumpOpts {
+    /// Nothing arrived for this long: a keep-alive.
+    pub ping_interval: Duration,
+    /// Set when the shutdown's grace period ran out: the stream ends with an error event.
+    pub cut: watch::Receiver<bool>,
+    /// `[ledger] synchronous`: the last write waits until the request's row is committed.
+    pub sync: Option<Arc<Ledger>>,
+}
+
 struct Pump<R: Render> {
     render: R,
     buffered: VecDeque<R::Item>,
     upstream: Fuse<Upstream<R::Item>>,
-    ping_interval: Duration,
+    opts: PumpOpts,
     done: bool,
     /// Frames ready to leave in the next write.
     out: BytesMut,
@@ -76,16 +97,43 @@ struct Pump<R: Render> {
     resuming: Option<Resume<R::Item>>,
 }
 
+impl<R: Render> Drop for Pump<R> {
+    /// Dropped unfinished after the cut (a client that did not read its last event before
+    /// the connections were closed): the stream is recorded as cut by the shutdown, not as
+    /// abandoned by its client.
+    fn drop(&mut self) {
+        if !self.done && *self.opts.cut.borrow() {
+            self.done = true;
+            self.render
+                .failed(UpstreamError::Shutdown, &mut BytesMut::new());
+        }
+    }
+}
+
+/// What the pump waits on next.
+enum Next<I> {
+    Cut,
+    Upstream(Option<Result<I, UpstreamError>>),
+    Idle,
+}
+
+/// Resolves once the cut is set; never if it cannot be (its sender is gone).
+async fn cut(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 pub fn pump<R: Render>(
     (buffered, upstream): OpenStream<R::Item>,
-    ping_interval: Duration,
+    opts: PumpOpts,
     render: R,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
     let st = Pump {
         render,
         buffered,
         upstream,
-        ping_interval,
+        opts,
         done: false,
         out: BytesMut::new(),
         resuming: None,
@@ -104,15 +152,37 @@ pub fn pump<R: Render>(
                 return None;
             }
             if let Some(opening) = st.resuming.as_mut() {
-                match tokio::time::timeout(st.ping_interval, opening).await {
-                    Err(_) => st.render.keep_alive(&mut st.out),
-                    Ok(opened) => st.on_resumed(opened),
+                // A continuation being opened: shutdown still cuts the stream.
+                let resumed = tokio::select! {
+                    biased;
+                    () = cut(&mut st.opts.cut) => None,
+                    r = tokio::time::timeout(st.opts.ping_interval, opening) => Some(r),
+                };
+                match resumed {
+                    None => {
+                        st.resuming = None;
+                        st.done = true;
+                        st.render.failed(UpstreamError::Shutdown, &mut st.out);
+                    }
+                    Some(Err(_)) => st.render.keep_alive(&mut st.out),
+                    Some(Ok(opened)) => st.on_resumed(opened),
                 }
                 continue;
             }
-            match tokio::time::timeout(st.ping_interval, st.upstream.next()).await {
-                Err(_) => st.render.keep_alive(&mut st.out),
-                Ok(next) => st.on_next(next),
+            let next = tokio::select! {
+                biased;
+                () = cut(&mut st.opts.cut) => Next::Cut,
+                next = tokio::time::timeout(st.opts.ping_interval, st.upstream.next()) => {
+                    next.map_or(Next::Idle, Next::Upstream)
+                }
+            };
+            match next {
+                Next::Cut => {
+                    st.done = true;
+                    st.render.failed(UpstreamError::Shutdown, &mut st.out);
+                }
+                Next::Idle => st.render.keep_alive(&mut st.out),
+                Next::Upstream(next) => st.on_next(next),
             }
         }
         // Whatever else is ready now leaves in the same write: fewer syscalls and frames,
@@ -127,8 +197,21 @@ pub fn pump<R: Render>(
         if st.out.is_empty() {
             return None;
         }
-        let chunk = st.out.split().freeze();
-        Some((Ok(chunk), st))
+        if st.done {
+            // The books are closed: in synchronous mode the end leaves once the row is in.
+            if let Some(l) = &st.opts.sync {
+                l.sync().await;
+            }
+        }
+        // A write is at most MAX_COALESCED (the rest of a larger event leaves in the next
+        // ones): hyper takes a write while less than its buffer size waits for the socket,
+        // so one huge event would otherwise sit whole in its queue.
+        let chunk = if st.out.len() > MAX_COALESCED {
+            st.out.split_to(MAX_COALESCED)
+        } else {
+            st.out.split()
+        };
+        Some((Ok(chunk.freeze()), st))
     })
 }
 
@@ -400,12 +483,62 @@ mod tests {
         let rest: Vec<Result<u8, UpstreamError>> = rest.iter().map(|&i| Ok(i)).collect();
         let upstream: Upstream<u8> = Box::pin(futures_util::stream::iter(rest));
         let opened = (buffered.iter().copied().collect(), upstream.fuse());
-        let chunks: Vec<_> = pump(opened, Duration::from_secs(5), render).collect().await;
+        let opts = PumpOpts {
+            ping_interval: Duration::from_secs(5),
+            cut: watch::channel(false).1,
+            sync: None,
+        };
+        let chunks: Vec<_> = pump(opened, opts, render).collect().await;
         let bytes: Vec<u8> = chunks
             .into_iter()
             .flat_map(|c| c.unwrap().to_vec())
             .collect();
         String::from_utf8(bytes).unwrap()
+    }
+
+    /// Writes each item as that many bytes.
+    struct Big;
+
+    impl Render for Big {
+        type Item = u8;
+        fn item(&mut self, item: u8, out: &mut BytesMut) {
+            out.resize(out.len() + usize::from(item) * 10_000, b'x');
+        }
+        fn failed(&mut self, _: UpstreamError, _: &mut BytesMut) {}
+        fn ended(&mut self, _: &mut BytesMut) {}
+        fn keep_alive(&mut self, _: &mut BytesMut) {}
+    }
+
+    #[tokio::test]
+    async fn no_write_is_larger_than_the_coalescing_bound() {
+        let upstream: Upstream<u8> = Box::pin(futures_util::stream::iter([Ok(20), Ok(1)]));
+        let opts = PumpOpts {
+            ping_interval: Duration::from_secs(5),
+            cut: watch::channel(false).1,
+            sync: None,
+        };
+        let sizes: Vec<usize> = pump(([].into(), upstream.fuse()), opts, Big)
+            .map(|c| c.unwrap().len())
+            .collect()
+            .await;
+        assert_eq!(sizes.iter().sum::<usize>(), 210_000);
+        assert!(sizes.iter().all(|&n| n <= MAX_COALESCED), "{sizes:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shutdowns_cut_ends_a_waiting_stream_with_its_error() {
+        let upstream: Upstream<u8> = Box::pin(futures_util::stream::pending());
+        let (cut, rx) = watch::channel(false);
+        let opts = PumpOpts {
+            ping_interval: Duration::from_secs(3600),
+            cut: rx,
+            sync: None,
+        };
+        let mut s = Box::pin(pump(([1].into(), upstream.fuse()), opts, Writes));
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"1");
+        cut.send(true).unwrap();
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"E");
+        assert!(s.next().await.is_none());
     }
 
     #[tokio::test]

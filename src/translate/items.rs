@@ -13,8 +13,13 @@ pub enum StreamItem {
     /// A typed event, to be encoded (translated streams; and the `message_start` and
     /// `message_delta` of pass-through streams, which Relais reads for usage).
     Event(StreamEvent),
-    /// A complete SSE frame forwarded byte for byte (pass-through streams).
-    Raw { frame: Bytes, starts_content: bool },
+    /// A complete SSE frame forwarded byte for byte (pass-through streams), with the bytes
+    /// of generated text it carries (an upper estimate; 0 for frames without any).
+    Raw {
+        frame: Bytes,
+        starts_content: bool,
+        text_bytes: usize,
+    },
 }
 
 impl StreamItem {

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod pg;
 pub mod prom;
 pub mod redis;
+pub mod runaway;
 pub mod tools;
 pub mod world;
 

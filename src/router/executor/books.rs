@@ -12,6 +12,7 @@ use super::super::{AttemptGuard, Candidate, Router};
 use super::OnEnd;
 use crate::error::UpstreamError;
 use crate::observe::{Observer, RequestRecord, Status, TokenUsage};
+use crate::provider::bound::{clamp_usage, OutputBound};
 
 pub(super) fn end(observer: &dyn Observer, r: &RequestRecord, on_end: Vec<OnEnd>) {
     observer.request(r);
@@ -103,6 +104,9 @@ pub(super) struct TicketInner {
     /// usage and cost, added when the books close.
     pub(super) prior_usage: TokenUsage,
     pub(super) prior_cost: f64,
+    /// The output limit the answer is held to; the candidate's `max_tokens` unless the
+    /// door says otherwise (`bound_output`). Charged usage is clamped to it.
+    pub(super) output_bound: Option<OutputBound>,
 }
 
 /// The open books of a served request. Exactly one of `finish`, `fail` or a drop (the
@@ -140,6 +144,14 @@ impl Ticket {
     pub fn client_closed(mut self, usage: TokenUsage) {
         if let Some(t) = self.inner.take() {
             t.close_by_client(usage);
+        }
+    }
+
+    /// The output limit the answer is held to, when it is not the candidate's
+    /// `max_tokens` (a request that sent no limit upstream).
+    pub fn bound_output(&mut self, bound: OutputBound) {
+        if let Some(t) = &mut self.inner {
+            t.output_bound = Some(bound);
         }
     }
 
@@ -200,7 +212,19 @@ impl TicketInner {
         u
     }
 
-    fn close(mut self, usage: TokenUsage) -> f64 {
+    fn close(mut self, reported: TokenUsage) -> f64 {
+        // Whatever the upstream reported, one answer costs at most one request's bound.
+        let max_output = self
+            .output_bound
+            .map_or(self.candidate.max_tokens, |b| b.max_tokens);
+        let usage = clamp_usage(reported, max_output, self.est_input);
+        if usage != reported {
+            tracing::warn!(
+                request_id = %self.record.request_id, endpoint = %self.candidate.endpoint.id,
+                ?reported, charged = ?usage,
+                "the upstream reported more usage than the request allows: clamped"
+            );
+        }
         let cost = cost_eur(&self.candidate, &usage) + self.cancelled_cost + self.prior_cost;
         let usage = Ticket::usage_sum(self.prior_usage, usage);
         let r = &mut self.record;

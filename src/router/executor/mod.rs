@@ -419,6 +419,7 @@ impl Executor {
                 cancelled_cost: run.cancelled_cost,
                 prior_usage: TokenUsage::default(),
                 prior_cost: 0.0,
+                output_bound: None,
             }),
         };
         (value, ticket)

@@ -14,6 +14,7 @@ use super::chat_stream::ChatRender;
 use crate::error::ApiError;
 use crate::observe::Api;
 use crate::openai::inbound::{ChatCompletionRequest, InContent, InRole};
+use crate::provider::bound::OutputBound;
 use crate::provider::family::ChatFamily;
 use crate::provider::{ChatAnswer, ChatCall};
 use crate::router::{Candidate, Needs, RouteError, RoutingTrace};
@@ -60,11 +61,21 @@ impl Prepared {
         }
     }
 
+    /// The output limit an answer at `cand` is held to: the request's (clamped), or the
+    /// endpoint's when the request set none (none is then sent to OpenAI-compatible hosts).
+    pub fn output_bound(&self, cand: &Candidate) -> OutputBound {
+        match self.req.requested_max_tokens() {
+            Some(_) => OutputBound::new(cand.max_tokens),
+            None => OutputBound::unsent(cand.endpoint.max_output_tokens),
+        }
+    }
+
     pub fn call<'a>(&'a self, cand: &'a Candidate) -> ChatCall<'a> {
         ChatCall {
             req: &self.req,
             upstream_model: &cand.endpoint.upstream_model,
             max_tokens: cand.max_tokens,
+            output_bound: self.output_bound(cand),
             served_model: &cand.model.id,
             completion_id: &self.completion_id,
             created: self.created,
@@ -91,6 +102,10 @@ impl Door for Chat {
 
     fn call<'a>(p: &'a Prepared, cand: &'a Candidate) -> ChatCall<'a> {
         p.call(cand)
+    }
+
+    fn output_bound(p: &Prepared, cand: &Candidate) -> OutputBound {
+        p.output_bound(cand)
     }
 
     fn error(e: ApiError) -> Response {

@@ -52,7 +52,10 @@ impl Render for MessagesRender {
         let mut ev = match item {
             // Pass-through frames are not parsed: an Anthropic upstream's usage arrives in
             // its message_start (input) and message_delta (output), read as events.
-            StreamItem::Raw { frame, .. } => {
+            StreamItem::Raw {
+                frame, text_bytes, ..
+            } => {
+                self.books.add_output_bytes(text_bytes);
                 self.books.answer_anthropic_frame(&frame);
                 return out.extend_from_slice(&frame);
             }

@@ -16,6 +16,7 @@ use super::chat;
 use super::responses_stream::ResponsesRender;
 use crate::error::ApiError;
 use crate::observe::Api;
+use crate::provider::bound::OutputBound;
 use crate::provider::family::ChatFamily;
 use crate::provider::{ChatAnswer, ChatCall};
 use crate::responses::ResponsesRequest;
@@ -70,6 +71,10 @@ impl Door for Responses {
 
     fn call<'a>(p: &'a Prepared, cand: &'a Candidate) -> ChatCall<'a> {
         p.chat.call(cand)
+    }
+
+    fn output_bound(p: &Prepared, cand: &Candidate) -> OutputBound {
+        p.chat.output_bound(cand)
     }
 
     fn error(e: ApiError) -> Response {

@@ -13,6 +13,7 @@ fn raw(name: &str, v: Value) -> StreamItem {
     StreamItem::Raw {
         frame: Bytes::from(format!("event: {name}\ndata: {v}\n\n")),
         starts_content: name == "content_block_start",
+        text_bytes: v["delta"]["text"].as_str().map_or(0, str::len),
     }
 }
 

@@ -239,13 +239,14 @@ class Load:
         self.sent = 0        # requests whose whole request was written
         self.no_conn = 0     # could not connect or write: Relais never saw a request
         self.running = True
+        self.stream_share = 0.5
 
     def count(self, key):
         self.stats[key] = self.stats.get(key, 0) + 1
 
     async def one(self):
         door = self.rng.choice(list(DOORS))
-        stream = self.rng.random() < 0.5
+        stream = self.rng.random() < self.stream_share
         model = self.rng.choice(["soak-oa", "soak-mixed"])
         body = request_body(door, model, stream)
         head = (f"POST {DOORS[door]} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer sk-soak-key\r\n"
@@ -468,6 +469,7 @@ async def drive(a, out, rp, up, port, cfg, write_cfg):
     idle = proc_sample(rp.pid)
     t0 = time.monotonic()
     load = Load(port, a.seed + 1)
+    load.stream_share = a.stream_share
     reloads = 0
     samples_path = os.path.join(out, "samples.csv")
     csv = open(samples_path, "w")
@@ -582,8 +584,19 @@ def main():
                     "failures logged, not one line per request)")
     ap.add_argument("--sample-s", type=float, default=5)
     ap.add_argument("--seed", type=int, default=15)
+    ap.add_argument("--faults", help="the upstream's fault weights, e.g. ok=50,runaway=50 (default "
+                    + ",".join(f"{k}={v}" for k, v in FAULTS.items()) + ")")
+    ap.add_argument("--stream-share", type=float, default=0.5, help="share of streaming requests")
     ap.add_argument("--out", help="results folder (default bench/results/soak-<time>)")
     a = ap.parse_args()
+    if a.faults:
+        FAULTS.clear()
+        for kv in a.faults.split(","):
+            k, _, v = kv.partition("=")
+            if k not in ("ok", "500", "hang", "death", "malformed", "runaway") or not v.isdigit():
+                log(f"--faults: unknown fault or weight {kv!r}")
+                return 2
+            FAULTS[k] = int(v)
     if not os.access(a.relais_bin, os.X_OK):
         log(f"no Relais binary at {a.relais_bin}: build it (cargo build --release) or pass --relais-bin")
         return 2

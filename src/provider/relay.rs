@@ -67,6 +67,11 @@ impl ChunkRelay {
             _ if self.ended => return Ok(None),
             _ => {}
         }
+        // The chunk is forwarded as it came: serde skips unknown fields without checking
+        // their UTF-8, so check the whole of it, or a client would get invalid JSON.
+        if let Err(e) = std::str::from_utf8(data) {
+            return Err(StreamError::InvalidChunk(serde::de::Error::custom(e)));
+        }
         let chunk: ChatChunk = serde_json::from_slice(data)?;
         if let Some(msg) = chunk_error(&chunk, data) {
             return Err(StreamError::Upstream(msg));

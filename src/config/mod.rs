@@ -85,6 +85,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     pub allow_unauthenticated: bool,
     pub max_connections: usize,
+    pub max_json_elements: usize,
+    pub max_json_depth: usize,
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone)]

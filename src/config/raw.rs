@@ -64,6 +64,12 @@ pub struct RawServer {
     pub allow_unauthenticated: Option<bool>,
     /// Open client connections at most; further ones wait in the listen backlog.
     pub max_connections: Option<usize>,
+    /// JSON elements (objects, arrays and their members) at most in a request body.
+    pub max_json_elements: Option<usize>,
+    /// JSON nesting at most in a request body.
+    pub max_json_depth: Option<usize>,
+    /// Request line and headers together at most (431 past it).
+    pub max_header_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -73,7 +73,8 @@ pub async fn read<D: Door>(
 ) -> Result<D::Prepared, ApiError> {
     let s = &st.cfg.server;
     let bytes = body::read(headers, body, s.max_body_bytes, s.body_timeout).await?;
-    let p = D::prepare(body::parse_json(&bytes)?, headers)?;
+    let wire = body::parse_json_within(&bytes, body::JsonLimits::of(s))?;
+    let p = D::prepare(wire, headers)?;
     check_fields(D::routed(&p).fields)?;
     Ok(p)
 }

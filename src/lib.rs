@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod observe;
 pub mod openai;
 pub mod provider;
+pub mod raw_json;
 pub mod responses;
 pub mod router;
 pub mod server;

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use futures_util::Stream;
 use reqwest::header::HeaderValue;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::sse_driver::{self, OnSse};
 use super::{
@@ -65,7 +65,7 @@ struct Outgoing<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     thinking: Option<&'a Value>,
     #[serde(flatten)]
-    extra: &'a Map<String, Value>,
+    extra: &'a crate::raw_json::RawMap,
 }
 
 fn outgoing<'a>(

@@ -12,6 +12,7 @@ mod anthropic;
 pub mod family;
 mod http;
 mod openai;
+mod redact;
 mod relay;
 mod sse_driver;
 

@@ -114,6 +114,15 @@ pub struct ClientKey {
     pub policy: KeyPolicy,
     /// Rate limits and budgets (empty: unlimited).
     pub limits: KeyLimits,
+    pub roles: KeyRoles,
+}
+
+/// What a client key may read besides the client APIs (`roles = [...]` on a key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyRoles {
+    /// `"metrics"`: `GET /metrics` and `GET /relais/endpoints` (every key's traffic, cost
+    /// and the endpoints' state: an operator's view, not every client's).
+    pub metrics: bool,
 }
 
 impl std::fmt::Debug for ClientKey {
@@ -122,6 +131,7 @@ impl std::fmt::Debug for ClientKey {
             .field("name", &self.name)
             .field("policy", &self.policy)
             .field("limits", &self.limits)
+            .field("roles", &self.roles)
             .finish()
     }
 }

@@ -121,6 +121,10 @@ pub struct RawKey {
     /// Rate limits and budgets of this key (and per model under `limits.models`).
     #[serde(default)]
     pub limits: Option<RawLimits>,
+    /// What the key may read besides the client APIs: `["metrics"]` opens `GET /metrics`
+    /// and `GET /relais/endpoints` (otherwise the admin key's alone).
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// Rate limits and EUR budgets. Minute windows are fixed UTC minutes; EUR budgets are

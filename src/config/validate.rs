@@ -267,10 +267,23 @@ pub(super) fn validate_key(
         Some(l) => super::limits::validate_limits(&format!("{field}.limits"), l, raw)?,
         None => KeyLimits::default(),
     };
+    let mut roles = KeyRoles::default();
+    for r in &k.roles {
+        match r.as_str() {
+            "metrics" => roles.metrics = true,
+            other => {
+                return Err(invalid(
+                    format!("{field}.roles"),
+                    format!("unknown role `{other}` (the one role is \"metrics\")"),
+                ))
+            }
+        }
+    }
     Ok(ClientKey {
         name: k.name.clone(),
         digest,
         limits,
+        roles,
         policy: KeyPolicy {
             preference: k.preference,
             eu_native: k.eu_native.unwrap_or(false),

@@ -91,6 +91,7 @@ fn denied_fallback_models_are_skipped_but_walked_through() {
         name: "k".into(),
         digest: [0; 32],
         limits: Default::default(),
+        roles: Default::default(),
         policy: crate::config::KeyPolicy {
             allow_quantization: true,
             ..Default::default()

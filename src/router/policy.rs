@@ -125,6 +125,7 @@ mod tests {
             name: "k".into(),
             digest: [0; 32],
             limits: Default::default(),
+            roles: Default::default(),
             policy,
         }
     }

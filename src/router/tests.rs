@@ -212,6 +212,7 @@ fn model_resolution_and_denial() {
             name: "k".into(),
             digest: [0; 32],
             limits: Default::default(),
+            roles: Default::default(),
             policy: crate::config::KeyPolicy {
                 allow_quantization: true,
                 ..Default::default()

@@ -139,3 +139,100 @@ fn describe_error<T: DeserializeOwned>(bytes: &[u8], plain: serde_json::Error) -
         Ok(_) => ApiError::invalid(format!("invalid request: {plain}")),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    /// A segment's buffer, as hyper cuts it from its read buffer: alive while any frame
+    /// made from it is.
+    struct Segment {
+        buf: Vec<u8>,
+        live: Arc<AtomicUsize>,
+    }
+
+    impl AsRef<[u8]> for Segment {
+        fn as_ref(&self) -> &[u8] {
+            &self.buf[..1]
+        }
+    }
+
+    impl Drop for Segment {
+        fn drop(&mut self) {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trickled_body_keeps_no_segment_alive() {
+        let live = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (l, m) = (live.clone(), most.clone());
+        // 2,000 one-byte frames, each the last byte of its own 8 KiB read buffer.
+        let frames = futures_util::stream::iter(0..2000).map(move |_| {
+            let n = l.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(n, Ordering::SeqCst);
+            let seg = Segment {
+                buf: vec![b'x'; 8192],
+                live: l.clone(),
+            };
+            Ok::<_, std::io::Error>(Bytes::from_owner(seg))
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(axum::http::header::CONTENT_LENGTH, "2000".parse().unwrap());
+        let body = Body::from_stream(frames);
+        let got = read(&headers, body, 1 << 20, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 2000);
+        // Each frame was copied and dropped before the next was read (collecting the
+        // frames kept 2,000 buffers, 16 MB, for a 2 KB body).
+        assert!(
+            most.load(Ordering::SeqCst) <= 2,
+            "{most:?} segments alive at once"
+        );
+        assert_eq!(live.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_is_413_naming_it() {
+        let frames = futures_util::stream::iter(
+            (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from_static(&[b'x'; 300]))),
+        );
+        let e = read(
+            &HeaderMap::new(),
+            Body::from_stream(frames),
+            1024,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.status(), 413);
+        assert!(e.message.contains("server.max_body_bytes"), "{}", e.message);
+    }
+
+    #[test]
+    fn json_limits_are_named_in_the_400() {
+        let limits = JsonLimits {
+            max_elements: 1000,
+            max_depth: 16,
+        };
+        let many = format!("{{\"metadata\":{{\"x\":[{}{{}}]}}}}", "{},".repeat(2000));
+        let e = parse_json_within::<serde::de::IgnoredAny>(many.as_bytes(), limits).unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(
+            e.message.contains("server.max_json_elements"),
+            "{}",
+            e.message
+        );
+        let deep = "[".repeat(20) + &"]".repeat(20);
+        let e = parse_json_within::<serde::de::IgnoredAny>(deep.as_bytes(), limits).unwrap_err();
+        assert!(e.message.contains("server.max_json_depth"), "{}", e.message);
+    }
+}

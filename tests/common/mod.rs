@@ -98,6 +98,9 @@ max_attempts = {attempts}
 [[keys]]
 name = "test"
 key = "{CLIENT_KEY}"
+# The tests' one key also reads /metrics and /relais/endpoints (tests/client_bounds.rs
+# checks that a key without the role cannot).
+roles = ["metrics"]
 
 [providers.fake]
 api = "{api}"

@@ -146,6 +146,7 @@ near_equal_margin = {}
 [[keys]]
 name = "test"
 key = "{CLIENT_KEY}"
+roles = ["metrics"]
 {keys}
 "#,
             r.total_timeout_s,

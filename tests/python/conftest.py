@@ -112,6 +112,7 @@ explore_probability = 0
 [[keys]]
 name = "pytest"
 key = "{CLIENT_KEY}"
+roles = ["metrics"]
 
 [providers.up]
 api = "openai"

@@ -97,10 +97,10 @@ max_attempts = {attempts}
 
 [[keys]]
 name = "test"
-key = "{CLIENT_KEY}"
 # The tests' one key also reads /metrics and /relais/endpoints (tests/client_bounds.rs
-# checks that a key without the role cannot).
+# checks that a key without the role cannot). Before `key`: tests append to that line.
 roles = ["metrics"]
+key = "{CLIENT_KEY}"
 
 [providers.fake]
 api = "{api}"

@@ -145,8 +145,8 @@ near_equal_margin = {}
 
 [[keys]]
 name = "test"
-key = "{CLIENT_KEY}"
 roles = ["metrics"]
+key = "{CLIENT_KEY}"
 {keys}
 "#,
             r.total_timeout_s,

@@ -111,8 +111,8 @@ explore_probability = 0
 
 [[keys]]
 name = "pytest"
-key = "{CLIENT_KEY}"
 roles = ["metrics"]
+key = "{CLIENT_KEY}"
 
 [providers.up]
 api = "openai"

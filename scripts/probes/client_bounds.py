@@ -24,6 +24,8 @@ import urllib.request
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/relais"
 KEY = "sk-probe-0123456789"
 MB = 1024 * 1024
+# Seconds between two 1-byte sends of the trickle probe (0: as fast as Python sends).
+PAUSE = float(os.environ.get("TRICKLE_PAUSE", "0"))
 
 CONFIG = """
 [server]
@@ -188,7 +190,8 @@ def trickle(seconds=8.0, conns=10, declared=33_000_000):
             while time.time() < stop:
                 s.send(b"x")
                 sent[i] += 1
-                time.sleep(0.00005)
+                if PAUSE:
+                    time.sleep(PAUSE)
         except OSError as e:
             answers.append((0, f"send failed: {e}"))
         s.close()

@@ -175,7 +175,10 @@ impl ErrorKind {
     /// Anthropic's `error.type`.
     pub fn error_type(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest | ErrorKind::RequestTimeout => "invalid_request_error",
+            // A head too large is the client's to fix, like any other bad request.
+            ErrorKind::InvalidRequest | ErrorKind::RequestTimeout | ErrorKind::HeadersTooLarge => {
+                "invalid_request_error"
+            }
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::Permission => "permission_error",
             ErrorKind::NotFound => "not_found_error",
@@ -185,7 +188,6 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout_error",
             ErrorKind::MethodNotAllowed
             | ErrorKind::Conflict
-            | ErrorKind::HeadersTooLarge
             | ErrorKind::Internal
             | ErrorKind::Upstream => "api_error",
         }

@@ -16,6 +16,7 @@ pub mod observe;
 pub mod openai;
 pub mod provider;
 pub mod receipt;
+pub mod raw_json;
 pub mod responses;
 pub mod router;
 pub mod server;

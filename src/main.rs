@@ -10,6 +10,31 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Memory back to the system after a burst. mimalloc (v3) returns freed arena memory only
+/// `purge_delay` (1 s) after the free, and only when some thread next calls into it: an
+/// idle server calls into it seldom, and kept a burst's peak (a 31 MB body, gigabytes
+/// before the bounds) resident. A thread that asks it to purge what has expired, once a
+/// second, returns it within about 2 s (scripts/probes/client_bounds.py, docs/limits.md).
+/// Arena purging is process-wide, so one thread serves all; with nothing expired the call
+/// returns at once.
+fn spawn_purger() {
+    extern "C" {
+        /// mimalloc's `mi_collect`, linked in by libmimalloc-sys (exposed there only with
+        /// its `extended` feature, whose extra dependency is not needed for one call).
+        fn mi_collect(force: bool);
+    }
+    let spawned = std::thread::Builder::new()
+        .name("mi-purge".into())
+        .spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            // SAFETY: `mi_collect` takes no pointer and is safe to call from any thread.
+            unsafe { mi_collect(false) };
+        });
+    if let Err(e) = spawned {
+        eprintln!("warning: cannot start the allocator purge thread: {e}");
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "relais", version, about = "An Anthropic-compatible LLM router")]
 struct Cli {
@@ -235,6 +260,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+            spawn_purger();
             let rt = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(rt) => rt,
                 Err(code) => return code,

@@ -3,9 +3,9 @@
 
 use serde::de::{Deserializer, Error, MapAccess, Visitor};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
-use super::MessagesRequest;
+use super::{MessagesRequest, Metadata};
 use crate::fields::RouterFields;
 
 impl<'de> Deserialize<'de> for MessagesRequest {
@@ -58,7 +58,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
             metadata: None,
             thinking: None,
             router: RouterFields::default(),
-            extra: Map::new(),
+            extra: Default::default(),
         };
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
@@ -77,7 +77,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 "thinking" => nullable!(map, r.thinking),
                 other => {
                     if !r.router.read_field(other, &mut map)? {
-                        let v: Value = map.next_value()?;
+                        let v: Box<RawValue> = map.next_value()?;
                         r.extra.insert(other.to_owned(), v);
                     }
                 }
@@ -86,5 +86,34 @@ impl<'de> Visitor<'de> for RequestVisitor {
         r.model = model.ok_or_else(|| A::Error::missing_field("model"))?;
         r.messages = messages.ok_or_else(|| A::Error::missing_field("messages"))?;
         Ok(r)
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(MetadataVisitor)
+    }
+}
+
+struct MetadataVisitor;
+
+impl<'de> Visitor<'de> for MetadataVisitor {
+    type Value = Metadata;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a metadata object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Metadata, A::Error> {
+        let mut m = Metadata::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "user_id" {
+                nullable!(map, m.user_id);
+            } else {
+                let v: Box<RawValue> = map.next_value()?;
+                m.extra.insert(key.into_owned(), v);
+            }
+        }
+        Ok(m)
     }
 }

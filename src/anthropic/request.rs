@@ -2,6 +2,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::fields::RouterFields;
+use crate::raw_json::RawMap;
 
 /// Body of `POST /v1/messages` and `POST /v1/messages/count_tokens`.
 ///
@@ -42,9 +43,9 @@ pub struct MessagesRequest {
     pub router: RouterFields,
 
     /// Everything else the client sent (`output_config`, `context_management`, …):
-    /// forwarded to Anthropic-native upstreams, ignored for OpenAI ones.
+    /// forwarded to Anthropic-native upstreams, ignored for OpenAI ones. Raw: never read.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: RawMap,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -421,10 +422,13 @@ impl ToolChoice {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// `metadata`: `user_id` read (the OpenAI `user` of a translated request), the rest kept
+/// raw and forwarded as sent. `Deserialize` is hand-written (`de.rs`): `#[serde(flatten)]`
+/// would first buffer the whole object as a tree, and cannot hold raw values.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Metadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: RawMap,
 }

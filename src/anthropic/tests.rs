@@ -94,3 +94,21 @@ fn stream_event_names_match_their_type() {
     assert_eq!(v, json!({"type": "content_block_stop", "index": 2}));
     assert_eq!(ev.name(), "content_block_stop");
 }
+
+#[test]
+fn metadata_and_unknown_fields_are_kept_raw_and_forwarded_as_sent() {
+    let body = br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],
+        "metadata":{"user_id":"u-1","x":[{},{"a":1}]},"output_config":{"effort": "high"}}"#;
+    let req: MessagesRequest = serde_json::from_slice(body).unwrap();
+    let m = req.metadata.as_ref().unwrap();
+    assert_eq!(m.user_id.as_deref(), Some("u-1"));
+    assert_eq!(m.extra["x"].get(), r#"[{},{"a":1}]"#);
+    // Raw: the client's own bytes, spacing included.
+    assert_eq!(req.extra["output_config"].get(), r#"{"effort": "high"}"#);
+    let out = serde_json::to_value(&req).unwrap();
+    assert_eq!(
+        out["metadata"],
+        json!({"user_id": "u-1", "x": [{}, {"a": 1}]})
+    );
+    assert_eq!(out["output_config"], json!({"effort": "high"}));
+}

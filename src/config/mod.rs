@@ -92,6 +92,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     pub allow_unauthenticated: bool,
     pub max_connections: usize,
+    pub max_json_elements: usize,
+    pub max_json_depth: usize,
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +127,15 @@ pub struct ClientKey {
     pub limits: KeyLimits,
     /// This key's requests get receipts (when `[receipts]` is on): false opts out.
     pub receipts: bool,
+    pub roles: KeyRoles,
+}
+
+/// What a client key may read besides the client APIs (`roles = [...]` on a key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyRoles {
+    /// `"metrics"`: `GET /metrics` and `GET /relais/endpoints` (every key's traffic, cost
+    /// and the endpoints' state: an operator's view, not every client's).
+    pub metrics: bool,
 }
 
 impl std::fmt::Debug for ClientKey {
@@ -132,6 +144,7 @@ impl std::fmt::Debug for ClientKey {
             .field("name", &self.name)
             .field("policy", &self.policy)
             .field("limits", &self.limits)
+            .field("roles", &self.roles)
             .finish()
     }
 }

@@ -66,6 +66,12 @@ pub struct RawServer {
     pub allow_unauthenticated: Option<bool>,
     /// Open client connections at most; further ones wait in the listen backlog.
     pub max_connections: Option<usize>,
+    /// JSON elements (objects, arrays and their members) at most in a request body.
+    pub max_json_elements: Option<usize>,
+    /// JSON nesting at most in a request body.
+    pub max_json_depth: Option<usize>,
+    /// Request line and headers together at most (431 past it).
+    pub max_header_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -128,6 +134,10 @@ pub struct RawKey {
     /// Signed receipts for this key's requests (default: `[receipts] enabled`).
     #[serde(default)]
     pub receipts: Option<bool>,
+    /// What the key may read besides the client APIs: `["metrics"]` opens `GET /metrics`
+    /// and `GET /relais/endpoints` (otherwise the admin key's alone).
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// Rate limits and EUR budgets. Minute windows are fixed UTC minutes; EUR budgets are

@@ -33,7 +33,33 @@ pub(super) fn validate_server(s: &raw::RawServer) -> Result<ServerConfig, Config
             0 => return Err(invalid("server.max_connections", "must be at least 1")),
             n => n,
         },
+        max_json_elements: at_least(
+            "server.max_json_elements",
+            s.max_json_elements,
+            250_000,
+            1000,
+        )?,
+        max_json_depth: at_least("server.max_json_depth", s.max_json_depth, 64, 16)?,
+        max_header_bytes: at_least(
+            "server.max_header_bytes",
+            s.max_header_bytes,
+            64 * 1024,
+            8192,
+        )?,
     })
+}
+
+/// An optional count with its default and its floor.
+fn at_least(
+    field: &str,
+    v: Option<usize>,
+    default: usize,
+    min: usize,
+) -> Result<usize, ConfigError> {
+    match v.unwrap_or(default) {
+        n if n < min => Err(invalid(field, format!("must be at least {min}"))),
+        n => Ok(n),
+    }
 }
 
 pub(super) fn validate_metrics(m: &raw::RawMetrics) -> Result<MetricsConfig, ConfigError> {
@@ -244,11 +270,24 @@ pub(super) fn validate_key(
         Some(l) => super::limits::validate_limits(&format!("{field}.limits"), l, raw)?,
         None => KeyLimits::default(),
     };
+    let mut roles = KeyRoles::default();
+    for r in &k.roles {
+        match r.as_str() {
+            "metrics" => roles.metrics = true,
+            other => {
+                return Err(invalid(
+                    format!("{field}.roles"),
+                    format!("unknown role `{other}` (the one role is \"metrics\")"),
+                ))
+            }
+        }
+    }
     Ok(ClientKey {
         name: k.name.clone(),
         digest,
         limits,
         receipts: k.receipts.unwrap_or(true),
+        roles,
         policy: KeyPolicy {
             preference: k.preference,
             eu_native: k.eu_native.unwrap_or(false),

@@ -33,8 +33,9 @@ pub struct ChatCompletionRequest {
     pub user: Option<String>,
     /// Router fields: handed to the router, never forwarded.
     pub router: RouterFields,
-    /// Every other field (`seed`, `logprobs`, `reasoning_effort`, …).
-    pub extra: Map<String, Value>,
+    /// Every other field (`seed`, `logprobs`, `reasoning_effort`, …), raw: forwarded as
+    /// sent, never read.
+    pub extra: crate::raw_json::RawMap,
 }
 
 impl ChatCompletionRequest {
@@ -253,7 +254,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
             response_format: None,
             user: None,
             router: RouterFields::default(),
-            extra: Map::new(),
+            extra: Default::default(),
         };
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
@@ -284,7 +285,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 "user" => nullable!(map, r.user),
                 other => {
                     if !r.router.read_field(other, &mut map)? {
-                        let v: Value = map.next_value()?;
+                        let v: Box<serde_json::value::RawValue> = map.next_value()?;
                         r.extra.insert(other.to_owned(), v);
                     }
                 }

@@ -70,7 +70,7 @@ struct Outgoing<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     thinking: Option<&'a Value>,
     #[serde(flatten)]
-    extra: &'a Map<String, Value>,
+    extra: &'a crate::raw_json::RawMap,
 }
 
 fn outgoing<'a>(

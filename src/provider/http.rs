@@ -237,17 +237,18 @@ pub async fn status_error(
     }
 }
 
-/// Removes the key from a provider's message: the whole key, and any word that starts with
-/// its first characters (the masked `sk-abc…wxyz` form some providers print).
+/// Removes the key from a provider's message: the whole key in its common encodings
+/// (`redact.rs`), and any word that starts with its first characters (the masked
+/// `sk-abc…wxyz` form some providers print).
 pub fn redact(msg: String, key: Option<&Secret>) -> String {
     let Some(key) = key.map(Secret::expose).filter(|k| k.len() >= 8) else {
         return msg;
     };
+    let msg = super::redact::remove_forms(msg, &super::redact::key_forms(key));
     let prefix = &key[..key.char_indices().nth(6).map_or(key.len(), |(i, _)| i)];
     if !msg.contains(prefix) {
         return msg;
     }
-    let msg = msg.replace(key, "[redacted]");
     let mut out = String::with_capacity(msg.len());
     for (i, word) in msg.split(' ').enumerate() {
         if i > 0 {

@@ -14,6 +14,7 @@ pub mod bound;
 pub mod family;
 mod http;
 mod openai;
+mod redact;
 mod relay;
 mod sse_driver;
 

@@ -93,7 +93,7 @@ struct OutgoingChat<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
     #[serde(flatten)]
-    extra: &'a Map<String, Value>,
+    extra: &'a crate::raw_json::RawMap,
 }
 
 #[derive(Serialize)]

@@ -11,6 +11,7 @@
 
 use serde::de::{Deserializer, Error, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::fields::RouterFields;
@@ -31,7 +32,7 @@ pub struct ResponsesRequest {
     pub top_p: Option<f64>,
     pub stream: Option<bool>,
     /// `{"include_obfuscation": bool}`.
-    pub stream_options: Option<Map<String, Value>>,
+    pub stream_options: Option<Box<RawValue>>,
     pub store: Option<bool>,
     pub metadata: Option<Map<String, Value>>,
     pub reasoning: Option<ReasoningConfig>,
@@ -39,7 +40,7 @@ pub struct ResponsesRequest {
     pub include: Option<Vec<String>>,
     pub prompt_cache_key: Option<String>,
     /// Codex sends string → string pairs (installation id, turn ids).
-    pub client_metadata: Option<Map<String, Value>>,
+    pub client_metadata: Option<Box<RawValue>>,
     pub previous_response_id: Option<String>,
     pub text: Option<TextConfig>,
     /// `"auto" | "disabled"`.
@@ -48,8 +49,8 @@ pub struct ResponsesRequest {
     pub service_tier: Option<String>,
     /// Router fields: handed to the router, never forwarded.
     pub router: RouterFields,
-    /// Every other top-level field, as sent.
-    pub extra: Map<String, Value>,
+    /// Every other top-level field, as sent (raw: only a few are ever looked at).
+    pub extra: crate::raw_json::RawMap,
 }
 
 impl ResponsesRequest {
@@ -479,7 +480,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 "service_tier" => nullable!(map, r.service_tier),
                 other => {
                     if !r.router.read_field(other, &mut map)? {
-                        let v: Value = map.next_value()?;
+                        let v: Box<RawValue> = map.next_value()?;
                         r.extra.insert(other.to_owned(), v);
                     }
                 }

@@ -82,7 +82,7 @@ fn short_form_messages_strings_and_router_fields() {
     assert!(matches!(&items[0], InputItem::Message(m)
         if m.role == Role::User && matches!(&m.content, MessageContent::Text(t) if t == "hi")));
     assert_eq!(r.router.preference, Some(crate::fields::Preference::Cost));
-    assert_eq!(r.extra["background"], false);
+    assert_eq!(r.extra["background"].get(), "false");
     assert!(r.temperature.is_none());
     let r = parse(json!({"model": "m", "input": "hello"})).unwrap();
     assert!(matches!(r.input, Some(Input::Text(t)) if t == "hello"));

@@ -92,6 +92,7 @@ fn denied_fallback_models_are_skipped_but_walked_through() {
         digest: [0; 32],
         limits: Default::default(),
         receipts: true,
+        roles: Default::default(),
         policy: crate::config::KeyPolicy {
             allow_quantization: true,
             ..Default::default()

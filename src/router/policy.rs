@@ -133,6 +133,7 @@ mod tests {
             digest: [0; 32],
             limits: Default::default(),
             receipts: true,
+            roles: Default::default(),
             policy,
         }
     }

@@ -213,6 +213,7 @@ fn model_resolution_and_denial() {
             digest: [0; 32],
             limits: Default::default(),
             receipts: true,
+            roles: Default::default(),
             policy: crate::config::KeyPolicy {
                 allow_quantization: true,
                 ..Default::default()

@@ -5,10 +5,16 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::HeaderMap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ErrorKind};
+
+/// Bodies are read into one buffer, pre-sized from `content-length` up to this much (a
+/// declared size is a claim, not bytes: a trickling client declaring 32 MB must not get
+/// 32 MB per connection up front); past it the buffer grows by doubling, so a body of N
+/// bytes costs O(N) however it is cut into segments.
+const PRESIZE_CAP: usize = 1 << 20;
 
 pub async fn read(
     headers: &HeaderMap,
@@ -19,27 +25,83 @@ pub async fn read(
     let too_large = || {
         ApiError::new(
             ErrorKind::TooLarge,
-            format!("request body is larger than the {limit}-byte limit"),
+            format!("request body is larger than the {limit}-byte limit (server.max_body_bytes)"),
         )
     };
-    if let Some(len) = headers
+    let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(too_large());
-        }
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
     }
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+    let presize = declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit).min(PRESIZE_CAP));
+    match tokio::time::timeout(timeout, collect(body, limit, presize)).await {
         Err(_) => Err(ApiError::new(
             ErrorKind::RequestTimeout,
-            format!("request body was not received within {timeout:?}"),
+            format!("request body was not received within {timeout:?} (server.body_timeout_s)"),
         )),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Ok(Some(buf))) => Ok(Bytes::from(buf)),
+        Ok(Ok(None)) => Err(too_large()),
         Ok(Err(e)) => Err(ApiError::invalid(format!(
             "could not read request body: {e}"
+        ))),
+    }
+}
+
+/// Copies each arriving frame into one buffer and drops it at once. (Collecting the frames
+/// themselves kept every one-byte segment alive with the read buffer it was cut from: a
+/// body trickled a byte at a time cost gigabytes.) `None` past `limit` bytes.
+async fn collect(
+    mut body: Body,
+    limit: usize,
+    presize: usize,
+) -> Result<Option<Vec<u8>>, axum::Error> {
+    let mut buf = Vec::with_capacity(presize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > limit {
+                return Ok(None);
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(Some(buf))
+}
+
+/// The JSON shape limits a body is checked against before it is parsed.
+#[derive(Clone, Copy)]
+pub struct JsonLimits {
+    pub max_elements: usize,
+    pub max_depth: usize,
+}
+
+impl JsonLimits {
+    pub fn of(s: &crate::config::ServerConfig) -> JsonLimits {
+        JsonLimits {
+            max_elements: s.max_json_elements,
+            max_depth: s.max_json_depth,
+        }
+    }
+}
+
+/// Parses a request body within `limits` (see `json_scan`).
+pub fn parse_json_within<T: DeserializeOwned>(
+    bytes: &[u8],
+    limits: JsonLimits,
+) -> Result<T, ApiError> {
+    use super::json_scan::{check, Overrun};
+    match check(bytes, limits.max_elements, limits.max_depth) {
+        Ok(()) => parse_json(bytes),
+        Err(Overrun::Elements) => Err(ApiError::invalid(format!(
+            "request body has more than {} JSON elements (objects, arrays and their members; \
+             server.max_json_elements)",
+            limits.max_elements
+        ))),
+        Err(Overrun::Depth) => Err(ApiError::invalid(format!(
+            "request body nests JSON deeper than {} levels (server.max_json_depth)",
+            limits.max_depth
         ))),
     }
 }
@@ -75,5 +137,102 @@ fn describe_error<T: DeserializeOwned>(bytes: &[u8], plain: serde_json::Error) -
             }
         }
         Ok(_) => ApiError::invalid(format!("invalid request: {plain}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    /// A segment's buffer, as hyper cuts it from its read buffer: alive while any frame
+    /// made from it is.
+    struct Segment {
+        buf: Vec<u8>,
+        live: Arc<AtomicUsize>,
+    }
+
+    impl AsRef<[u8]> for Segment {
+        fn as_ref(&self) -> &[u8] {
+            &self.buf[..1]
+        }
+    }
+
+    impl Drop for Segment {
+        fn drop(&mut self) {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trickled_body_keeps_no_segment_alive() {
+        let live = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (l, m) = (live.clone(), most.clone());
+        // 2,000 one-byte frames, each the last byte of its own 8 KiB read buffer.
+        let frames = futures_util::stream::iter(0..2000).map(move |_| {
+            let n = l.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(n, Ordering::SeqCst);
+            let seg = Segment {
+                buf: vec![b'x'; 8192],
+                live: l.clone(),
+            };
+            Ok::<_, std::io::Error>(Bytes::from_owner(seg))
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(axum::http::header::CONTENT_LENGTH, "2000".parse().unwrap());
+        let body = Body::from_stream(frames);
+        let got = read(&headers, body, 1 << 20, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 2000);
+        // Each frame was copied and dropped before the next was read (collecting the
+        // frames kept 2,000 buffers, 16 MB, for a 2 KB body).
+        assert!(
+            most.load(Ordering::SeqCst) <= 2,
+            "{most:?} segments alive at once"
+        );
+        assert_eq!(live.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_is_413_naming_it() {
+        let frames = futures_util::stream::iter(
+            (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from_static(&[b'x'; 300]))),
+        );
+        let e = read(
+            &HeaderMap::new(),
+            Body::from_stream(frames),
+            1024,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.status(), 413);
+        assert!(e.message.contains("server.max_body_bytes"), "{}", e.message);
+    }
+
+    #[test]
+    fn json_limits_are_named_in_the_400() {
+        let limits = JsonLimits {
+            max_elements: 1000,
+            max_depth: 16,
+        };
+        let many = format!("{{\"metadata\":{{\"x\":[{}{{}}]}}}}", "{},".repeat(2000));
+        let e = parse_json_within::<serde::de::IgnoredAny>(many.as_bytes(), limits).unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(
+            e.message.contains("server.max_json_elements"),
+            "{}",
+            e.message
+        );
+        let deep = "[".repeat(20) + &"]".repeat(20);
+        let e = parse_json_within::<serde::de::IgnoredAny>(deep.as_bytes(), limits).unwrap_err();
+        assert!(e.message.contains("server.max_json_depth"), "{}", e.message);
     }
 }

@@ -41,9 +41,11 @@ pub enum Role {
     Public,
     /// The client APIs: a client key (when any key is configured).
     Client,
-    /// The operator view (`/relais/endpoints`): a client key or the admin key.
+    /// The operator view (`/relais/endpoints`): the admin key or a client key with the
+    /// `metrics` role.
     Operator,
-    /// `GET /metrics`: a client key or the admin key, or none with `[metrics] public`.
+    /// `GET /metrics`: the admin key or a client key with the `metrics` role, or none with
+    /// `[metrics] public`.
     Metrics,
     /// The admin API: the admin key only (404 when none is configured).
     Admin,
@@ -142,10 +144,21 @@ pub fn check(st: &AppState, role: Role, headers: &HeaderMap) -> Result<Caller, A
         Role::Public => Ok(Caller::Open),
         Role::Client => client(),
         Role::Metrics if st.cfg.metrics.public => Ok(Caller::Open),
-        // An operator's scraper need not hold a client key: the admin key serves too.
+        // Every key's traffic and cost, every endpoint's state: the admin key's, or a key
+        // given the `metrics` role (a scraper's), not every client's.
         Role::Operator | Role::Metrics => match admin::authorize(&st.cfg, headers) {
             Ok(()) => Ok(Caller::Admin),
-            Err(_) => client(),
+            Err(_) => match client()? {
+                Caller::Client(k) if !k.roles.metrics => Err(ApiError::new(
+                    crate::error::ErrorKind::Permission,
+                    format!(
+                        "key `{}` may not read this: give it roles = [\"metrics\"], or use \
+                         the admin key",
+                        k.name
+                    ),
+                )),
+                caller => Ok(caller),
+            },
         },
         Role::Admin => admin::authorize(&st.cfg, headers).map(|()| Caller::Admin),
     }

@@ -143,7 +143,8 @@ pub async fn count_tokens(
             st.cfg.server.body_timeout,
         )
         .await?;
-        let req: MessagesRequest = body::parse_json(&bytes)?;
+        let req: MessagesRequest =
+            body::parse_json_within(&bytes, body::JsonLimits::of(&st.cfg.server))?;
         if st.cfg.model(&req.model).is_none() {
             return Err(ApiError::not_found(format!(
                 "model `{}` not found",

@@ -8,7 +8,9 @@ mod errors;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod gate;
+mod headers;
 mod info;
+mod json_scan;
 mod openai_errors;
 mod pipeline;
 mod receipts;
@@ -50,6 +52,10 @@ pub struct AppState {
     pub router: Arc<Router>,
     /// Runs plans: the one attempt loop every front door uses.
     pub executor: Executor,
+    /// Where requests refused before planning are reported (`refused_early`): the log and
+    /// the metrics, not the ledger. A wrong key or an unparseable body is anyone's to send
+    /// at line rate; one ledger row each would let anyone grow the database.
+    pub early_observer: Arc<dyn Observer>,
     /// Rate limits and budgets; created once per process, kept across reloads.
     pub limits: Arc<Limits>,
     /// The usage ledger, when a database is configured.
@@ -221,7 +227,10 @@ where
     let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("req_relais"));
     let rid = RequestId(value.clone());
     let class = RouteClass::of(req.method(), req.uri().path(), req.headers());
-    let mut resp = match gate::check(&live.state, class.role, req.headers()) {
+    let max_header = live.state.cfg.server.max_header_bytes;
+    let checked = headers::within(&req, max_header)
+        .and_then(|()| gate::check(&live.state, class.role, req.headers()));
+    let mut resp = match checked {
         Ok(caller) => {
             let ext = req.extensions_mut();
             ext.insert(rid);
@@ -312,6 +321,7 @@ pub fn state(
         m.set_router(router.clone());
         observers.push(Arc::new(MetricsObserver(m.clone())));
     }
+    let early_observer: Arc<dyn Observer> = Arc::new(Observers(observers.clone()));
     if let Some(l) = &shared.ledger {
         observers.push(l.clone());
     }
@@ -319,6 +329,7 @@ pub fn state(
     Ok(Arc::new(AppState {
         config_keys: cfg.keys.iter().cloned().map(Arc::new).collect(),
         metrics: shared.metrics.clone(),
+        early_observer,
         executor: Executor {
             router: router.clone(),
             providers: Arc::new(providers),
@@ -398,6 +409,7 @@ async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
+        .max_buf_size(headers::read_cap(server.max_header_bytes))
         .header_read_timeout(server.header_timeout)
         .keep_alive(true);
     // Bounds open connections: past it, new ones wait in the kernel's backlog.
@@ -482,8 +494,8 @@ async fn serve(
     }
 }
 
-/// A request refused before planning (auth, body, validation): still one record (no key
-/// name, no model: neither was accepted).
+/// A request refused before planning (auth, body, validation): one record for the log and
+/// the metrics (no key name, no model: neither was accepted), no ledger row.
 pub(crate) fn refused_early(
     st: &AppState,
     rid: &RequestId,
@@ -498,7 +510,7 @@ pub(crate) fn refused_early(
         false,
     );
     meta.arrived = arrived;
-    meta.reject(st.executor.observer.as_ref(), None, e);
+    meta.reject(st.early_observer.as_ref(), None, e);
 }
 
 /// Admission by the key's rate limits and budgets, after planning, for either door. On a

@@ -103,7 +103,8 @@ async fn read_receipted<D: Door>(
     let s = &st.cfg.server;
     let bytes = body::read(headers, body, s.max_body_bytes, s.body_timeout).await?;
     let seed = receipt.then(|| ReceiptSeed::new(std::time::SystemTime::now(), &bytes));
-    let p = D::prepare(body::parse_json(&bytes)?, headers)?;
+    let wire = body::parse_json_within(&bytes, body::JsonLimits::of(s))?;
+    let p = D::prepare(wire, headers)?;
     check_fields(D::routed(&p).fields)?;
     Ok((p, seed))
 }

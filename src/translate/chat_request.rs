@@ -114,11 +114,11 @@ pub fn openai_to_anthropic_request(
         tool_choice,
         metadata: req.user.as_ref().map(|u| Metadata {
             user_id: Some(u.clone()),
-            extra: Map::new(),
+            extra: Default::default(),
         }),
         thinking: None,
         router: Default::default(),
-        extra: Map::new(),
+        extra: Default::default(),
     })
 }
 

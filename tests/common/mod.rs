@@ -98,6 +98,9 @@ max_attempts = {attempts}
 
 [[keys]]
 name = "test"
+# The tests' one key also reads /metrics and /relais/endpoints (tests/client_bounds.rs
+# checks that a key without the role cannot). Before `key`: tests append to that line.
+roles = ["metrics"]
 key = "{CLIENT_KEY}"
 
 [providers.fake]

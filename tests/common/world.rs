@@ -151,6 +151,7 @@ near_equal_margin = {}
 
 [[keys]]
 name = "test"
+roles = ["metrics"]
 key = "{CLIENT_KEY}"
 {keys}
 "#,

@@ -111,6 +111,7 @@ explore_probability = 0
 
 [[keys]]
 name = "pytest"
+roles = ["metrics"]
 key = "{CLIENT_KEY}"
 
 [providers.up]

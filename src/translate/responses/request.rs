@@ -25,6 +25,7 @@ use super::tools::{translate_tool_choice, translate_tools};
 use super::Adjustments;
 use crate::error::ApiError;
 use crate::openai::inbound::{ChatCompletionRequest, InStreamOptions};
+use crate::raw_json::{is_null, is_true};
 use crate::responses::{ResponseEcho, ResponsesRequest, TextConfig};
 
 /// Translates a Responses request into the chat-completions request the chat path routes.
@@ -94,7 +95,7 @@ pub fn responses_to_chat_request(
         response_format,
         user,
         router,
-        extra: Map::new(),
+        extra: Default::default(),
     };
     Ok((chat, adj))
 }
@@ -113,17 +114,17 @@ fn validate(req: &ResponsesRequest) -> Result<(), ApiError> {
                 .into(),
         );
     }
-    if req.extra.get("conversation").is_some_and(|v| !v.is_null()) {
+    if req.extra.get("conversation").is_some_and(|v| !is_null(v)) {
         return bad(
             "conversation: Relais keeps no conversation state; send the whole conversation \
              in `input`"
                 .into(),
         );
     }
-    if req.extra.get("background") == Some(&Value::Bool(true)) {
+    if req.extra.get("background").is_some_and(|v| is_true(v)) {
         return bad("background: background responses are not supported; stream instead".into());
     }
-    if req.extra.get("prompt").is_some_and(|v| !v.is_null()) {
+    if req.extra.get("prompt").is_some_and(|v| !is_null(v)) {
         return bad("prompt: stored prompt templates are not supported; send `input`".into());
     }
     if req.max_output_tokens == Some(0) {

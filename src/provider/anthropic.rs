@@ -13,7 +13,7 @@ use futures_util::Stream;
 use reqwest::header::HeaderValue;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::continuation::continue_messages_body;
 use super::bound::OutputBound;

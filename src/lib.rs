@@ -16,6 +16,7 @@ pub mod provider;
 pub mod responses;
 pub mod router;
 pub mod server;
+pub mod sessions;
 pub mod sse;
 pub mod tokens;
 pub mod translate;

@@ -7,6 +7,7 @@ mod limits;
 mod ops;
 mod raw;
 mod secret;
+mod sessions;
 mod validate;
 
 use validate::{
@@ -28,6 +29,7 @@ pub use limits::{validate_state, KeyLimits, LimitSet, OnRedisError, StateConfig}
 pub use ops::{validate_ledger, AdminConfig, DbUrl, LedgerConfig};
 pub use raw::{RawAdmin, RawConfig, RawKey, RawLedger, RawLimits};
 pub use secret::Secret;
+pub use sessions::{RawSessions, SessionsConfig};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -51,6 +53,8 @@ pub struct Config {
     /// The file it was loaded from (what a reload reads again); `None` for a text config.
     pub source: Option<std::path::PathBuf>,
     pub metrics: MetricsConfig,
+    /// Cache-sticky sessions.
+    pub sessions: SessionsConfig,
 }
 
 /// The raw config kept beside the validated one. Its `Debug` hides it: it holds the
@@ -186,6 +190,10 @@ pub struct EndpointConfig {
     pub supports_thinking: bool,
     pub prior_ttft_ms: Option<f64>,
     pub prior_tokens_per_s: Option<f64>,
+    /// Idle time after which the upstream's prompt cache (and so a session's pin) lapses.
+    pub cache_ttl: Duration,
+    /// Price of input written to the prompt cache (the input price unless configured).
+    pub price_cache_write_per_mtok: f64,
 }
 
 impl Config {
@@ -238,6 +246,7 @@ impl Config {
         let routing = validate_routing(&raw.routing)?;
         let state = limits::validate_state(&raw.state, env)?;
         let metrics = validate_metrics(&raw.metrics)?;
+        let sessions = sessions::validate_sessions(&raw.sessions)?;
         let mut providers = Vec::new();
         let mut by_name: HashMap<String, Arc<ProviderConfig>> = HashMap::new();
         let mut disabled: HashMap<String, String> = HashMap::new();
@@ -380,6 +389,7 @@ impl Config {
             raw: RawSource(Arc::new(raw)),
             source: None,
             metrics,
+            sessions,
         };
         cfg.check_exposure()?;
         Ok(cfg)

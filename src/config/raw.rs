@@ -29,6 +29,9 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// Cache-sticky sessions (docs/sessions.md).
+    #[serde(default)]
+    pub sessions: super::sessions::RawSessions,
 }
 
 /// `[metrics]`: the Prometheus endpoint (see README, "Metrics").
@@ -217,6 +220,14 @@ pub struct RawEndpoint {
     pub prior_ttft_ms: Option<f64>,
     #[serde(default)]
     pub prior_tokens_per_s: Option<f64>,
+    /// How long the upstream keeps a prompt prefix cached after its last use: a session's
+    /// pin to this endpoint expires after this much idle time (default 300).
+    #[serde(default)]
+    pub cache_ttl_s: Option<f64>,
+    /// Price of writing input to the prompt cache where the provider charges for it
+    /// (Anthropic: 1.25x input); default: the input price.
+    #[serde(default)]
+    pub price_cache_write_per_mtok: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

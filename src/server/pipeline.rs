@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
+use super::sticky::Sticky;
 use super::stream::{pump, sse_response, Render, StreamBooks};
 use super::{body, AppState, RequestId};
 use crate::config::ClientKey;
@@ -20,6 +21,7 @@ use crate::fields::RouterFields;
 use crate::observe::Api;
 use crate::provider::family::{until_content, Family, OpenStream};
 use crate::router::executor::{AttemptCtx, Opened, RequestMeta, Served};
+use crate::router::session::SessionId;
 use crate::router::{Candidate, Needs, RouteContext, RouteError, RoutingTrace};
 
 /// What a prepared request means to the router.
@@ -31,6 +33,8 @@ pub struct Routed<'a> {
     /// The output limit to route and reserve with.
     pub max_tokens: u64,
     pub stream: bool,
+    /// The conversation this request continues (cache-sticky sessions).
+    pub session: Option<&'a SessionId>,
 }
 
 /// One client API.
@@ -96,6 +100,7 @@ pub fn route_context<'a>(r: &Routed<'a>, key: Option<&'a ClientKey>) -> RouteCon
         needs: r.needs,
         est_input_tokens: r.est_input_tokens,
         max_tokens: r.max_tokens,
+        session: None,
     }
 }
 
@@ -139,7 +144,10 @@ async fn run<D: Door>(
         r.stream,
     );
     meta.include_trace = r.fields.include_metadata == Some(true);
-    let plan = match st.router.plan(&route_context(&r, key)) {
+    let sticky = Sticky::find(st, key, r.session).await;
+    let mut ctx = route_context(&r, key);
+    ctx.session = sticky.as_ref().map(Sticky::ctx);
+    let plan = match st.router.plan(&ctx) {
         Ok(plan) => plan,
         Err(e) => {
             let model = st.cfg.model(r.model).map(|m| m.id.as_str());
@@ -147,6 +155,9 @@ async fn run<D: Door>(
             return D::route_error(e);
         }
     };
+    if let Some(s) = &sticky {
+        meta.on_end.push(s.on_end(st.sessions.clone()));
+    }
     let (admission, meta) =
         match super::admit(st, key, &plan, (r.max_tokens, r.est_input_tokens), meta).await {
             Ok(v) => v,
@@ -171,8 +182,15 @@ async fn run<D: Door>(
         ..
     } = match served {
         Ok(s) => s,
-        Err(e) => return D::error(e.error),
+        Err(e) => {
+            let mut resp = D::error(e.error);
+            if let Some(s) = &sticky {
+                s.headers(resp.headers_mut(), None);
+            }
+            return resp;
+        }
     };
+    let pin = sticky.as_ref().map(|s| s.served(&plan, &candidate));
     let mut resp = match value {
         Answer::Whole(whole) => {
             let usage = D::Family::usage(&whole);
@@ -200,6 +218,9 @@ async fn run<D: Door>(
         }
     };
     super::refusal::add_rate_headers(resp.headers_mut(), admission.headers());
+    if let Some(s) = &sticky {
+        s.headers(resp.headers_mut(), pin.as_ref());
+    }
     resp
 }
 

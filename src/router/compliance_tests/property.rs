@@ -182,6 +182,7 @@ async fn run_async(
             },
             est_input_tokens: INPUTS[r.input],
             max_tokens: MAX_TOKENS[r.max_tokens],
+            session: None,
         };
         let plan = match router.plan_with_rng(&ctx, &mut rng) {
             Ok(plan) => plan,

@@ -190,7 +190,9 @@ async fn run<D: Door>(
             return resp;
         }
     };
-    let pin = sticky.as_ref().map(|s| s.served(&plan, &candidate));
+    let pin = sticky
+        .as_ref()
+        .map(|s| s.served(&st.sessions, &plan, &candidate));
     let mut resp = match value {
         Answer::Whole(whole) => {
             let usage = D::Family::usage(&whole);

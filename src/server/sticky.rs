@@ -4,7 +4,6 @@
 //! router's (`router::session`) and the store's (`sessions`). See docs/sessions.md.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
 
@@ -16,8 +15,9 @@ use crate::router::session::{PinOutcome, PinView, SessionCtx, SessionId};
 use crate::router::{Candidate, Plan};
 use crate::sessions::SessionStore;
 
-/// What the answer's end records: the pin's fate and the endpoint that answered.
-type Served = (PinOutcome, String, String, Duration);
+/// What the answer's end measures: the pin's fate, the endpoint that answered and its
+/// provider.
+type Served = (PinOutcome, String, String);
 
 /// A request's session while it is served.
 pub struct Sticky<'a> {
@@ -56,43 +56,42 @@ impl<'a> Sticky<'a> {
         }
     }
 
-    /// Records the session when the request ends, if an endpoint answered it.
+    /// Measures the cached share of the answer when the request ends, if an endpoint
+    /// answered it.
     pub fn on_end(&self, store: Arc<SessionStore>) -> OnEnd {
         let served = self.served.clone();
         let scope = self.scope.clone();
         let id = self.id.clone();
-        let pin = self.pin.clone();
         Box::new(move |r: &RequestRecord| {
-            let Some((outcome, endpoint, provider, ttl)) = served.get() else {
+            let Some((outcome, endpoint, provider)) = served.get() else {
                 return;
             };
             // A stream the client left, or that broke, still warmed the upstream's cache.
-            if r.status == Status::Failed {
+            if r.status == Status::Failed || matches!(outcome, PinOutcome::Kept) {
                 return;
             }
-            store.record(
-                scope.as_deref(),
-                &id,
-                (outcome, pin.as_ref()),
-                (endpoint, provider, *ttl),
-                &r.usage,
-            );
+            let first = !matches!(outcome, PinOutcome::Hit);
+            store.measured(scope.as_deref(), &id, (endpoint, provider), first, &r.usage);
         })
     }
 
-    /// `cand` answered: what becomes of the pin.
-    pub fn served(&self, plan: &Plan, cand: &Candidate) -> PinOutcome {
+    /// `cand` answered: what becomes of the pin, recorded at once (the client may send
+    /// the session's next request as soon as it has read this answer).
+    pub fn served(&self, store: &SessionStore, plan: &Plan, cand: &Candidate) -> PinOutcome {
         let ep = &cand.endpoint;
         let outcome = match &plan.session {
             Some(s) => s.outcome(&ep.id, false),
             None => PinOutcome::New,
         };
-        let _ = self.served.set((
-            outcome.clone(),
-            ep.id.clone(),
-            ep.provider.name.clone(),
-            ep.cache_ttl,
-        ));
+        store.served(
+            self.scope.as_deref(),
+            self.id,
+            (&outcome, self.pin.as_ref()),
+            (&ep.id, ep.cache_ttl),
+        );
+        let _ = self
+            .served
+            .set((outcome.clone(), ep.id.clone(), ep.provider.name.clone()));
         outcome
     }
 

@@ -127,20 +127,18 @@ impl SessionStore {
         })
     }
 
-    /// Records a served request of the session: `outcome` (from the plan's
-    /// `PlanSession::outcome`) says whether the pin stays, is refreshed or moves to
-    /// `answered` (endpoint id, provider, the endpoint's cache lifetime); `usage` gives
-    /// the cached share measured there, averaged with `pin`'s (the pin the request found)
-    /// on a hit.
-    pub fn record(
+    /// An endpoint answered a request of the session (called when it is chosen, before
+    /// the answer is sent, so the session's next request finds the pin): `outcome` (from
+    /// the plan's `PlanSession::outcome`) says whether the pin stays (`Kept`: a hedge
+    /// answered), is refreshed (`Hit`) or moves to `answered` (endpoint id and cache
+    /// lifetime). `pin` is the pin the request found.
+    pub fn served(
         &self,
         scope: Option<&str>,
         id: &SessionId,
         (outcome, pin): (&PinOutcome, Option<&PinView>),
-        answered: (&str, &str, Duration),
-        usage: &TokenUsage,
+        (endpoint, ttl): (&str, Duration),
     ) {
-        let (endpoint, provider, ttl) = answered;
         if let Some(c) = &self.counters {
             c.pin(match outcome {
                 PinOutcome::Hit => "hit",
@@ -148,44 +146,74 @@ impl SessionStore {
                 PinOutcome::Moved(_) => "moved",
                 PinOutcome::Kept => "kept",
             });
-            if usage.cache_read > 0 {
-                c.cached_input(provider, usage.cache_read);
-            }
         }
-        if matches!(outcome, PinOutcome::Kept) {
-            // A hedge answered: the pinned endpoint keeps the session (and its idle clock).
-            return;
+        let cached_share = match outcome {
+            // A hedge answered: the pinned endpoint keeps the session and its idle clock.
+            PinOutcome::Kept => return,
+            PinOutcome::Hit => pin.map_or(0.0, |p| p.cached_share),
+            PinOutcome::New | PinOutcome::Moved(_) => 0.0,
+        };
+        let entry = Entry {
+            endpoint: endpoint.to_owned(),
+            cached_share,
+            ttl,
+        };
+        self.put(
+            Self::key(scope, id),
+            entry,
+            matches!(outcome, PinOutcome::Hit),
+        );
+    }
+
+    /// The answer of `endpoint` ended with `usage`: its cached share updates the session's
+    /// (an average weighted to recent answers; the first answer since the pin moved
+    /// replaces it), if the session is still pinned there.
+    pub fn measured(
+        &self,
+        scope: Option<&str>,
+        id: &SessionId,
+        (endpoint, provider): (&str, &str),
+        first: bool,
+        usage: &TokenUsage,
+    ) {
+        if let (Some(c), true) = (&self.counters, usage.cache_read > 0) {
+            c.cached_input(provider, usage.cache_read);
         }
         let prompt = usage.input + usage.cache_read + usage.cache_creation;
-        let sample = (prompt > 0).then(|| usage.cache_read as f64 / prompt as f64);
+        if prompt == 0 {
+            return;
+        }
+        let sample = usage.cache_read as f64 / prompt as f64;
         let key = Self::key(scope, id);
-        let now = Instant::now();
         let entry = {
             let mut mem = self.lock();
-            let previous = match outcome {
-                PinOutcome::Hit => pin.map(|p| p.cached_share),
-                _ => None,
+            let Some(l) = mem.get_mut(&key).filter(|l| l.entry.endpoint == endpoint) else {
+                return;
             };
-            let cached_share = match (previous, sample) {
-                (Some(p), Some(s)) => SHARE_WEIGHT * s + (1.0 - SHARE_WEIGHT) * p,
-                (Some(p), None) => p,
-                (None, s) => s.unwrap_or(0.0),
+            l.entry.cached_share = if first {
+                sample
+            } else {
+                SHARE_WEIGHT * sample + (1.0 - SHARE_WEIGHT) * l.entry.cached_share
             };
-            let entry = Entry {
-                endpoint: endpoint.to_owned(),
-                cached_share,
-                ttl,
-            };
-            mem.insert(
-                key.clone(),
-                Local {
-                    entry: entry.clone(),
-                    last_used: now,
-                },
-            );
-            entry
+            l.entry.clone()
         };
         if let Some(r) = &self.redis {
+            r.set_detached(key, entry);
+        }
+    }
+
+    fn put(&self, key: String, entry: Entry, hit: bool) {
+        let now = Instant::now();
+        self.lock().insert(
+            key.clone(),
+            Local {
+                entry: entry.clone(),
+                last_used: now,
+            },
+        );
+        // A hit is written with its measured share when the answer ends; a new or moved
+        // pin at once, so that other replicas follow it from the next request.
+        if let (Some(r), false) = (&self.redis, hit) {
             r.set_detached(key, entry);
         }
     }

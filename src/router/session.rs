@@ -7,8 +7,9 @@
 //! expected cached input at the cached-input price, the same share as cache writes on the
 //! others), then the pinned endpoint goes first if it is an available candidate whose
 //! score is at most `sessions.pin_margin` above the best. Compliance, capability and fit
-//! filters run before, unchanged: a pin can only reorder what the policy allows. A pinned
-//! request neither re-probes nor explores: a probe elsewhere would pay full input.
+//! filters run before, unchanged: a pin can only reorder what the policy allows. A
+//! re-probe or exploration still goes first (estimates must age under long sessions too),
+//! the pin right behind it, and its answer does not move the pin.
 //! See docs/sessions.md.
 
 use std::io::Write;
@@ -222,8 +223,12 @@ pub struct PlanSession {
     /// The endpoint the session was pinned to when the request arrived.
     pub pinned: Option<String>,
     pub cached_share: f64,
-    /// `Some` when a pin existed but the plan does not put it first.
+    /// `Some` when a pin existed but the plan does not follow it.
     pub not_followed: Option<MoveReason>,
+    /// A re-probe or exploration the plan tries before the (followed) pin: its answer
+    /// does not move the pin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
     pub pin_margin: f64,
 }
 
@@ -236,8 +241,8 @@ pub enum PinOutcome {
     New,
     /// The pin moves to the answering endpoint.
     Moved(MoveReason),
-    /// A hedge or probe answered while the pinned endpoint was still the plan's choice:
-    /// the pin stays where it was.
+    /// A hedge, re-probe or exploration answered while the plan followed the pin: the pin
+    /// stays where it was.
     Kept,
 }
 
@@ -280,7 +285,8 @@ impl PlanSession {
         if pinned == answered {
             return PinOutcome::Hit;
         }
-        if by_hedge && self.not_followed.is_none() {
+        let probed = self.probe.as_deref() == Some(answered);
+        if (by_hedge || probed) && self.not_followed.is_none() {
             return PinOutcome::Kept;
         }
         PinOutcome::Moved(self.not_followed.clone().unwrap_or(MoveReason::Failed))
@@ -333,6 +339,7 @@ pub(crate) fn follow_pin<T>(
         pinned: s.pin.map(|p| p.endpoint.clone()),
         cached_share: s.pin.map_or(0.0, |p| p.cached_share),
         not_followed: None,
+        probe: None,
         pin_margin: s.margin,
     };
     let Some(pin) = s.pin else {
@@ -368,14 +375,17 @@ pub(crate) fn follow_pin<T>(
     }
     let (t, mut sc) = ranked.remove(i);
     sc.pinned = true;
+    // A re-probe or exploration the ranking put first keeps its turn (estimates must
+    // still age, also under one long session), with the pinned endpoint right behind it;
+    // if the probe answers, the pin stays (`PinOutcome::Kept`).
+    let probe = ranked
+        .first()
+        .filter(|(_, first)| (first.reprobe || first.explored) && i > 0)
+        .map(|(t, _)| endpoint_of(t).to_owned());
     sc.explored = false;
     sc.reprobe = false;
-    ranked.insert(0, (t, sc));
-    // Nothing else goes first for a probe: it would pay the whole input uncached.
-    for (_, other) in ranked.iter_mut().skip(1) {
-        other.explored = false;
-        other.reprobe = false;
-    }
+    ranked.insert(usize::from(probe.is_some()), (t, sc));
+    out.probe = probe;
     out
 }
 

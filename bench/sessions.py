@@ -88,6 +88,31 @@ def upstream(name):
             stats["cached"] += cached
             time.sleep((len(toks) - cached) * PREFILL_S_PER_TOKEN + DECODE_S)
             text = f"done by {name}: " + " ".join(f"w{i}" for i in range(40))
+            usage = {
+                "prompt_tokens": len(toks),
+                "completion_tokens": 42,
+                "total_tokens": len(toks) + 42,
+                "prompt_tokens_details": {"cached_tokens": cached},
+            }
+            if req.get("stream"):
+                # Relais streams whole answers upstream by default (stream_whole_answers).
+                def frame(choices, extra=None):
+                    d = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 0,
+                         "model": req["model"], "choices": choices}
+                    d.update(extra or {})
+                    return f"data: {json.dumps(d)}\n\n"
+                body = (
+                    frame([{"index": 0, "delta": {"role": "assistant", "content": text}}])
+                    + frame([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+                    + frame([], {"usage": usage})
+                    + "data: [DONE]\n\n"
+                ).encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             body = json.dumps(
                 {
                     "id": "chatcmpl-x",
@@ -129,7 +154,7 @@ def free_port():
     return p
 
 
-def config(ports, listen, sessions_on):
+def config(ports, listen, sessions_on, json_answers=False):
     out = [
         f'[server]\nlisten = "{listen}"\n',
         "[ledger]\nenabled = false\n",
@@ -138,7 +163,7 @@ def config(ports, listen, sessions_on):
     for i, p in enumerate(ports):
         out.append(
             f'[providers.p{i}]\napi = "openai"\nbase_url = "http://127.0.0.1:{p}/v1"\n'
-            "stream_whole_answers = false\n"
+            + ("stream_whole_answers = false\n" if json_answers else "")
         )
     out.append('[[models]]\nid = "agent"\n')
     for i in range(len(ports)):
@@ -179,7 +204,7 @@ def run(relais_bin, sessions_on, args):
     d = tempfile.mkdtemp(prefix="relais-sessions-bench-")
     cfg = os.path.join(d, "relais.toml")
     with open(cfg, "w") as f:
-        f.write(config([s.server_address[1] for s, _ in ups], f"127.0.0.1:{port}", sessions_on))
+        f.write(config([s.server_address[1] for s, _ in ups], f"127.0.0.1:{port}", sessions_on, args.json_answers))
     log = open(os.path.join(d, "relais.log"), "w")
     proc = subprocess.Popen(
         [relais_bin, "serve", "--config", cfg], stdout=log, stderr=log, env={**os.environ, "RELAIS_LOG": "warn"}
@@ -246,6 +271,12 @@ def main():
     ap.add_argument("--turns", type=int, default=12)
     ap.add_argument("--parallel", type=int, default=6)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--json-answers",
+        action="store_true",
+        help="stream_whole_answers = false: no speed samples, so the endpoints stay exactly "
+        "near-equal and share load at random without pinning",
+    )
     args = ap.parse_args()
     rows = [run(args.relais_bin, on, args) for on in (False, True)]
     print(

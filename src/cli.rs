@@ -134,12 +134,48 @@ pub async fn usage(
     as_json: bool,
 ) -> Result<String, CliError> {
     let q = UsageQuery::parse(by, since, key).map_err(CliError::Usage)?;
-    let (_, db) = open(config).await?;
+    let (raw, db) = open(config).await?;
     let rows = db.usage(&q).await?;
+    let by_endpoint = UsageQuery {
+        by: crate::db::GroupBy::Endpoint,
+        ..q.clone()
+    };
+    let saved = cache_saved_eur(&raw, &db.usage(&by_endpoint).await?);
     if as_json {
-        return Ok(json!({ "by": q.by, "since_ms": q.since_ms, "data": rows }).to_string());
+        return Ok(json!({
+            "by": q.by, "since_ms": q.since_ms, "data": rows, "cache_saved_eur": saved
+        })
+        .to_string());
     }
-    Ok(usage_table(&rows))
+    let mut out = usage_table(&rows);
+    let read: i64 = rows.iter().map(|r| r.cache_read_tokens).sum();
+    let _ = writeln!(
+        out,
+        "cache reads: {read} input tokens; caching saved {saved:.6} EUR \
+         (cache reads at the input price minus their cost, at the configured prices)"
+    );
+    Ok(out)
+}
+
+/// What cache reads saved: per endpoint, its cached tokens at the input price minus the
+/// cached-input price, from the config's current prices (endpoints no longer configured
+/// count nothing).
+fn cache_saved_eur(raw: &RawConfig, by_endpoint: &[UsageRow]) -> f64 {
+    let mut prices = std::collections::HashMap::new();
+    for m in &raw.models {
+        for e in &m.endpoints {
+            let cached = e
+                .price_cached_input_per_mtok
+                .unwrap_or(e.price_input_per_mtok);
+            prices
+                .entry(format!("{}/{}", e.provider, e.upstream_model))
+                .or_insert(e.price_input_per_mtok - cached);
+        }
+    }
+    by_endpoint
+        .iter()
+        .filter_map(|r| Some(r.cache_read_tokens as f64 * prices.get(&r.group)? / 1e6))
+        .sum()
 }
 
 fn usage_table(rows: &[UsageRow]) -> String {

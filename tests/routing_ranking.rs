@@ -56,7 +56,11 @@ async fn speed_request_via(w: &World, door: Door, fields: Value) -> String {
     for (k, v) in fields.as_object().unwrap() {
         f[k] = v.clone();
     }
-    let body = door.req("x", true, f);
+    // Each request its own conversation: the same opening over and over would be one
+    // session, pinned where its prompt is cached (docs/sessions.md), and this tests ranking.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let body = door.body("x", &format!("route me {n}"), 64, true, f);
     door.answer(w.send_via(door, &body).await, true)
         .await
         .endpoint()

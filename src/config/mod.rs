@@ -10,6 +10,7 @@ mod ops;
 mod raw;
 pub mod receipts;
 mod secret;
+mod sessions;
 mod validate;
 
 use validate::{
@@ -34,6 +35,7 @@ pub use ops::{validate_ledger, AdminConfig, DbUrl, LedgerConfig};
 pub use raw::{RawAdmin, RawConfig, RawKey, RawLedger, RawLimits};
 pub use receipts::ReceiptsConfig;
 pub use secret::Secret;
+pub use sessions::{RawSessions, SessionsConfig};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -58,6 +60,8 @@ pub struct Config {
     pub source: Option<std::path::PathBuf>,
     pub metrics: MetricsConfig,
     pub receipts: ReceiptsConfig,
+    /// Cache-sticky sessions.
+    pub sessions: SessionsConfig,
 }
 
 /// The raw config kept beside the validated one. Its `Debug` hides it: it holds the
@@ -220,6 +224,10 @@ pub struct EndpointConfig {
     pub prior_tokens_per_s: Option<f64>,
     /// How this endpoint continues a partial answer (its own setting, else its provider's).
     pub continuation: ContinuationMethod,
+    /// Idle time after which the upstream's prompt cache (and so a session's pin) lapses.
+    pub cache_ttl: Duration,
+    /// Price of input written to the prompt cache (the input price unless configured).
+    pub price_cache_write_per_mtok: f64,
 }
 
 impl Config {
@@ -273,6 +281,7 @@ impl Config {
         let state = limits::validate_state(&raw.state, env)?;
         let metrics = validate_metrics(&raw.metrics)?;
         let receipts = receipts::validate_receipts(&raw.receipts)?;
+        let sessions = sessions::validate_sessions(&raw.sessions)?;
         let mut providers = Vec::new();
         let mut by_name: HashMap<String, Arc<ProviderConfig>> = HashMap::new();
         let mut disabled: HashMap<String, String> = HashMap::new();
@@ -417,6 +426,7 @@ impl Config {
             source: None,
             metrics,
             receipts,
+            sessions,
         };
         cfg.check_exposure()?;
         Ok(cfg)

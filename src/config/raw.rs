@@ -31,6 +31,9 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub receipts: super::receipts::RawReceipts,
+    /// Cache-sticky sessions (docs/sessions.md).
+    #[serde(default)]
+    pub sessions: super::sessions::RawSessions,
 }
 
 /// `[metrics]`: the Prometheus endpoint (see README, "Metrics").
@@ -250,6 +253,14 @@ pub struct RawEndpoint {
     /// Overrides the provider's `continuation`.
     #[serde(default)]
     pub continuation: Option<super::ContinuationMethod>,
+    /// How long the upstream keeps a prompt prefix cached after its last use: a session's
+    /// pin to this endpoint expires after this much idle time (default 300).
+    #[serde(default)]
+    pub cache_ttl_s: Option<f64>,
+    /// Price of writing input to the prompt cache where the provider charges for it
+    /// (Anthropic: 1.25x input); default: the input price.
+    #[serde(default)]
+    pub price_cache_write_per_mtok: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -319,6 +319,7 @@ pub(super) fn validate_endpoint(
         ("price_input_per_mtok", Some(e.price_input_per_mtok)),
         ("price_output_per_mtok", Some(e.price_output_per_mtok)),
         ("price_cached_input_per_mtok", e.price_cached_input_per_mtok),
+        ("price_cache_write_per_mtok", e.price_cache_write_per_mtok),
         ("prior_ttft_ms", e.prior_ttft_ms),
         ("prior_tokens_per_s", e.prior_tokens_per_s),
     ] {
@@ -359,6 +360,10 @@ pub(super) fn validate_endpoint(
         prior_ttft_ms: e.prior_ttft_ms,
         prior_tokens_per_s: e.prior_tokens_per_s,
         continuation: e.continuation.unwrap_or(provider.continuation),
+        cache_ttl: secs(&format!("{field}.cache_ttl_s"), e.cache_ttl_s, 300.0)?,
+        price_cache_write_per_mtok: e
+            .price_cache_write_per_mtok
+            .unwrap_or(e.price_input_per_mtok),
         provider,
     })
 }

@@ -48,6 +48,8 @@ pub enum GroupBy {
     Model,
     Provider,
     Day,
+    /// `provider/upstream_model`: what cache savings are priced by.
+    Endpoint,
 }
 
 impl std::str::FromStr for GroupBy {
@@ -58,7 +60,10 @@ impl std::str::FromStr for GroupBy {
             "model" => Ok(GroupBy::Model),
             "provider" => Ok(GroupBy::Provider),
             "day" => Ok(GroupBy::Day),
-            other => Err(format!("`{other}` is not one of key, model, provider, day")),
+            "endpoint" => Ok(GroupBy::Endpoint),
+            other => Err(format!(
+                "`{other}` is not one of key, model, provider, endpoint, day"
+            )),
         }
     }
 }
@@ -234,6 +239,7 @@ fn usage_sql(q: &UsageQuery, day_expr: &str, ph: fn(usize) -> String) -> String 
         GroupBy::Model => "COALESCE(model_served, model_requested)".to_owned(),
         GroupBy::Provider => "COALESCE(provider, '(none)')".to_owned(),
         GroupBy::Day => day_expr.to_owned(),
+        GroupBy::Endpoint => "COALESCE(endpoint, '(none)')".to_owned(),
     };
     let mut conds = Vec::new();
     let mut n = 0;

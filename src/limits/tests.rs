@@ -98,6 +98,7 @@ impl Setup {
                 needs: Needs::default(),
                 est_input_tokens: est,
                 max_tokens,
+                session: None,
             })
             .unwrap();
         self.limits.admit(key, &plan, max_tokens, est).await

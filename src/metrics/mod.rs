@@ -18,6 +18,7 @@
 mod collect;
 mod labels;
 mod observer;
+pub mod sessions;
 #[cfg(test)]
 mod tests;
 

@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::continuation::continue_messages_body;
 use super::bound::OutputBound;
+use super::continuation::continue_messages_body;
 use super::family::delta_len;
 use super::sse_driver::{self, OnSse};
 use super::{

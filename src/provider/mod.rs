@@ -9,8 +9,8 @@
 //! door's terms, so the door only renders.
 
 mod anthropic;
-pub mod continuation;
 pub mod bound;
+pub mod continuation;
 pub mod family;
 mod http;
 mod openai;

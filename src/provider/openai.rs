@@ -9,8 +9,8 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::continuation::{continue_chat_body, Continuation};
 use super::bound::OutputBound;
+use super::continuation::{continue_chat_body, Continuation};
 use super::family::delta_len;
 use super::relay::{relay_response, ChunkRelay};
 use super::sse_driver::{self, OnSse};

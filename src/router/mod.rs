@@ -23,6 +23,7 @@ mod live;
 mod policy;
 mod rank;
 mod route_error;
+pub mod session;
 mod stats;
 mod trace;
 
@@ -79,6 +80,8 @@ pub struct RouteContext<'a> {
     pub needs: Needs,
     pub est_input_tokens: u64,
     pub max_tokens: u64,
+    /// The request's session and its pin, when sessions are on (`session` module).
+    pub session: Option<session::SessionCtx<'a>>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +126,8 @@ pub struct Plan {
     pub expected_output_tokens_cap: u64,
     pub est_input_tokens: u64,
     pub requested_max_tokens: u64,
+    /// The request's session: its id, its pin, and whether this plan follows the pin.
+    pub session: Option<session::PlanSession>,
 }
 
 struct Rejected {
@@ -267,6 +272,7 @@ impl Router {
         // Unavailable endpoints are not excluded: they go after every available candidate
         // of every model, as last resorts (ranked among themselves the same way).
         let mut last_resorts = Vec::new();
+        let mut plan_session = None;
         for (model, is_fallback_model) in &chain {
             let mut inputs = Vec::new();
             let mut unavailable_inputs = Vec::new();
@@ -318,15 +324,35 @@ impl Router {
                     expected_output_tokens: max_tokens.min(r.expected_output_tokens),
                     price_input_per_mtok: ep.price_input_per_mtok,
                     price_output_per_mtok: ep.price_output_per_mtok,
+                    // A session's prompt cache belongs to the requested model's endpoints.
+                    cache: if *is_fallback_model {
+                        rank::CacheTerms::default()
+                    } else {
+                        session::cache_terms(ctx.session.as_ref(), ep, ctx.est_input_tokens)
+                    },
                 });
             }
-            for (into, inputs) in [
-                (&mut candidates, inputs),
-                (&mut last_resorts, unavailable_inputs),
+            let mut ranked = rank::rank(inputs, &params, rng);
+            let ranked_unavailable = rank::rank(unavailable_inputs, &params, rng);
+            if let (Some(s), false) = (&ctx.session, *is_fallback_model) {
+                let unavailable: Vec<&str> = ranked_unavailable
+                    .iter()
+                    .map(|((ep, ..), _)| ep.id.as_str())
+                    .collect();
+                plan_session = Some(session::follow_pin(
+                    s,
+                    &model.id,
+                    &mut ranked,
+                    |(ep, ..)| ep.id.as_str(),
+                    &unavailable,
+                    &excluded,
+                ));
+            }
+            for (into, ranked) in [
+                (&mut candidates, ranked),
+                (&mut last_resorts, ranked_unavailable),
             ] {
-                for ((ep, max_tokens, clamp, unavailable), score) in
-                    rank::rank(inputs, &params, rng)
-                {
+                for ((ep, max_tokens, clamp, unavailable), score) in ranked {
                     if score.reprobe && live && !is_fallback_model {
                         if let Some(st) = self.states.get(&ep.id) {
                             st.claim_reprobe(now);
@@ -363,6 +389,7 @@ impl Router {
             expected_output_tokens_cap: r.expected_output_tokens,
             est_input_tokens: ctx.est_input_tokens,
             requested_max_tokens: ctx.max_tokens,
+            session: plan_session,
         })
     }
 

@@ -13,8 +13,10 @@
 //! `speed` is `w_speed = 1`, `cost` is `w_cost = 1`, `balanced` is `w_speed =
 //! routing.balanced_speed_weight` and `w_cost = 1 - w_speed`. Dividing by the largest value
 //! (rather than min-max) keeps the terms proportional: twice as slow is twice the term,
-//! and with two candidates a 1% difference stays 1%, not 0-versus-1. Cached-input prices
-//! are not used: the router cannot know what an upstream has cached.
+//! and with two candidates a 1% difference stays 1%, not 0-versus-1. Cached-input and
+//! cache-write prices enter only for a session (see `session`): its pinned endpoint's
+//! expected cached input is priced as cached, and the same share as a cache write on the
+//! other (cold) endpoints.
 //!
 //! Near-equal candidates share load: those whose score is within `near_equal_margin`
 //! (relative) of the best are put in a weighted random order, each drawn with weight
@@ -85,6 +87,21 @@ pub struct Score {
     /// Goes first to refresh its stale estimate (re-probe).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub reprobe: bool,
+    /// Input tokens expected to be read from this endpoint's prompt cache (the session's
+    /// measured cached share on its pinned endpoint), priced at the cached-input price.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub expected_cached_input_tokens: u64,
+    /// Input tokens expected to be written to the prompt cache again (a cold endpoint for
+    /// a session that had a warm one), priced at the cache-write price.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub expected_cache_write_tokens: u64,
+    /// The session's pinned endpoint, put first (see `session`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub(crate) struct RankInput<T> {
@@ -94,6 +111,18 @@ pub(crate) struct RankInput<T> {
     pub expected_output_tokens: u64,
     pub price_input_per_mtok: f64,
     pub price_output_per_mtok: f64,
+    /// Cache-aware cost (sessions): the part of `est_input_tokens` expected from the
+    /// prompt cache, and the part expected to be written to it.
+    pub cache: CacheTerms,
+}
+
+/// The prompt-cache part of a candidate's predicted input (zero without a session).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CacheTerms {
+    pub cached_tokens: u64,
+    pub price_cached_per_mtok: f64,
+    pub write_tokens: u64,
+    pub price_write_per_mtok: f64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,7 +143,14 @@ pub(crate) fn rank<T>(
         .map(|i| {
             let out = i.expected_output_tokens as f64;
             let secs = i.speed.ttft_ms / 1000.0 + out / i.speed.tokens_per_s.max(TINY);
-            let cost = (i.est_input_tokens as f64 * i.price_input_per_mtok
+            let c = i.cache;
+            let plain = i
+                .est_input_tokens
+                .saturating_sub(c.cached_tokens)
+                .saturating_sub(c.write_tokens);
+            let cost = (plain as f64 * i.price_input_per_mtok
+                + c.cached_tokens as f64 * c.price_cached_per_mtok
+                + c.write_tokens as f64 * c.price_write_per_mtok
                 + out * i.price_output_per_mtok)
                 / 1e6;
             let score = Score {
@@ -131,6 +167,9 @@ pub(crate) fn rank<T>(
                 explored: false,
                 stale: i.speed.stale,
                 reprobe: false,
+                expected_cached_input_tokens: c.cached_tokens,
+                expected_cache_write_tokens: c.write_tokens,
+                pinned: false,
             };
             (i.item, score)
         })
@@ -243,6 +282,7 @@ mod tests {
             expected_output_tokens: 500,
             price_input_per_mtok: pin,
             price_output_per_mtok: pout,
+            cache: CacheTerms::default(),
         }
     }
 

@@ -49,6 +49,7 @@ pub(super) fn ctx<'a>(model: &'a str, f: &'a RouterFields) -> RouteContext<'a> {
         needs: Needs::default(),
         est_input_tokens: 1_000,
         max_tokens: 1_000,
+        session: None,
     }
 }
 

@@ -38,6 +38,8 @@ pub fn endpoint(provider: &str, upstream: &str) -> EndpointConfig {
         prior_ttft_ms: None,
         prior_tokens_per_s: None,
         continuation: crate::config::ContinuationMethod::None,
+        cache_ttl: Duration::from_secs(300),
+        price_cache_write_per_mtok: 1.0,
     }
 }
 

@@ -30,6 +30,9 @@ pub struct PlanTrace {
     /// In the order they will be tried.
     pub candidates: Vec<CandidateTrace>,
     pub excluded: Vec<Exclusion>,
+    /// The request's session and its pin (cache-sticky sessions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<super::session::PlanSession>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,6 +96,7 @@ impl Plan {
                 })
                 .collect(),
             excluded: self.excluded.clone(),
+            session: self.session.clone(),
         }
     }
 }

@@ -18,6 +18,7 @@ mod refusal;
 mod reload;
 mod scrape;
 mod splice;
+mod sticky;
 mod stream;
 
 use std::collections::HashMap;
@@ -39,11 +40,13 @@ use crate::error::ApiError;
 use crate::keys::KeyStore;
 use crate::ledger::Ledger;
 use crate::limits::Limits;
+use crate::metrics::sessions::SessionSeries;
 use crate::metrics::{Metrics, MetricsObserver};
 use crate::observe::{LogObserver, Observer, Observers};
 use crate::provider;
 use crate::router::executor::Executor;
 use crate::router::Router;
+use crate::sessions::SessionStore;
 use gate::RouteClass;
 pub use reload::Reloader;
 
@@ -64,6 +67,8 @@ pub struct AppState {
     pub keys: Option<Arc<KeyStore>>,
     /// `None` when `[metrics] enabled = false`; created once, kept across reloads.
     pub metrics: Option<Arc<Metrics>>,
+    /// Cache-sticky sessions' pins; created once, kept across reloads.
+    pub sessions: Arc<SessionStore>,
     /// The config's client keys, shared with the requests they authenticate.
     pub config_keys: Arc<[Arc<crate::config::ClientKey>]>,
     /// Set when the shutdown's grace ran out: streams still open end with an error event.
@@ -86,6 +91,8 @@ pub struct Shared {
     pub keys: Option<Arc<KeyStore>>,
     /// Prometheus metrics (counters must survive reloads).
     pub metrics: Option<Arc<Metrics>>,
+    /// Cache-sticky sessions' pins (in Redis too when `state.redis_url` is set).
+    pub sessions: Arc<SessionStore>,
     /// The server's reloader, for `POST /relais/admin/reload` (set once it exists; weak,
     /// since the reloader holds the states that hold this).
     pub reloader: Arc<std::sync::OnceLock<std::sync::Weak<Reloader>>>,
@@ -102,8 +109,13 @@ impl Shared {
             m.watch_limits(&limits);
             m
         });
+        let mut sessions = SessionStore::from_config(cfg.sessions, &cfg.state);
+        if let Some(m) = &metrics {
+            sessions = sessions.with_counters(Arc::new(SessionSeries::register(m)));
+        }
         Ok(Shared {
             limits,
+            sessions,
             ledger: None,
             keys: None,
             metrics,
@@ -338,6 +350,7 @@ pub fn state(
         router,
         cfg,
         limits: shared.limits.clone(),
+        sessions: shared.sessions.clone(),
         ledger: shared.ledger.clone(),
         keys: shared.keys.clone(),
         reloader: shared.reloader.clone(),

@@ -16,6 +16,7 @@ use super::receipts::answer::AnswerText;
 use std::sync::Arc;
 
 use super::splice::Splicing;
+use super::sticky::Sticky;
 use super::stream::{pump, sse_response, PumpOpts, Render, StreamBooks};
 use super::{body, AppState, RequestId};
 use crate::config::ClientKey;
@@ -26,6 +27,7 @@ use crate::provider::bound::OutputBound;
 use crate::provider::family::{until_content, Family, OpenStream};
 use crate::receipt::ReceiptSeed;
 use crate::router::executor::{AttemptCtx, HedgeSummary, Opened, RequestMeta, Served};
+use crate::router::session::SessionId;
 use crate::router::{AttemptOutcome, Candidate, Needs, RouteContext, RouteError, RoutingTrace};
 use sha2::{Digest, Sha256};
 
@@ -38,6 +40,8 @@ pub struct Routed<'a> {
     /// The output limit to route and reserve with.
     pub max_tokens: u64,
     pub stream: bool,
+    /// The conversation this request continues (cache-sticky sessions).
+    pub session: Option<&'a SessionId>,
 }
 
 /// One client API.
@@ -127,6 +131,7 @@ pub fn route_context<'a>(r: &Routed<'a>, key: Option<&'a ClientKey>) -> RouteCon
         needs: r.needs,
         est_input_tokens: r.est_input_tokens,
         max_tokens: r.max_tokens,
+        session: None,
     }
 }
 
@@ -198,7 +203,10 @@ async fn run<D: Door>(
         .and_then(|s| HeaderValue::from_str(&s.id).ok());
     meta.receipt = seed;
     meta.hedge = !D::side_effects(p);
-    let plan = match st.router.plan(&route_context(&r, key)) {
+    let sticky = Sticky::find(st, key, r.session).await;
+    let mut ctx = route_context(&r, key);
+    ctx.session = sticky.as_ref().map(Sticky::ctx);
+    let plan = match st.router.plan(&ctx) {
         Ok(plan) => plan,
         Err(e) => {
             let model = st.cfg.model(r.model).map(|m| m.id.as_str());
@@ -206,6 +214,9 @@ async fn run<D: Door>(
             return D::route_error(e);
         }
     };
+    if let Some(s) = &sticky {
+        meta.on_end.push(s.on_end(st.sessions.clone()));
+    }
     let (admission, meta) =
         match super::admit(st, key, &plan, (r.max_tokens, r.est_input_tokens), meta).await {
             Ok(v) => v,
@@ -238,6 +249,9 @@ async fn run<D: Door>(
                     .any(|a| a.outcome != AttemptOutcome::Skipped)
             });
             let mut resp = D::error(e.error);
+            if let Some(s) = &sticky {
+                s.headers(resp.headers_mut(), None);
+            }
             if let Some(h) = receipt_header.filter(|_| attempted) {
                 resp.headers_mut().insert(RECEIPT_HEADER, h);
             }
@@ -246,6 +260,14 @@ async fn run<D: Door>(
     };
     let mut ticket = ticket;
     ticket.bound_output(D::output_bound(p, &candidate));
+    let pin = sticky.as_ref().map(|s| {
+        s.served(
+            &st.sessions,
+            &plan,
+            &candidate,
+            hedge.as_ref().is_some_and(|h| h.won),
+        )
+    });
     let mut resp = match value {
         Answer::Whole(whole) => {
             let usage = D::Family::usage(&whole);
@@ -293,6 +315,9 @@ async fn run<D: Door>(
     };
     hedge_headers(resp.headers_mut(), hedge.as_ref());
     super::refusal::add_rate_headers(resp.headers_mut(), admission.headers());
+    if let Some(s) = &sticky {
+        s.headers(resp.headers_mut(), pin.as_ref());
+    }
     if let Some(h) = receipt_header {
         resp.headers_mut().insert(RECEIPT_HEADER, h);
     }

@@ -383,7 +383,11 @@ impl StreamBooks {
     /// headers were sent before it happened.
     pub fn trace_json(&mut self) -> Option<serde_json::Value> {
         let u = self.charged();
-        let shown = if self.show_trace { self.trace.as_mut() } else { None };
+        let shown = if self.show_trace {
+            self.trace.as_mut()
+        } else {
+            None
+        };
         let Some(trace) = shown else {
             if self.continuations.is_empty() {
                 return None;

@@ -168,6 +168,11 @@ async fn run_async(
     };
     let client_key: Option<&ClientKey> = cfg.keys.first();
     let mut rng = StdRng::seed_from_u64(seed);
+    let all_endpoints: Vec<String> = cfg
+        .models
+        .iter()
+        .flat_map(|m| m.endpoints.iter().map(|e| e.id.clone()))
+        .collect();
     for r in requests {
         clock.advance(Duration::from_secs(u64::from(r.advance_s)));
         let model = r.model % c.models.len();
@@ -177,6 +182,16 @@ async fn run_async(
             format!("m{model}")
         };
         let f = fields(&r.fields);
+        // A session pinned to any configured endpoint, allowed or not, followed whenever it
+        // is a candidate (margin 10): a pin must never bring an excluded endpoint back.
+        let sid = crate::router::session::SessionId {
+            id: "s".to_owned(),
+            source: crate::router::session::SessionSource::Opening,
+        };
+        let pin = (!all_endpoints.is_empty()).then(|| crate::router::session::PinView {
+            endpoint: all_endpoints[usize::from(r.advance_s) % all_endpoints.len()].clone(),
+            cached_share: f64::from(r.advance_s % 10) / 10.0,
+        });
         let ctx = RouteContext {
             model: &name,
             key: client_key,
@@ -188,6 +203,11 @@ async fn run_async(
             },
             est_input_tokens: INPUTS[r.input],
             max_tokens: MAX_TOKENS[r.max_tokens],
+            session: Some(crate::router::session::SessionCtx {
+                id: &sid,
+                pin: pin.as_ref(),
+                margin: 10.0,
+            }),
         };
         let plan = match router.plan_with_rng(&ctx, &mut rng) {
             Ok(plan) => plan,

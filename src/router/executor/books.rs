@@ -252,7 +252,9 @@ impl Drop for Ticket {
 
 /// Cost of an answer in EUR from the endpoint's prices.
 pub fn cost_eur(cand: &Candidate, u: &TokenUsage) -> f64 {
-    cand.cost_eur(u.input + u.cache_creation, u.cache_read, u.output)
+    // Cache writes at their own price (the input price unless configured).
+    cand.cost_eur(u.input, u.cache_read, u.output)
+        + u.cache_creation as f64 * cand.endpoint.price_cache_write_per_mtok / 1e6
 }
 
 pub(super) fn ms(d: Duration) -> f64 {

@@ -28,8 +28,8 @@ use crate::provider::Provider;
 
 mod books;
 mod continuation;
-mod receipt;
 mod race;
+mod receipt;
 
 pub use books::{cost_eur, Ticket};
 use books::{end, ms, Mode, OpenBooks, TicketInner};

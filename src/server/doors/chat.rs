@@ -17,6 +17,7 @@ use crate::openai::inbound::{ChatCompletionRequest, InContent, InRole};
 use crate::provider::bound::OutputBound;
 use crate::provider::family::ChatFamily;
 use crate::provider::{ChatAnswer, ChatCall};
+use crate::router::session::{OpeningHash, SessionId};
 use crate::router::{Candidate, Needs, RouteError, RoutingTrace};
 use crate::translate::request::DEFAULT_MAX_TOKENS;
 
@@ -33,14 +34,22 @@ pub struct Prepared {
     /// `id` and `created` of answers Relais writes itself (translated ones).
     pub completion_id: String,
     pub created: u64,
+    /// The conversation this request continues.
+    pub session: SessionId,
 }
 
 impl Prepared {
-    /// Validates `req` as OpenAI does.
-    pub fn new(req: ChatCompletionRequest) -> Result<Prepared, ApiError> {
+    /// Validates `req` as OpenAI does. `cache_key`: the `prompt_cache_key` of a request
+    /// translated into this one (a chat request's own is read from its body).
+    pub fn new(
+        req: ChatCompletionRequest,
+        headers: &HeaderMap,
+        cache_key: Option<&str>,
+    ) -> Result<Prepared, ApiError> {
         let max_tokens = validate(&req)?;
         Ok(Prepared {
             est_input_tokens: crate::tokens::estimate_chat(&req),
+            session: session(&req, headers, cache_key),
             req,
             max_tokens,
             completion_id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
@@ -58,6 +67,7 @@ impl Prepared {
             est_input_tokens: self.est_input_tokens,
             max_tokens: self.max_tokens,
             stream: self.req.stream(),
+            session: Some(&self.session),
         }
     }
 
@@ -92,8 +102,8 @@ impl Door for Chat {
     type Family = ChatFamily;
     type Render = ChatRender;
 
-    fn prepare(req: ChatCompletionRequest, _: &HeaderMap) -> Result<Prepared, ApiError> {
-        Prepared::new(req)
+    fn prepare(req: ChatCompletionRequest, headers: &HeaderMap) -> Result<Prepared, ApiError> {
+        Prepared::new(req, headers, None)
     }
 
     fn routed(p: &Prepared) -> Routed<'_> {
@@ -135,6 +145,27 @@ impl Door for Chat {
     fn render(p: &Prepared, books: StreamBooks) -> ChatRender {
         ChatRender::new(books, p.req.include_usage())
     }
+}
+
+/// The session: a header, else `prompt_cache_key`, else the digest of the opening (tools,
+/// and the messages up to the first user turn: system and developer prompts included).
+fn session(req: &ChatCompletionRequest, headers: &HeaderMap, cache_key: Option<&str>) -> SessionId {
+    let own = req.extra.get("prompt_cache_key").and_then(Value::as_str);
+    SessionId::find(
+        |name| headers.get(name).and_then(|v| v.to_str().ok()),
+        &[("prompt_cache_key", cache_key.or(own))],
+        || {
+            let mut h = OpeningHash::new();
+            h.part(&req.tools);
+            let first_user = req
+                .messages
+                .iter()
+                .position(|m| m.role == InRole::User)
+                .map_or(req.messages.len(), |i| i + 1);
+            h.part(&&req.messages[..first_user]);
+            h.finish()
+        },
+    )
 }
 
 fn needs(req: &ChatCompletionRequest) -> Needs {

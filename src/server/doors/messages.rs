@@ -10,12 +10,13 @@ use super::super::pipeline::{Door, Routed};
 use super::super::stream::StreamBooks;
 use super::messages_stream::MessagesRender;
 use crate::anthropic::{
-    ContentBlock, MessageContent, MessagesRequest, MessagesResponse, ToolChoice,
+    ContentBlock, MessageContent, MessagesRequest, MessagesResponse, Role, ToolChoice,
 };
 use crate::error::ApiError;
 use crate::observe::Api;
 use crate::provider::family::MessagesFamily;
 use crate::provider::UpstreamCall;
+use crate::router::session::{session_in_user_id, OpeningHash, SessionId};
 use crate::router::{Candidate, Needs, RoutingTrace};
 
 const MAX_STOP_SEQUENCES: usize = 4;
@@ -30,6 +31,7 @@ pub struct Prepared {
     message_id: String,
     anthropic_version: Option<HeaderValue>,
     anthropic_beta: Option<HeaderValue>,
+    session: SessionId,
 }
 
 impl Door for Messages {
@@ -43,6 +45,7 @@ impl Door for Messages {
         let max_tokens = validate(&req)?;
         Ok(Prepared {
             est_input_tokens: crate::tokens::estimate_request(&req),
+            session: session(&req, headers),
             req,
             max_tokens,
             message_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
@@ -68,6 +71,7 @@ impl Door for Messages {
             est_input_tokens: p.est_input_tokens,
             max_tokens: p.max_tokens,
             stream: p.req.stream.unwrap_or(false),
+            session: Some(&p.session),
         }
     }
 
@@ -110,6 +114,23 @@ impl Door for Messages {
     fn render(_p: &Prepared, books: StreamBooks) -> MessagesRender {
         MessagesRender::new(books)
     }
+}
+
+/// The session: a header, else `metadata.user_id` (older Claude Code embeds its session
+/// id there), else the digest of the opening (system prompt, tools, first user turn).
+fn session(req: &MessagesRequest, headers: &HeaderMap) -> SessionId {
+    let user_id = req.metadata.as_ref().and_then(|m| m.user_id.as_deref());
+    SessionId::find(
+        |name| headers.get(name).and_then(|v| v.to_str().ok()),
+        &[("metadata.user_id", user_id.map(session_in_user_id))],
+        || {
+            let mut h = OpeningHash::new();
+            h.part(&req.system);
+            h.part(&req.tools);
+            h.part(&req.messages.iter().find(|m| m.role == Role::User));
+            h.finish()
+        },
+    )
 }
 
 fn needs(req: &MessagesRequest) -> Needs {

@@ -53,10 +53,12 @@ impl Door for Responses {
     type Family = ChatFamily;
     type Render = ResponsesRender;
 
-    fn prepare(req: ResponsesRequest, _: &HeaderMap) -> Result<Prepared, ApiError> {
+    fn prepare(req: ResponsesRequest, headers: &HeaderMap) -> Result<Prepared, ApiError> {
+        // Read before translation: the chat request does not carry it upstream.
+        let cache_key = req.prompt_cache_key.clone();
         let (chat_req, adjustments) = responses_to_chat_request(req)?;
         Ok(Prepared {
-            chat: chat::Prepared::new(chat_req)?,
+            chat: chat::Prepared::new(chat_req, headers, cache_key.as_deref())?,
             adjustments,
             response_id: format!("resp_{}", uuid::Uuid::new_v4().simple()),
             created_at: SystemTime::now()

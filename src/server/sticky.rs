@@ -1,0 +1,116 @@
+//! Cache-sticky sessions in the pipeline: look the request's pin up before planning,
+//! say what became of it in `x-relais-session` and `x-relais-session-pin`, and record the
+//! answering endpoint and its cached share when the answer ends. The rules are the
+//! router's (`router::session`) and the store's (`sessions`). See docs/sessions.md.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::http::{HeaderMap, HeaderValue};
+
+use super::AppState;
+use crate::config::ClientKey;
+use crate::observe::{RequestRecord, Status};
+use crate::router::executor::OnEnd;
+use crate::router::session::{PinOutcome, PinView, SessionCtx, SessionId};
+use crate::router::{Candidate, Plan};
+use crate::sessions::SessionStore;
+
+/// What the answer's end measures: the pin's fate, the endpoint that answered and its
+/// provider.
+type Served = (PinOutcome, String, String);
+
+/// A request's session while it is served.
+pub struct Sticky<'a> {
+    id: &'a SessionId,
+    pin: Option<PinView>,
+    scope: Option<String>,
+    margin: f64,
+    served: Arc<OnceLock<Served>>,
+}
+
+impl<'a> Sticky<'a> {
+    /// The session and its live pin, when sessions are on and the door found an id.
+    pub async fn find(
+        st: &AppState,
+        key: Option<&ClientKey>,
+        id: Option<&'a SessionId>,
+    ) -> Option<Sticky<'a>> {
+        let s = &st.cfg.sessions;
+        let id = id.filter(|_| s.enabled)?;
+        let scope = key.map(|k| k.name.clone());
+        let pin = st.sessions.lookup(scope.as_deref(), id).await;
+        Some(Sticky {
+            id,
+            pin,
+            scope,
+            margin: s.pin_margin,
+            served: Arc::default(),
+        })
+    }
+
+    pub fn ctx(&self) -> SessionCtx<'_> {
+        SessionCtx {
+            id: self.id,
+            pin: self.pin.as_ref(),
+            margin: self.margin,
+        }
+    }
+
+    /// Measures the cached share of the answer when the request ends, if an endpoint
+    /// answered it.
+    pub fn on_end(&self, store: Arc<SessionStore>) -> OnEnd {
+        let served = self.served.clone();
+        let scope = self.scope.clone();
+        let id = self.id.clone();
+        Box::new(move |r: &RequestRecord| {
+            let Some((outcome, endpoint, provider)) = served.get() else {
+                return;
+            };
+            // A stream the client left, or that broke, still warmed the upstream's cache.
+            if r.status == Status::Failed || matches!(outcome, PinOutcome::Kept) {
+                return;
+            }
+            let first = !matches!(outcome, PinOutcome::Hit);
+            store.measured(scope.as_deref(), &id, (endpoint, provider), first, &r.usage);
+        })
+    }
+
+    /// `cand` answered: what becomes of the pin, recorded at once (the client may send
+    /// the session's next request as soon as it has read this answer).
+    /// `by_hedge`: a hedge answered; a hedge never moves a pin (docs/sessions.md).
+    pub fn served(
+        &self,
+        store: &SessionStore,
+        plan: &Plan,
+        cand: &Candidate,
+        by_hedge: bool,
+    ) -> PinOutcome {
+        let ep = &cand.endpoint;
+        let outcome = match &plan.session {
+            Some(s) => s.outcome(&ep.id, by_hedge),
+            None => PinOutcome::New,
+        };
+        store.served(
+            self.scope.as_deref(),
+            self.id,
+            (&outcome, self.pin.as_ref()),
+            (&ep.id, ep.cache_ttl),
+        );
+        let _ = self
+            .served
+            .set((outcome.clone(), ep.id.clone(), ep.provider.name.clone()));
+        outcome
+    }
+
+    /// `x-relais-session` (the id used) and, once answered, `x-relais-session-pin`.
+    pub fn headers(&self, h: &mut HeaderMap, outcome: Option<&PinOutcome>) {
+        if let Ok(v) = HeaderValue::from_str(&self.id.id) {
+            h.insert("x-relais-session", v);
+        }
+        if let Some(o) = outcome {
+            if let Ok(v) = HeaderValue::from_str(&o.header()) {
+                h.insert("x-relais-session-pin", v);
+            }
+        }
+    }
+}

@@ -150,10 +150,13 @@ impl Door for Chat {
 /// The session: a header, else `prompt_cache_key`, else the digest of the opening (tools,
 /// and the messages up to the first user turn: system and developer prompts included).
 fn session(req: &ChatCompletionRequest, headers: &HeaderMap, cache_key: Option<&str>) -> SessionId {
-    let own = req.extra.get("prompt_cache_key").and_then(Value::as_str);
+    let own = req
+        .extra
+        .get("prompt_cache_key")
+        .and_then(|v| crate::raw_json::as_string(v));
     SessionId::find(
         |name| headers.get(name).and_then(|v| v.to_str().ok()),
-        &[("prompt_cache_key", cache_key.or(own))],
+        &[("prompt_cache_key", cache_key.or(own.as_deref()))],
         || {
             let mut h = OpeningHash::new();
             h.part(&req.tools);

@@ -61,7 +61,11 @@ fn speed(door: Door, stream: bool, extra: Value) -> Value {
     for (k, v) in extra.as_object().unwrap() {
         f[k] = v.clone();
     }
-    door.req("x", stream, f)
+    // Each request its own conversation: the same opening over and over would be one
+    // session, pinned where its prompt is cached (docs/sessions.md), and this tests hedges.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    door.body("x", &format!("route me {n}"), 64, stream, f)
 }
 
 // ---------- the race ----------

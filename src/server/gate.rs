@@ -47,6 +47,9 @@ pub enum Role {
     /// `GET /metrics`: the admin key or a client key with the `metrics` role, or none with
     /// `[metrics] public`.
     Metrics,
+    /// A signed receipt: any client key or the admin key (the handler shows a receipt
+    /// only to the key that made its request, or the admin key).
+    Owner,
     /// The admin API: the admin key only (404 when none is configured).
     Admin,
 }
@@ -97,7 +100,7 @@ impl RouteClass {
             // Signed receipts: the public keys for anyone, a receipt for the key that made
             // the request or the admin key (the handler checks which).
             "/relais/receipts/keys" => (Role::Public, Anthropic, None),
-            p if p.starts_with("/relais/receipts/") => (Role::Operator, Anthropic, None),
+            p if p.starts_with("/relais/receipts/") => (Role::Owner, Anthropic, None),
             "/metrics" => (Role::Metrics, Anthropic, None),
             p if p == "/relais/usage" || p.starts_with("/relais/admin/") => {
                 (Role::Admin, Anthropic, None)
@@ -159,6 +162,10 @@ pub fn check(st: &AppState, role: Role, headers: &HeaderMap) -> Result<Caller, A
                 )),
                 caller => Ok(caller),
             },
+        },
+        Role::Owner => match admin::authorize(&st.cfg, headers) {
+            Ok(()) => Ok(Caller::Admin),
+            Err(_) => client(),
         },
         Role::Admin => admin::authorize(&st.cfg, headers).map(|()| Caller::Admin),
     }

@@ -17,7 +17,7 @@ mod tests;
 mod upstream;
 
 pub use crate::server::fuzz::{
-    chat_request, count_tokens_request, messages_request, responses_request,
+    chat_request, count_tokens_request, messages_request, responses_request, Violation,
 };
 pub use streams::{
     anthropic_to_chat_stream, chat_relay_stream, chat_to_anthropic_stream, chat_to_responses_stream,
@@ -25,17 +25,10 @@ pub use streams::{
 pub use upstream::{anthropic_event, anthropic_message, chat_chunk, chat_completion};
 
 use crate::config::{Config, RawConfig};
+
+/// The model name the fuzzed answers and streams are served as.
+pub(crate) const SERVED: &str = "fuzz-model";
 use crate::sse::{SseDecoder, SseError, SseEvent};
-
-/// A broken invariant, in words.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation(pub String);
-
-impl std::fmt::Display for Violation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// A fuzz target: its name (the file name under `fuzz/fuzz_targets/` and `fuzz/corpus/`)
 /// and its body.

@@ -6,8 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
-use super::upstream::SERVED;
-use super::{payloads, Violation};
+use super::{payloads, Violation, SERVED};
 use crate::anthropic::StreamEvent;
 use crate::observe::TokenUsage;
 use crate::provider::{ChatItem, ChunkRelay};

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{payloads, Violation};
+use super::{payloads, Violation, SERVED};
 use crate::anthropic::{MessagesResponse, StreamEvent};
 use crate::observe::TokenUsage;
 use crate::openai::{ChatChunk, ChatResponse};
@@ -14,8 +14,6 @@ use crate::translate::chat_response::anthropic_to_openai_response;
 use crate::translate::response::openai_to_anthropic_response;
 use crate::translate::responses::chat_completion_to_response;
 use crate::translate::stream::chunk_error;
-
-pub(super) const SERVED: &str = "fuzz-model";
 
 pub(super) fn encode<T: serde::Serialize>(what: &str, v: &T) -> Result<Vec<u8>, Violation> {
     serde_json::to_vec(v).map_err(|e| Violation(format!("{what} cannot be encoded: {e}")))

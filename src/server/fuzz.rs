@@ -8,10 +8,9 @@
 
 use axum::http::HeaderMap;
 
+use super::door::Door;
 use super::doors::{Chat, Messages, Responses};
-use super::pipeline::Door;
 use crate::anthropic::MessagesRequest;
-use crate::fuzz_entry::Violation;
 use crate::openai::inbound::ChatCompletionRequest;
 use crate::responses::ResponsesRequest;
 use crate::translate::chat_request::openai_to_anthropic_request;
@@ -20,6 +19,16 @@ use crate::translate::responses::responses_to_chat_request;
 
 /// The upstream model name the translations are made for.
 const UPSTREAM: &str = "fuzz-upstream";
+
+/// A broken invariant, in words (the fuzz entry points' error; `crate::fuzz_entry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation(pub String);
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 fn encode<T: serde::Serialize>(what: &str, v: &T) -> Result<(), Violation> {
     serde_json::to_vec(v)

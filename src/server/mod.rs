@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 mod body;
+mod door;
 mod doors;
 mod errors;
 #[doc(hidden)]

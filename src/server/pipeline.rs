@@ -10,82 +10,23 @@
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 
 use super::receipts::answer::AnswerText;
 use std::sync::Arc;
 
+pub use super::door::{Door, Routed};
 use super::splice::Splicing;
 use super::sticky::Sticky;
-use super::stream::{pump, sse_response, PumpOpts, Render, StreamBooks};
+use super::stream::{pump, sse_response, PumpOpts, StreamBooks};
 use super::{body, AppState, RequestId};
 use crate::config::ClientKey;
 use crate::error::{ApiError, ErrorKind, UpstreamError};
 use crate::fields::RouterFields;
-use crate::observe::Api;
-use crate::provider::bound::OutputBound;
 use crate::provider::family::{until_content, Family, OpenStream};
 use crate::receipt::ReceiptSeed;
 use crate::router::executor::{AttemptCtx, HedgeSummary, Opened, RequestMeta, Served};
-use crate::router::session::SessionId;
-use crate::router::{AttemptOutcome, Candidate, Needs, RouteContext, RouteError, RoutingTrace};
+use crate::router::{AttemptOutcome, Candidate, RouteContext};
 use sha2::{Digest, Sha256};
-
-/// What a prepared request means to the router.
-pub struct Routed<'a> {
-    pub model: &'a str,
-    pub fields: &'a RouterFields,
-    pub needs: Needs,
-    pub est_input_tokens: u64,
-    /// The output limit to route and reserve with.
-    pub max_tokens: u64,
-    pub stream: bool,
-    /// The conversation this request continues (cache-sticky sessions).
-    pub session: Option<&'a SessionId>,
-}
-
-/// One client API.
-pub trait Door: Send + Sync + 'static {
-    const API: Api;
-    /// The request as its wire type parses it.
-    type Wire: DeserializeOwned;
-    /// The request validated and made ready for its provider family.
-    type Prepared: Send + Sync + 'static;
-    /// Whole answers say what of them goes into a receipt's answer digest.
-    type Family: Family<Whole: AnswerText>;
-    type Render: Render<Item = <Self::Family as Family>::Item>;
-
-    /// Checks what serde cannot (in the API's own words) and prepares the request.
-    fn prepare(wire: Self::Wire, headers: &HeaderMap) -> Result<Self::Prepared, ApiError>;
-    fn routed(p: &Self::Prepared) -> Routed<'_>;
-    /// One attempt's upstream request at `cand`.
-    fn call<'a>(p: &'a Self::Prepared, cand: &'a Candidate) -> <Self::Family as Family>::Call<'a>;
-    /// The door's error envelope: the one place its errors are rendered.
-    fn error(e: ApiError) -> Response;
-    fn route_error(e: RouteError) -> Response {
-        Self::error(e.api_error())
-    }
-    /// A whole answer's body, with the trace when the client asked for it.
-    fn whole_body(
-        p: &Self::Prepared,
-        whole: <Self::Family as Family>::Whole,
-        trace: Option<&RoutingTrace>,
-    ) -> Result<Vec<u8>, ApiError>;
-    /// How this request's stream is written.
-    fn render(p: &Self::Prepared, books: StreamBooks) -> Self::Render;
-    /// The output limit an answer at `cand` is held to (`provider::bound`): what it is
-    /// charged at most, and where a runaway stream is cut.
-    fn output_bound(_p: &Self::Prepared, cand: &Candidate) -> OutputBound {
-        OutputBound::new(cand.max_tokens)
-    }
-    /// Headers of the door's own on every answer (e.g. what was left out of the request).
-    fn answer_headers(_p: &Self::Prepared, _h: &mut HeaderMap) {}
-    /// Whether a second attempt could duplicate a side effect Relais cannot see (a tool the
-    /// provider runs itself): then the request is never hedged (docs/hedging.md).
-    fn side_effects(_p: &Self::Prepared) -> bool {
-        false
-    }
-}
 
 /// Reads, parses and prepares a door's request.
 pub async fn read<D: Door>(

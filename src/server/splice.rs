@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 
-use super::pipeline::Door;
+use super::door::Door;
 use super::stream::{Render, Resume, StreamBooks};
 use crate::error::UpstreamError;
 use crate::observe::TokenUsage;

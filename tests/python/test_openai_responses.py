@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from conftest import CLIENT_KEY, MODEL, UPSTREAM_KEY, ledger_rows
-from fake_openai import DEFAULT_TEXT, Reply, chat_response, tool_stream
+from fake_openai import DEFAULT_TEXT, Reply, chat_response
 
 WEATHER = {
     "type": "function",
@@ -25,6 +25,9 @@ WEATHER = {
 FORCE_WEATHER = {"type": "function", "name": "get_weather"}
 # The fake upstream's scripted text comes in 5 pieces, one completion token each.
 FAKE_USAGE = (13, 5)
+# A non-streaming request goes upstream non-streaming (docs/hedging.md): the fake's JSON
+# answer reports 6 completion tokens.
+JSON_USAGE = (13, 6)
 
 
 def sdk(relais, key: str = CLIENT_KEY) -> openai.OpenAI:
@@ -55,8 +58,8 @@ def test_responses_create(oai, fake_openai, tmp_path):
     (msg,) = r.output
     assert (msg.type, msg.role, msg.status) == ("message", "assistant", "completed")
     assert msg.id and msg.content[0].type == "output_text"
-    assert (r.usage.input_tokens, r.usage.output_tokens) == FAKE_USAGE
-    assert r.usage.total_tokens == sum(FAKE_USAGE)
+    assert (r.usage.input_tokens, r.usage.output_tokens) == JSON_USAGE
+    assert r.usage.total_tokens == sum(JSON_USAGE)
     assert r.usage.input_tokens_details.cached_tokens == 0
     assert r.usage.output_tokens_details.reasoning_tokens == 0
     # The request's settings are echoed.
@@ -80,7 +83,7 @@ def test_responses_create(oai, fake_openai, tmp_path):
 
     (row,) = ledger_rows(tmp_path, 1)
     assert (row["api"], row["status"], row["http_status"]) == ("responses", "ok", 200), row
-    assert (row["input_tokens"], row["output_tokens"]) == FAKE_USAGE
+    assert (row["input_tokens"], row["output_tokens"]) == JSON_USAGE
 
 
 def test_responses_input_items_and_developer_role(oai, fake_openai):
@@ -208,8 +211,9 @@ def test_responses_namespace_tools_are_flattened_and_mapped_back(oai, fake_opena
           "tools": [{"type": "function", "name": "search_events", "description": "Search.",
                      "strict": False,
                      "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]}
-    fake_openai.push(Reply(sse=tool_stream("search_events", json.dumps({"q": "standup"}),
-                                           call_id="call_ns_1")))
+    fake_openai.push(Reply(body=chat_response(None, tool_calls=[
+        {"id": "call_ns_1", "type": "function",
+         "function": {"name": "search_events", "arguments": json.dumps({"q": "standup"})}}])))
     r = oai.responses.create(model=MODEL, input="Find the standup", tools=[ns, WEATHER])
     (call,) = r.output
     assert (call.type, call.name, call.call_id) == ("function_call", "search_events", "call_ns_1")

@@ -17,6 +17,7 @@ pub mod openai;
 pub mod provider;
 pub mod raw_json;
 pub mod receipt;
+pub mod redis_conn;
 pub mod responses;
 pub mod router;
 pub mod server;

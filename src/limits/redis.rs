@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::OnceCell;
 
@@ -77,17 +77,9 @@ impl RedisLimits {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(1_000);
-        let conn = self
-            .conn
-            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), cfg))
+        crate::redis_conn::managed(&self.client, &self.conn, self.timeout)
             .await
-            .map_err(redis_error)?;
-        Ok(conn.clone())
+            .map_err(redis_error)
     }
 
     async fn run_reserve(&self, counters: &[Counter]) -> Result<Reserved, StoreError> {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::OnceCell;
 
@@ -36,17 +36,9 @@ impl RedisPins {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, RedisError> {
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(1_000);
-        let conn = self
-            .conn
-            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), cfg))
+        crate::redis_conn::managed(&self.client, &self.conn, self.timeout)
             .await
-            .map_err(|_| RedisError)?;
-        Ok(conn.clone())
+            .map_err(|_| RedisError)
     }
 
     pub(super) async fn get(&self, key: &str) -> Result<Option<Entry>, RedisError> {

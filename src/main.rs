@@ -287,36 +287,34 @@ fn runtime(mut b: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, Ex
 fn run_cli(
     fut: impl std::future::Future<Output = Result<String, relais::cli::CliError>>,
 ) -> ExitCode {
-    let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    match rt.block_on(fut) {
-        Ok(out) => {
-            print!("{out}");
-            if !out.ends_with('\n') {
-                println!();
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    run_cli_into(fut, false)
 }
 
 /// [`run_cli`] for a command whose standard output is data: its summary goes to stderr.
 fn run_cli_to_stderr(
     fut: impl std::future::Future<Output = Result<String, relais::cli::CliError>>,
 ) -> ExitCode {
+    run_cli_into(fut, true)
+}
+
+fn run_cli_into(
+    fut: impl std::future::Future<Output = Result<String, relais::cli::CliError>>,
+    to_stderr: bool,
+) -> ExitCode {
     let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     match rt.block_on(fut) {
-        Ok(out) => {
+        Ok(out) if to_stderr => {
             eprintln!("{out}");
+            ExitCode::SUCCESS
+        }
+        Ok(out) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -72,5 +72,6 @@ corpus_tests!(
     anthropic_to_chat_stream,
     chat_to_responses_stream,
     chat_relay_stream,
+    anthropic_passthrough_stream,
     config,
 );

@@ -10,6 +10,7 @@
 //! Streams are byte-driven: the input is split at `\n` into SSE `data` payloads, each fed
 //! to the state machine as the upstream SSE driver would feed it.
 
+mod passthrough;
 mod streams;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -19,6 +20,7 @@ mod upstream;
 pub use crate::server::fuzz::{
     chat_request, count_tokens_request, messages_request, responses_request, Violation,
 };
+pub use passthrough::anthropic_passthrough_stream;
 pub use streams::{
     anthropic_to_chat_stream, chat_relay_stream, chat_to_anthropic_stream, chat_to_responses_stream,
 };
@@ -49,6 +51,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("anthropic_to_chat_stream", anthropic_to_chat_stream),
     ("chat_to_responses_stream", chat_to_responses_stream),
     ("chat_relay_stream", chat_relay_stream),
+    ("anthropic_passthrough_stream", anthropic_passthrough_stream),
     ("config", config),
 ];
 

@@ -260,8 +260,10 @@ impl Provider for AnthropicProvider {
 }
 
 /// An Anthropic stream passed through: frames forwarded as received, except the events
-/// Relais reads (usage, the served model, errors).
-struct Passthrough {
+/// Relais reads (usage, the served model, errors). A frame is forwarded only if its data is
+/// one JSON object (checked, UTF-8 included: the client must never get a frame it cannot
+/// parse), and nothing after `message_stop`.
+pub(crate) struct Passthrough {
     served_model: String,
     cfg: Arc<ProviderConfig>,
     stopped: bool,
@@ -274,12 +276,7 @@ fn passthrough(
     bound: OutputBound,
 ) -> impl Stream<Item = Result<StreamItem, UpstreamError>> + Send {
     let idle = cfg.idle_timeout;
-    let h = Passthrough {
-        served_model,
-        cfg,
-        stopped: false,
-    };
-    sse_driver::drive_response(resp, idle, bound, h)
+    sse_driver::drive_response(resp, idle, bound, Passthrough::new(served_model, cfg))
 }
 
 impl OnSse for Passthrough {
@@ -313,7 +310,24 @@ impl OnSse for Passthrough {
 }
 
 impl Passthrough {
-    fn frame(&mut self, ev: &SseEvent) -> Result<Option<StreamItem>, UpstreamError> {
+    pub(crate) fn new(served_model: String, cfg: Arc<ProviderConfig>) -> Self {
+        Passthrough {
+            served_model,
+            cfg,
+            stopped: false,
+        }
+    }
+
+    /// Whether `message_stop` has been seen (the stream is complete).
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// One upstream event: what to forward, if anything.
+    pub(crate) fn frame(&mut self, ev: &SseEvent) -> Result<Option<StreamItem>, UpstreamError> {
+        if self.stopped {
+            return Ok(None);
+        }
         let name = ev.event().unwrap_or("");
         match name {
             "message_start" | "message_delta" | "error" => {
@@ -337,15 +351,27 @@ impl Passthrough {
             }
             // Our own pings are generated downstream on idle; upstream ones are dropped.
             "ping" => Ok(None),
-            _ => Ok(Some(StreamItem::Raw {
-                frame: terminated(ev),
-                starts_content: name == "content_block_start",
-                text_bytes: if name == "content_block_delta" {
-                    raw_delta_len(ev.data())
+            _ => {
+                let malformed =
+                    |e: String| UpstreamError::Protocol(format!("malformed `{name}` event: {e}"));
+                // serde skips what it ignores without checking UTF-8: check it all first.
+                std::str::from_utf8(ev.data()).map_err(|e| malformed(e.to_string()))?;
+                if ev.data().trim_ascii_start().first() != Some(&b'{') {
+                    return Err(malformed("not a JSON object".to_owned()));
+                }
+                let text_bytes = if name == "content_block_delta" {
+                    raw_delta_len(ev.data()).map_err(|e| malformed(e.to_string()))?
                 } else {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(ev.data())
+                        .map_err(|e| malformed(e.to_string()))?;
                     0
-                },
-            })),
+                };
+                Ok(Some(StreamItem::Raw {
+                    frame: terminated(ev),
+                    starts_content: name == "content_block_start",
+                    text_bytes,
+                }))
+            }
         }
     }
 }
@@ -411,13 +437,13 @@ impl OnSse for ToChat {
 /// The generated text in a pass-through `content_block_delta`, as an upper estimate: the
 /// length of its JSON string (escapes only add), read without allocating. A delta that
 /// cannot be read counts its whole data: it is still counted against the output bound.
-fn raw_delta_len(data: &[u8]) -> usize {
+fn raw_delta_len(data: &[u8]) -> Result<usize, serde_json::Error> {
     #[derive(serde::Deserialize)]
     struct Ev<'a> {
-        #[serde(borrow)]
+        #[serde(borrow, default)]
         delta: Delta<'a>,
     }
-    #[derive(serde::Deserialize)]
+    #[derive(serde::Deserialize, Default)]
     struct Delta<'a> {
         #[serde(borrow, default)]
         text: Option<&'a RawValue>,
@@ -426,14 +452,12 @@ fn raw_delta_len(data: &[u8]) -> usize {
         #[serde(borrow, default)]
         thinking: Option<&'a RawValue>,
     }
-    match serde_json::from_slice::<Ev<'_>>(data) {
-        Ok(Ev { delta: d }) => [d.text, d.partial_json, d.thinking]
-            .iter()
-            .flatten()
-            .map(|r| r.get().len().saturating_sub(2))
-            .sum(),
-        Err(_) => data.len(),
-    }
+    let Ev { delta: d } = serde_json::from_slice::<Ev<'_>>(data)?;
+    Ok([d.text, d.partial_json, d.thinking]
+        .iter()
+        .flatten()
+        .map(|r| r.get().len().saturating_sub(2))
+        .sum())
 }
 
 fn chat_error(e: ChatStreamError, cfg: &ProviderConfig) -> UpstreamError {

@@ -32,6 +32,7 @@ use crate::observe::TokenUsage;
 use crate::openai::inbound::ChatCompletionRequest;
 
 pub use anthropic::AnthropicProvider;
+pub(crate) use anthropic::Passthrough;
 pub use continuation::Continuation;
 pub use http::MAX_RESPONSE_BODY;
 pub use openai::OpenAiProvider;

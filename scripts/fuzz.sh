@@ -21,7 +21,8 @@ out="$root/fuzz/artifacts/summary.md"
 cd "$root/fuzz"
 if [ "$#" -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo +nightly fuzz list); fi
 
-nice cargo +nightly fuzz build -s none --target-dir "$tdir" ${FUZZ_JOBS:+--jobs "$FUZZ_JOBS"} >&2 || exit 2
+if [ -n "${FUZZ_JOBS:-}" ]; then export CARGO_BUILD_JOBS="$FUZZ_JOBS"; fi
+nice cargo +nightly fuzz build -s none --target-dir "$tdir" >&2 || exit 2
 
 mkdir -p "$root/fuzz/artifacts"
 {

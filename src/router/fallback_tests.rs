@@ -185,6 +185,7 @@ async fn breaker_opens_half_opens_with_one_probe_and_closes() {
         Duration::from_millis(100),
         50,
         Duration::from_secs(1),
+        None,
     );
     drop(probe);
     assert_eq!(r.snapshot()["endpoints"][0]["breaker"], "closed");

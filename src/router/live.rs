@@ -37,9 +37,10 @@ impl Router {
         ttft: Duration,
         output_tokens: u64,
         total: Duration,
+        cached_share: Option<f64>,
     ) {
         if let Some(s) = self.states.get(endpoint) {
-            s.record_success(self.clock.now(), ttft, output_tokens, total);
+            s.record_success(self.clock.now(), ttft, output_tokens, total, cached_share);
         }
     }
 

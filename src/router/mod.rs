@@ -319,12 +319,16 @@ impl Router {
                 };
                 to.push(RankInput {
                     item: (ep, max_tokens, clamp, unavailable),
-                    speed,
+                    // A session's prompt cache belongs to the requested model's endpoints.
+                    speed: if *is_fallback_model {
+                        speed
+                    } else {
+                        session::cache_speed(ctx.session.as_ref(), ep, speed)
+                    },
                     est_input_tokens: ctx.est_input_tokens,
                     expected_output_tokens: max_tokens.min(r.expected_output_tokens),
                     price_input_per_mtok: ep.price_input_per_mtok,
                     price_output_per_mtok: ep.price_output_per_mtok,
-                    // A session's prompt cache belongs to the requested model's endpoints.
                     cache: if *is_fallback_model {
                         rank::CacheTerms::default()
                     } else {
@@ -503,6 +507,8 @@ impl Router {
                     tokens_per_s: DEFAULT_TOKENS_PER_S,
                     samples: 0,
                     stale: false,
+                    warm_ttft_ms: None,
+                    cold_ttft_ms: None,
                 },
                 None,
             ),

@@ -277,6 +277,8 @@ mod tests {
                 tokens_per_s: tps,
                 samples: 10,
                 stale: false,
+                warm_ttft_ms: None,
+                cold_ttft_ms: None,
             },
             est_input_tokens: 10_000,
             expected_output_tokens: 500,

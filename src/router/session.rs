@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::filter::{Exclusion, Filter};
 use super::rank::{CacheTerms, Score};
+use super::stats::SpeedEstimate;
 
 /// Headers that name a session, first found wins (before any body field).
 pub const SESSION_HEADERS: [&str; 4] = [
@@ -321,6 +322,28 @@ pub(crate) fn cache_terms(
     }
 }
 
+/// Cache-aware speed: with a warm pin (a cached share above zero), the pinned endpoint is
+/// expected at its warm TTFT for the cached share of the prompt and its cold TTFT for the
+/// rest, and the other endpoints at their cold TTFT (they hold nothing of this session).
+/// Until an endpoint has answered both ways, its overall estimate stands in.
+pub(crate) fn cache_speed(
+    s: Option<&SessionCtx<'_>>,
+    ep: &crate::config::EndpointConfig,
+    mut speed: SpeedEstimate,
+) -> SpeedEstimate {
+    let Some(pin) = s.and_then(|s| s.pin).filter(|p| p.cached_share > 0.0) else {
+        return speed;
+    };
+    let share = pin.cached_share.min(1.0);
+    let cold = speed.cold_ttft_ms.unwrap_or(speed.ttft_ms);
+    speed.ttft_ms = if pin.endpoint == ep.id {
+        share * speed.warm_ttft_ms.unwrap_or(speed.ttft_ms) + (1.0 - share) * cold
+    } else {
+        cold
+    };
+    speed
+}
+
 /// Puts the pinned endpoint first among the requested model's ranked, available
 /// candidates when its score is within the margin of the best, and says why not
 /// otherwise. `unavailable` lists the model's last resorts and `excluded` the plan's
@@ -375,13 +398,22 @@ pub(crate) fn follow_pin<T>(
     }
     let (t, mut sc) = ranked.remove(i);
     sc.pinned = true;
-    // A re-probe or exploration the ranking put first keeps its turn (estimates must
+    // A re-probe of a stale estimate the ranking put first keeps its turn (estimates must
     // still age, also under one long session), with the pinned endpoint right behind it;
-    // if the probe answers, the pin stays (`PinOutcome::Kept`).
+    // if the probe answers, the pin stays (`PinOutcome::Kept`). A random exploration
+    // does too while the pin is cold, but yields to a warm one (its session has had cache
+    // hits there): exploring would pay this session's whole input uncached, and requests
+    // without a warm pin can explore instead.
+    let warm = pin.cached_share > 0.0;
     let probe = ranked
         .first()
-        .filter(|(_, first)| (first.reprobe || first.explored) && i > 0)
+        .filter(|(_, first)| (first.reprobe || (first.explored && !warm)) && i > 0)
         .map(|(t, _)| endpoint_of(t).to_owned());
+    if probe.is_none() {
+        if let Some((_, first)) = ranked.first_mut() {
+            first.explored = false;
+        }
+    }
     sc.explored = false;
     sc.reprobe = false;
     ranked.insert(usize::from(probe.is_some()), (t, sc));

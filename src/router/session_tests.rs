@@ -285,15 +285,16 @@ fn an_unavailable_or_foreign_pin_is_not_followed() {
     );
 }
 
-/// Exploration still happens under a pin (estimates must age under long sessions too),
-/// with the pinned endpoint right behind the probe, and the probe's answer keeps the pin.
+/// Exploration still happens under a cold pin (estimates must age under long sessions
+/// too), with the pinned endpoint right behind the probe, and the probe's answer keeps the
+/// pin; a warm pin (cache hits seen) is not explored away from.
 #[test]
-fn a_probe_goes_before_the_pin_and_does_not_move_it() {
+fn a_probe_goes_before_a_cold_pin_and_does_not_move_it() {
     let r = router(&THREE.replace("explore_probability = 0.0", "explore_probability = 1.0"));
     let f = fields();
     let mut probes = 0;
     for _ in 0..50 {
-        let p = plan_with(&r, &f, None, Some(&pin("us/m", 0.5)));
+        let p = plan_with(&r, &f, None, Some(&pin("us/m", 0.0)));
         let s = p.session.as_ref().unwrap();
         match &s.probe {
             Some(probe) => {
@@ -308,5 +309,51 @@ fn a_probe_goes_before_the_pin_and_does_not_move_it() {
         }
         assert!(p.candidates.iter().any(|c| c.score.pinned));
     }
-    assert!(probes > 0, "exploration still happens under a pin");
+    assert!(probes > 0, "exploration still happens under a cold pin");
+    for _ in 0..50 {
+        let p = plan_with(&r, &f, None, Some(&pin("us/m", 0.5)));
+        assert_eq!(ids(&p)[0], "us/m", "a warm pin goes first");
+        assert!(p.session.as_ref().unwrap().probe.is_none());
+        assert!(p.candidates.iter().all(|c| !c.score.explored));
+    }
+}
+
+/// Speed is cache-aware too: the pinned endpoint is expected at its warm TTFT for the
+/// session's cached share, the others at their cold TTFT; without a warm pin, as before.
+#[test]
+fn a_warm_pin_is_expected_at_its_warm_speed() {
+    use std::time::Duration;
+    let r = router(THREE);
+    let ms = Duration::from_millis;
+    for _ in 0..20 {
+        r.record_success("us/m", ms(1_000), 0, ms(1_000), Some(0.1));
+        r.record_success("us/m", ms(100), 0, ms(100), Some(0.9));
+        r.record_success("us2/m", ms(400), 0, ms(400), Some(0.0));
+    }
+    let ttft = |p: &Plan, id: &str| {
+        p.candidates
+            .iter()
+            .find(|c| c.endpoint.id == id)
+            .unwrap()
+            .score
+            .predicted_ttft_ms
+    };
+    let f = fields();
+    let warm = plan_with(&r, &f, None, Some(&pin("us/m", 0.9)));
+    assert!(
+        (ttft(&warm, "us/m") - 190.0).abs() < 20.0,
+        "{}",
+        ttft(&warm, "us/m")
+    );
+    assert!((ttft(&warm, "us2/m") - 400.0).abs() < 20.0);
+    assert_eq!(ids(&warm)[0], "us/m");
+    // A cold pin, and no session: the overall estimate (warm and cold answers mixed).
+    let cold = plan_with(&r, &f, None, Some(&pin("us/m", 0.0)));
+    let none = plan_with(&r, &f, None, None);
+    assert_eq!(ttft(&cold, "us/m"), ttft(&none, "us/m"));
+    assert!(
+        ttft(&none, "us/m") > 190.0 + 50.0,
+        "{}",
+        ttft(&none, "us/m")
+    );
 }

@@ -51,6 +51,9 @@ pub const STALE_AGE: Duration = Duration::from_secs(30);
 /// Weight of a re-probe's sample.
 pub const STALE_WEIGHT: f64 = 0.75;
 
+/// An answer is warm when at least this share of its prompt was read from the cache.
+const WARM_SHARE: f64 = 0.5;
+
 /// One running average with its sample count.
 #[derive(Debug, Clone, Copy)]
 struct Ewma {
@@ -77,6 +80,11 @@ impl Ewma {
         self.value += w * (x - self.value);
         self.samples += 1;
     }
+
+    /// The value once a real sample has been seen.
+    fn sampled(&self) -> Option<f64> {
+        (self.samples > 0).then_some(self.value)
+    }
 }
 
 /// What ranking needs from the live state.
@@ -88,12 +96,20 @@ pub(crate) struct SpeedEstimate {
     pub samples: u64,
     /// No sample for too long or too many plans: worth one re-probe.
     pub stale: bool,
+    /// TTFT of answers mostly read from the prompt cache (at least half of the prompt),
+    /// and of the others, once sampled: what a session's pin expects (see `session`).
+    pub warm_ttft_ms: Option<f64>,
+    pub cold_ttft_ms: Option<f64>,
 }
 
 #[derive(Debug)]
 struct Inner {
     breaker: Breaker,
     ttft_ms: Ewma,
+    /// `ttft_ms` split by the answer's cached share (>= `WARM_SHARE` or below), for answers
+    /// whose usage said it.
+    warm_ttft_ms: Ewma,
+    cold_ttft_ms: Ewma,
     tokens_per_s: Ewma,
     successes: u64,
     failures: u64,
@@ -142,6 +158,8 @@ impl EndpointState {
             inner: Mutex::new(Inner {
                 breaker,
                 ttft_ms: Ewma::new(ep.prior_ttft_ms, DEFAULT_TTFT_MS),
+                warm_ttft_ms: Ewma::new(None, DEFAULT_TTFT_MS),
+                cold_ttft_ms: Ewma::new(None, DEFAULT_TTFT_MS),
                 tokens_per_s: Ewma::new(
                     ep.prior_tokens_per_s.filter(|v| *v > 0.0),
                     DEFAULT_TOKENS_PER_S,
@@ -184,6 +202,8 @@ impl EndpointState {
             tokens_per_s: g.tokens_per_s.value,
             samples: g.ttft_ms.samples,
             stale: available && !claimed && (plans >= STALE_PLANS || old),
+            warm_ttft_ms: g.warm_ttft_ms.sampled(),
+            cold_ttft_ms: g.cold_ttft_ms.sampled(),
         }
     }
 
@@ -257,6 +277,7 @@ impl EndpointState {
         ttft: Duration,
         output_tokens: u64,
         total: Duration,
+        cached_share: Option<f64>,
     ) {
         self.plans_since_sample.store(0, Ordering::Relaxed);
         let mut g = self.lock();
@@ -266,6 +287,11 @@ impl EndpointState {
         g.successes += 1;
         g.error_rate *= 1.0 - ERROR_RATE_ALPHA;
         g.ttft_ms.update(ttft.as_secs_f64() * 1000.0, reprobe);
+        match cached_share {
+            Some(s) if s >= WARM_SHARE => g.warm_ttft_ms.update(ttft.as_secs_f64() * 1000.0, false),
+            Some(_) => g.cold_ttft_ms.update(ttft.as_secs_f64() * 1000.0, false),
+            None => {}
+        }
         g.ttft_window.push(ttft.as_secs_f64() * 1000.0);
         let decode = total.saturating_sub(ttft);
         if output_tokens >= MIN_DECODE_TOKENS && decode >= MIN_DECODE_TIME {
@@ -444,7 +470,7 @@ mod tests {
             DEFAULT_TOKENS_PER_S
         );
         // 200 ms to first token, 100 tokens in 1 s after it.
-        s.record_success(Instant::now(), ms(200), 100, ms(1_200));
+        s.record_success(Instant::now(), ms(200), 100, ms(1_200), None);
         let sp = s.speed_for_plan(Instant::now(), false);
         assert!((sp.ttft_ms - 200.0).abs() < 1e-9);
         assert!((sp.tokens_per_s - 100.0).abs() < 1e-9);
@@ -452,15 +478,30 @@ mod tests {
     }
 
     #[test]
+    fn warm_and_cold_answers_are_kept_apart() {
+        let s = state(None, None);
+        let sp = s.speed_for_plan(Instant::now(), false);
+        assert_eq!((sp.warm_ttft_ms, sp.cold_ttft_ms), (None, None));
+        // No usage figures (share unknown): only the overall estimate moves.
+        s.record_success(Instant::now(), ms(300), 0, ms(300), None);
+        s.record_success(Instant::now(), ms(80), 0, ms(80), Some(0.5));
+        s.record_success(Instant::now(), ms(900), 0, ms(900), Some(0.49));
+        let sp = s.speed_for_plan(Instant::now(), false);
+        assert_eq!(sp.warm_ttft_ms, Some(80.0));
+        assert_eq!(sp.cold_ttft_ms, Some(900.0));
+        assert_eq!(sp.samples, 3);
+    }
+
+    #[test]
     fn a_prior_counts_as_one_sample_then_ewma() {
         let s = state(Some(1_000.0), Some(10.0));
-        s.record_success(Instant::now(), ms(200), 100, ms(1_200));
+        s.record_success(Instant::now(), ms(200), 100, ms(1_200), None);
         let sp = s.speed_for_plan(Instant::now(), false);
         assert!((sp.ttft_ms - 600.0).abs() < 1e-9, "{sp:?}");
         assert!((sp.tokens_per_s - 55.0).abs() < 1e-9);
         // Many samples: converges to the live value, the prior forgotten.
         for _ in 0..60 {
-            s.record_success(Instant::now(), ms(200), 100, ms(1_200));
+            s.record_success(Instant::now(), ms(200), 100, ms(1_200), None);
         }
         assert!((s.speed_for_plan(Instant::now(), false).ttft_ms - 200.0).abs() < 0.01);
     }
@@ -468,8 +509,8 @@ mod tests {
     #[test]
     fn short_or_unstreamed_responses_do_not_move_the_decode_rate() {
         let s = state(None, Some(40.0));
-        s.record_success(Instant::now(), ms(300), 5, ms(400));
-        s.record_success(Instant::now(), ms(300), 500, ms(300));
+        s.record_success(Instant::now(), ms(300), 5, ms(400), None);
+        s.record_success(Instant::now(), ms(300), 500, ms(300), None);
         assert_eq!(s.speed_for_plan(Instant::now(), false).tokens_per_s, 40.0);
         assert_eq!(s.speed_for_plan(Instant::now(), false).samples, 2);
     }

@@ -286,12 +286,14 @@ fn ranking_follows_preference_and_learned_stats() {
             Duration::from_secs(4),
             500,
             Duration::from_secs(54),
+            None,
         );
         r.record_success(
             "us2/cheap",
             Duration::from_millis(200),
             500,
             Duration::from_millis(2_700),
+            None,
         );
     }
     let speed = plan_for(&r, Preference::Speed);
@@ -406,7 +408,7 @@ fn trace_and_snapshot_shapes() {
 fn carry_over_keeps_live_state_of_unchanged_endpoints() {
     let r = router(RANKED);
     let ms = Duration::from_millis;
-    r.record_success("us/pricey", ms(123), 0, ms(123));
+    r.record_success("us/pricey", ms(123), 0, ms(123), None);
     r.record_failure("us2/cheap", &status(500, None));
     // The reloaded config drops `cheap` and renames the model.
     let reloaded = RANKED

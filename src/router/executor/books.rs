@@ -130,7 +130,8 @@ impl Ticket {
         let id = &t.candidate.endpoint.id;
         match t.mode {
             Mode::Stream { ttft } | Mode::Whole { ttft: Some(ttft) } => {
-                t.router.record_success(id, ttft, usage.output, total)
+                t.router
+                    .record_success(id, ttft, usage.output, total, cached_share(&usage))
             }
             // A whole answer has no separate first token: no speed sample from it.
             Mode::Whole { ttft: None } => t.router.record_whole_answer(id, total, usage.output),
@@ -259,4 +260,11 @@ pub fn cost_eur(cand: &Candidate, u: &TokenUsage) -> f64 {
 
 pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// The share of the prompt the upstream read from its cache, when its usage says how large
+/// the prompt was (`input` counts only the uncached, unwritten part, as Anthropic's does).
+fn cached_share(u: &TokenUsage) -> Option<f64> {
+    let prompt = u.input + u.cache_read + u.cache_creation;
+    (prompt > 0).then(|| u.cache_read as f64 / prompt as f64)
 }

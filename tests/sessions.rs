@@ -189,6 +189,39 @@ async fn a_pin_is_new_then_hit_and_moves_only_when_its_endpoint_fails(door: Door
     }
 }
 
+/// `POST /v1/route` looks the session up as a real request does: the plan shows the pin it
+/// would follow, and previewing does not pin anything.
+#[tokio::test]
+async fn route_shows_the_sessions_pin() {
+    let w = world("", "").await;
+    w.all_ok(false);
+    let door = Door::Messages;
+    assert_eq!(turn(&w, door, "r", false).await, pair("a/x-up", "new"));
+    w.fake("a").set_default(e500());
+    assert_eq!(
+        turn(&w, door, "r", false).await,
+        pair("b/x-up", "moved: failed")
+    );
+    w.fake("a").set_default(w.ok("a", false));
+    let preview = |sid: &'static str| {
+        w.relais
+            .client
+            .post(w.relais.url("/v1/route"))
+            .header("x-api-key", CLIENT_KEY)
+            .header("x-relais-session", sid)
+            .json(&body(door, "next turn", false, json!({})))
+            .send()
+    };
+    let plan: Value = preview("r").await.unwrap().json().await.unwrap();
+    assert_eq!(plan["session"]["pinned"], "b/x-up", "{plan}");
+    assert_eq!(plan["candidates"][0]["endpoint"], "b/x-up", "{plan}");
+    // Another session has no pin, and previewing it made none.
+    let other: Value = preview("q").await.unwrap().json().await.unwrap();
+    assert!(other["session"]["pinned"].is_null(), "{other}");
+    assert_eq!(other["candidates"][0]["endpoint"], "a/x-up", "{other}");
+    assert_eq!(turn(&w, door, "q", false).await, pair("a/x-up", "new"));
+}
+
 async fn the_requests_policy_beats_the_pin(door: Door) {
     let w = world("", "").await;
     assert_eq!(turn(&w, door, "s", false).await, pair("a/x-up", "new"));

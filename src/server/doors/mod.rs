@@ -19,6 +19,7 @@ use axum::{Extension, Json};
 
 use super::gate::Caller;
 use super::pipeline::{self, route_context, Door};
+use super::sticky::Sticky;
 use super::{AppState, RequestId};
 use crate::error::ApiError;
 use crate::router::RoutingTrace;
@@ -37,7 +38,9 @@ pub async fn serve<D: Door>(
     pipeline::serve::<D>(&st, &rid, caller.key(), &headers, body).await
 }
 
-/// `POST /v1/route`: the plan for a Messages body, without calling any provider.
+/// `POST /v1/route`: the plan for a Messages body, without calling any provider. The
+/// request's session (headers, `metadata.user_id` or its opening) is looked up as for a
+/// real request, so the plan shows whether its pin would be followed; nothing is pinned.
 pub async fn route_only(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -46,7 +49,10 @@ pub async fn route_only(
 ) -> Response {
     let r = async {
         let p = pipeline::read::<Messages>(&st, &headers, body).await?;
-        let ctx = route_context(&Messages::routed(&p), caller.key());
+        let routed = Messages::routed(&p);
+        let sticky = Sticky::find(&st, caller.key(), routed.session).await;
+        let mut ctx = route_context(&routed, caller.key());
+        ctx.session = sticky.as_ref().map(Sticky::ctx);
         let plan = st.router.preview(&ctx)?;
         Ok::<_, ApiError>(Json(RoutingTrace::new(&plan)).into_response())
     }

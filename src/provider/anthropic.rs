@@ -27,7 +27,7 @@ use crate::anthropic::{
     ContentBlock, ErrorBody, Message, MessageContent, MessagesRequest, MessagesResponse, Metadata,
     StreamEvent, SystemPrompt, Tool, ToolChoice,
 };
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, Secret};
 use crate::error::UpstreamError;
 use crate::sse::SseEvent;
 use crate::translate::chat_request::openai_to_anthropic_request;
@@ -291,6 +291,10 @@ impl OnSse for Passthrough {
         Ok(false)
     }
 
+    fn key(&self) -> Option<&Secret> {
+        self.cfg.api_key.as_ref()
+    }
+
     /// A stream that ends without `message_stop` did not finish.
     fn on_eof(&mut self, _: &mut Vec<StreamItem>) -> Result<(), UpstreamError> {
         if self.stopped {
@@ -323,8 +327,14 @@ impl Passthrough {
         self.stopped
     }
 
-    /// One upstream event: what to forward, if anything.
+    /// One upstream event: what to forward, if anything. Its errors never carry the key
+    /// (a malformed event's error quotes the event).
     pub(crate) fn frame(&mut self, ev: &SseEvent) -> Result<Option<StreamItem>, UpstreamError> {
+        self.frame_unredacted(ev)
+            .map_err(|e| http::redact_error(e, self.cfg.api_key.as_ref()))
+    }
+
+    fn frame_unredacted(&mut self, ev: &SseEvent) -> Result<Option<StreamItem>, UpstreamError> {
         if self.stopped {
             return Ok(None);
         }
@@ -427,6 +437,10 @@ impl OnSse for ToChat {
         self.translator
             .on_eof()
             .map_err(|e| chat_error(e, &self.cfg))
+    }
+
+    fn key(&self) -> Option<&Secret> {
+        self.cfg.api_key.as_ref()
     }
 
     fn text_len(item: &ChatItem) -> usize {

@@ -95,8 +95,10 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     what: &str,
 ) -> Result<T, UpstreamError> {
     let body = read_answer(resp, cfg, bound).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| UpstreamError::Protocol(format!("response is not {what}: {e}")))
+    serde_json::from_slice(&body).map_err(|e| {
+        let msg = format!("response is not {what}: {e}");
+        UpstreamError::Protocol(redact(msg, cfg.api_key.as_ref()))
+    })
 }
 
 /// Serializes a request body.
@@ -234,6 +236,28 @@ pub async fn status_error(
         status,
         message: redact(error_message(&body), key),
         retry_after,
+    }
+}
+
+/// `e` with the key removed from whatever text of the upstream's it carries. Parse errors
+/// quote the upstream's own bytes (serde's "unknown variant `…`", "invalid type: string
+/// \"…\""), and an upstream that echoes the request's key would otherwise pass it on.
+pub fn redact_error(e: UpstreamError, key: Option<&Secret>) -> UpstreamError {
+    match e {
+        UpstreamError::Protocol(m) => UpstreamError::Protocol(redact(m, key)),
+        UpstreamError::Reported(m) => UpstreamError::Reported(redact(m, key)),
+        UpstreamError::Transport(m) => UpstreamError::Transport(redact(m, key)),
+        UpstreamError::OutputBound(m) => UpstreamError::OutputBound(redact(m, key)),
+        UpstreamError::Status {
+            status,
+            message,
+            retry_after,
+        } => UpstreamError::Status {
+            status,
+            message: redact(message, key),
+            retry_after,
+        },
+        other => other,
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
     UpstreamCall,
 };
 use crate::anthropic::{MessagesResponse, StreamEvent};
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, Secret};
 use crate::error::UpstreamError;
 use crate::openai::inbound::{InMessage, InTool, Stop};
 use crate::openai::ChatResponse;
@@ -172,7 +172,8 @@ impl Provider for OpenAiProvider {
         Box::pin(async move {
             let resp = self.post_chat(call, false).await?;
             let body = http::read_answer(resp, &self.cfg, call.output_bound).await?;
-            let (body, usage) = relay_response(&body, call.served_model, call.est_input_tokens)?;
+            let (body, usage) = relay_response(&body, call.served_model, call.est_input_tokens)
+                .map_err(|e| http::redact_error(e.into(), self.cfg.api_key.as_ref()))?;
             Ok(ChatAnswer { body, usage })
         })
     }
@@ -211,7 +212,9 @@ impl Provider for OpenAiProvider {
                 call.served_model,
                 stops,
             )
-            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            .map_err(|e| {
+                UpstreamError::Protocol(http::redact(e.to_string(), self.cfg.api_key.as_ref()))
+            })?;
             if !had_usage {
                 msg.usage.input_tokens = call.est_input_tokens;
             }
@@ -278,6 +281,10 @@ impl OnSse for ToAnthropic {
             .map_err(|e| stream_error(e, &self.cfg))
     }
 
+    fn key(&self) -> Option<&Secret> {
+        self.cfg.api_key.as_ref()
+    }
+
     fn text_len(ev: &StreamEvent) -> usize {
         match ev {
             StreamEvent::ContentBlockDelta { delta, .. } => delta_len(delta),
@@ -331,6 +338,10 @@ impl OnSse for Relay {
             .map_err(|e| stream_error(e, &self.cfg))?;
         out.extend(item);
         Ok(())
+    }
+
+    fn key(&self) -> Option<&Secret> {
+        self.cfg.api_key.as_ref()
     }
 
     fn text_len(item: &ChatItem) -> usize {

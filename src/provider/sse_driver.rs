@@ -20,7 +20,8 @@ use futures_util::Stream;
 use tokio::time::Instant;
 
 use super::bound::OutputBound;
-use super::http::UpstreamBody;
+use super::http::{redact_error, UpstreamBody};
+use crate::config::Secret;
 use crate::error::UpstreamError;
 use crate::sse::{SseDecoder, SseError, SseEvent, DEFAULT_MAX_EVENT_SIZE};
 
@@ -97,6 +98,12 @@ pub trait OnSse: Send + 'static {
     /// `out`, or the stream did not finish (an error).
     fn on_eof(&mut self, out: &mut Vec<Self::Item>) -> Result<(), UpstreamError>;
 
+    /// The provider key, removed from every error the handler returns (they may quote the
+    /// upstream's bytes, and so a key the upstream echoed).
+    fn key(&self) -> Option<&Secret> {
+        None
+    }
+
     /// Bytes of generated text (content, reasoning, tool arguments) in an item, counted
     /// against the output bound. An upper estimate is fine.
     fn text_len(item: &Self::Item) -> usize;
@@ -162,7 +169,8 @@ pub fn drive<H: OnSse>(
                     st.handler.on_eof(&mut st.scratch).map(|()| true)
                 }
                 Err(e) => Err(e),
-            };
+            }
+            .map_err(|e| redact_error(e, st.handler.key()));
             match r {
                 Ok(done) => {
                     st.finished |= done;

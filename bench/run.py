@@ -24,6 +24,8 @@ import time
 import urllib.error
 import urllib.request
 
+import nginx_upstream
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 TOOLS_TARGET = os.path.join(BENCH, "target")
@@ -604,6 +606,10 @@ def parse_args(argv):
     ap.add_argument("--gateway-model-prefix", default="bench-", help="model names at the other gateway: PREFIX{instant,paced,hold}")
     ap.add_argument("--gateway-pid", type=int, help="pid of the other gateway, for CPU and RSS")
     ap.add_argument("--gateway-name", default="other", help="label of the other gateway in the tables")
+    ap.add_argument("--upstream", choices=["hyper", "nginx"], default="hyper",
+                    help="the fake upstream: bench-upstream (hyper, default) or nginx + njs with the same "
+                         "answers (bench/nginx_upstream.py; Debian's nginx and libnginx-mod-http-js). With "
+                         "nginx the memory test, which reads the upstream's counters, is left out")
     ap.add_argument("--upstream-port", type=int, default=0, help="fixed port for the fake upstream (to point another gateway at it)")
     ap.add_argument("--perf", action="store_true", help="also profile relais with perf during one json and one sse run at c=64")
     ap.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
@@ -674,22 +680,33 @@ def main(argv):
             raise Fatal(f"{b} missing: run without --no-build")
 
     # --- upstream
-    port_file = os.path.join(logdir, "upstream.port")
-    up_port = a.upstream_port
-    up = start("upstream", [UPSTREAM, "--listen", f"127.0.0.1:{up_port}", "--port-file", port_file,
-                            "--chunks", str(a.chunks), "--pace-ms", str(a.pace_ms),
-                            "--hold-ms", "1000", "--hold-chunks", "180"],
-               os.path.join(logdir, "upstream.log"), load_cpus)
-    deadline = time.monotonic() + 10
-    while not (os.path.exists(port_file) and open(port_file).read().strip()):
-        if up.poll() is not None or time.monotonic() > deadline:
-            raise Fatal(f"upstream did not start:\n{tail(up.bench_log)}")
-        time.sleep(0.02)
-    up_port = int(open(port_file).read())
+    if a.upstream == "nginx":
+        if "memory" in tests:
+            log("--upstream nginx: the memory test reads bench-upstream's /stats; left out")
+            tests.discard("memory")
+        up_port = a.upstream_port or free_port()
+        try:
+            cmd = nginx_upstream.prepare(logdir, up_port, a.chunks, a.pace_ms, 1000, 180)
+        except RuntimeError as e:
+            raise Fatal(str(e))
+        up = start("upstream", cmd, os.path.join(logdir, "upstream.log"), load_cpus)
+    else:
+        port_file = os.path.join(logdir, "upstream.port")
+        up_port = a.upstream_port
+        up = start("upstream", [UPSTREAM, "--listen", f"127.0.0.1:{up_port}", "--port-file", port_file,
+                                "--chunks", str(a.chunks), "--pace-ms", str(a.pace_ms),
+                                "--hold-ms", "1000", "--hold-chunks", "180"],
+                   os.path.join(logdir, "upstream.log"), load_cpus)
+        deadline = time.monotonic() + 10
+        while not (os.path.exists(port_file) and open(port_file).read().strip()):
+            if up.poll() is not None or time.monotonic() > deadline:
+                raise Fatal(f"upstream did not start:\n{tail(up.bench_log)}")
+            time.sleep(0.02)
+        up_port = int(open(port_file).read())
     procs = {"upstream": up}
     direct = Target("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", "openai", "up-")
     wait_ready(direct, up, 10)
-    log(f"upstream ready on 127.0.0.1:{up_port}")
+    log(f"upstream ({a.upstream}) ready on 127.0.0.1:{up_port}")
 
     gateways = []
     relais_idle_kb = None
@@ -841,7 +858,7 @@ def main(argv):
         "pace_ms": a.pace_ms, "chunks": a.chunks, "relais_commit": relais_commit,
         "nofile": nofile, "smoke": a.smoke, "argv": argv,
         "variants": [g.name for g in gateways if g.variant],
-        "ledger": ledger,
+        "ledger": ledger, "upstream": a.upstream,
     }
     report, checks = render(meta, targets, runs, mem, relais_idle_kb, relais_idle_after_kb,
                             total_errors, error_samples, perf_files)
@@ -1047,7 +1064,9 @@ def render(meta, targets, runs, mem, idle_kb, idle_after_kb, total_errors, error
     L.append(f"Each point: {meta['repeats']} × {meta['duration_s']} s measured (+{meta['warmup_s']} s warmup), "
              f"direct and gateway runs interleaved; every figure is the **median over repeats**, and every "
              f"ratio/difference is taken **within a repeat** (gateway vs direct in the same run) before the median.  ")
-    L.append(f"Upstream: fake OpenAI server (bench/tools), {meta['chunks']}-chunk streams + usage chunk; "
+    up_name = ("nginx + njs (bench/nginx)" if meta.get("upstream") == "nginx"
+               else "fake OpenAI server (bench/tools)")
+    L.append(f"Upstream: {up_name}, {meta['chunks']}-chunk streams + usage chunk; "
              f"paced streams send an event every {meta['pace_ms']} ms. Load: closed loop, keep-alive HTTP/1.1. "
              f"'cores busy' = each CPU's busy share during the gateway run (/proc/stat), to see which side saturates.\n")
 

@@ -217,13 +217,23 @@ pub fn chat_relay_stream(data: &[u8]) -> Result<(), Violation> {
 }
 
 /// What the relay forwards is the upstream's own stream (which may repeat a finish or
-/// chunk on after it): only each chunk's form is Relais's to guarantee.
+/// chunk on after it): only each chunk's form is Relais's to guarantee. The form is JSON's
+/// grammar (RFC 8259) in UTF-8: a number beyond an f64 (`1E999`) is valid JSON, relayed as
+/// the upstream wrote it in a field Relais does not read (Python and JavaScript read it as
+/// infinity), so it is not checked against serde's `Value`, which refuses it.
 fn relayed(items: Vec<ChatItem>) -> Result<(), Violation> {
+    type Chunk<'a> = std::collections::BTreeMap<String, &'a serde_json::value::RawValue>;
     for item in items {
-        let c: Value = serde_json::from_slice(&item.data)
+        let text = std::str::from_utf8(&item.data)
+            .map_err(|e| v(format!("a relayed chunk is not UTF-8: {e}")))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
             .map_err(|e| v(format!("a relayed chunk is not JSON: {e}")))?;
-        if c.get("model").is_some_and(|m| *m != SERVED) {
-            return Err(v("a relayed chunk names another model"));
+        let c: Chunk<'_> = serde_json::from_str(text)
+            .map_err(|e| v(format!("a relayed chunk is not a JSON object: {e}")))?;
+        if let Some(m) = c.get("model") {
+            if serde_json::from_str::<String>(m.get()).ok().as_deref() != Some(SERVED) {
+                return Err(v("a relayed chunk names another model"));
+            }
         }
     }
     Ok(())

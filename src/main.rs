@@ -166,9 +166,14 @@ fn main() -> ExitCode {
         .finish(std::io::stderr());
     let filter =
         EnvFilter::try_from_env("RELAIS_LOG").unwrap_or_else(|_| EnvFilter::new("relais=info"));
+    // Colour only for a person at a terminal (and not with NO_COLOR): escape codes cost
+    // formatting work on every line and are noise in a file or a log collector.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(ansi)
         .with_writer(writer);
     match format {
         LogFormat::Text => fmt.init(),

@@ -315,8 +315,14 @@ impl Executor {
             run.upstream += elapsed;
             let score = &f.pick.cand.score;
             if score.explored || score.reprobe {
-                self.router
-                    .record_lost_probe(&f.pick.cand.endpoint.id, elapsed);
+                let id = &f.pick.cand.endpoint.id;
+                let rate = self
+                    .router
+                    .latency(id)
+                    .map_or(crate::router::DEFAULT_TOKENS_PER_S, |l| l.tokens_per_s);
+                let cap = self.router.config().routing.expected_output_tokens;
+                let at_least = hedge::lost_probe_ttft(elapsed, meta.stream, f.pick.cand, rate, cap);
+                self.router.record_lost_probe(id, at_least);
             }
             let usage = self.cancelled_usage(plan, meta, f.pick.cand, elapsed);
             let cost = super::cost_eur(f.pick.cand, &usage);

@@ -267,7 +267,7 @@ impl Executor {
                     let hedges = flights.iter().filter(|f| f.hedge.is_some()).count();
                     if let Some(t) = timing {
                         if hedges < max_hedges && run.attempts < max_attempts {
-                            if self.router.hedge_budgets().take(&plan.model) {
+                            if self.router.hedge_budgets().take(&plan.model, t.kind) {
                                 if let Some(pick) = self.pick(plan, run) {
                                     run.attempts += 1;
                                     step_hedges += 1;

@@ -244,3 +244,28 @@ async fn whole_answers_keep_an_endpoint_fresh_and_bring_a_raised_estimate_back_d
     }
     assert_eq!(served_by_a, 20, "{}", router.snapshot());
 }
+
+/// A hedge the budget refuses is tried again after another delay: the bucket refills as
+/// other requests are routed. Before, the attempt lost its hedge for good.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_refused_by_an_empty_budget_is_tried_again_after_another_delay() {
+    let (router, _, ex) = two();
+    // An empty bucket: the burst (5) taken.
+    while router
+        .hedge_budgets()
+        .take("m", super::hedge::HedgeKind::Speed)
+    {}
+    // The request's own share (0.1) is not enough at 200 ms; other requests routed
+    // meanwhile refill it before 400 ms.
+    let refill = async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        for _ in 0..10 {
+            router.hedge_budgets().credit("m");
+        }
+    };
+    let ((took, id, trace), ()) =
+        tokio::join!(race(&ex, &router, Preference::Speed, (5_000, 50)), refill);
+    assert_eq!((took, id.as_str()), (Duration::from_millis(450), "b/x"));
+    let h = trace.attempts[1].hedge.as_ref().unwrap();
+    assert_eq!((h.kind, h.delay_ms), (HedgeKind::Speed, 400.0));
+}

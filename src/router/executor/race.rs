@@ -183,6 +183,8 @@ impl Executor {
         });
         let primary_id = flights[0].pick.cand.endpoint.id.clone();
         let mut step_hedges = 0u32;
+        // A due hedge was refused by the budget (reported once per step).
+        let mut refused = false;
         let timer = tokio::time::sleep_until(hedge_at.map_or(deadline, |h| h.min(deadline)));
         tokio::pin!(timer);
         loop {
@@ -290,11 +292,22 @@ impl Executor {
                                     });
                                 }
                             } else {
-                                self.report_hedge(plan, HedgeOutcome::BudgetExhausted);
+                                if !refused {
+                                    self.report_hedge(plan, HedgeOutcome::BudgetExhausted);
+                                    refused = true;
+                                }
+                                // Tried again after another delay: the bucket refills as
+                                // other requests are routed, and a slow attempt must not
+                                // lose its hedge for good to a moment when a burst of
+                                // hedges had drained it (on a busy machine, many attempts
+                                // in flight pass their p95 at once).
+                                hedge_at = Some(now + t.delay.max(MIN_RETRY));
                             }
                         }
                     }
-                    timer.as_mut().reset(deadline);
+                    timer
+                        .as_mut()
+                        .reset(hedge_at.map_or(deadline, |h| h.min(deadline)));
                 }
             }
         }
@@ -386,6 +399,9 @@ impl Executor {
         });
     }
 }
+
+/// The shortest wait before a hedge the budget refused is tried again.
+const MIN_RETRY: Duration = Duration::from_millis(10);
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0

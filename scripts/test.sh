@@ -5,7 +5,8 @@
 #   3. the real-client suite in tests/python: the official `anthropic` SDK against a fake
 #      upstream and against the real SmolLM2 model (scripts/local-llm), the `openai` SDK (chat
 #      completions and Responses), and Claude Code and Codex CLI headless.
-#   4. a few seconds of the benchmark harness (bench/run --smoke).
+#   4. a few seconds of the benchmark harness (bench/run --smoke), and ~15 s of the hedging
+#      tail benchmark (bench/run --tail --smoke).
 # It first installs what the tests need (scripts/install-test-deps.sh: the local model server
 # and model, the SDK venv, Claude Code, Codex CLI; cached, so only the first run is slow). Set
 # RELAIS_SKIP_INSTALL=1 to skip that; pieces whose tools are then missing are skipped,
@@ -69,9 +70,14 @@ bench_smoke() {
   local target_dir
   target_dir="$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-  bench/run --smoke --relais-bin "$target_dir/debug/relais"
+  local rc=0
+  bench/run --smoke --relais-bin "$target_dir/debug/relais" || rc=$?
+  # The tail benchmark (hedged requests against an occasionally slow upstream): every
+  # request answered and the losing attempts cancelled; its tools are built above.
+  bench/run --tail --smoke --no-build --relais-bin "$target_dir/debug/relais" || rc=$?
+  return "$rc"
 }
-stage "benchmark harness smoke (bench/run --smoke)" bench_smoke
+stage "benchmark harness smoke (bench/run --smoke, --tail --smoke)" bench_smoke
 
 if [ "${#failed[@]}" -gt 0 ]; then
   printf 'FAILED stages:\n' >&2

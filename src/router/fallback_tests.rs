@@ -211,15 +211,26 @@ async fn a_probe_stream_closes_the_breaker_at_its_first_content() {
     drop((probe, other));
 }
 
-/// Whole answers count as successes but give no speed sample.
+/// A whole answer is a success and a speed sample: its time less its output at the decode
+/// rate (50 tokens/s before stream samples) stands for its time to first token; the
+/// decode rate does not move.
 #[test]
-fn whole_answers_do_not_move_the_ttft_estimate() {
+fn whole_answers_are_speed_samples_less_their_decoding() {
     let r = router(TWO);
-    let before = r.snapshot()["endpoints"][0]["ttft_ms"].clone();
-    r.record_whole_success("us/x");
+    // 700 ms for 25 tokens: 500 ms of decoding at 50 tokens/s, so a 200 ms sample.
+    r.record_whole_answer("us/x", Duration::from_millis(700), 25, None);
     let snap = r.snapshot();
-    assert_eq!(snap["endpoints"][0]["ttft_ms"], before);
-    assert_eq!(snap["endpoints"][0]["successes"], 1);
+    let e = &snap["endpoints"][0];
+    assert_eq!(e["id"], "us/x");
+    assert_eq!(e["successes"], 1);
+    assert_eq!(e["ttft_samples"], 1);
+    assert!((e["ttft_ms"].as_f64().unwrap() - 200.0).abs() < 1e-6, "{e}");
+    assert_eq!(e["decode_samples"], 0);
+    assert_eq!(e["whole_quantiles"]["p50_ms"], 700.0);
+    assert!((e["whole_overhead_quantiles"]["p50_ms"].as_f64().unwrap() - 200.0).abs() < 1e-3);
+    // An answer shorter than its estimated decoding is a 0 ms sample, not a negative one.
+    r.record_whole_answer("us/x", Duration::from_millis(100), 25, None);
+    assert!(r.snapshot()["endpoints"][0]["ttft_ms"].as_f64().unwrap() >= 0.0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::latency::Quantiles;
 use super::stats::LatencyView;
 use super::{Candidate, Plan};
 use crate::config::{HedgeConfig, HedgeMode};
@@ -65,16 +66,49 @@ fn decode_time(tokens: u64, rate: f64) -> Duration {
     Duration::from_secs_f64((tokens as f64 / rate.max(1e-3)).min(1e6))
 }
 
+/// The usual time of an attempt at an endpoint with latency `lat`, at quantile `q` of its
+/// recent answers, within the speed bounds (`None` before `min_samples` samples):
+/// - a stream: its time to first content, within `min_delay`..`max_delay`;
+/// - a whole answer: the endpoint's recent whole-answer time, but no more than its recent
+///   time less decoding (at most `max_delay`) plus `max_tokens` at its decode rate, the
+///   most this request's output can add (a request asking for less than recent answers
+///   took ends sooner); at least `min_delay`. Not `max_tokens` alone: the hedge would then
+///   wait for the longest answer the request may get, far past a typical answer's end.
+///   `max_delay` bounds only the part that does not grow with the output: a long answer
+///   may legitimately take minutes.
+fn usual(
+    cfg: &HedgeConfig,
+    lat: &LatencyView,
+    stream: bool,
+    max_tokens: u64,
+    q: impl Fn(&Quantiles) -> f64,
+) -> Option<Duration> {
+    let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1000.0);
+    if stream {
+        return (lat.ttft.samples >= cfg.min_samples)
+            .then(|| ms(q(&lat.ttft)).clamp(cfg.min_delay, cfg.max_delay));
+    }
+    if lat.whole.samples < cfg.min_samples {
+        return None;
+    }
+    let bound =
+        ms(q(&lat.whole_overhead)).min(cfg.max_delay) + decode_time(max_tokens, lat.tokens_per_s);
+    Some(ms(q(&lat.whole)).min(bound).max(cfg.min_delay))
+}
+
 /// The hedge timing of an attempt at `primary`, or `None` (no hedge).
 ///
-/// - Speed: the endpoint's p95 of time to first content (streams), or of whole-answer time
-///   less decoding plus the expected output at its decode rate (non-streaming), within
-///   `min_delay`..`max_delay` (the decode part is added after the cap); before
-///   `min_samples` samples, `prior_delay`.
+/// - Speed: the endpoint's p95 of time to first content (streams) or of whole-answer time
+///   (non-streaming; see `usual`), within `min_delay`..`max_delay`; before `min_samples`
+///   samples, `prior_delay` (a whole answer adds its expected output, `min(max_tokens,
+///   expected_output_cap)`, at the decode rate).
 /// - Stall: `stall_multiple` × p99 (at least `stall_min`), or `stall_prior` before enough
-///   samples; a whole answer adds its full output bound (`max_tokens`) at the decode rate.
+///   samples; a whole answer's p99 is of its time less decoding, and it adds its full
+///   output bound (`max_tokens`) at the decode rate: the stall bound must let the longest
+///   answer the request may get finish.
 /// - Explore: the primary is a probe; the delay is the next candidate's usual (p50)
-///   latency, or its predicted time to first content before it has samples.
+///   latency, or its predicted time to first content (plus, for a whole answer, its
+///   expected output at its decode rate) before it has samples.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn timing(
     cfg: &HedgeConfig,
@@ -90,27 +124,23 @@ pub(crate) fn timing(
         return None;
     }
     let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1000.0);
-    let window = if stream { lat.ttft } else { lat.whole_overhead };
-    let trusted = window.samples >= cfg.min_samples;
+    // Before samples: a whole answer's expected output at the decode rate.
+    let expected_decode = |c: &Candidate, l: &LatencyView| {
+        if stream {
+            Duration::ZERO
+        } else {
+            decode_time(c.max_tokens.min(expected_output_cap), l.tokens_per_s)
+        }
+    };
     if primary.score.explored || primary.score.reprobe {
         if let Some((best, blat)) = best_other {
-            let w = if stream {
-                blat.ttft
-            } else {
-                blat.whole_overhead
+            let delay = match usual(cfg, blat, stream, best.max_tokens, |q| q.p50_ms) {
+                Some(d) => d,
+                None => {
+                    ms(best.score.predicted_ttft_ms).clamp(cfg.min_delay, cfg.max_delay)
+                        + expected_decode(best, blat)
+                }
             };
-            let base = if w.samples >= cfg.min_samples {
-                ms(w.p50_ms)
-            } else {
-                ms(best.score.predicted_ttft_ms)
-            };
-            let out = best.max_tokens.min(expected_output_cap);
-            let delay = base.clamp(cfg.min_delay, cfg.max_delay)
-                + if stream {
-                    Duration::ZERO
-                } else {
-                    decode_time(out, blat.tokens_per_s)
-                };
             return Some(HedgeTiming {
                 kind: HedgeKind::Explore,
                 delay,
@@ -118,23 +148,19 @@ pub(crate) fn timing(
         }
     }
     if mode == HedgeMode::On && preference == Preference::Speed {
-        let base = if trusted {
-            ms(window.p95_ms)
-        } else {
-            cfg.prior_delay
-        };
-        let out = primary.max_tokens.min(expected_output_cap);
-        let decode = if stream {
-            Duration::ZERO
-        } else {
-            decode_time(out, lat.tokens_per_s)
+        let delay = match usual(cfg, lat, stream, primary.max_tokens, |q| q.p95_ms) {
+            Some(d) => d,
+            None => {
+                cfg.prior_delay.clamp(cfg.min_delay, cfg.max_delay) + expected_decode(primary, lat)
+            }
         };
         return Some(HedgeTiming {
             kind: HedgeKind::Speed,
-            delay: base.clamp(cfg.min_delay, cfg.max_delay) + decode,
+            delay,
         });
     }
-    let base = if trusted {
+    let window = if stream { lat.ttft } else { lat.whole_overhead };
+    let base = if window.samples >= cfg.min_samples {
         ms(window.p99_ms * cfg.stall_multiple).max(cfg.stall_min)
     } else {
         cfg.stall_prior
@@ -148,6 +174,28 @@ pub(crate) fn timing(
         kind: HedgeKind::Stall,
         delay: base + decode,
     })
+}
+
+/// What a probe that lost its race after `elapsed` says of its endpoint's time to first
+/// token (`EndpointState::record_lost_probe` raises the estimate to it): a stream had sent
+/// nothing, so at least `elapsed`; a whole answer was not done, so `elapsed` less the
+/// output ranking assumes (`min(max_tokens, expected_output_cap)`) at the decode rate.
+/// Taking the whole `elapsed` for a JSON probe would count its generation as waiting and
+/// rank the endpoint below others it is not slower than.
+pub(crate) fn lost_probe_ttft(
+    elapsed: Duration,
+    stream: bool,
+    c: &Candidate,
+    tokens_per_s: f64,
+    expected_output_cap: u64,
+) -> Duration {
+    if stream {
+        return elapsed;
+    }
+    elapsed.saturating_sub(decode_time(
+        c.max_tokens.min(expected_output_cap),
+        tokens_per_s,
+    ))
 }
 
 /// How long one non-streaming (JSON) attempt may take before it counts as hung: the
@@ -187,13 +235,25 @@ impl Budgets {
         }
     }
 
-    /// Takes one hedge from `model`'s budget; `false` when it is spent.
-    pub(crate) fn take(&self, model: &str) -> bool {
+    /// Takes one hedge of `kind` from `model`'s budget; `false` when it is spent.
+    ///
+    /// A probe's race (`Explore`) takes only from the upper half of the bucket: hedges of
+    /// slow requests come first. Probes come steadily (one per endpoint per 20 plans) and,
+    /// for whole JSON answers, nearly every one is raced (the best endpoint's p50 passes
+    /// before a slower endpoint's answer is done); drawing on the whole bucket, they kept it
+    /// near empty, and slow requests arriving then were not hedged (the tail bench: JSON
+    /// p99.9 not cut). An unraced probe costs its client only the probed endpoint's latency.
+    pub(crate) fn take(&self, model: &str, kind: HedgeKind) -> bool {
         let Some(b) = self.buckets.get(model) else {
             return false;
         };
+        let need = if kind == HedgeKind::Explore {
+            (1.0 + self.burst / 2.0).min(self.burst).max(1.0)
+        } else {
+            1.0
+        };
         let mut t = b.lock().unwrap_or_else(|e| e.into_inner());
-        if *t >= 1.0 {
+        if *t >= need {
             *t -= 1.0;
             true
         } else {
@@ -225,12 +285,39 @@ mod tests {
         let mut hedges = 0;
         for _ in 0..1000 {
             b.credit("m");
-            if b.take("m") {
+            if b.take("m", HedgeKind::Speed) {
                 hedges += 1;
             }
         }
         // The burst, then one in ten.
         assert!((100..=102).contains(&hedges), "{hedges}");
-        assert!(!b.take("other"));
+        assert!(!b.take("other", HedgeKind::Speed));
+    }
+
+    #[test]
+    fn a_probes_race_leaves_the_lower_half_of_the_budget_to_slow_requests() {
+        let cfg = HedgeConfig {
+            budget_ratio: 0.1,
+            budget_burst: 5.0,
+            ..HedgeConfig::default()
+        };
+        let b = Budgets::new(["m"].into_iter(), &cfg);
+        // Full (5): a probe may race while 3.5 are left, then only slow requests hedge.
+        assert!(b.take("m", HedgeKind::Explore));
+        assert!(b.take("m", HedgeKind::Explore));
+        assert!(!b.take("m", HedgeKind::Explore), "{:?}", b.left("m"));
+        assert!(b.take("m", HedgeKind::Speed));
+        assert!(b.take("m", HedgeKind::Stall));
+        assert!(b.take("m", HedgeKind::Speed));
+        assert!(!b.take("m", HedgeKind::Speed));
+        // A bucket smaller than 2 lets a probe have what a slow request would.
+        let small = Budgets::new(
+            ["m"].into_iter(),
+            &HedgeConfig {
+                budget_burst: 1.0,
+                ..cfg
+            },
+        );
+        assert!(small.take("m", HedgeKind::Explore));
     }
 }

@@ -170,3 +170,102 @@ async fn under_balanced_the_same_mechanism_is_a_stall_bound_far_later() {
     assert_eq!((took, id.as_str()), (Duration::from_millis(3_000), "a/x"));
     assert_eq!(trace.attempts.len(), 1);
 }
+
+/// Serves one non-streaming request whose whole answer (5 output tokens) comes from `a`
+/// after `a_ms`, from `b` after `b_ms`. Returns the plan's first candidate (and whether it
+/// was a re-probe) and the answering endpoint.
+async fn json(ex: &Executor, router: &Router, (a_ms, b_ms): (u64, u64)) -> (String, bool, String) {
+    let f = RouterFields {
+        preference: Some(Preference::Speed),
+        ..RouterFields::default()
+    };
+    let plan = router.plan_with_rng(&ctx("m", &f), &mut rng()).unwrap();
+    let first = &plan.candidates[0];
+    let (first_id, reprobe) = (first.endpoint.id.clone(), first.score.reprobe);
+    let meta = RequestMeta::new("r".into(), Api::Messages, None, false);
+    let served = ex
+        .dispatch(&plan, meta, |c| {
+            let ms = if c.candidate.endpoint.id == "a/x" {
+                a_ms
+            } else {
+                b_ms
+            };
+            async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, UpstreamError>(Opened::Whole {
+                    value: (),
+                    ttft: None,
+                })
+            }
+        })
+        .await
+        .unwrap();
+    let id = served.candidate.endpoint.id.clone();
+    served.ticket.finish(TokenUsage {
+        input: 1000,
+        output: 5,
+        ..TokenUsage::default()
+    });
+    (first_id, reprobe, id)
+}
+
+/// Whole JSON answers are speed samples: the endpoint serving them stays fresh (never
+/// re-probed while it serves) and a probe's raised estimate comes down again. Before, they
+/// were not: the serving endpoint went stale every 20 plans, and once a lost probe had
+/// raised its estimate, JSON traffic stayed on the slower endpoint for good.
+#[tokio::test(start_paused = true)]
+async fn whole_answers_keep_an_endpoint_fresh_and_bring_a_raised_estimate_back_down() {
+    let (router, _, ex) = two();
+    // a answers in 300 ms, b in 900 ms.
+    for i in 0..60 {
+        let (first, reprobe, served) = json(&ex, &router, (300, 900)).await;
+        assert!(
+            !(first == "a/x" && reprobe),
+            "request {i}: a re-probed while serving"
+        );
+        assert_eq!(served, "a/x", "request {i}");
+    }
+    let a = router.snapshot()["endpoints"][0].clone();
+    assert_eq!(a["id"], "a/x");
+    assert!(a["ttft_samples"].as_u64().unwrap() >= 60, "{a}");
+    // 300 ms less 5 tokens at 50 tokens/s.
+    assert!((a["ttft_ms"].as_f64().unwrap() - 200.0).abs() < 1.0, "{a}");
+    // A lost probe raises a's estimate far above b's: b takes the traffic, until a's
+    // re-probes (whole answers) bring a's estimate down and a takes it back.
+    router.record_lost_probe("a/x", Duration::from_secs(5));
+    let (first, _, _) = json(&ex, &router, (300, 900)).await;
+    assert_eq!(first, "b/x");
+    let mut served_by_a = 0;
+    for i in 0..80 {
+        let (_, _, served) = json(&ex, &router, (300, 900)).await;
+        if i >= 60 {
+            served_by_a += usize::from(served == "a/x");
+        }
+    }
+    assert_eq!(served_by_a, 20, "{}", router.snapshot());
+}
+
+/// A hedge the budget refuses is tried again after another delay: the bucket refills as
+/// other requests are routed. Before, the attempt lost its hedge for good.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_refused_by_an_empty_budget_is_tried_again_after_another_delay() {
+    let (router, _, ex) = two();
+    // An empty bucket: the burst (5) taken.
+    while router
+        .hedge_budgets()
+        .take("m", super::hedge::HedgeKind::Speed)
+    {}
+    // The request's own share (0.1) is not enough at 200 ms; other requests routed
+    // meanwhile refill it before 400 ms.
+    let refill = async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        for _ in 0..10 {
+            router.hedge_budgets().credit("m");
+        }
+    };
+    let ((took, id, trace), ()) =
+        tokio::join!(race(&ex, &router, Preference::Speed, (5_000, 50)), refill);
+    assert_eq!((took, id.as_str()), (Duration::from_millis(450), "b/x"));
+    let h = trace.attempts[1].hedge.as_ref().unwrap();
+    assert_eq!((h.kind, h.delay_ms), (HedgeKind::Speed, 400.0));
+}

@@ -44,18 +44,18 @@ impl Router {
         }
     }
 
-    /// A whole (non-streamed) answer: counts for the breaker and error rate, not for speed.
-    pub fn record_whole_success(&self, endpoint: &str) {
+    /// A whole JSON answer of `output_tokens` in `total`: a success, a speed sample (its
+    /// time less its output at the decode rate) and a sample of the endpoint's
+    /// whole-answer latency (for hedge delays); see `EndpointState::record_whole`.
+    pub fn record_whole_answer(
+        &self,
+        endpoint: &str,
+        total: Duration,
+        output_tokens: u64,
+        cached_share: Option<f64>,
+    ) {
         if let Some(s) = self.states.get(endpoint) {
-            s.record_success_without_timing();
-        }
-    }
-
-    /// A whole JSON answer of `output_tokens` in `total`: like `record_whole_success`, and
-    /// a sample of the endpoint's whole-answer latency (for hedge delays).
-    pub fn record_whole_answer(&self, endpoint: &str, total: Duration, output_tokens: u64) {
-        if let Some(s) = self.states.get(endpoint) {
-            s.record_whole(total, output_tokens);
+            s.record_whole(self.clock.now(), total, output_tokens, cached_share);
         }
     }
 

@@ -20,6 +20,12 @@
 //! concurrent requests do not all probe it: a slow endpoint gets at most about one request
 //! in `STALE_PLANS`. The re-probe's sample weighs `STALE_WEIGHT` (not `ALPHA`): an old
 //! estimate says little about now. Failures are not samples; they go to the breaker.
+//!
+//! A whole (non-streamed) JSON answer is a sample too: its time less its output at the
+//! current decode-rate estimate is its time-to-first-token sample (the decode rate itself
+//! only learns from streams, where first token and generation can be told apart). Without
+//! that, an endpoint serving only JSON would never be fresh (re-probed every `STALE_PLANS`
+//! plans for ever) and a lost probe's raised estimate would never come down again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -123,15 +129,18 @@ struct Inner {
     reprobe_claimed: Option<Instant>,
     /// Recent times to first content (streams, and whole answers assembled from streams).
     ttft_window: LatencyWindow,
-    /// Recent whole JSON answers' time less their output at the decode rate: what a whole
-    /// answer takes besides generating its tokens (see `router::hedge`).
+    /// Recent whole JSON answers' times (see `router::hedge`).
     whole_window: LatencyWindow,
+    /// The same answers' times less their output at the decode rate: what a whole answer
+    /// takes besides generating its tokens, for a bound that grows with `max_tokens`.
+    whole_overhead_window: LatencyWindow,
 }
 
 /// What a hedge delay is computed from (`router::hedge`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LatencyView {
     pub ttft: Quantiles,
+    pub whole: Quantiles,
     pub whole_overhead: Quantiles,
     pub tokens_per_s: f64,
 }
@@ -172,6 +181,7 @@ impl EndpointState {
                 reprobe_claimed: None,
                 ttft_window: LatencyWindow::new(),
                 whole_window: LatencyWindow::new(),
+                whole_overhead_window: LatencyWindow::new(),
             }),
         }
     }
@@ -224,24 +234,36 @@ impl EndpointState {
         self.lock().breaker.admit(now, id)
     }
 
-    /// A success with no speed sample (a whole, non-streamed answer: its first token and
-    /// its generation cannot be told apart, so it would skew the TTFT estimate).
-    pub(crate) fn record_success_without_timing(&self) {
+    /// A whole JSON answer of `output_tokens` that took `total`: a success, a sample of
+    /// the whole-answer windows (hedge delays), and a speed sample: `total` less the
+    /// output at the current decode-rate estimate is its time to first token (at least
+    /// 0). So whole answers keep the endpoint fresh and move its estimate both ways, as
+    /// streams do; the decode rate itself is left alone (it cannot be told apart here).
+    pub(crate) fn record_whole(
+        &self,
+        now: Instant,
+        total: Duration,
+        output_tokens: u64,
+        cached_share: Option<f64>,
+    ) {
+        self.plans_since_sample.store(0, Ordering::Relaxed);
         let mut g = self.lock();
-        g.reprobe_claimed = None;
+        let reprobe = g.reprobe_claimed.take().is_some();
+        g.freshened = now;
         g.breaker.on_success();
         g.successes += 1;
         g.error_rate *= 1.0 - ERROR_RATE_ALPHA;
-    }
-
-    /// A whole JSON answer of `output_tokens` that took `total`: counts like
-    /// `record_success_without_timing`, and gives the whole-answer window a sample.
-    pub(crate) fn record_whole(&self, total: Duration, output_tokens: u64) {
-        self.record_success_without_timing();
-        let mut g = self.lock();
+        let total_ms = total.as_secs_f64() * 1000.0;
         let decode_ms = output_tokens as f64 / g.tokens_per_s.value.max(1e-3) * 1000.0;
-        g.whole_window
-            .push((total.as_secs_f64() * 1000.0 - decode_ms).max(0.0));
+        let ttft_ms = (total_ms - decode_ms).max(0.0);
+        g.ttft_ms.update(ttft_ms, reprobe);
+        match cached_share {
+            Some(s) if s >= WARM_SHARE => g.warm_ttft_ms.update(ttft_ms, false),
+            Some(_) => g.cold_ttft_ms.update(ttft_ms, false),
+            None => {}
+        }
+        g.whole_window.push(total_ms);
+        g.whole_overhead_window.push(ttft_ms);
     }
 
     /// A probe of this (stale or unsampled) endpoint lost its hedge race after `elapsed`
@@ -261,7 +283,8 @@ impl EndpointState {
         let g = self.lock();
         LatencyView {
             ttft: g.ttft_window.quantiles(),
-            whole_overhead: g.whole_window.quantiles(),
+            whole: g.whole_window.quantiles(),
+            whole_overhead: g.whole_overhead_window.quantiles(),
             tokens_per_s: g.tokens_per_s.value,
         }
     }
@@ -347,7 +370,8 @@ impl EndpointState {
             last_error: g.last_error,
             in_flight: self.in_flight.load(Ordering::Relaxed),
             ttft_quantiles: g.ttft_window.quantiles(),
-            whole_overhead_quantiles: g.whole_window.quantiles(),
+            whole_quantiles: g.whole_window.quantiles(),
+            whole_overhead_quantiles: g.whole_overhead_window.quantiles(),
         }
     }
 }
@@ -380,8 +404,11 @@ pub struct EndpointSnapshot {
     pub in_flight: u64,
     /// The recent time-to-first-content distribution hedge delays of streams use.
     pub ttft_quantiles: Quantiles,
-    /// The recent whole-answer distribution (time less output at the decode rate) hedge
-    /// delays of non-streaming requests use.
+    /// The recent whole JSON answers' times: the speed hedge delay of non-streaming
+    /// requests.
+    pub whole_quantiles: Quantiles,
+    /// The same less their output at the decode rate: the stall bound of non-streaming
+    /// requests adds their output bound to it.
     pub whole_overhead_quantiles: Quantiles,
 }
 

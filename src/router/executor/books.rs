@@ -133,8 +133,12 @@ impl Ticket {
                 t.router
                     .record_success(id, ttft, usage.output, total, cached_share(&usage))
             }
-            // A whole answer has no separate first token: no speed sample from it.
-            Mode::Whole { ttft: None } => t.router.record_whole_answer(id, total, usage.output),
+            // A whole answer has no separate first token: its time less its output at the
+            // decode rate stands for it (`EndpointState::record_whole`).
+            Mode::Whole { ttft: None } => {
+                t.router
+                    .record_whole_answer(id, total, usage.output, cached_share(&usage))
+            }
         }
         t.record.status = Status::Ok;
         t.close(usage)

@@ -183,6 +183,8 @@ impl Executor {
         });
         let primary_id = flights[0].pick.cand.endpoint.id.clone();
         let mut step_hedges = 0u32;
+        // A due hedge was refused by the budget (reported once per step).
+        let mut refused = false;
         let timer = tokio::time::sleep_until(hedge_at.map_or(deadline, |h| h.min(deadline)));
         tokio::pin!(timer);
         loop {
@@ -267,7 +269,7 @@ impl Executor {
                     let hedges = flights.iter().filter(|f| f.hedge.is_some()).count();
                     if let Some(t) = timing {
                         if hedges < max_hedges && run.attempts < max_attempts {
-                            if self.router.hedge_budgets().take(&plan.model) {
+                            if self.router.hedge_budgets().take(&plan.model, t.kind) {
                                 if let Some(pick) = self.pick(plan, run) {
                                     run.attempts += 1;
                                     step_hedges += 1;
@@ -290,11 +292,22 @@ impl Executor {
                                     });
                                 }
                             } else {
-                                self.report_hedge(plan, HedgeOutcome::BudgetExhausted);
+                                if !refused {
+                                    self.report_hedge(plan, HedgeOutcome::BudgetExhausted);
+                                    refused = true;
+                                }
+                                // Tried again after another delay: the bucket refills as
+                                // other requests are routed, and a slow attempt must not
+                                // lose its hedge for good to a moment when a burst of
+                                // hedges had drained it (on a busy machine, many attempts
+                                // in flight pass their p95 at once).
+                                hedge_at = Some(now + t.delay.max(MIN_RETRY));
                             }
                         }
                     }
-                    timer.as_mut().reset(deadline);
+                    timer
+                        .as_mut()
+                        .reset(hedge_at.map_or(deadline, |h| h.min(deadline)));
                 }
             }
         }
@@ -315,8 +328,14 @@ impl Executor {
             run.upstream += elapsed;
             let score = &f.pick.cand.score;
             if score.explored || score.reprobe {
-                self.router
-                    .record_lost_probe(&f.pick.cand.endpoint.id, elapsed);
+                let id = &f.pick.cand.endpoint.id;
+                let rate = self
+                    .router
+                    .latency(id)
+                    .map_or(crate::router::DEFAULT_TOKENS_PER_S, |l| l.tokens_per_s);
+                let cap = self.router.config().routing.expected_output_tokens;
+                let at_least = hedge::lost_probe_ttft(elapsed, meta.stream, f.pick.cand, rate, cap);
+                self.router.record_lost_probe(id, at_least);
             }
             let usage = self.cancelled_usage(plan, meta, f.pick.cand, elapsed);
             let cost = super::cost_eur(f.pick.cand, &usage);
@@ -380,6 +399,9 @@ impl Executor {
         });
     }
 }
+
+/// The shortest wait before a hedge the budget refused is tried again.
+const MIN_RETRY: Duration = Duration::from_millis(10);
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0

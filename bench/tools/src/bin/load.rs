@@ -239,7 +239,9 @@ fn stats(v: &mut [u64]) -> Value {
         "n": v.len(),
         "p50_us": us(pct(v, 50.0)),
         "p90_us": us(pct(v, 90.0)),
+        "p95_us": us(pct(v, 95.0)),
         "p99_us": us(pct(v, 99.0)),
+        "p999_us": us(pct(v, 99.9)),
         "max_us": us(v.last().copied().unwrap_or(0)),
         "mean_us": mean,
     })

@@ -2,7 +2,11 @@
 //! hyper can serve them on one thread.
 //!
 //! `POST .../chat/completions` answers according to the request body:
-//! - `"stream": true` absent: a canned JSON completion (with usage), at once.
+//! - `"stream": true` absent and the model name contains `up-paced`: a canned JSON
+//!   completion (with usage) when a paced stream's last content chunk would come (after
+//!   `--pace-ms` × `--chunks`): the head is held until then, as an OpenAI-compatible server
+//!   sends a whole answer's head only once the generation is done.
+//! - `"stream": true` absent otherwise: the same completion, at once.
 //! - `"stream": true` and the model name contains `up-paced`: an SSE stream whose events
 //!   come `--pace-ms` apart (role chunk at once, then `--chunks` content chunks, then
 //!   finish + usage + `[DONE]`), for time-to-first-token measurements.
@@ -11,7 +15,15 @@
 //!   open, for the memory-per-stream test.
 //! - otherwise (`up-instant` or any other model): the whole `--chunks`-chunk stream at once.
 //!
-//! `GET /health` answers `ok`; `GET /stats` answers counters as JSON.
+//! Slow requests (`--slow-share F --slow-ms N --slow-seed S`): a deterministic share `F` of
+//! the `up-paced` requests (streams and JSON) answer late: their head is held `N` ms more.
+//! Request `i` (counted from 0 in arrival order) is slow when a hash of `S` and `i` falls
+//! below `F`, so a run of many requests has that share whatever the concurrency.
+//!
+//! `GET /health` answers `ok`; `GET /stats` answers counters as JSON: `requests`,
+//! `streams`, `active_streams`, `bad_requests`, `slow` (paced requests held late) and
+//! `cancelled` (requests whose client went away before the answer's end: a stream dropped
+//! before its last frame, a held head dropped before it was sent).
 //! Content tokens are `w1 ` .. and the last one is `bench-end`, so a client can check that
 //! a complete answer went through.
 
@@ -36,7 +48,8 @@ use std::sync::{Condvar, Mutex};
 use std::task::Waker;
 
 const USAGE: &str = "bench-upstream [--listen 127.0.0.1:0] [--port-file PATH] [--threads 1] \
-[--chunks 20] [--pace-ms 10] [--hold-ms 1000] [--hold-chunks 120]";
+[--chunks 20] [--pace-ms 10] [--hold-ms 1000] [--hold-chunks 120] \
+[--slow-share 0] [--slow-ms 2000] [--slow-seed 1]";
 
 #[derive(Default)]
 struct Stats {
@@ -44,6 +57,10 @@ struct Stats {
     streams: AtomicU64,
     active_streams: AtomicU64,
     bad_requests: AtomicU64,
+    slow: AtomicU64,
+    cancelled: AtomicU64,
+    /// `up-paced` requests seen (the index that decides which are slow).
+    paced_seen: AtomicU64,
 }
 
 struct Canned {
@@ -53,6 +70,10 @@ struct Canned {
     hold: Arc<Vec<Bytes>>,
     pace: Duration,
     hold_pace: Duration,
+    chunks: u32,
+    slow_share: f64,
+    slow_hold: Duration,
+    slow_seed: u64,
     stats: Stats,
     pacer: Arc<Pacer>,
 }
@@ -182,6 +203,47 @@ impl Pacer {
     }
 }
 
+/// A future ready at `at`, woken by the pacer (see `Pacer`).
+struct Until {
+    at: std::time::Instant,
+    pacer: Arc<Pacer>,
+}
+
+impl std::future::Future for Until {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if std::time::Instant::now() >= self.at {
+            return Poll::Ready(());
+        }
+        self.pacer.wake_at(self.at, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Counts a request as cancelled when dropped before `done`: hyper drops a handler's
+/// future when its client closes the connection (it watches for EOF mid-message).
+struct HeldHead<'a> {
+    stats: &'a Stats,
+    done: bool,
+}
+
+impl Drop for HeldHead<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stats.cancelled.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// splitmix64: a well-mixed hash of the seed and a request index.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// An SSE body that releases frame k (k >= 1) at `start + first + (k-1)*pace`; frame 0 at once.
 struct SseBody {
     frames: Arc<Vec<Bytes>>,
@@ -224,6 +286,9 @@ impl Body for SseBody {
 impl Drop for SseBody {
     fn drop(&mut self) {
         self.canned.stats.active_streams.fetch_sub(1, Relaxed);
+        if self.idx < self.frames.len() {
+            self.canned.stats.cancelled.fetch_add(1, Relaxed);
+        }
     }
 }
 
@@ -259,11 +324,14 @@ async fn handle(req: Request<Incoming>, c: Arc<Canned>) -> Result<Response<RespB
             "/stats" => {
                 let s = &c.stats;
                 let j = format!(
-                    "{{\"requests\":{},\"streams\":{},\"active_streams\":{},\"bad_requests\":{}}}\n",
+                    "{{\"requests\":{},\"streams\":{},\"active_streams\":{},\"bad_requests\":{},\
+\"slow\":{},\"cancelled\":{}}}\n",
                     s.requests.load(Relaxed),
                     s.streams.load(Relaxed),
                     s.active_streams.load(Relaxed),
-                    s.bad_requests.load(Relaxed)
+                    s.bad_requests.load(Relaxed),
+                    s.slow.load(Relaxed),
+                    s.cancelled.load(Relaxed)
                 );
                 simple(StatusCode::OK, "application/json", Bytes::from(j))
             }
@@ -282,12 +350,34 @@ async fn handle(req: Request<Incoming>, c: Arc<Canned>) -> Result<Response<RespB
         }
     };
     c.stats.requests.fetch_add(1, Relaxed);
-    if !is_stream(&body) {
+    let stream = is_stream(&body);
+    let paced = memchr::memmem::find(&body, b"up-paced").is_some();
+    // Held heads: a slow paced request's (`--slow-ms`), and a paced JSON answer's (until
+    // its generation would be done). Counted as cancelled if the client goes first.
+    let mut hold = Duration::ZERO;
+    if paced {
+        let i = c.stats.paced_seen.fetch_add(1, Relaxed);
+        // A uniform draw in [0, 1) from the top 53 bits of the hash.
+        let u = (mix(c.slow_seed ^ mix(i)) >> 11) as f64 / (1u64 << 53) as f64;
+        if u < c.slow_share {
+            c.stats.slow.fetch_add(1, Relaxed);
+            hold += c.slow_hold;
+        }
+        if !stream {
+            hold += c.pace * c.chunks;
+        }
+    }
+    if !hold.is_zero() {
+        let mut guard = HeldHead { stats: &c.stats, done: false };
+        Until { at: std::time::Instant::now() + hold, pacer: c.pacer.clone() }.await;
+        guard.done = true;
+    }
+    if !stream {
         return Ok(simple(StatusCode::OK, "application/json", c.json.clone()));
     }
     c.stats.streams.fetch_add(1, Relaxed);
     c.stats.active_streams.fetch_add(1, Relaxed);
-    let (frames, first, pace) = if memchr::memmem::find(&body, b"up-paced").is_some() {
+    let (frames, first, pace) = if paced {
         (c.paced.clone(), c.pace, c.pace)
     } else if memchr::memmem::find(&body, b"up-hold").is_some() {
         (c.hold.clone(), Duration::ZERO, c.hold_pace)
@@ -336,6 +426,10 @@ fn run() -> Result<(), String> {
     if n < 1 || hold_n < 1 {
         return Err("--chunks and --hold-chunks must be >= 1".into());
     }
+    let slow_share: f64 = a.num("slow-share", 0.0)?;
+    if !(0.0..=1.0).contains(&slow_share) {
+        return Err("--slow-share must be within 0..=1".into());
+    }
     let canned = Arc::new(Canned {
         json: json_body(n),
         instant: stream_frames("bench-upstream", n),
@@ -343,6 +437,10 @@ fn run() -> Result<(), String> {
         hold: stream_frames("bench-upstream", hold_n),
         pace: a.ms("pace-ms", 10)?,
         hold_pace: a.ms("hold-ms", 1000)?,
+        chunks: u32::try_from(n).map_err(|_| "--chunks: too many")?,
+        slow_share,
+        slow_hold: a.ms("slow-ms", 2000)?,
+        slow_seed: a.num("slow-seed", 1)?,
         stats: Stats::default(),
         pacer: Pacer::start(),
     });

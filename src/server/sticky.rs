@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::http::{HeaderMap, HeaderValue};
 
+use super::door::FindSession;
 use super::AppState;
 use crate::config::ClientKey;
 use crate::observe::{RequestRecord, Status};
@@ -33,10 +34,10 @@ impl<'a> Sticky<'a> {
     pub async fn find(
         st: &AppState,
         key: Option<&ClientKey>,
-        id: Option<&'a SessionId>,
+        id: Option<&'a (dyn FindSession + 'a)>,
     ) -> Option<Sticky<'a>> {
         let s = &st.cfg.sessions;
-        let id = id.filter(|_| s.enabled)?;
+        let id = id.filter(|_| s.enabled)?.session();
         let scope = key.map(|k| k.name.clone());
         let pin = st.sessions.lookup(scope.as_deref(), id).await;
         Some(Sticky {

@@ -24,6 +24,9 @@ pub const CURRENCY: &str = "EUR";
 pub struct ReceiptSeed {
     pub id: String,
     pub request_sha256: [u8; 32],
+    /// The arrival time the id begins with: also the request record's time, so that the
+    /// store finds a receipt's row from its id (the row is keyed by time).
+    pub time: SystemTime,
 }
 
 impl ReceiptSeed {
@@ -32,8 +35,24 @@ impl ReceiptSeed {
         ReceiptSeed {
             id: new_id(time),
             request_sha256: Sha256::digest(body).into(),
+            time,
         }
     }
+}
+
+/// What a receipt holds beyond its request's row (stored as one JSON text in that row,
+/// schema v5): the rest of the receipt is the row's own columns. Compact JSON made by
+/// serde straight from the typed parts, off the request path; the canonical (signed) form
+/// is made only when a receipt is read or exported.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredParts<P = serde_json::Value> {
+    /// The answering endpoint's provider and id (null when none answered).
+    pub provider: Option<String>,
+    pub endpoint: Option<String>,
+    pub policy: P,
+    pub attempts: Vec<ReceiptAttempt>,
+    pub request_sha256: String,
+    pub answer_sha256: Option<String>,
 }
 
 /// One request's receipt. Every number is an integer, so that any JSON library
@@ -96,6 +115,55 @@ pub struct ReceiptAttempt {
     pub cost_micros: u64,
 }
 
+/// The receipt's fields that its request's row holds anyway (as the record had them).
+#[derive(Debug, Clone)]
+pub struct RowFields {
+    pub request_id: String,
+    pub time: String,
+    pub key_name: Option<String>,
+    pub api: String,
+    pub model_requested: String,
+    pub model_served: Option<String>,
+    pub status: String,
+    pub http_status: u16,
+    pub error_kind: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub cost_micros: u64,
+}
+
+/// The receipt `receipt_id` made of its row's fields and its own parts: the one place a
+/// receipt is put together, whether from a queued record or from a stored row.
+pub fn assemble(receipt_id: String, r: RowFields, parts: StoredParts) -> Receipt {
+    Receipt {
+        version: FORMAT_VERSION,
+        receipt_id,
+        request_id: r.request_id,
+        time: r.time,
+        key_name: r.key_name,
+        api: r.api,
+        model_requested: r.model_requested,
+        model_served: r.model_served,
+        provider: parts.provider,
+        endpoint: parts.endpoint,
+        status: r.status,
+        http_status: r.http_status,
+        error_kind: r.error_kind,
+        policy: parts.policy,
+        attempts: parts.attempts,
+        input_tokens: r.input_tokens,
+        output_tokens: r.output_tokens,
+        cache_read_tokens: r.cache_read_tokens,
+        cache_creation_tokens: r.cache_creation_tokens,
+        cost_micros: r.cost_micros,
+        currency: CURRENCY.to_owned(),
+        request_sha256: parts.request_sha256,
+        answer_sha256: parts.answer_sha256,
+    }
+}
+
 impl Receipt {
     /// The RFC 8785 bytes that are signed.
     pub fn canonical(&self) -> Result<Vec<u8>, jcs::JcsError> {
@@ -143,7 +211,18 @@ fn unix_ms(t: SystemTime) -> i64 {
 
 /// `YYYY-MM-DDThh:mm:ss.mmmZ`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let ms = unix_ms(t);
+    rfc3339_ms(unix_ms(t))
+}
+
+/// The arrival time (Unix milliseconds) an id begins with; `None` for a malformed id.
+pub fn id_ms(id: &str) -> Option<i64> {
+    id.strip_prefix("rcpt_")
+        .and_then(|h| h.get(..12))
+        .and_then(|h| i64::from_str_radix(h, 16).ok())
+}
+
+/// [`rfc3339`] of Unix milliseconds.
+pub fn rfc3339_ms(ms: i64) -> String {
     let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     let (y, m, d) = civil_from_days(days);
     let (h, min, s, milli) = (
@@ -186,6 +265,9 @@ mod tests {
         let (a, b) = (new_id(t), new_id(t + Duration::from_millis(1)));
         assert!(is_id(&a) && is_id(&b) && a < b, "{a} {b}");
         assert!(a.starts_with(&id_prefix(1_764_691_200_123)));
+        assert_eq!(id_ms(&a), Some(1_764_691_200_123));
+        assert_eq!(id_ms(&id_prefix(5)), Some(5));
+        assert_eq!(id_ms("rcpt_zz"), None);
         assert!(!is_id("rcpt_x") && !is_id(&a.to_uppercase()));
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::super::{AttemptOutcome, AttemptTrace, Candidate, EffectivePolicy, Plan, RoutingTrace};
 use crate::config::EndpointConfig;
 use crate::observe::RequestRecord;
-use crate::receipt::{micros, rfc3339, Receipt, ReceiptAttempt, ReceiptSeed, StoredParts};
+use crate::receipt::{micros, rfc3339, Hex, Receipt, ReceiptAttempt, ReceiptSeed, StoredParts};
 
 /// A receipt's own parts (the rest is its request's record).
 #[derive(Debug, Clone)]
@@ -61,7 +61,32 @@ impl Draft {
 
     /// The receipt of the request whose final record is `r`.
     pub fn receipt(&self, r: &RequestRecord) -> Receipt {
-        let parts = self.parts(r, serde_json::to_value(&self.policy).unwrap_or_default());
+        let v = self.parts(r);
+        let own = |s: &str| s.to_owned();
+        let parts = StoredParts {
+            provider: v.provider.map(own),
+            endpoint: v.endpoint.map(own),
+            policy: serde_json::to_value(v.policy).unwrap_or_default(),
+            attempts: v
+                .attempts
+                .into_iter()
+                .map(|a| ReceiptAttempt {
+                    provider: own(a.provider),
+                    endpoint: own(a.endpoint),
+                    model: own(a.model),
+                    outcome: own(a.outcome),
+                    error_kind: a.error_kind.map(own),
+                    eu_native: a.eu_native,
+                    zero_data_retention: a.zero_data_retention,
+                    quantization: own(a.quantization),
+                    input_tokens: a.input_tokens,
+                    output_tokens: a.output_tokens,
+                    cost_micros: a.cost_micros,
+                })
+                .collect(),
+            request_sha256: v.request_sha256.to_string(),
+            answer_sha256: v.answer_sha256.map(|h| h.to_string()),
+        };
         crate::receipt::assemble(
             self.seed.id.clone(),
             crate::receipt::RowFields {
@@ -84,13 +109,18 @@ impl Draft {
         )
     }
 
-    /// The parts as the request's row stores them (JSON, see [`StoredParts`]).
+    /// The parts as the request's row stores them (JSON, see [`StoredParts`]), serialised
+    /// from borrowed strings: no copy of them is made.
     pub fn stored(&self, r: &RequestRecord) -> Result<String, serde_json::Error> {
-        serde_json::to_string(&self.parts(r, &self.policy))
+        let mut out = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut out, &self.parts(r))?;
+        String::from_utf8(out).map_err(serde::ser::Error::custom)
     }
 
-    fn parts<P>(&self, r: &RequestRecord, policy: P) -> StoredParts<P> {
-        let mut attempts: Vec<ReceiptAttempt> = self
+    /// The receipt's own parts, borrowed from the draft: the one place they are worked out,
+    /// for a stored row as for a receipt read while queued.
+    fn parts<'a>(&'a self, r: &'a RequestRecord) -> Parts<'a> {
+        let mut attempts: Vec<ReceiptAttempt<&str>> = self
             .attempts
             .iter()
             .filter(|a| a.outcome != AttemptOutcome::Skipped)
@@ -113,35 +143,38 @@ impl Draft {
             }
         }
         StoredParts {
-            provider: self.answered.as_ref().map(|e| e.provider.name.clone()),
-            endpoint: self.answered.as_ref().map(|e| e.id.clone()),
-            policy,
+            provider: self.answered.as_ref().map(|e| e.provider.name.as_str()),
+            endpoint: self.answered.as_ref().map(|e| e.id.as_str()),
+            policy: &self.policy,
             attempts,
-            request_sha256: hex::encode(self.seed.request_sha256),
-            answer_sha256: self.answer_sha256.map(hex::encode),
+            request_sha256: Hex(self.seed.request_sha256),
+            answer_sha256: self.answer_sha256.map(Hex),
         }
     }
 
-    fn attempt(
-        &self,
-        endpoint: &str,
-        model: &str,
+    fn attempt<'a>(
+        &'a self,
+        endpoint: &'a str,
+        model: &'a str,
         outcome: AttemptOutcome,
-        error_kind: Option<&str>,
-    ) -> ReceiptAttempt {
+        error_kind: Option<&'static str>,
+    ) -> ReceiptAttempt<&'a str> {
         let ep = self.endpoints.iter().find(|e| e.id == endpoint);
         ReceiptAttempt {
-            provider: ep.map_or_else(String::new, |e| e.provider.name.clone()),
-            endpoint: endpoint.to_owned(),
-            model: model.to_owned(),
-            outcome: outcome.as_str().to_owned(),
-            error_kind: error_kind.map(str::to_owned),
+            provider: ep.map_or("", |e| e.provider.name.as_str()),
+            endpoint,
+            model,
+            outcome: outcome.as_str(),
+            error_kind,
             eu_native: ep.is_some_and(|e| e.provider.eu_native),
             zero_data_retention: ep.is_some_and(|e| e.provider.zero_data_retention),
-            quantization: ep.map_or_else(String::new, |e| e.quantization.clone()),
+            quantization: ep.map_or("", |e| e.quantization.as_str()),
             input_tokens: 0,
             output_tokens: 0,
             cost_micros: 0,
         }
     }
 }
+
+/// The parts as the draft lends them.
+type Parts<'a> = StoredParts<&'a EffectivePolicy, &'a str, Hex>;

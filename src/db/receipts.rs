@@ -4,6 +4,7 @@
 
 use crate::observe::RequestRecord;
 use crate::receipt::{assemble, micros, rfc3339_ms, RowFields, StoredParts};
+use crate::router::executor::PolicyTexts;
 
 use super::DbError;
 
@@ -29,10 +30,11 @@ pub struct StoredKey {
 /// receipt whose parts cannot be encoded (never: plain strings and integers) is logged and
 /// left out rather than failing the batch.
 pub fn receipt_columns(rows: &[RequestRecord]) -> Vec<Option<(&str, String)>> {
+    let mut policies = PolicyTexts::default();
     rows.iter()
         .map(|r| {
             let d = r.receipt.as_deref()?;
-            match d.stored(r) {
+            match d.stored(r, &mut policies) {
                 Ok(parts) => Some((d.id(), parts)),
                 Err(e) => {
                     tracing::error!(receipt = %d.id(), "receipt not stored: {e}");

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
+
 use super::super::{AttemptOutcome, AttemptTrace, Candidate, EffectivePolicy, Plan, RoutingTrace};
 use crate::config::EndpointConfig;
 use crate::observe::RequestRecord;
@@ -110,10 +112,25 @@ impl Draft {
     }
 
     /// The parts as the request's row stores them (JSON, see [`StoredParts`]), serialised
-    /// from borrowed strings: no copy of them is made.
-    pub fn stored(&self, r: &RequestRecord) -> Result<String, serde_json::Error> {
+    /// from borrowed strings: no copy of them is made. `policies` holds the policies
+    /// already serialised in this batch: requests of one key mostly share theirs.
+    pub fn stored(
+        &self,
+        r: &RequestRecord,
+        policies: &mut PolicyTexts,
+    ) -> Result<String, serde_json::Error> {
+        let v = self.parts(r);
+        let policy = policies.text(&self.policy)?;
+        let v = StoredParts {
+            provider: v.provider,
+            endpoint: v.endpoint,
+            policy,
+            attempts: v.attempts,
+            request_sha256: v.request_sha256,
+            answer_sha256: v.answer_sha256,
+        };
         let mut out = Vec::with_capacity(1024);
-        serde_json::to_writer(&mut out, &self.parts(r))?;
+        serde_json::to_writer(&mut out, &v)?;
         String::from_utf8(out).map_err(serde::ser::Error::custom)
     }
 
@@ -173,6 +190,30 @@ impl Draft {
             output_tokens: 0,
             cost_micros: 0,
         }
+    }
+}
+
+/// Policies serialised so far (a writer's batch): equal policies are serialised once.
+#[derive(Default)]
+pub struct PolicyTexts(Vec<(EffectivePolicy, Box<RawValue>)>);
+
+impl PolicyTexts {
+    /// A handful at most; more are serialised each time rather than kept.
+    const MAX: usize = 8;
+
+    fn text(&mut self, p: &EffectivePolicy) -> Result<&RawValue, serde_json::Error> {
+        let i = match self.0.iter().position(|(q, _)| q == p) {
+            Some(i) => i,
+            None => {
+                let text = serde_json::value::to_raw_value(p)?;
+                if self.0.len() >= Self::MAX {
+                    self.0.remove(0);
+                }
+                self.0.push((p.clone(), text));
+                self.0.len() - 1
+            }
+        };
+        Ok(&self.0[i].1)
     }
 }
 

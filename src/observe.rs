@@ -113,10 +113,11 @@ pub struct RequestRecord {
     /// The answering (or last) attempt went to an endpoint its breaker or a `retry-after`
     /// had marked unavailable, because no available compliant endpoint was left.
     pub last_resort: bool,
-    /// The request's signed-receipt content, when receipts are on for it: the ledger
-    /// stores it with the record (shared, so that the ledger's copy of the record is cheap).
+    /// The request's signed receipt's own parts, when receipts are on for it: the ledger
+    /// stores them with the record's row (shared, so that the ledger's copy of the record
+    /// is cheap); the receipt is assembled from them and this record when read.
     #[serde(skip)]
-    pub receipt: Option<std::sync::Arc<crate::receipt::Receipt>>,
+    pub receipt: Option<std::sync::Arc<crate::router::executor::ReceiptDraft>>,
 }
 
 fn unix_ms<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {

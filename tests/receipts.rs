@@ -420,3 +420,58 @@ async fn stored_receipts_are_read_exported_and_verified() {
     assert_eq!(exported, ids, "in issue order");
     relais.stop().await;
 }
+
+/// A receipt is assembled from its request's row when read from the database (schema v5)
+/// and from the queued record before: both give the same receipt, field for field (so the
+/// same signed bytes), for a whole answer, a stream, an error, and a request with usage
+/// and cost.
+#[tokio::test]
+async fn a_receipt_reads_the_same_queued_and_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeUpstream::start().await;
+    let relais = start(&fake, dir.path(), &Opts::default(), "flush_ms = 60000", "").await;
+    let mut ids = Vec::new();
+    for door in common::doors::ALL {
+        fake.push(Reply::json(openai::chat_response("whole")));
+        let r = door.send(&relais, &door.simple("x", false)).await;
+        assert_eq!(r.status(), 200);
+        ids.push(receipt_id(&r));
+    }
+    fake.push(Reply::sse(openai::text_stream(&["a", "b"])));
+    let r = Door::Chat
+        .send(&relais, &Door::Chat.simple("x", true))
+        .await;
+    ids.push(receipt_id(&r));
+    assert_eq!(Door::Chat.stream(r).await.text, "ab");
+    // No reply scripted: the fake answers 500, after an attempt.
+    let r = Door::Messages
+        .send(&relais, &Door::Messages.simple("x", false))
+        .await;
+    assert_eq!(r.status(), 502);
+    ids.push(receipt_id(&r));
+    let mut queued = Vec::new();
+    for id in &ids {
+        let (st, got) = get_receipt(&relais, id, Some(CLIENT_KEY)).await;
+        assert_eq!(st, 200, "{id}: {got}");
+        queued.push(got["receipt"].clone());
+    }
+    assert!(
+        queued.iter().any(|r| r["cost_micros"].as_u64() > Some(0)),
+        "some receipt has a cost: {queued:?}"
+    );
+    // Stopping writes the queue; a new server on the same database reads the rows.
+    relais.stop().await;
+    let relais = start(&fake, dir.path(), &Opts::default(), "flush_ms = 60000", "").await;
+    assert_eq!(relais.state().ledger.as_ref().unwrap().queue_depth(), 0);
+    let keys = jwks(&relais).await;
+    for (id, before) in ids.iter().zip(&queued) {
+        let (st, got) = get_receipt(&relais, id, Some(CLIENT_KEY)).await;
+        assert_eq!(st, 200, "{id}: {got}");
+        assert_eq!(&got["receipt"], before, "{id}");
+        assert_eq!(
+            verify_line(&got.to_string(), &keys).as_deref(),
+            Ok(id.as_str())
+        );
+    }
+    relais.stop().await;
+}

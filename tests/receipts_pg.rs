@@ -102,3 +102,107 @@ async fn receipts_written_by_one_replica_verify_through_another() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A Postgres database as schema v4 left it (receipts in their own table) is upgraded in
+/// place: its receipt is still read and exported, in id order with the new ones, which v5
+/// keeps in their request's row; retention reaches both.
+#[tokio::test]
+async fn a_v4_database_keeps_its_receipts_after_the_upgrade() {
+    let pg = Pg::start().await;
+    let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let old_id = format!(
+        "{}{:016x}",
+        relais::receipt::id_prefix(relais::db::now_ms() - 60_000),
+        7
+    );
+    // Schema v4 as Relais created it (v2 and v3 changed SQLite only).
+    client
+        .batch_execute(
+            "CREATE TABLE relais_schema (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL);
+             CREATE TABLE requests (request_id TEXT PRIMARY KEY, time_ms BIGINT NOT NULL,
+                api TEXT NOT NULL, key_name TEXT, model_requested TEXT NOT NULL,
+                model_served TEXT, provider TEXT, endpoint TEXT, stream BOOLEAN NOT NULL,
+                attempts INTEGER NOT NULL, input_tokens BIGINT NOT NULL,
+                output_tokens BIGINT NOT NULL, cache_read_tokens BIGINT NOT NULL,
+                cache_creation_tokens BIGINT NOT NULL, cost_eur DOUBLE PRECISION NOT NULL,
+                ttft_ms DOUBLE PRECISION, duration_ms DOUBLE PRECISION NOT NULL,
+                upstream_ms DOUBLE PRECISION NOT NULL, status TEXT NOT NULL,
+                http_status INTEGER NOT NULL, error_kind TEXT, fallback BOOLEAN NOT NULL,
+                model_fallback BOOLEAN NOT NULL, last_resort BOOLEAN NOT NULL);
+             CREATE INDEX requests_time ON requests (time_ms);
+             CREATE INDEX requests_key_time ON requests (key_name, time_ms);
+             CREATE TABLE keys (name TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE,
+                policy TEXT NOT NULL, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL,
+                revoked_ms BIGINT);
+             CREATE TABLE receipts (receipt_id TEXT PRIMARY KEY, key_name TEXT,
+                receipt TEXT NOT NULL);
+             CREATE TABLE receipt_keys (kid TEXT PRIMARY KEY, secret TEXT NOT NULL,
+                created_ms BIGINT NOT NULL);
+             INSERT INTO relais_schema VALUES (1, 0), (2, 0), (3, 0), (4, 0);",
+        )
+        .await
+        .unwrap();
+    let old_body = format!(r#"{{"receipt_id":"{old_id}","version":1}}"#);
+    client
+        .execute(
+            "INSERT INTO receipts VALUES ($1, 'test', $2)",
+            &[&old_id, &old_body],
+        )
+        .await
+        .unwrap();
+
+    let fake = FakeUpstream::start().await;
+    let a = replica(&fake, &pg).await;
+    let version: i64 = client
+        .query_one("SELECT MAX(version) FROM relais_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 5);
+    fake.push(Reply::json(openai::chat_response("whole")));
+    let resp = Door::Chat.send(&a, &Door::Chat.simple("x", false)).await;
+    let new_id = header(resp.headers(), "x-relais-receipt")
+        .unwrap()
+        .to_owned();
+    let ledger = a.state().ledger.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ledger.queued_receipt(&new_id).is_some() || ledger.queue_depth() > 0 {
+        assert!(Instant::now() < deadline, "receipt never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let keys: JwkSet = a.get("/relais/receipts/keys").await.json().await.unwrap();
+    for id in [&old_id, &new_id] {
+        let (st, got) = receipt(&a, id).await;
+        assert_eq!(st, 200, "{id}: {got}");
+        assert_eq!(
+            verify_line(&got.to_string(), &keys).as_deref(),
+            Ok(id.as_str())
+        );
+    }
+    assert_eq!(receipt(&a, &old_id).await.1["receipt"]["version"], 1);
+    let db = ledger.db().clone();
+    let mut out = Vec::new();
+    relais::ledger::receipts::export(&db, 0, &mut out)
+        .await
+        .unwrap();
+    let exported: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| verify_line(l, &keys).unwrap())
+        .collect();
+    assert_eq!(exported, [old_id.clone(), new_id.clone()], "in id order");
+    let later = relais::receipt::id_prefix(relais::db::now_ms() + 60_000);
+    assert_eq!(db.prune_receipts(&later).await.unwrap(), 2);
+    assert_eq!(receipt(&a, &old_id).await.0, 404);
+    assert_eq!(receipt(&a, &new_id).await.0, 404);
+    let rows: i64 = client
+        .query_one("SELECT COUNT(*) FROM requests", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "the usage row stays");
+    a.stop().await;
+}

@@ -30,6 +30,8 @@ pub enum DbError {
     Task(String),
     #[error("a key named `{0}` already exists")]
     Conflict(String),
+    #[error("a stored receipt is unreadable: {0}")]
+    Receipt(String),
 }
 
 /// An open database. Cheap to clone.

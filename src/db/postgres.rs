@@ -15,27 +15,18 @@ use super::{
 use crate::config::Secret;
 use crate::observe::RequestRecord;
 
-/// The ledger's batch insert: one array per column (see `insert_requests`).
+/// The ledger's batch insert: one array per column (see `insert_requests`), the receipt's
+/// two columns (v5) after the request's 24.
 const INSERT_REQUESTS: &str = "INSERT INTO requests (request_id, time_ms, api, key_name, \
     model_requested, model_served, provider, endpoint, stream, attempts, input_tokens, \
     output_tokens, cache_read_tokens, cache_creation_tokens, cost_eur, ttft_ms, duration_ms, \
-    upstream_ms, status, http_status, error_kind, fallback, model_fallback, last_resort) \
+    upstream_ms, status, http_status, error_kind, fallback, model_fallback, last_resort, \
+    receipt_id, receipt) \
     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
     $6::text[], $7::text[], $8::text[], $9::boolean[], $10::integer[], $11::bigint[], \
     $12::bigint[], $13::bigint[], $14::bigint[], $15::float8[], $16::float8[], $17::float8[], \
     $18::float8[], $19::text[], $20::integer[], $21::text[], $22::boolean[], $23::boolean[], \
-    $24::boolean[]) ON CONFLICT (request_id) DO NOTHING";
-
-/// The batch insert when the batch holds receipts: one statement (so one transaction),
-/// the receipts' three arrays after the requests' 24.
-fn insert_with_receipts() -> String {
-    let requests = INSERT_REQUESTS.trim_end_matches(" ON CONFLICT (request_id) DO NOTHING");
-    format!(
-        "WITH requests_in AS ({requests} ON CONFLICT (request_id) DO NOTHING) \
-         INSERT INTO receipts (receipt_id, key_name, receipt) \
-         SELECT * FROM UNNEST($25::text[], $26::text[], $27::text[]) ON CONFLICT DO NOTHING"
-    )
-}
+    $24::boolean[], $25::text[], $26::text[]) ON CONFLICT (request_id) DO NOTHING";
 
 /// Serializes migrations of replicas that start at the same time.
 const MIGRATION_LOCK: i64 = 0x7265_6c61_6973;
@@ -109,7 +100,14 @@ impl Postgres {
         let fallback = flag(|r| r.fallback);
         let model_fallback = flag(|r| r.model_fallback);
         let last_resort = flag(|r| r.last_resort);
-        let params: [&(dyn ToSql + Sync); REQUEST_COLUMN_COUNT] = [
+        let receipts = super::receipts::receipt_columns(rows);
+        let receipt_id: Vec<Option<&str>> =
+            receipts.iter().map(|r| r.as_ref().map(|r| r.0)).collect();
+        let receipt: Vec<Option<&str>> = receipts
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.1.as_str()))
+            .collect();
+        let params: [&(dyn ToSql + Sync); REQUEST_COLUMN_COUNT + 2] = [
             &request_id,
             &time_ms,
             &api,
@@ -134,19 +132,13 @@ impl Postgres {
             &fallback,
             &model_fallback,
             &last_resort,
+            &receipt_id,
+            &receipt,
         ];
-        let receipts = super::receipts::receipt_rows(rows);
-        let client = self.client().await?;
-        if receipts.is_empty() {
-            client.execute(INSERT_REQUESTS, &params).await?;
-            return Ok(());
-        }
-        let ids: Vec<&str> = receipts.iter().map(|r| r.receipt_id.as_str()).collect();
-        let keys: Vec<Option<&str>> = receipts.iter().map(|r| r.key_name.as_deref()).collect();
-        let bodies: Vec<&str> = receipts.iter().map(|r| r.receipt.as_str()).collect();
-        let mut all: Vec<&(dyn ToSql + Sync)> = params.to_vec();
-        all.extend([&ids as &(dyn ToSql + Sync), &keys, &bodies]);
-        client.execute(&insert_with_receipts(), &all).await?;
+        self.client()
+            .await?
+            .execute(INSERT_REQUESTS, &params)
+            .await?;
         Ok(())
     }
 
@@ -310,8 +302,8 @@ mod tests {
 
     #[test]
     fn the_batch_insert_names_the_schemas_columns_in_order() {
-        assert!(INSERT_REQUESTS.contains(&format!("({REQUEST_COLUMNS})")));
-        assert!(INSERT_REQUESTS.contains(&format!("${REQUEST_COLUMN_COUNT}::")));
-        assert!(!INSERT_REQUESTS.contains(&format!("${}::", REQUEST_COLUMN_COUNT + 1)));
+        assert!(INSERT_REQUESTS.contains(&format!("({REQUEST_COLUMNS}, receipt_id, receipt)")));
+        assert!(INSERT_REQUESTS.contains(&format!("${}::", REQUEST_COLUMN_COUNT + 2)));
+        assert!(!INSERT_REQUESTS.contains(&format!("${}::", REQUEST_COLUMN_COUNT + 3)));
     }
 }

@@ -1,6 +1,12 @@
-//! The receipts' rows (schema v4) as both backends store and return them.
+//! The receipts as both backends store and return them. Since schema v5 a receipt lives in
+//! its request's row (`receipt_id`, and its own parts as JSON in `receipt`); v4's table
+//! `receipts`, which held each receipt's canonical JSON, is still read, exported and pruned.
 
 use crate::observe::RequestRecord;
+use crate::receipt::{assemble, micros, rfc3339_ms, RowFields, StoredParts};
+use crate::router::executor::PolicyTexts;
+
+use super::DbError;
 
 /// One stored receipt: its canonical JSON exactly as signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,24 +25,96 @@ pub struct StoredKey {
     pub created_ms: i64,
 }
 
-/// The receipt rows of a ledger batch, canonicalised (in the writer, off the request path).
-/// A receipt that cannot be canonicalised (never: they hold integers only) is logged and
+/// The receipt columns of a ledger batch's rows (in the writer, off the request path), in
+/// the rows' order: `(receipt_id, parts)`, or nothing for a request without a receipt. A
+/// receipt whose parts cannot be encoded (never: plain strings and integers) is logged and
 /// left out rather than failing the batch.
-pub fn receipt_rows(rows: &[RequestRecord]) -> Vec<StoredReceipt> {
+pub fn receipt_columns(rows: &[RequestRecord]) -> Vec<Option<(&str, String)>> {
+    let mut policies = PolicyTexts::default();
     rows.iter()
-        .filter_map(|r| r.receipt.as_deref())
-        .filter_map(|rc| match rc.canonical() {
-            Ok(bytes) => Some(StoredReceipt {
-                receipt_id: rc.receipt_id.clone(),
-                key_name: rc.key_name.clone(),
-                receipt: String::from_utf8(bytes).ok()?,
-            }),
-            Err(e) => {
-                tracing::error!(receipt = %rc.receipt_id, "receipt not stored: {e}");
-                None
+        .map(|r| {
+            let d = r.receipt.as_deref()?;
+            match d.stored(r, &mut policies) {
+                Ok(parts) => Some((d.id(), parts)),
+                Err(e) => {
+                    tracing::error!(receipt = %d.id(), "receipt not stored: {e}");
+                    None
+                }
             }
         })
         .collect()
+}
+
+/// A receipt's row as read back (schema v5): the request's columns a receipt states, and
+/// its own parts.
+#[derive(Debug, Clone)]
+pub struct ReceiptRow {
+    pub receipt_id: String,
+    pub request_id: String,
+    pub time_ms: i64,
+    pub api: String,
+    pub key_name: Option<String>,
+    pub model_requested: String,
+    pub model_served: Option<String>,
+    pub status: String,
+    pub http_status: i64,
+    pub error_kind: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_creation_tokens: i64,
+    pub cost_eur: f64,
+    pub parts: String,
+}
+
+impl ReceiptRow {
+    /// The receipt in its canonical form (what is signed): the same bytes the record it was
+    /// written from gives, since every field comes back as it was written.
+    pub fn into_stored(self) -> Result<StoredReceipt, DbError> {
+        let bad = |e: String| DbError::Receipt(format!("{}: {e}", self.receipt_id));
+        let parts: StoredParts =
+            serde_json::from_str(&self.parts).map_err(|e| bad(e.to_string()))?;
+        let count = |v: i64| u64::try_from(v).unwrap_or(0);
+        let fields = RowFields {
+            request_id: self.request_id.clone(),
+            time: rfc3339_ms(self.time_ms),
+            key_name: self.key_name.clone(),
+            api: self.api.clone(),
+            model_requested: self.model_requested.clone(),
+            model_served: self.model_served.clone(),
+            status: self.status.clone(),
+            http_status: u16::try_from(self.http_status).unwrap_or(0),
+            error_kind: self.error_kind.clone(),
+            input_tokens: count(self.input_tokens),
+            output_tokens: count(self.output_tokens),
+            cache_read_tokens: count(self.cache_read_tokens),
+            cache_creation_tokens: count(self.cache_creation_tokens),
+            cost_micros: micros(self.cost_eur),
+        };
+        let receipt = assemble(self.receipt_id.clone(), fields, parts);
+        let canonical = receipt.canonical().map_err(|e| bad(e.to_string()))?;
+        Ok(StoredReceipt {
+            receipt: String::from_utf8(canonical).map_err(|e| bad(e.to_string()))?,
+            receipt_id: self.receipt_id,
+            key_name: self.key_name,
+        })
+    }
+}
+
+/// Up to `limit` receipts of two id-ordered lists (v5 rows, v4's table), in id order.
+pub fn merge(
+    rows: Vec<ReceiptRow>,
+    old: Vec<StoredReceipt>,
+    limit: usize,
+) -> Result<Vec<StoredReceipt>, DbError> {
+    let mut all = rows
+        .into_iter()
+        .map(ReceiptRow::into_stored)
+        .collect::<Result<Vec<_>, _>>()?;
+    all.extend(old);
+    all.sort_by(|a, b| a.receipt_id.cmp(&b.receipt_id));
+    all.truncate(limit);
+    Ok(all)
 }
 
 /// Receipts read per page by an export.

@@ -28,7 +28,7 @@ impl Sql {
 }
 
 /// `(version, statements)`, applied in order, each version once, in one transaction.
-pub const MIGRATIONS: &[(i64, &[Sql])] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
+pub const MIGRATIONS: &[(i64, &[Sql])] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
 
 const V1: &[Sql] = &[
     // One row per request. Never prompts, completions or keys: only the key's name.
@@ -146,11 +146,12 @@ const V2: &[Sql] = &[
     ),
 ];
 
-/// The columns of SQLite's `request_rows` (v2), in insert order (17).
+/// The columns of SQLite's `request_rows` (v2, and v5's receipt), in insert order (19).
 pub const SQLITE_STORED_COLUMNS: &str = "request_id, time_ms, key_name, model_requested, \
     model_served, provider, endpoint, input_tokens, output_tokens, cache_read_tokens, \
-    cache_creation_tokens, cost_eur, ttft_ms, duration_ms, upstream_ms, error_kind, flags";
-pub const SQLITE_STORED_COUNT: usize = 17;
+    cache_creation_tokens, cost_eur, ttft_ms, duration_ms, upstream_ms, error_kind, flags, \
+    receipt_id, receipt";
+pub const SQLITE_STORED_COUNT: usize = 19;
 
 /// SQLite's `flags` column (v2, v3): bit 0 the chat-completions door, 7 the Responses door
 /// (v3), 1 stream, 2 fallback,
@@ -173,6 +174,25 @@ pub fn sqlite_flags(r: &crate::observe::RequestRecord) -> i64 {
         | status << 5
         | i64::from(r.http_status & 1023) << 8
         | i64::from(r.attempts) << 18
+}
+
+/// The door, status and HTTP status a `flags` value holds (as the view `requests` decodes
+/// them): `(api, status, http_status)`.
+pub fn sqlite_unflags(flags: i64) -> (&'static str, &'static str, i64) {
+    let api = if flags & 128 != 0 {
+        "responses"
+    } else if flags & 1 != 0 {
+        "chat_completions"
+    } else {
+        "messages"
+    };
+    let status = match (flags >> 5) & 3 {
+        0 => "ok",
+        1 => "failed",
+        2 => "failed_mid_stream",
+        _ => "client_closed",
+    };
+    (api, status, (flags >> 8) & 1023)
 }
 
 /// The third door (`POST /v1/responses`): its rows set bit 7 of `flags`, which the view
@@ -228,6 +248,20 @@ const V4: &[Sql] = &[
             created_ms BIGINT NOT NULL
         )",
     ),
+];
+
+/// A receipt stored in its request's row rather than in a row of its own: a second row per
+/// request (a second b-tree insert, ~1 KB of canonical JSON made in the writer) was most of
+/// a receipt's cost (docs/receipts.md, "Switches and cost"). `receipt_id` is the receipt's
+/// id, `receipt` its own parts as JSON (`receipt::StoredParts`); the rest of a receipt is
+/// the row's columns. Its canonical form is made when it is read. No index: an id begins
+/// with the arrival time, which is the row's `time_ms`, so a lookup or an export reads
+/// the time index (SQLite: the table's own key). Receipts written by v4 stay in `receipts`,
+/// read, exported and pruned as before.
+const V5: &[Sql] = &[
+    Sql::Sqlite("ALTER TABLE request_rows ADD COLUMN receipt_id TEXT"),
+    Sql::Sqlite("ALTER TABLE request_rows ADD COLUMN receipt TEXT"),
+    Sql::Postgres("ALTER TABLE requests ADD COLUMN receipt_id TEXT, ADD COLUMN receipt TEXT"),
 ];
 
 pub const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS relais_schema (

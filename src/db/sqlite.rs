@@ -186,22 +186,24 @@ impl Sqlite {
 /// One transaction: whole statements of ROWS_PER_STATEMENT rows, then one row at a time, so
 /// that a statement's setup (cursor, VM start, reset) is paid once per 50 rows.
 fn insert_batch(c: &mut Connection, rows: &[RequestRecord]) -> Result<(), DbError> {
-    // Canonicalised before the transaction: its lock is held no longer than before.
-    let receipts = super::receipts::receipt_rows(rows);
+    // Encoded before the transaction: its lock is held no longer than needed.
+    let receipts = super::receipts::receipt_columns(rows);
     let tx = c.transaction()?;
-    receipts::insert(&tx, &receipts)?;
     {
         let mut chunks = rows.chunks_exact(ROWS_PER_STATEMENT);
+        let mut receipts = receipts.chunks(ROWS_PER_STATEMENT);
         let mut many = tx.prepare_cached(&insert_sql(ROWS_PER_STATEMENT))?;
         for chunk in &mut chunks {
+            let rc = receipts.next().unwrap_or_default();
             for (i, r) in chunk.iter().enumerate() {
-                bind_row(&mut many, i * SQLITE_STORED_COUNT, r)?;
+                bind_row(&mut many, i * SQLITE_STORED_COUNT, r, rc.get(i))?;
             }
             many.raw_execute()?;
         }
+        let rc = receipts.next().unwrap_or_default();
         let mut one = tx.prepare_cached(&insert_sql(1))?;
-        for r in chunks.remainder() {
-            bind_row(&mut one, 0, r)?;
+        for (i, r) in chunks.remainder().iter().enumerate() {
+            bind_row(&mut one, 0, r, rc.get(i))?;
             one.raw_execute()?;
         }
     }
@@ -209,7 +211,7 @@ fn insert_batch(c: &mut Connection, rows: &[RequestRecord]) -> Result<(), DbErro
     Ok(())
 }
 
-/// Rows per multi-row insert (17 parameters each; SQLite allows 32,766 per statement).
+/// Rows per multi-row insert (19 parameters each; SQLite allows 32,766 per statement).
 const ROWS_PER_STATEMENT: usize = 50;
 
 fn insert_sql(rows: usize) -> String {
@@ -227,12 +229,13 @@ fn insert_sql(rows: usize) -> String {
     )
 }
 
-/// Binds one record to parameters `base + 1 ..= base + 17`, in `SQLITE_STORED_COLUMNS`
-/// order.
+/// Binds one record and its receipt's columns to parameters `base + 1 ..= base + 19`, in
+/// `SQLITE_STORED_COLUMNS` order.
 fn bind_row(
     st: &mut rusqlite::Statement<'_>,
     base: usize,
     r: &RequestRecord,
+    receipt: Option<&Option<(&str, String)>>,
 ) -> Result<(), DbError> {
     let at = |i: usize| base + i;
     st.raw_bind_parameter(at(1), &r.request_id)?;
@@ -252,6 +255,12 @@ fn bind_row(
     st.raw_bind_parameter(at(15), r.upstream_ms)?;
     st.raw_bind_parameter(at(16), r.error_kind)?;
     st.raw_bind_parameter(at(17), sqlite_flags(r))?;
+    let (id, parts) = match receipt {
+        Some(Some((id, parts))) => (Some(*id), Some(parts.as_str())),
+        _ => (None, None),
+    };
+    st.raw_bind_parameter(at(18), id)?;
+    st.raw_bind_parameter(at(19), parts)?;
     Ok(())
 }
 
@@ -300,3 +309,7 @@ mod receipts;
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sqlite_receipt_tests.rs"]
+mod receipt_tests;

@@ -248,3 +248,24 @@ async fn every_field_reads_back_under_its_v1_name() {
          NULL|0|0|0"
     );
 }
+
+/// What a receipt read from its row states (schema v5) is what the record said.
+#[test]
+fn flags_decode_to_the_records_door_and_status() {
+    use super::super::schema::{sqlite_flags, sqlite_unflags};
+    for api in [Api::Messages, Api::ChatCompletions, Api::Responses] {
+        for status in [
+            Status::Ok,
+            Status::Failed,
+            Status::FailedMidStream,
+            Status::ClientClosed,
+        ] {
+            let mut r = record(3, "k");
+            (r.api, r.status, r.http_status, r.attempts) = (api, status, 499, 5);
+            assert_eq!(
+                sqlite_unflags(sqlite_flags(&r)),
+                (api.as_str(), status.as_str(), 499)
+            );
+        }
+    }
+}

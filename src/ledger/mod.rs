@@ -117,15 +117,18 @@ impl Ledger {
     /// A receipt still waiting to be written (queued, or in the batch being written).
     /// Looked for in the order records move (queue, batch, database), so that a receipt
     /// on its way is found in one place or the next; the caller then reads the database.
-    pub fn queued_receipt(&self, id: &str) -> Option<Arc<Receipt>> {
-        let is = |r: &&Arc<Receipt>| r.receipt_id == id;
-        if let Ok(buf) = self.queue.buf.lock() {
-            if let Some(r) = buf.iter().rev().filter_map(|r| r.receipt.as_ref()).find(is) {
-                return Some(r.clone());
-            }
-        }
-        let writing = self.queue.writing.lock().ok()?;
-        writing.iter().find(is).cloned()
+    /// Assembled from the record (not under the queue's lock, which requests take).
+    pub fn queued_receipt(&self, id: &str) -> Option<Receipt> {
+        let is = |r: &&RequestRecord| r.receipt.as_ref().is_some_and(|d| d.id() == id);
+        let found = match self.queue.buf.lock() {
+            Ok(buf) => buf.iter().rev().find(is).cloned(),
+            Err(_) => None,
+        };
+        let found = match found {
+            Some(r) => r,
+            None => self.queue.writing.lock().ok()?.iter().find(is).cloned()?,
+        };
+        Some(found.receipt.as_ref()?.receipt(&found))
     }
 
     pub fn stats(&self) -> &Arc<LedgerStats> {
@@ -216,9 +219,9 @@ struct Queue {
     closed: AtomicBool,
     /// Woken by the first record of an empty queue and when `batch_rows` are waiting.
     wake: Notify,
-    /// The receipts of the records the writer took and has not written yet: a receipt is
+    /// The records with receipts the writer took and has not written yet: a receipt is
     /// readable from its id's issue until it is in the database.
-    writing: Mutex<Vec<Arc<Receipt>>>,
+    writing: Mutex<Vec<RequestRecord>>,
     /// Records ever queued (counted under the lock, so in queue order).
     pushed: AtomicU64,
 }
@@ -268,7 +271,7 @@ impl Queue {
             return;
         }
         if let Ok(mut w) = self.writing.lock() {
-            w.extend(records.iter().filter_map(|r| r.receipt.clone()));
+            w.extend(records.iter().filter(|r| r.receipt.is_some()).cloned());
         }
     }
 

@@ -60,26 +60,57 @@ impl SessionId {
         body: &[(&'static str, Option<&str>)],
         opening: impl FnOnce() -> String,
     ) -> SessionId {
+        SessionId::given(header, body).unwrap_or_else(|| SessionId::opening(opening()))
+    }
+
+    /// The session id a header or the body names, if any (`find` without the opening).
+    pub fn given<'a>(
+        header: impl Fn(&str) -> Option<&'a str>,
+        body: &[(&'static str, Option<&str>)],
+    ) -> Option<SessionId> {
         for name in SESSION_HEADERS {
             if let Some(v) = header(name).map(str::trim).filter(|v| !v.is_empty()) {
-                return SessionId {
+                return Some(SessionId {
                     id: printable(v),
                     source: SessionSource::Header(name),
-                };
+                });
             }
         }
         for (name, v) in body {
             if let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) {
-                return SessionId {
+                return Some(SessionId {
                     id: printable(v),
                     source: SessionSource::Body(name),
-                };
+                });
             }
         }
+        None
+    }
+
+    /// The session of the opening digest `id`.
+    pub fn opening(id: String) -> SessionId {
         SessionId {
-            id: opening(),
+            id,
             source: SessionSource::Opening,
         }
+    }
+}
+
+/// A request's session, found when first asked for: a header or body field is read when
+/// the request is prepared (the headers are not kept), the opening digest (a hash of the
+/// conversation's start) only if sessions are on and nothing named the session.
+#[derive(Debug, Default)]
+pub struct LazySession(std::sync::OnceLock<SessionId>);
+
+impl LazySession {
+    /// With the id a header or body field gave, if any.
+    pub fn new(given: Option<SessionId>) -> LazySession {
+        LazySession(given.map(std::sync::OnceLock::from).unwrap_or_default())
+    }
+
+    /// The session: the given one, else the opening digest `opening` computes (once).
+    pub fn get(&self, opening: impl FnOnce() -> String) -> &SessionId {
+        self.0.get_or_init(|| SessionId::opening(opening()))
     }
 }
 

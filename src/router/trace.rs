@@ -112,6 +112,18 @@ pub enum AttemptOutcome {
     Cancelled,
 }
 
+impl AttemptOutcome {
+    /// The name serde gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::Error => "error",
+            AttemptOutcome::Skipped => "skipped",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// An attempt started as a hedge of a slower one (docs/hedging.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct HedgeTrace {
@@ -275,6 +287,37 @@ pub struct RoutingTrace {
 }
 
 impl RoutingTrace {
+    /// A trace kept only for its attempts (a receipt's, when the client asked for no
+    /// trace): the plan's part left empty, since copying every candidate and score of the
+    /// plan for a trace nobody sees was a measurable part of a receipt's cost.
+    pub fn attempts_only(plan: &Plan) -> Self {
+        RoutingTrace {
+            plan: PlanTrace {
+                requested_model: String::new(),
+                model: String::new(),
+                policy: plan.policy.clone(),
+                blend: Blend {
+                    speed_weight: 0.0,
+                    cost_weight: 0.0,
+                    normalisation: NORMALISATION,
+                    near_equal_margin: 0.0,
+                    expected_output_tokens_cap: 0,
+                },
+                est_input_tokens: 0,
+                requested_max_tokens: 0,
+                models_considered: Vec::new(),
+                candidates: Vec::new(),
+                excluded: Vec::new(),
+                session: None,
+            },
+            attempts: Vec::new(),
+            answered_by_model: None,
+            answered_by_endpoint: None,
+            cost_eur: None,
+            receipt_id: None,
+        }
+    }
+
     pub fn new(plan: &Plan) -> Self {
         RoutingTrace {
             plan: plan.trace(),
@@ -313,4 +356,18 @@ impl RoutingTrace {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::AttemptOutcome;
+
+    #[test]
+    fn outcome_names_are_serdes() {
+        use AttemptOutcome::*;
+        for o in [Ok, Error, Skipped, Cancelled] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+    }
 }

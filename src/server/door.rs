@@ -25,8 +25,14 @@ pub struct Routed<'a> {
     /// The output limit to route and reserve with.
     pub max_tokens: u64,
     pub stream: bool,
-    /// The conversation this request continues (cache-sticky sessions).
-    pub session: Option<&'a SessionId>,
+    /// The conversation this request continues (cache-sticky sessions), found when asked
+    /// for: with sessions off its opening digest is never computed.
+    pub session: Option<&'a (dyn FindSession + 'a)>,
+}
+
+/// A prepared request's session, found on first use (see `LazySession`).
+pub trait FindSession: Sync {
+    fn session(&self) -> &SessionId;
 }
 
 /// One client API.

@@ -8,7 +8,7 @@
 //! errors look. Everything else is written here once.
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::receipts::answer::AnswerText;
@@ -142,6 +142,10 @@ async fn run<D: Door>(
     let receipt_header = seed
         .as_ref()
         .and_then(|s| HeaderValue::from_str(&s.id).ok());
+    if let Some(s) = &seed {
+        // The receipt's id begins with the record's time: the store finds its row by it.
+        meta.time = s.time;
+    }
     meta.receipt = seed;
     meta.hedge = !D::side_effects(p);
     let sticky = Sticky::find(st, key, r.session).await;
@@ -265,8 +269,9 @@ async fn run<D: Door>(
     resp
 }
 
-/// The header naming an answer's signed receipt.
-pub const RECEIPT_HEADER: &str = "x-relais-receipt";
+/// The header naming an answer's signed receipt (a `HeaderName`: a `&str` name is parsed
+/// again on every insert).
+pub const RECEIPT_HEADER: HeaderName = HeaderName::from_static("x-relais-receipt");
 /// `x-relais-hedge: won|lost` (did the hedge answer?), with its kind and delay, when a
 /// hedge started for the answering attempt (docs/hedging.md).
 fn hedge_headers(h: &mut HeaderMap, hedge: Option<&HedgeSummary>) {

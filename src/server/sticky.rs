@@ -5,8 +5,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::door::FindSession;
 use super::AppState;
 use crate::config::ClientKey;
 use crate::observe::{RequestRecord, Status};
@@ -18,6 +19,10 @@ use crate::sessions::SessionStore;
 /// What the answer's end measures: the pin's fate, the endpoint that answered and its
 /// provider.
 type Served = (PinOutcome, String, String);
+
+// Names, not `&str`: a `&str` name is parsed again on every insert.
+const SESSION_HEADER: HeaderName = HeaderName::from_static("x-relais-session");
+const PIN_HEADER: HeaderName = HeaderName::from_static("x-relais-session-pin");
 
 /// A request's session while it is served.
 pub struct Sticky<'a> {
@@ -33,10 +38,10 @@ impl<'a> Sticky<'a> {
     pub async fn find(
         st: &AppState,
         key: Option<&ClientKey>,
-        id: Option<&'a SessionId>,
+        id: Option<&'a (dyn FindSession + 'a)>,
     ) -> Option<Sticky<'a>> {
         let s = &st.cfg.sessions;
-        let id = id.filter(|_| s.enabled)?;
+        let id = id.filter(|_| s.enabled)?.session();
         let scope = key.map(|k| k.name.clone());
         let pin = st.sessions.lookup(scope.as_deref(), id).await;
         Some(Sticky {
@@ -105,11 +110,11 @@ impl<'a> Sticky<'a> {
     /// `x-relais-session` (the id used) and, once answered, `x-relais-session-pin`.
     pub fn headers(&self, h: &mut HeaderMap, outcome: Option<&PinOutcome>) {
         if let Ok(v) = HeaderValue::from_str(&self.id.id) {
-            h.insert("x-relais-session", v);
+            h.insert(SESSION_HEADER, v);
         }
         if let Some(o) = outcome {
             if let Ok(v) = HeaderValue::from_str(&o.header()) {
-                h.insert("x-relais-session-pin", v);
+                h.insert(PIN_HEADER, v);
             }
         }
     }

@@ -1,27 +1,44 @@
-//! SQLite's receipts and receipt keys (schema v4).
+//! SQLite's receipts (schema v5: in the request's row; v4: table `receipts`) and receipt
+//! keys.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
-use super::super::receipts::{StoredKey, StoredReceipt};
+use super::super::receipts::{merge, ReceiptRow, StoredKey, StoredReceipt};
+use super::super::schema::sqlite_unflags;
 use super::super::DbError;
 use super::Sqlite;
+use crate::receipt::id_ms;
 
-/// Inside the ledger batch's transaction.
-pub(super) fn insert(tx: &Connection, rows: &[StoredReceipt]) -> Result<(), DbError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut st = tx.prepare_cached(
-        "INSERT INTO receipts (receipt_id, key_name, receipt) VALUES (?1, ?2, ?3) \
-         ON CONFLICT DO NOTHING",
-    )?;
-    for r in rows {
-        st.execute(params![r.receipt_id, r.key_name, r.receipt])?;
-    }
-    Ok(())
+/// A v5 receipt row: the request's columns a receipt states (door, status and HTTP status
+/// decoded from `flags`) and its parts.
+const ROW: &str = "receipt_id, request_id, time_ms, key_name, model_requested, model_served, \
+    input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_eur, \
+    error_kind, flags, receipt FROM request_rows";
+
+fn receipt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReceiptRow> {
+    let (api, status, http_status) = sqlite_unflags(r.get(12)?);
+    Ok(ReceiptRow {
+        receipt_id: r.get(0)?,
+        request_id: r.get(1)?,
+        time_ms: r.get(2)?,
+        key_name: r.get(3)?,
+        model_requested: r.get(4)?,
+        model_served: r.get(5)?,
+        input_tokens: r.get(6)?,
+        output_tokens: r.get(7)?,
+        cache_read_tokens: r.get(8)?,
+        cache_creation_tokens: r.get(9)?,
+        cost_eur: r.get(10)?,
+        error_kind: r.get(11)?,
+        api: api.to_owned(),
+        status: status.to_owned(),
+        http_status,
+        parts: r.get(13)?,
+    })
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
+/// A v4 receipt (table `receipts`): its canonical JSON as stored.
+fn old_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
     Ok(StoredReceipt {
         receipt_id: r.get(0)?,
         key_name: r.get(1)?,
@@ -31,11 +48,24 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
 
 impl Sqlite {
     pub async fn get_receipt(&self, id: String) -> Result<Option<StoredReceipt>, DbError> {
+        let Some(ms) = id_ms(&id) else {
+            return Ok(None);
+        };
         self.with(move |c| {
+            // The row is keyed by time first: the id's time finds it.
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT {ROW} WHERE time_ms = ?1 AND receipt_id = ?2"
+                ))?
+                .query_row(params![ms, id], receipt_row)
+                .optional()?;
+            if let Some(row) = row {
+                return row.into_stored().map(Some);
+            }
             Ok(c.prepare_cached(
                 "SELECT receipt_id, key_name, receipt FROM receipts WHERE receipt_id = ?1",
             )?
-            .query_row([id], row)
+            .query_row([id], old_row)
             .optional()?)
         })
         .await
@@ -46,23 +76,41 @@ impl Sqlite {
         after: String,
         limit: usize,
     ) -> Result<Vec<StoredReceipt>, DbError> {
+        let ms = id_ms(&after).unwrap_or(0);
         self.with(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT receipt_id, key_name, receipt FROM receipts WHERE receipt_id > ?1 \
-                 ORDER BY receipt_id LIMIT ?2",
-            )?;
-            let rows = st
-                .query_map(params![after, limit as i64], row)?
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {ROW} WHERE time_ms >= ?1 AND receipt_id > ?2 \
+                     ORDER BY time_ms, receipt_id LIMIT ?3"
+                ))?
+                .query_map(params![ms, after, limit as i64], receipt_row)?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            let old = c
+                .prepare_cached(
+                    "SELECT receipt_id, key_name, receipt FROM receipts WHERE receipt_id > ?1 \
+                     ORDER BY receipt_id LIMIT ?2",
+                )?
+                .query_map(params![after, limit as i64], old_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            merge(rows, old, limit)
         })
         .await
     }
 
+    /// Receipts issued before `before` (an id prefix): v4's rows deleted, v5's receipt
+    /// columns cleared (the request's row is the usage ledger's, and stays).
     pub async fn prune_receipts(&self, before: String) -> Result<u64, DbError> {
+        let ms = id_ms(&before).unwrap_or(0);
         self.with(move |c| {
-            let n = c.execute("DELETE FROM receipts WHERE receipt_id < ?1", [before])?;
-            Ok(n as u64)
+            let tx = c.transaction()?;
+            let old = tx.execute("DELETE FROM receipts WHERE receipt_id < ?1", [&before])?;
+            let n = tx.execute(
+                "UPDATE request_rows SET receipt_id = NULL, receipt = NULL \
+                 WHERE time_ms < ?1 AND receipt_id IS NOT NULL",
+                [ms],
+            )?;
+            tx.commit()?;
+            Ok((old + n) as u64)
         })
         .await
     }

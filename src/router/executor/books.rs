@@ -96,7 +96,7 @@ pub(super) struct TicketInner {
     pub(super) output_bytes: u64,
     pub(super) est_input: u64,
     /// The receipt to issue when the books close, if the request gets one.
-    pub(super) receipt: Option<Box<super::receipt::Draft>>,
+    pub(super) receipt: Option<Arc<super::receipt::Draft>>,
     /// What the request's cancelled attempts (hedge races lost) are charged, in EUR: part
     /// of the request's cost, so budgets and the ledger see both attempts.
     pub(super) cancelled_cost: f64,
@@ -176,6 +176,8 @@ impl Ticket {
     /// digest of the answer as the client received it, when it got one.
     pub fn receipt_trace(&mut self, trace: Option<&super::RoutingTrace>, answer: Option<[u8; 32]>) {
         if let Some(d) = self.inner.as_mut().and_then(|t| t.receipt.as_mut()) {
+            // Not shared until the books close: no copy.
+            let d = Arc::make_mut(d);
             if let Some(trace) = trace {
                 d.take_attempts(trace);
             }
@@ -237,8 +239,9 @@ impl TicketInner {
         r.cost_eur = cost;
         r.duration_ms = ms(self.arrived.elapsed());
         r.upstream_ms = ms(self.upstream_before + self.attempt_started.elapsed());
-        if let Some(d) = self.receipt.take() {
-            r.receipt = Some(Arc::new(d.build(r, Some(&self.candidate))));
+        if let Some(mut d) = self.receipt.take() {
+            Arc::make_mut(&mut d).answered_by(Some(&self.candidate));
+            r.receipt = Some(d);
         }
         end(self.observer.as_ref(), &self.record, self.on_end);
         cost

@@ -30,6 +30,7 @@ mod books;
 mod continuation;
 mod race;
 mod receipt;
+pub use receipt::{Draft as ReceiptDraft, PolicyTexts};
 
 pub use books::{cost_eur, Ticket};
 use books::{end, ms, Mode, OpenBooks, TicketInner};
@@ -273,9 +274,13 @@ impl Executor {
         };
         let mut run = Run {
             trace: (meta.include_trace || meta.receipt.is_some()).then(|| {
-                let mut t = RoutingTrace::new(plan);
-                t.receipt_id = meta.receipt.as_ref().map(|r| r.id.clone());
-                t
+                if meta.include_trace {
+                    let mut t = RoutingTrace::new(plan);
+                    t.receipt_id = meta.receipt.as_ref().map(|r| r.id.clone());
+                    t
+                } else {
+                    RoutingTrace::attempts_only(plan)
+                }
             }),
             attempts: 0,
             failures: Vec::new(),
@@ -491,8 +496,8 @@ impl Executor {
         if let (Some(seed), Some(trace)) = (meta.receipt, &run.trace) {
             if run.attempts > 0 {
                 let mut d = receipt::Draft::new(seed, plan);
-                d.take_attempts(trace);
-                record.receipt = Some(Arc::new(d.build(&record, None)));
+                Arc::make_mut(&mut d).take_attempts(trace);
+                record.receipt = Some(d);
             }
         }
         end(self.observer.as_ref(), &record, on_end);

@@ -1,34 +1,50 @@
-//! A request's receipt, assembled when its books close: the record's final figures, the
-//! policy it was planned under, and the routing trace's attempts (so that every kind of
-//! attempt the trace records, hedges and continuations included, is listed), each with
-//! the compliance attributes its endpoint had.
+//! A request's receipt, kept as typed parts until it is read: its seed, the policy it was
+//! planned under, the routing trace's attempts (so that every kind of attempt the trace
+//! records, hedges and continuations included, is listed) and the endpoint that answered.
+//! The receipt itself is assembled from these and the request's final record only when it
+//! is needed: the ledger's writer stores the parts beside the record's row
+//! ([`Draft::stored`]), a read or export assembles and signs (docs/receipts.md). Nothing of
+//! it is built on the request path.
 
 use std::sync::Arc;
+
+use serde_json::value::RawValue;
 
 use super::super::{AttemptOutcome, AttemptTrace, Candidate, EffectivePolicy, Plan, RoutingTrace};
 use crate::config::EndpointConfig;
 use crate::observe::RequestRecord;
-use crate::receipt::{micros, rfc3339, Receipt, ReceiptAttempt, ReceiptSeed, CURRENCY};
+use crate::receipt::{micros, rfc3339, Hex, Receipt, ReceiptAttempt, ReceiptSeed, StoredParts};
 
-/// What the books hold for a receipt until they close.
-pub(crate) struct Draft {
+/// A receipt's own parts (the rest is its request's record).
+#[derive(Debug, Clone)]
+pub struct Draft {
     seed: ReceiptSeed,
     policy: EffectivePolicy,
     /// The plan's endpoints: an attempt's compliance attributes are looked up here.
     endpoints: Vec<Arc<EndpointConfig>>,
     attempts: Vec<AttemptTrace>,
     answer_sha256: Option<[u8; 32]>,
+    /// The endpoint whose answer reached the client (its attempt carries the request's
+    /// usage and cost); `None` for a request that failed.
+    answered: Option<Arc<EndpointConfig>>,
 }
 
 impl Draft {
-    pub(crate) fn new(seed: ReceiptSeed, plan: &Plan) -> Box<Draft> {
-        Box::new(Draft {
+    /// Shared from the start: the record that closes the books takes it as it is.
+    pub(crate) fn new(seed: ReceiptSeed, plan: &Plan) -> Arc<Draft> {
+        Arc::new(Draft {
             seed,
             policy: plan.policy.clone(),
             endpoints: plan.candidates.iter().map(|c| c.endpoint.clone()).collect(),
             attempts: Vec::new(),
             answer_sha256: None,
+            answered: None,
         })
+    }
+
+    /// The receipt's id.
+    pub fn id(&self) -> &str {
+        &self.seed.id
     }
 
     /// The attempts as the trace has them now (later ones, like a continuation, included).
@@ -40,77 +56,166 @@ impl Draft {
         self.answer_sha256 = Some(digest);
     }
 
-    /// The receipt for the request's final record. `answered`: the candidate whose answer
-    /// reached the client (its attempt carries the request's usage and cost).
-    pub(crate) fn build(self, r: &RequestRecord, answered: Option<&Candidate>) -> Receipt {
-        let mut attempts: Vec<ReceiptAttempt> = self
+    /// Closes the draft: `answered` is the candidate whose answer reached the client.
+    pub(crate) fn answered_by(&mut self, answered: Option<&Candidate>) {
+        self.answered = answered.map(|c| c.endpoint.clone());
+    }
+
+    /// The receipt of the request whose final record is `r`.
+    pub fn receipt(&self, r: &RequestRecord) -> Receipt {
+        let v = self.parts(r);
+        let own = |s: &str| s.to_owned();
+        let parts = StoredParts {
+            provider: v.provider.map(own),
+            endpoint: v.endpoint.map(own),
+            policy: serde_json::to_value(v.policy).unwrap_or_default(),
+            attempts: v
+                .attempts
+                .into_iter()
+                .map(|a| ReceiptAttempt {
+                    provider: own(a.provider),
+                    endpoint: own(a.endpoint),
+                    model: own(a.model),
+                    outcome: own(a.outcome),
+                    error_kind: a.error_kind.map(own),
+                    eu_native: a.eu_native,
+                    zero_data_retention: a.zero_data_retention,
+                    quantization: own(a.quantization),
+                    input_tokens: a.input_tokens,
+                    output_tokens: a.output_tokens,
+                    cost_micros: a.cost_micros,
+                })
+                .collect(),
+            request_sha256: v.request_sha256.to_string(),
+            answer_sha256: v.answer_sha256.map(|h| h.to_string()),
+        };
+        crate::receipt::assemble(
+            self.seed.id.clone(),
+            crate::receipt::RowFields {
+                request_id: r.request_id.clone(),
+                time: rfc3339(r.time),
+                key_name: r.key_name.clone(),
+                api: r.api.as_str().to_owned(),
+                model_requested: r.model_requested.clone(),
+                model_served: r.model_served.clone(),
+                status: r.status.as_str().to_owned(),
+                http_status: r.http_status,
+                error_kind: r.error_kind.map(str::to_owned),
+                input_tokens: r.usage.input,
+                output_tokens: r.usage.output,
+                cache_read_tokens: r.usage.cache_read,
+                cache_creation_tokens: r.usage.cache_creation,
+                cost_micros: micros(r.cost_eur),
+            },
+            parts,
+        )
+    }
+
+    /// The parts as the request's row stores them (JSON, see [`StoredParts`]), serialised
+    /// from borrowed strings: no copy of them is made. `policies` holds the policies
+    /// already serialised in this batch: requests of one key mostly share theirs.
+    pub fn stored(
+        &self,
+        r: &RequestRecord,
+        policies: &mut PolicyTexts,
+    ) -> Result<String, serde_json::Error> {
+        let v = self.parts(r);
+        let policy = policies.text(&self.policy)?;
+        let v = StoredParts {
+            provider: v.provider,
+            endpoint: v.endpoint,
+            policy,
+            attempts: v.attempts,
+            request_sha256: v.request_sha256,
+            answer_sha256: v.answer_sha256,
+        };
+        let mut out = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut out, &v)?;
+        String::from_utf8(out).map_err(serde::ser::Error::custom)
+    }
+
+    /// The receipt's own parts, borrowed from the draft: the one place they are worked out,
+    /// for a stored row as for a receipt read while queued.
+    fn parts<'a>(&'a self, r: &'a RequestRecord) -> Parts<'a> {
+        let mut attempts: Vec<ReceiptAttempt<&str>> = self
             .attempts
             .iter()
             .filter(|a| a.outcome != AttemptOutcome::Skipped)
-            .map(|a| self.attempt(a))
+            .map(|a| self.attempt(&a.endpoint, &a.model, a.outcome, a.error_kind))
             .collect();
-        if attempts.is_empty() {
+        if let Some(ep) = &self.answered {
             // A trace with no attempts (never the case today): the answering one at least.
-            if let Some(c) = answered {
-                attempts.push(self.attempt(&AttemptTrace::ok(c, Default::default(), None)));
+            if attempts.is_empty() {
+                let model = r.model_served.as_deref().unwrap_or_default();
+                attempts.push(self.attempt(&ep.id, model, AttemptOutcome::Ok, None));
             }
-        }
-        if let Some(c) = answered {
-            let ep = c.endpoint.id.as_str();
             if let Some(a) = attempts
                 .iter_mut()
                 .rev()
-                .find(|a| a.endpoint == ep && a.outcome == "ok")
+                .find(|a| a.endpoint == ep.id && a.outcome == "ok")
             {
                 a.input_tokens = r.usage.input + r.usage.cache_read + r.usage.cache_creation;
                 a.output_tokens = r.usage.output;
                 a.cost_micros = micros(r.cost_eur);
             }
         }
-        Receipt {
-            version: crate::receipt::FORMAT_VERSION,
-            receipt_id: self.seed.id,
-            request_id: r.request_id.clone(),
-            time: rfc3339(r.time),
-            key_name: r.key_name.clone(),
-            api: r.api.as_str().to_owned(),
-            model_requested: r.model_requested.clone(),
-            model_served: r.model_served.clone(),
-            provider: answered.map(|c| c.endpoint.provider.name.clone()),
-            endpoint: answered.map(|c| c.endpoint.id.clone()),
-            status: r.status.as_str().to_owned(),
-            http_status: r.http_status,
-            error_kind: r.error_kind.map(str::to_owned),
-            policy: serde_json::to_value(&self.policy).unwrap_or_default(),
+        StoredParts {
+            provider: self.answered.as_ref().map(|e| e.provider.name.as_str()),
+            endpoint: self.answered.as_ref().map(|e| e.id.as_str()),
+            policy: &self.policy,
             attempts,
-            input_tokens: r.usage.input,
-            output_tokens: r.usage.output,
-            cache_read_tokens: r.usage.cache_read,
-            cache_creation_tokens: r.usage.cache_creation,
-            cost_micros: micros(r.cost_eur),
-            currency: CURRENCY.to_owned(),
-            request_sha256: hex::encode(self.seed.request_sha256),
-            answer_sha256: self.answer_sha256.map(hex::encode),
+            request_sha256: Hex(self.seed.request_sha256),
+            answer_sha256: self.answer_sha256.map(Hex),
         }
     }
 
-    fn attempt(&self, a: &AttemptTrace) -> ReceiptAttempt {
-        let ep = self.endpoints.iter().find(|e| e.id == a.endpoint);
+    fn attempt<'a>(
+        &'a self,
+        endpoint: &'a str,
+        model: &'a str,
+        outcome: AttemptOutcome,
+        error_kind: Option<&'static str>,
+    ) -> ReceiptAttempt<&'a str> {
+        let ep = self.endpoints.iter().find(|e| e.id == endpoint);
         ReceiptAttempt {
-            provider: ep.map_or_else(String::new, |e| e.provider.name.clone()),
-            endpoint: a.endpoint.clone(),
-            model: a.model.clone(),
-            outcome: serde_json::to_value(a.outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            error_kind: a.error_kind.map(str::to_owned),
+            provider: ep.map_or("", |e| e.provider.name.as_str()),
+            endpoint,
+            model,
+            outcome: outcome.as_str(),
+            error_kind,
             eu_native: ep.is_some_and(|e| e.provider.eu_native),
             zero_data_retention: ep.is_some_and(|e| e.provider.zero_data_retention),
-            quantization: ep.map_or_else(String::new, |e| e.quantization.clone()),
+            quantization: ep.map_or("", |e| e.quantization.as_str()),
             input_tokens: 0,
             output_tokens: 0,
             cost_micros: 0,
         }
     }
 }
+
+/// Policies serialised so far (a writer's batch): equal policies are serialised once.
+#[derive(Default)]
+pub struct PolicyTexts(Vec<(EffectivePolicy, Box<RawValue>)>);
+
+impl PolicyTexts {
+    /// A handful at most; more are serialised each time rather than kept.
+    const MAX: usize = 8;
+
+    fn text(&mut self, p: &EffectivePolicy) -> Result<&RawValue, serde_json::Error> {
+        let i = match self.0.iter().position(|(q, _)| q == p) {
+            Some(i) => i,
+            None => {
+                let text = serde_json::value::to_raw_value(p)?;
+                if self.0.len() >= Self::MAX {
+                    self.0.remove(0);
+                }
+                self.0.push((p.clone(), text));
+                self.0.len() - 1
+            }
+        };
+        Ok(&self.0[i].1)
+    }
+}
+
+/// The parts as the draft lends them.
+type Parts<'a> = StoredParts<&'a EffectivePolicy, &'a str, Hex>;

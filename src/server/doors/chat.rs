@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::super::door::FindSession;
 use super::super::openai_errors::OpenAiError;
 use super::super::pipeline::{Door, Routed};
 use super::super::stream::StreamBooks;
@@ -17,7 +18,7 @@ use crate::openai::inbound::{ChatCompletionRequest, InContent, InRole};
 use crate::provider::bound::OutputBound;
 use crate::provider::family::ChatFamily;
 use crate::provider::{ChatAnswer, ChatCall};
-use crate::router::session::{OpeningHash, SessionId};
+use crate::router::session::{LazySession, OpeningHash, SessionId};
 use crate::router::{Candidate, Needs, RouteError, RoutingTrace};
 use crate::translate::request::DEFAULT_MAX_TOKENS;
 
@@ -35,7 +36,7 @@ pub struct Prepared {
     pub completion_id: String,
     pub created: u64,
     /// The conversation this request continues.
-    pub session: SessionId,
+    pub session: LazySession,
 }
 
 impl Prepared {
@@ -49,7 +50,7 @@ impl Prepared {
         let max_tokens = validate(&req)?;
         Ok(Prepared {
             est_input_tokens: crate::tokens::estimate_chat(&req),
-            session: session(&req, headers, cache_key),
+            session: LazySession::new(given_session(&req, headers, cache_key)),
             req,
             max_tokens,
             completion_id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
@@ -67,7 +68,7 @@ impl Prepared {
             est_input_tokens: self.est_input_tokens,
             max_tokens: self.max_tokens,
             stream: self.req.stream(),
-            session: Some(&self.session),
+            session: Some(self),
         }
     }
 
@@ -148,27 +149,38 @@ impl Door for Chat {
 }
 
 /// The session: a header, else `prompt_cache_key`, else the digest of the opening (tools,
-/// and the messages up to the first user turn: system and developer prompts included).
-fn session(req: &ChatCompletionRequest, headers: &HeaderMap, cache_key: Option<&str>) -> SessionId {
+/// and the messages up to the first user turn: system and developer prompts included),
+/// made when asked for (`FindSession`).
+fn given_session(
+    req: &ChatCompletionRequest,
+    headers: &HeaderMap,
+    cache_key: Option<&str>,
+) -> Option<SessionId> {
     let own = req
         .extra
         .get("prompt_cache_key")
         .and_then(|v| crate::raw_json::as_string(v));
-    SessionId::find(
+    SessionId::given(
         |name| headers.get(name).and_then(|v| v.to_str().ok()),
         &[("prompt_cache_key", cache_key.or(own.as_deref()))],
-        || {
+    )
+}
+
+impl FindSession for Prepared {
+    fn session(&self) -> &SessionId {
+        self.session.get(|| {
             let mut h = OpeningHash::new();
-            h.part(&req.tools);
-            let first_user = req
+            h.part(&self.req.tools);
+            let first_user = self
+                .req
                 .messages
                 .iter()
                 .position(|m| m.role == InRole::User)
-                .map_or(req.messages.len(), |i| i + 1);
-            h.part(&&req.messages[..first_user]);
+                .map_or(self.req.messages.len(), |i| i + 1);
+            h.part(&&self.req.messages[..first_user]);
             h.finish()
-        },
-    )
+        })
+    }
 }
 
 fn needs(req: &ChatCompletionRequest) -> Needs {

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::super::door::FindSession;
 use super::super::pipeline::{Door, Routed};
 use super::super::stream::StreamBooks;
 use super::messages_stream::MessagesRender;
@@ -16,7 +17,7 @@ use crate::error::ApiError;
 use crate::observe::Api;
 use crate::provider::family::MessagesFamily;
 use crate::provider::UpstreamCall;
-use crate::router::session::{session_in_user_id, OpeningHash, SessionId};
+use crate::router::session::{session_in_user_id, LazySession, OpeningHash, SessionId};
 use crate::router::{Candidate, Needs, RoutingTrace};
 
 const MAX_STOP_SEQUENCES: usize = 4;
@@ -31,7 +32,7 @@ pub struct Prepared {
     message_id: String,
     anthropic_version: Option<HeaderValue>,
     anthropic_beta: Option<HeaderValue>,
-    session: SessionId,
+    session: LazySession,
 }
 
 impl Door for Messages {
@@ -45,7 +46,7 @@ impl Door for Messages {
         let max_tokens = validate(&req)?;
         Ok(Prepared {
             est_input_tokens: crate::tokens::estimate_request(&req),
-            session: session(&req, headers),
+            session: LazySession::new(given_session(&req, headers)),
             req,
             max_tokens,
             message_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
@@ -71,7 +72,7 @@ impl Door for Messages {
             est_input_tokens: p.est_input_tokens,
             max_tokens: p.max_tokens,
             stream: p.req.stream.unwrap_or(false),
-            session: Some(&p.session),
+            session: Some(p),
         }
     }
 
@@ -117,20 +118,26 @@ impl Door for Messages {
 }
 
 /// The session: a header, else `metadata.user_id` (older Claude Code embeds its session
-/// id there), else the digest of the opening (system prompt, tools, first user turn).
-fn session(req: &MessagesRequest, headers: &HeaderMap) -> SessionId {
+/// id there), else the digest of the opening (system prompt, tools, first user turn), made
+/// when asked for (`FindSession`).
+fn given_session(req: &MessagesRequest, headers: &HeaderMap) -> Option<SessionId> {
     let user_id = req.metadata.as_ref().and_then(|m| m.user_id.as_deref());
-    SessionId::find(
+    SessionId::given(
         |name| headers.get(name).and_then(|v| v.to_str().ok()),
         &[("metadata.user_id", user_id.map(session_in_user_id))],
-        || {
-            let mut h = OpeningHash::new();
-            h.part(&req.system);
-            h.part(&req.tools);
-            h.part(&req.messages.iter().find(|m| m.role == Role::User));
-            h.finish()
-        },
     )
+}
+
+impl FindSession for Prepared {
+    fn session(&self) -> &SessionId {
+        self.session.get(|| {
+            let mut h = OpeningHash::new();
+            h.part(&self.req.system);
+            h.part(&self.req.tools);
+            h.part(&self.req.messages.iter().find(|m| m.role == Role::User));
+            h.finish()
+        })
+    }
 }
 
 fn needs(req: &MessagesRequest) -> Needs {

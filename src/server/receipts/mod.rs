@@ -56,7 +56,7 @@ pub async fn get(
         Some(r) => {
             let c = r.canonical().map_err(unavailable)?;
             let c = String::from_utf8(c).map_err(unavailable)?;
-            (r.key_name.clone(), c)
+            (r.key_name, c)
         }
         None => {
             let r = ledger.db().get_receipt(&id).await.map_err(unavailable)?;

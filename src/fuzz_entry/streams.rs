@@ -228,8 +228,11 @@ fn relayed(items: Vec<ChatItem>) -> Result<(), Violation> {
             .map_err(|e| v(format!("a relayed chunk is not UTF-8: {e}")))?;
         serde_json::from_str::<serde::de::IgnoredAny>(text)
             .map_err(|e| v(format!("a relayed chunk is not JSON: {e}")))?;
-        let c: Chunk<'_> = serde_json::from_str(text)
-            .map_err(|e| v(format!("a relayed chunk is not a JSON object: {e}")))?;
+        // Only an object can name a model (the upstream's own non-object chunks pass as
+        // they came, as the relay is lenient with them).
+        let Ok(c) = serde_json::from_str::<Chunk<'_>>(text) else {
+            continue;
+        };
         if let Some(m) = c.get("model") {
             if serde_json::from_str::<String>(m.get()).ok().as_deref() != Some(SERVED) {
                 return Err(v("a relayed chunk names another model"));

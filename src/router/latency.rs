@@ -2,8 +2,8 @@
 //! in a ring, and their p50, p95 and p99, recomputed when a sample arrives (once per
 //! answer) so that reading them, once per attempt, costs three loads. The samples are also
 //! kept sorted, one removal and one insertion per sample: sorting a copy of the window on
-//! every sample cost about 8,000 instructions, two windows per whole answer, 5 % of a
-//! request (docs/hot-path.md).
+//! every sample cost about 9,000 instructions, two windows per whole answer, 6 % of a
+//! request at the defaults (docs/hot-path.md).
 //!
 //! Why a window and not the EWMA ranking uses: a hedge fires on the tail, and a mean says
 //! nothing about the tail.

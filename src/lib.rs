@@ -11,6 +11,7 @@ pub mod fuzz_entry;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
+pub mod logfmt;
 pub mod metrics;
 pub mod observe;
 pub mod openai;

@@ -176,7 +176,9 @@ fn main() -> ExitCode {
         .with_ansi(ansi)
         .with_writer(writer);
     match format {
-        LogFormat::Text => fmt.init(),
+        // The same lines as the default field formatter, with less formatting work per
+        // field (src/logfmt.rs; the access line is one per request).
+        LogFormat::Text => fmt.fmt_fields(relais::logfmt::PlainFields).init(),
         LogFormat::Json => fmt.json().flatten_event(true).init(),
     }
     match cli.command {

@@ -68,13 +68,15 @@ pub async fn post_json(
     stream: bool,
     cfg: &ProviderConfig,
 ) -> Result<reqwest::Response, UpstreamError> {
+    // Static values: a `&str` value is checked and copied into an allocation per request.
+    let json = HeaderValue::from_static("application/json");
     let accept = if stream {
-        "text/event-stream"
+        HeaderValue::from_static("text/event-stream")
     } else {
-        "application/json"
+        json.clone()
     };
     let resp = rb
-        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_TYPE, json)
         .header(ACCEPT, accept)
         .body(body)
         .send()

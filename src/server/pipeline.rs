@@ -198,7 +198,8 @@ async fn run<D: Door>(
                 s.headers(resp.headers_mut(), None);
             }
             if let Some(h) = receipt_header.filter(|_| attempted) {
-                resp.headers_mut().insert(RECEIPT_HEADER, h);
+                resp.headers_mut()
+                    .insert(HeaderName::from_static(RECEIPT_HEADER), h);
             }
             return resp;
         }
@@ -264,7 +265,8 @@ async fn run<D: Door>(
         s.headers(resp.headers_mut(), pin.as_ref());
     }
     if let Some(h) = receipt_header {
-        resp.headers_mut().insert(RECEIPT_HEADER, h);
+        resp.headers_mut()
+            .insert(HeaderName::from_static(RECEIPT_HEADER), h);
     }
     resp
 }
@@ -322,30 +324,37 @@ async fn attempt<D: Door>(
 /// Routing headers, on every successful answer.
 pub fn routing_headers(h: &mut HeaderMap, cand: &Candidate, attempts: u32) {
     let ep = &cand.endpoint;
-    let fallback = if cand.is_fallback_model {
+    // Names as constants and the flag as a static value: a name given as `&str` is parsed
+    // and copied into a fresh allocation on every insert (docs/hot-path.md).
+    let fallback = HeaderValue::from_static(if cand.is_fallback_model {
         "true"
     } else {
         "false"
-    };
+    });
     for (name, value) in [
-        ("x-relais-provider", ep.provider.name.as_str()),
-        ("x-relais-endpoint", ep.id.as_str()),
-        ("x-relais-model", cand.model.id.as_str()),
-        ("x-relais-model-fallback", fallback),
+        (X_PROVIDER, ep.provider.name.as_str()),
+        (X_ENDPOINT, ep.id.as_str()),
+        (X_MODEL, cand.model.id.as_str()),
     ] {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }
     }
-    h.insert("x-relais-attempts", HeaderValue::from(attempts));
+    h.insert(X_MODEL_FALLBACK, fallback);
+    h.insert(X_ATTEMPTS, HeaderValue::from(attempts));
     if let Some(c) = cand.clamp {
         // No endpoint of the model could produce the requested max_tokens: say so.
-        h.insert(
-            "x-relais-max-tokens-clamped",
-            HeaderValue::from(c.clamped_to),
-        );
+        h.insert(X_MAX_TOKENS_CLAMPED, HeaderValue::from(c.clamped_to));
     }
 }
+
+const X_PROVIDER: HeaderName = HeaderName::from_static("x-relais-provider");
+const X_ENDPOINT: HeaderName = HeaderName::from_static("x-relais-endpoint");
+const X_MODEL: HeaderName = HeaderName::from_static("x-relais-model");
+const X_MODEL_FALLBACK: HeaderName = HeaderName::from_static("x-relais-model-fallback");
+const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-relais-attempts");
+const X_MAX_TOKENS_CLAMPED: HeaderName = HeaderName::from_static("x-relais-max-tokens-clamped");
+const X_COST_EUR: HeaderName = HeaderName::from_static("x-relais-cost-eur");
 
 /// A whole answer with the routing headers and its cost.
 fn json_answer(body: Vec<u8>, cand: &Candidate, attempts: u32, cost: f64) -> Response {
@@ -357,7 +366,7 @@ fn json_answer(body: Vec<u8>, cand: &Candidate, attempts: u32, cost: f64) -> Res
     );
     routing_headers(h, cand, attempts);
     if let Ok(v) = HeaderValue::from_str(&format!("{cost:.8}")) {
-        h.insert("x-relais-cost-eur", v);
+        h.insert(X_COST_EUR, v);
     }
     resp
 }

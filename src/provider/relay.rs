@@ -107,7 +107,13 @@ impl ChunkRelay {
         }
         let data = match chunk.model.as_deref() {
             Some(m) if m != self.served_model => set_model(data, m, &self.served_model)?,
-            _ => data.clone(),
+            Some(_) => data.clone(),
+            // `"model": null` names no model: the client gets the served one, as in every
+            // other chunk. (A `"model"` key is the only way those bytes occur unescaped.)
+            None if memchr::memmem::find(data, b"\"model\"").is_some() => {
+                reserialize_with_model(data, &self.served_model)?
+            }
+            None => data.clone(),
         };
         Ok(Some(ChatItem {
             data,
@@ -167,6 +173,11 @@ fn set_model(data: &Bytes, upstream: &str, served: &str) -> Result<Bytes, Stream
         out.extend_from_slice(&data[range.end..]);
         return Ok(Bytes::from(out));
     }
+    reserialize_with_model(data, served)
+}
+
+/// `data` parsed, its top-level `model` set to `served`, and written again.
+fn reserialize_with_model(data: &Bytes, served: &str) -> Result<Bytes, StreamError> {
     let mut v: Map<String, Value> = serde_json::from_slice(data)?;
     v.insert("model".to_owned(), Value::String(served.to_owned()));
     Ok(Bytes::from(serde_json::to_vec(&v)?))
@@ -258,6 +269,17 @@ mod tests {
 
     fn model_of(b: &[u8]) -> Value {
         serde_json::from_slice::<Value>(b).unwrap()["model"].clone()
+    }
+
+    #[test]
+    fn a_null_model_is_named_and_a_chunk_without_one_left_alone() {
+        let mut r = ChunkRelay::new("served".to_owned(), 1);
+        let null = br#"{"id":"x","model":null,"choices":[{"index":0,"delta":{"content":"a"}}]}"#;
+        let out = r.on_data(&Bytes::from_static(null)).unwrap().unwrap();
+        assert_eq!(model_of(&out.data), "served");
+        let none = br#"{"id":"x","choices":[{"index":0,"delta":{"content":"b"}}]}"#;
+        let out = r.on_data(&Bytes::from_static(none)).unwrap().unwrap();
+        assert_eq!(&out.data[..], &none[..]);
     }
 
     #[test]

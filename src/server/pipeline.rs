@@ -198,8 +198,7 @@ async fn run<D: Door>(
                 s.headers(resp.headers_mut(), None);
             }
             if let Some(h) = receipt_header.filter(|_| attempted) {
-                resp.headers_mut()
-                    .insert(HeaderName::from_static(RECEIPT_HEADER), h);
+                resp.headers_mut().insert(RECEIPT_HEADER, h);
             }
             return resp;
         }
@@ -265,8 +264,7 @@ async fn run<D: Door>(
         s.headers(resp.headers_mut(), pin.as_ref());
     }
     if let Some(h) = receipt_header {
-        resp.headers_mut()
-            .insert(HeaderName::from_static(RECEIPT_HEADER), h);
+        resp.headers_mut().insert(RECEIPT_HEADER, h);
     }
     resp
 }

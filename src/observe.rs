@@ -117,7 +117,62 @@ pub struct RequestRecord {
     /// stores them with the record's row (shared, so that the ledger's copy of the record
     /// is cheap); the receipt is assembled from them and this record when read.
     #[serde(skip)]
-    pub receipt: Option<std::sync::Arc<crate::router::executor::ReceiptDraft>>,
+    pub receipt: Option<Arc<dyn ReceiptParts>>,
+}
+
+/// A receipt's parts as its request's record carries them (the executor's draft). The
+/// ledger finds, stores and assembles receipts through this, without knowing the router's
+/// types (the record is the lower layer: it must not import the executor).
+pub trait ReceiptParts: std::fmt::Debug + Send + Sync {
+    /// The receipt's id.
+    fn id(&self) -> &str;
+    /// The receipt of the request whose final record is `r`.
+    fn receipt(&self, r: &RequestRecord) -> crate::receipt::Receipt;
+    /// The parts as the request's row stores them (JSON); `batch` is the writer's scratch
+    /// for one batch.
+    fn stored(
+        &self,
+        r: &RequestRecord,
+        batch: &mut StoreBatch,
+    ) -> Result<String, serde_json::Error>;
+}
+
+/// A ledger writer's scratch for one batch of stored receipts: values already serialised
+/// (requests of one key mostly share their policy), so that equal ones are written once.
+#[derive(Default)]
+pub struct StoreBatch(
+    Vec<(
+        Box<dyn std::any::Any + Send>,
+        Box<serde_json::value::RawValue>,
+    )>,
+);
+
+impl StoreBatch {
+    /// A handful at most; more are serialised each time rather than kept.
+    const MAX: usize = 8;
+
+    /// `v` serialised, or the text made earlier in this batch of a value equal to it.
+    pub fn text<T>(&mut self, v: &T) -> Result<&serde_json::value::RawValue, serde_json::Error>
+    where
+        T: Serialize + PartialEq + Clone + Send + 'static,
+    {
+        let found = self
+            .0
+            .iter()
+            .position(|(k, _)| k.downcast_ref::<T>() == Some(v));
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let text = serde_json::value::to_raw_value(v)?;
+                if self.0.len() >= Self::MAX {
+                    self.0.remove(0);
+                }
+                self.0.push((Box::new(v.clone()), text));
+                self.0.len() - 1
+            }
+        };
+        Ok(&self.0[i].1)
+    }
 }
 
 fn unix_ms<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {

@@ -3,8 +3,8 @@
 //! `receipts`, which held each receipt's canonical JSON, is still read, exported and pruned.
 
 use crate::observe::RequestRecord;
+use crate::observe::StoreBatch;
 use crate::receipt::{assemble, micros, rfc3339_ms, RowFields, StoredParts};
-use crate::router::executor::PolicyTexts;
 
 use super::DbError;
 
@@ -30,11 +30,11 @@ pub struct StoredKey {
 /// receipt whose parts cannot be encoded (never: plain strings and integers) is logged and
 /// left out rather than failing the batch.
 pub fn receipt_columns(rows: &[RequestRecord]) -> Vec<Option<(&str, String)>> {
-    let mut policies = PolicyTexts::default();
+    let mut batch = StoreBatch::default();
     rows.iter()
         .map(|r| {
             let d = r.receipt.as_deref()?;
-            match d.stored(r, &mut policies) {
+            match d.stored(r, &mut batch) {
                 Ok(parts) => Some((d.id(), parts)),
                 Err(e) => {
                     tracing::error!(receipt = %d.id(), "receipt not stored: {e}");

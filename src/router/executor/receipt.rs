@@ -8,11 +8,9 @@
 
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
-
 use super::super::{AttemptOutcome, AttemptTrace, Candidate, EffectivePolicy, Plan, RoutingTrace};
 use crate::config::EndpointConfig;
-use crate::observe::RequestRecord;
+use crate::observe::{ReceiptParts, RequestRecord, StoreBatch};
 use crate::receipt::{micros, rfc3339, Hex, Receipt, ReceiptAttempt, ReceiptSeed, StoredParts};
 
 /// A receipt's own parts (the rest is its request's record).
@@ -117,10 +115,10 @@ impl Draft {
     pub fn stored(
         &self,
         r: &RequestRecord,
-        policies: &mut PolicyTexts,
+        batch: &mut StoreBatch,
     ) -> Result<String, serde_json::Error> {
         let v = self.parts(r);
-        let policy = policies.text(&self.policy)?;
+        let policy = batch.text(&self.policy)?;
         let v = StoredParts {
             provider: v.provider,
             endpoint: v.endpoint,
@@ -193,27 +191,22 @@ impl Draft {
     }
 }
 
-/// Policies serialised so far (a writer's batch): equal policies are serialised once.
-#[derive(Default)]
-pub struct PolicyTexts(Vec<(EffectivePolicy, Box<RawValue>)>);
+/// How the ledger, below the router, reaches a draft (`observe::ReceiptParts`).
+impl ReceiptParts for Draft {
+    fn id(&self) -> &str {
+        Draft::id(self)
+    }
 
-impl PolicyTexts {
-    /// A handful at most; more are serialised each time rather than kept.
-    const MAX: usize = 8;
+    fn receipt(&self, r: &RequestRecord) -> Receipt {
+        Draft::receipt(self, r)
+    }
 
-    fn text(&mut self, p: &EffectivePolicy) -> Result<&RawValue, serde_json::Error> {
-        let i = match self.0.iter().position(|(q, _)| q == p) {
-            Some(i) => i,
-            None => {
-                let text = serde_json::value::to_raw_value(p)?;
-                if self.0.len() >= Self::MAX {
-                    self.0.remove(0);
-                }
-                self.0.push((p.clone(), text));
-                self.0.len() - 1
-            }
-        };
-        Ok(&self.0[i].1)
+    fn stored(
+        &self,
+        r: &RequestRecord,
+        batch: &mut StoreBatch,
+    ) -> Result<String, serde_json::Error> {
+        Draft::stored(self, r, batch)
     }
 }
 

@@ -152,10 +152,14 @@ fn printable(v: &str) -> String {
     }
 }
 
-/// Digest of a conversation's opening, fed part by part. Parts are serialised straight
-/// into the hash (no intermediate buffer) and separated, so that moving text between
+/// Digest of a conversation's opening, fed part by part. Parts are serialised into a
+/// small buffer that feeds the hash a few KiB at a time (serde writes a few bytes per call,
+/// and each hash update has its own overhead), and separated, so that moving text between
 /// parts changes the digest.
-pub struct OpeningHash(Sha256);
+pub struct OpeningHash {
+    sha: Sha256,
+    buf: Vec<u8>,
+}
 
 impl Default for OpeningHash {
     fn default() -> Self {
@@ -164,19 +168,37 @@ impl Default for OpeningHash {
 }
 
 impl OpeningHash {
+    /// Bytes gathered before they are hashed.
+    const CHUNK: usize = 4096;
+
     pub fn new() -> Self {
-        OpeningHash(Sha256::new())
+        OpeningHash {
+            sha: Sha256::new(),
+            buf: Vec::with_capacity(Self::CHUNK),
+        }
     }
 
     pub fn part(&mut self, v: &impl Serialize) {
         // Writing to a hasher cannot fail; a value that cannot serialise adds nothing.
         let _ = serde_json::to_writer(&mut *self, v);
-        self.0.update([0x1e]);
+        self.push(&[0x1e]);
     }
 
     pub fn bytes(&mut self, b: &[u8]) {
-        self.0.update(b);
-        self.0.update([0x1e]);
+        self.push(b);
+        self.push(&[0x1e]);
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        if self.buf.len() + b.len() > Self::CHUNK {
+            self.sha.update(&self.buf);
+            self.buf.clear();
+            if b.len() > Self::CHUNK {
+                self.sha.update(b);
+                return;
+            }
+        }
+        self.buf.extend_from_slice(b);
     }
 
     /// `o:` and 32 hex digits (128 bits).
@@ -184,15 +206,20 @@ impl OpeningHash {
         self.finish_with("o")
     }
 
-    fn finish_with(self, prefix: &str) -> String {
-        let d = self.0.finalize();
-        format!("{prefix}:{}", hex::encode(&d[..16]))
+    fn finish_with(mut self, prefix: &str) -> String {
+        self.sha.update(&self.buf);
+        let d = self.sha.finalize();
+        let mut id = String::with_capacity(prefix.len() + 33);
+        id.push_str(prefix);
+        id.push(':');
+        id.push_str(&hex::encode(&d[..16]));
+        id
     }
 }
 
 impl Write for OpeningHash {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
+        self.push(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -9,16 +9,16 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::door::FindSession;
 use super::AppState;
-use crate::config::ClientKey;
+use crate::config::{ClientKey, EndpointConfig};
 use crate::observe::{RequestRecord, Status};
 use crate::router::executor::OnEnd;
 use crate::router::session::{PinOutcome, PinView, SessionCtx, SessionId};
 use crate::router::{Candidate, Plan};
 use crate::sessions::SessionStore;
 
-/// What the answer's end measures: the pin's fate, the endpoint that answered and its
-/// provider.
-type Served = (PinOutcome, String, String);
+/// What the answer's end measures: the pin's fate and the endpoint that answered (shared,
+/// not its names copied).
+type Served = (PinOutcome, Arc<EndpointConfig>);
 
 // Names, not `&str`: a `&str` name is parsed again on every insert.
 const SESSION_HEADER: HeaderName = HeaderName::from_static("x-relais-session");
@@ -68,7 +68,7 @@ impl<'a> Sticky<'a> {
         let scope = self.scope.clone();
         let id = self.id.clone();
         Box::new(move |r: &RequestRecord| {
-            let Some((outcome, endpoint, provider)) = served.get() else {
+            let Some((outcome, ep)) = served.get() else {
                 return;
             };
             // A stream the client left, or that broke, still warmed the upstream's cache.
@@ -76,7 +76,8 @@ impl<'a> Sticky<'a> {
                 return;
             }
             let first = !matches!(outcome, PinOutcome::Hit);
-            store.measured(scope.as_deref(), &id, (endpoint, provider), first, &r.usage);
+            let at = (ep.id.as_str(), ep.provider.name.as_str());
+            store.measured(scope.as_deref(), &id, at, first, &r.usage);
         })
     }
 
@@ -101,9 +102,7 @@ impl<'a> Sticky<'a> {
             (&outcome, self.pin.as_ref()),
             (&ep.id, ep.cache_ttl),
         );
-        let _ = self
-            .served
-            .set((outcome.clone(), ep.id.clone(), ep.provider.name.clone()));
+        let _ = self.served.set((outcome.clone(), ep.clone()));
         outcome
     }
 
@@ -112,10 +111,16 @@ impl<'a> Sticky<'a> {
         if let Ok(v) = HeaderValue::from_str(&self.id.id) {
             h.insert(SESSION_HEADER, v);
         }
-        if let Some(o) = outcome {
-            if let Ok(v) = HeaderValue::from_str(&o.header()) {
-                h.insert(PIN_HEADER, v);
-            }
-        }
+        let v = match outcome {
+            None => return,
+            Some(PinOutcome::Hit) => HeaderValue::from_static("hit"),
+            Some(PinOutcome::New) => HeaderValue::from_static("new"),
+            Some(PinOutcome::Kept) => HeaderValue::from_static("kept"),
+            Some(o) => match HeaderValue::from_str(&o.header()) {
+                Ok(v) => v,
+                Err(_) => return,
+            },
+        };
+        h.insert(PIN_HEADER, v);
     }
 }

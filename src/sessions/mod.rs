@@ -123,15 +123,15 @@ impl SessionStore {
         }
         let now = Instant::now();
         let mut mem = self.lock();
-        let live = mem.get(&key).map(|l| now < l.last_used + l.entry.ttl)?;
-        if !live {
-            mem.remove(&key);
-            return None;
+        let l = mem.get(&key)?;
+        if now < l.last_used + l.entry.ttl {
+            return Some(PinView {
+                endpoint: l.entry.endpoint.clone(),
+                cached_share: l.entry.cached_share,
+            });
         }
-        mem.get(&key).map(|l| PinView {
-            endpoint: l.entry.endpoint.clone(),
-            cached_share: l.entry.cached_share,
-        })
+        mem.remove(&key);
+        None
     }
 
     /// An endpoint answered a request of the session (called when it is chosen, before
@@ -211,16 +211,28 @@ impl SessionStore {
 
     fn put(&self, key: String, entry: Entry, hit: bool) {
         let now = Instant::now();
-        self.lock().insert(
-            key.clone(),
-            Local {
-                entry: entry.clone(),
-                last_used: now,
-            },
-        );
         // A hit is written with its measured share when the answer ends; a new or moved
         // pin at once, so that other replicas follow it from the next request.
-        if let (Some(r), false) = (&self.redis, hit) {
+        let shared = match (&self.redis, hit) {
+            (Some(r), false) => Some((r, key.clone(), entry.clone())),
+            _ => None,
+        };
+        let mut mem = self.lock();
+        // A hit refreshes the pin in place: no new key or entry to allocate and drop.
+        match mem.get_mut(&key) {
+            Some(l) if l.entry == entry => l.last_used = now,
+            _ => {
+                mem.insert(
+                    key,
+                    Local {
+                        entry,
+                        last_used: now,
+                    },
+                );
+            }
+        }
+        drop(mem);
+        if let Some((r, key, entry)) = shared {
             r.set_detached(key, entry);
         }
     }

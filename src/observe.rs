@@ -151,10 +151,15 @@ impl StoreBatch {
     /// A handful at most; more are serialised each time rather than kept.
     const MAX: usize = 8;
 
-    /// `v` serialised, or the text made earlier in this batch of a value equal to it.
-    pub fn text<T>(&mut self, v: &T) -> Result<&serde_json::value::RawValue, serde_json::Error>
+    /// `v` as `make` serialises it, or the text made earlier in this batch of a value equal
+    /// to it.
+    pub fn text<T>(
+        &mut self,
+        v: &T,
+        make: impl FnOnce(&T) -> Result<Box<serde_json::value::RawValue>, serde_json::Error>,
+    ) -> Result<&serde_json::value::RawValue, serde_json::Error>
     where
-        T: Serialize + PartialEq + Clone + Send + 'static,
+        T: PartialEq + Clone + Send + 'static,
     {
         let found = self
             .0
@@ -163,7 +168,7 @@ impl StoreBatch {
         let i = match found {
             Some(i) => i,
             None => {
-                let text = serde_json::value::to_raw_value(v)?;
+                let text = make(v)?;
                 if self.0.len() >= Self::MAX {
                     self.0.remove(0);
                 }
@@ -232,6 +237,11 @@ pub struct HedgeRecord<'a> {
 pub trait Observer: Send + Sync {
     fn attempt(&self, _a: &AttemptRecord<'_>) {}
     fn request(&self, _r: &RequestRecord) {}
+    /// [`request`](Self::request) with the record handed over: an observer that keeps it
+    /// (the ledger's queue) takes it as it is instead of copying it.
+    fn request_owned(&self, r: RequestRecord) {
+        self.request(&r)
+    }
     fn hedge(&self, _h: &HedgeRecord<'_>) {}
     /// A stream that died after content was continued or not (`outcome`).
     fn continuation(&self, _model: &str, _outcome: &'static str) {}
@@ -251,6 +261,15 @@ impl Observer for Observers {
         for o in &self.0 {
             o.request(r);
         }
+    }
+    fn request_owned(&self, r: RequestRecord) {
+        let Some((last, rest)) = self.0.split_last() else {
+            return;
+        };
+        for o in rest {
+            o.request(&r);
+        }
+        last.request_owned(r);
     }
     fn hedge(&self, h: &HedgeRecord<'_>) {
         for o in &self.0 {

@@ -18,6 +18,10 @@ use serde::Serialize;
 use crate::config::DbUrl;
 use crate::observe::RequestRecord;
 
+/// A batch of records as the ledger's writer inserts it: shared, so that receipts in it
+/// stay readable while it is written without copying its records.
+pub type Batch = std::sync::Arc<Vec<RequestRecord>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("sqlite: {0}")]
@@ -118,7 +122,7 @@ impl Db {
     /// batch retried after an unclear failure is not counted twice.
     /// `rows` are left in place (a failed batch is retried) but may be moved out and back
     /// (SQLite writes on another thread), so that no record is copied.
-    pub async fn insert_requests(&self, rows: &mut Vec<RequestRecord>) -> Result<(), DbError> {
+    pub async fn insert_requests(&self, rows: &Batch) -> Result<(), DbError> {
         match self {
             Db::Sqlite(d) => d.insert_requests(rows).await,
             Db::Postgres(d) => d.insert_requests(rows).await,

@@ -73,7 +73,7 @@ impl ReceiptRow {
     pub fn into_stored(self) -> Result<StoredReceipt, DbError> {
         let bad = |e: String| DbError::Receipt(format!("{}: {e}", self.receipt_id));
         let parts: StoredParts =
-            serde_json::from_str(&self.parts).map_err(|e| bad(e.to_string()))?;
+            crate::receipt::stored::decode(&self.parts).map_err(|e| bad(e.to_string()))?;
         let count = |v: i64| u64::try_from(v).unwrap_or(0);
         let fields = RowFields {
             request_id: self.request_id.clone(),

@@ -50,17 +50,14 @@ impl Sqlite {
         blocking(move || f(&mut *lock(&conn)?)).await
     }
 
-    pub async fn insert_requests(&self, rows: &mut Vec<RequestRecord>) -> Result<(), DbError> {
-        let taken = std::mem::take(rows);
+    pub async fn insert_requests(&self, rows: &super::Batch) -> Result<(), DbError> {
+        let rows = rows.clone();
         let conn = self.conn.clone();
-        let (back, res) = tokio::task::spawn_blocking(move || {
-            let res = lock(&conn).and_then(|mut c| insert_batch(&mut c, &taken));
-            (taken, res)
+        tokio::task::spawn_blocking(move || {
+            lock(&conn).and_then(|mut c| insert_batch(&mut c, &rows))
         })
         .await
-        .map_err(|e| DbError::Task(e.to_string()))?;
-        *rows = back;
-        res
+        .map_err(|e| DbError::Task(e.to_string()))?
     }
 
     pub async fn usage(&self, q: UsageQuery) -> Result<Vec<UsageRow>, DbError> {

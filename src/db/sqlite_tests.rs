@@ -3,12 +3,13 @@
 //! The SQLite ledger's own tests: the v1 → v2 rebuild keeps every row, and batches of any
 //! size (whole multi-row statements plus a remainder) store each record once.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{params, Connection};
 
 use super::super::schema::{CREATE_VERSIONS, MIGRATIONS, REQUEST_COLUMNS};
-use super::super::{GroupBy, UsageQuery};
+use super::super::{Batch, GroupBy, UsageQuery};
 use super::{Sqlite, ROWS_PER_STATEMENT};
 use crate::observe::{Api, RequestRecord, Status, TokenUsage};
 
@@ -69,14 +70,9 @@ async fn batches_of_any_size_store_each_record_once() {
     // Two whole multi-row statements and a remainder, then the same batch again (a retry
     // after an unclear failure): nothing is counted twice.
     let n = (2 * ROWS_PER_STATEMENT + 7) as u64;
-    let mut batch: Vec<RequestRecord> = (0..n).map(|i| record(i, "a")).collect();
-    db.insert_requests(&mut batch).await.unwrap();
-    assert_eq!(
-        batch.len(),
-        n as usize,
-        "the batch is handed back for the writer"
-    );
-    db.insert_requests(&mut batch).await.unwrap();
+    let batch: Batch = Arc::new((0..n).map(|i| record(i, "a")).collect());
+    db.insert_requests(&batch).await.unwrap();
+    db.insert_requests(&batch).await.unwrap();
     let out: i64 = (0..n as i64).sum();
     let failed = (0..n).filter(|i| i.is_multiple_of(10)).count() as i64;
     assert_eq!(
@@ -131,8 +127,8 @@ async fn a_v1_ledger_is_rebuilt_with_its_rows() {
         .unwrap();
     }
     let db = Sqlite::open(path.clone()).await.unwrap();
-    let mut batch = vec![record(1, "new")];
-    db.insert_requests(&mut batch).await.unwrap();
+    let batch = Arc::new(vec![record(1, "new")]);
+    db.insert_requests(&batch).await.unwrap();
     assert_eq!(
         by_key(&db, None).await,
         vec![
@@ -224,8 +220,8 @@ async fn every_field_reads_back_under_its_v1_name() {
     c.attempts = 0;
     let mut d = record(4, "k");
     d.api = Api::Responses;
-    let mut batch = vec![a, b, c, d];
-    db.insert_requests(&mut batch).await.unwrap();
+    let batch = Arc::new(vec![a, b, c, d]);
+    db.insert_requests(&batch).await.unwrap();
     let conn = Connection::open(&path).unwrap();
     assert_eq!(
         row(&conn, "req_000001"),

@@ -29,7 +29,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::LedgerConfig;
-use crate::db::Db;
+use crate::db::{Batch, Db};
 use crate::observe::{Observer, RequestRecord};
 use crate::receipt::Receipt;
 
@@ -126,7 +126,10 @@ impl Ledger {
         };
         let found = match found {
             Some(r) => r,
-            None => self.queue.writing.lock().ok()?.iter().find(is).cloned()?,
+            None => {
+                let writing = self.queue.writing.lock().ok()?;
+                writing.iter().find_map(|b| b.iter().find(is)).cloned()?
+            }
         };
         Some(found.receipt.as_ref()?.receipt(&found))
     }
@@ -200,6 +203,9 @@ impl Drop for Ledger {
 
 impl Observer for Ledger {
     fn request(&self, r: &RequestRecord) {
+        self.request_owned(r.clone());
+    }
+    fn request_owned(&self, r: RequestRecord) {
         if !self.queue.push(r) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -219,19 +225,16 @@ struct Queue {
     closed: AtomicBool,
     /// Woken by the first record of an empty queue and when `batch_rows` are waiting.
     wake: Notify,
-    /// The records with receipts the writer took and has not written yet: a receipt is
-    /// readable from its id's issue until it is in the database.
-    writing: Mutex<Vec<RequestRecord>>,
+    /// The batches with receipts the writer took and has not written yet (shared with
+    /// it): a receipt is readable from its id's issue until it is in the database.
+    writing: Mutex<Vec<Batch>>,
     /// Records ever queued (counted under the lock, so in queue order).
     pushed: AtomicU64,
 }
 
 impl Queue {
     /// False when the queue is full (the record is dropped).
-    fn push(&self, r: &RequestRecord) -> bool {
-        // Copied before the lock, which then covers only the push: request tasks on other
-        // workers wait on it for nanoseconds, not for six string copies.
-        let r = r.clone();
+    fn push(&self, r: RequestRecord) -> bool {
         let Ok(mut buf) = self.buf.lock() else {
             return false;
         };
@@ -252,26 +255,31 @@ impl Queue {
         self.buf.lock().map(|b| b.len()).unwrap_or(0)
     }
 
-    /// Moves up to `max` of the oldest records into `into` (which is empty).
-    fn take(&self, into: &mut Vec<RequestRecord>, max: usize) {
+    /// Takes up to `max` of the oldest records as one batch, none if the queue is empty.
+    fn take(&self, max: usize) -> Option<Batch> {
         let Ok(mut buf) = self.buf.lock() else {
-            return;
+            return None;
         };
         // From the front of a ring buffer: no shifting of what stays queued, under the lock
         // every request's push takes (after an outage the queue can hold 100k records).
         let n = buf.len().min(max);
-        into.extend(buf.drain(..n));
-        self.held.store(into.len() as u64, Ordering::Relaxed);
+        if n == 0 {
+            return None;
+        }
+        let batch: Batch = Arc::new(buf.drain(..n).collect());
+        self.held.store(n as u64, Ordering::Relaxed);
         // Under the queue's lock, so that a reader never sees a receipt in neither place.
-        self.hold_receipts(into);
+        self.hold_receipts(&batch);
+        Some(batch)
     }
 
-    fn hold_receipts(&self, records: &[RequestRecord]) {
-        if records.iter().all(|r| r.receipt.is_none()) {
+    /// Keeps `batch` findable by `queued_receipt` until it is written: shared, not copied.
+    fn hold_receipts(&self, batch: &Batch) {
+        if batch.iter().all(|r| r.receipt.is_none()) {
             return;
         }
         if let Ok(mut w) = self.writing.lock() {
-            w.extend(records.iter().filter(|r| r.receipt.is_some()).cloned());
+            w.push(batch.clone());
         }
     }
 
@@ -300,7 +308,8 @@ impl Writer {
     }
 
     async fn run(mut self) {
-        let mut batch: Vec<RequestRecord> = Vec::new();
+        // A batch that failed and is retried until shutdown, when `drain` writes it first.
+        let mut unwritten: Option<Batch> = None;
         while !*self.stop.borrow() {
             // Wait for a first record, then up to `flush` for more.
             if self.queue.len() == 0 {
@@ -319,16 +328,19 @@ impl Writer {
                     _ = self.stop.changed() => break,
                 }
             }
-            self.queue.take(&mut batch, self.batch_rows);
-            if !batch.is_empty() {
-                self.write_until_done_or_stopped(&mut batch).await;
+            if let Some(batch) = self.queue.take(self.batch_rows) {
+                if !self.write_until_done_or_stopped(&batch).await {
+                    unwritten = Some(batch);
+                    break;
+                }
             }
         }
-        self.drain(batch).await;
+        self.drain(unwritten).await;
     }
 
-    /// Retries a failing batch with backoff until it is written or shutdown begins.
-    async fn write_until_done_or_stopped(&mut self, batch: &mut Vec<RequestRecord>) {
+    /// Retries a failing batch with backoff until it is written (true) or shutdown begins
+    /// (false).
+    async fn write_until_done_or_stopped(&mut self, batch: &Batch) -> bool {
         let mut backoff = self.flush.max(Duration::from_millis(50));
         let mut failing = false;
         loop {
@@ -338,10 +350,9 @@ impl Writer {
                     if failing {
                         tracing::info!("ledger: database writes recovered");
                     }
-                    batch.clear();
                     self.queue.held.store(0, Ordering::Relaxed);
                     self.queue.written();
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -356,36 +367,38 @@ impl Writer {
                 }
             }
             if *self.stop.borrow() {
-                return;
+                return false;
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = self.stop.changed() => return,
+                _ = self.stop.changed() => return false,
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
-    /// At shutdown: everything queued, in batches, each tried a few times.
-    async fn drain(self, mut pending: Vec<RequestRecord>) {
+    /// At shutdown: the unwritten batch, then everything queued, in batches, each tried a
+    /// few times.
+    async fn drain(self, unwritten: Option<Batch>) {
+        let mut batches: Vec<Batch> = unwritten.into_iter().collect();
         // Later records are refused (the queue looks full) and counted as dropped.
         if let Ok(mut buf) = self.queue.buf.lock() {
             self.queue.closed.store(true, Ordering::Relaxed);
-            let start = pending.len();
-            pending.extend(std::mem::take(&mut *buf));
-            self.queue.hold_receipts(&pending[start..]);
+            let mut rest = std::mem::take(&mut *buf).into_iter().peekable();
+            while rest.peek().is_some() {
+                let batch: Batch = Arc::new(rest.by_ref().take(self.batch_rows).collect());
+                // Under the queue's lock, as `take` does.
+                self.queue.hold_receipts(&batch);
+                batches.push(batch);
+            }
         }
         let held = &self.queue.held;
-        held.store(pending.len() as u64, Ordering::Relaxed);
-        let mut rest = pending.into_iter();
-        loop {
-            let mut chunk: Vec<RequestRecord> = rest.by_ref().take(self.batch_rows).collect();
-            if chunk.is_empty() {
-                break;
-            }
+        let mut left: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        held.store(left, Ordering::Relaxed);
+        for batch in &batches {
             let mut ok = false;
             for i in 0..SHUTDOWN_TRIES {
-                match self.db.insert_requests(&mut chunk).await {
+                match self.db.insert_requests(batch).await {
                     Ok(()) => {
                         ok = true;
                         break;
@@ -397,13 +410,14 @@ impl Writer {
                     }
                 }
             }
-            let n = chunk.len() as u64;
+            let n = batch.len() as u64;
             held.fetch_sub(n, Ordering::Relaxed);
+            left -= n;
             if ok {
-                self.committed(chunk.len());
+                self.committed(batch.len());
             } else {
                 // The database is down: the rest would fail the same way, slowly.
-                let n = n + rest.len() as u64;
+                let n = n + left;
                 held.store(0, Ordering::Relaxed);
                 self.stats.lost.fetch_add(n, Ordering::Relaxed);
                 tracing::error!("ledger: {n} records lost at shutdown: database unavailable");

@@ -7,6 +7,7 @@
 
 pub mod jcs;
 pub mod sign;
+pub mod stored;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,7 +42,7 @@ impl ReceiptSeed {
 }
 
 /// What a receipt holds beyond its request's row (stored as one JSON text in that row,
-/// schema v5): the rest of the receipt is the row's own columns. The writer serialises it
+/// schema v5, in the compact form of [`stored`]): the rest of the receipt is the row's own columns. The writer serialises it
 /// straight from the request's typed parts, borrowed (`S = &str`, digests as [`Hex`]), off
 /// the request path; the canonical (signed) form is made only when a receipt is read.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -159,6 +159,23 @@ mod tests {
         );
     }
 
+    /// A stored receipt lists the policy's values in `receipt::stored::POLICY_KEYS` order:
+    /// the policy must serialise exactly those fields, in that order, or stored receipts
+    /// would fall back to the (larger) object form.
+    #[test]
+    fn the_policy_serialises_the_fields_stored_receipts_list() {
+        let p = effective_policy(None, &RouterFields::default());
+        let text = serde_json::to_string(&p).unwrap();
+        let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+        let mut keys: Vec<&str> = v.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want = crate::receipt::stored::POLICY_KEYS.to_vec();
+        want.sort_unstable();
+        assert_eq!(keys, want, "{text}");
+        let values = crate::receipt::stored::policy_values(&p).unwrap();
+        assert!(values.get().starts_with('['), "{}", values.get());
+    }
+
     /// Every combination of key floor and request field for the boolean compliance rules:
     /// the result is never looser than the key.
     #[test]

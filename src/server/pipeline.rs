@@ -181,7 +181,7 @@ async fn run<D: Door>(
         value,
         candidate,
         attempts,
-        trace,
+        mut trace,
         ticket,
         hedge,
         ..
@@ -219,7 +219,7 @@ async fn run<D: Door>(
             if ticket.has_receipt() {
                 let mut h = Sha256::new();
                 whole.hash_answer(&mut h);
-                ticket.receipt_trace(trace.as_ref(), Some(h.finalize().into()));
+                ticket.receipt_trace(trace.as_mut(), show_trace, Some(h.finalize().into()));
             }
             let cost = ticket.finish(usage);
             let mut trace = trace.filter(|_| show_trace);

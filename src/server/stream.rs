@@ -330,7 +330,9 @@ impl StreamBooks {
     /// The receipt's last pieces, just before the ticket closes.
     fn receipt_into(&mut self, t: &mut Ticket) {
         let digest = self.answer.take().map(|h| h.finalize().into());
-        t.receipt_trace(self.trace.as_ref(), digest);
+        // The trace is read later only if the client sees it (the final event).
+        let shown = self.shows_trace();
+        t.receipt_trace(self.trace.as_mut(), shown, digest);
     }
 
     /// What the ticket charges: the answering attempt's own usage.

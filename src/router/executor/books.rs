@@ -14,11 +14,12 @@ use crate::error::UpstreamError;
 use crate::observe::{Observer, RequestRecord, Status, TokenUsage};
 use crate::provider::bound::{clamp_usage, OutputBound};
 
-pub(super) fn end(observer: &dyn Observer, r: &RequestRecord, on_end: Vec<OnEnd>) {
-    observer.request(r);
+pub(super) fn end(observer: &dyn Observer, r: RequestRecord, on_end: Vec<OnEnd>) {
     for f in on_end {
-        f(r);
+        f(&r);
     }
+    // Last: the observers' last one (the ledger) keeps the record without copying it.
+    observer.request_owned(r);
 }
 
 /// A request's books while its attempt loop runs.
@@ -68,7 +69,7 @@ impl Drop for OpenBooks {
             r.usage.input = self.est_input;
             r.cost_eur = cost_eur(c, &r.usage);
         }
-        end(self.observer.as_ref(), &r, std::mem::take(&mut self.on_end));
+        end(self.observer.as_ref(), r, std::mem::take(&mut self.on_end));
     }
 }
 
@@ -172,14 +173,22 @@ impl Ticket {
         self.inner.as_ref().is_some_and(|t| t.receipt.is_some())
     }
 
-    /// The receipt's attempts, from the trace as it stands when the answer ends; and the
-    /// digest of the answer as the client received it, when it got one.
-    pub fn receipt_trace(&mut self, trace: Option<&super::RoutingTrace>, answer: Option<[u8; 32]>) {
+    /// The receipt's attempts, from the trace as it stands when the answer ends (taken out
+    /// of it unless the client is `shown` the trace); and the digest of the answer as the
+    /// client received it, when it got one.
+    pub fn receipt_trace(
+        &mut self,
+        trace: Option<&mut super::RoutingTrace>,
+        shown: bool,
+        answer: Option<[u8; 32]>,
+    ) {
         if let Some(d) = self.inner.as_mut().and_then(|t| t.receipt.as_mut()) {
             // Not shared until the books close: no copy.
             let d = Arc::make_mut(d);
-            if let Some(trace) = trace {
-                d.take_attempts(trace);
+            match trace {
+                Some(t) if shown => d.take_attempts(t),
+                Some(t) => d.move_attempts(std::mem::take(&mut t.attempts)),
+                None => {}
             }
             if let Some(a) = answer {
                 d.set_answer(a);
@@ -243,7 +252,7 @@ impl TicketInner {
             Arc::make_mut(&mut d).answered_by(Some(&self.candidate));
             r.receipt = Some(d);
         }
-        end(self.observer.as_ref(), &self.record, self.on_end);
+        end(self.observer.as_ref(), self.record, self.on_end);
         cost
     }
 }

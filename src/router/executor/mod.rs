@@ -113,7 +113,7 @@ impl RequestMeta {
         r.duration_ms = ms(self.arrived.elapsed());
         r.http_status = err.status();
         r.error_kind = Some(err.error_type());
-        end(observer, &r, self.on_end);
+        end(observer, r, self.on_end);
     }
 }
 
@@ -500,7 +500,7 @@ impl Executor {
                 record.receipt = Some(d);
             }
         }
-        end(self.observer.as_ref(), &record, on_end);
+        end(self.observer.as_ref(), record, on_end);
         Exhausted {
             error,
             trace: run.trace,

@@ -50,6 +50,11 @@ impl Draft {
         self.attempts.clone_from(&trace.attempts);
     }
 
+    /// The attempts of a trace nobody else reads any more.
+    pub(crate) fn move_attempts(&mut self, attempts: Vec<AttemptTrace>) {
+        self.attempts = attempts;
+    }
+
     pub(crate) fn set_answer(&mut self, digest: [u8; 32]) {
         self.answer_sha256 = Some(digest);
     }
@@ -109,27 +114,24 @@ impl Draft {
         )
     }
 
-    /// The parts as the request's row stores them (JSON, see [`StoredParts`]), serialised
-    /// from borrowed strings: no copy of them is made. `policies` holds the policies
-    /// already serialised in this batch: requests of one key mostly share theirs.
+    /// The parts as the request's row stores them (`receipt::stored`'s compact JSON),
+    /// serialised from borrowed strings: no copy of them is made. `batch` holds the
+    /// policies already serialised in this batch: requests of one key mostly share theirs.
     pub fn stored(
         &self,
         r: &RequestRecord,
         batch: &mut StoreBatch,
     ) -> Result<String, serde_json::Error> {
         let v = self.parts(r);
-        let policy = batch.text(&self.policy)?;
-        let v = StoredParts {
+        let policy = batch.text(&self.policy, crate::receipt::stored::policy_values)?;
+        crate::receipt::stored::encode(&StoredParts {
             provider: v.provider,
             endpoint: v.endpoint,
             policy,
             attempts: v.attempts,
             request_sha256: v.request_sha256,
             answer_sha256: v.answer_sha256,
-        };
-        let mut out = Vec::with_capacity(1024);
-        serde_json::to_writer(&mut out, &v)?;
-        String::from_utf8(out).map_err(serde::ser::Error::custom)
+        })
     }
 
     /// The receipt's own parts, borrowed from the draft: the one place they are worked out,

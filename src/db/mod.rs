@@ -120,8 +120,7 @@ impl Db {
 
     /// Inserts a batch in one transaction. A request id already stored is skipped, so a
     /// batch retried after an unclear failure is not counted twice.
-    /// `rows` are left in place (a failed batch is retried) but may be moved out and back
-    /// (SQLite writes on another thread), so that no record is copied.
+    /// `rows` is shared (SQLite writes on another thread), so that no record is copied.
     pub async fn insert_requests(&self, rows: &Batch) -> Result<(), DbError> {
         match self {
             Db::Sqlite(d) => d.insert_requests(rows).await,

@@ -160,8 +160,8 @@ mod tests {
     }
 
     /// A stored receipt lists the policy's values in `receipt::stored::POLICY_KEYS` order:
-    /// the policy must serialise exactly those fields, in that order, or stored receipts
-    /// would fall back to the (larger) object form.
+    /// the policy must serialise exactly those fields (looked up by name), or stored
+    /// receipts would fall back to the (larger) object form.
     #[test]
     fn the_policy_serialises_the_fields_stored_receipts_list() {
         let p = effective_policy(None, &RouterFields::default());

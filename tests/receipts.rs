@@ -408,16 +408,40 @@ async fn stored_receipts_are_read_exported_and_verified() {
     assert_eq!(again["kid"], new_kid.as_str(), "the newest key signs");
 
     let mut out = Vec::new();
-    let n = relais::ledger::receipts::export(&db, 0, &mut out)
+    let done = relais::ledger::receipts::export(&db, 0, &mut out)
         .await
         .unwrap();
-    assert_eq!(n, 3);
+    assert_eq!((done.written, done.unreadable.len()), (3, 0));
     let text = String::from_utf8(out).unwrap();
     let exported: Vec<String> = text
         .lines()
         .map(|l| verify_line(l, &keys).unwrap())
         .collect();
     assert_eq!(exported, ids, "in issue order");
+
+    // A row damaged by hand: the export lists it as unreadable and still writes the others.
+    let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE request_rows SET receipt = '[2,' WHERE receipt_id = ?1",
+            [&ids[1]],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(conn);
+    let mut out = Vec::new();
+    let done = relais::ledger::receipts::export(&db, 0, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(done.written, 2);
+    assert_eq!(done.unreadable.len(), 1);
+    assert_eq!(done.unreadable[0].receipt_id, ids[1]);
+    let exported: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| verify_line(l, &keys).unwrap())
+        .collect();
+    assert_eq!(exported, [ids[0].clone(), ids[2].clone()]);
     relais.stop().await;
 }
 

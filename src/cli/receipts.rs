@@ -32,25 +32,39 @@ pub async fn rotate_key(config: &Path) -> Result<String, CliError> {
 pub async fn export(config: &Path, since: &str, out: Option<&Path>) -> Result<String, CliError> {
     let since_ms = parse_since(since, now_ms()).map_err(CliError::Usage)?;
     let (_, db) = open(config).await?;
-    let n = match out {
+    let done = match out {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))?;
             let mut w = std::io::BufWriter::new(file);
-            let n = store::export(&db, since_ms, &mut w).await?;
+            let done = store::export(&db, since_ms, &mut w).await?;
             w.flush()
                 .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))?;
-            n
+            done
         }
         None => {
             let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-            let n = store::export(&db, since_ms, &mut w).await?;
+            let done = store::export(&db, since_ms, &mut w).await?;
             w.flush()
                 .map_err(|e| CliError::Usage(format!("cannot write the export: {e}")))?;
-            n
+            done
         }
     };
-    Ok(format!("{n} receipts exported"))
+    let n = done.written;
+    if done.unreadable.is_empty() {
+        return Ok(format!("{n} receipts exported"));
+    }
+    // Everything readable is written; the exit status says the export is not complete.
+    let list: Vec<String> = done
+        .unreadable
+        .iter()
+        .map(|u| format!("{}: {}", u.receipt_id, u.error))
+        .collect();
+    Err(CliError::Usage(format!(
+        "{n} receipts exported; {} could not be read and are missing from the export:\n{}",
+        list.len(),
+        list.join("\n")
+    )))
 }
 
 /// Checks every line of an export (or saved `GET` answers) offline. The public keys come

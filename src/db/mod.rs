@@ -8,7 +8,7 @@ mod schema;
 mod sqlite;
 mod time;
 
-pub use receipts::{StoredKey, StoredReceipt, EXPORT_PAGE};
+pub use receipts::{PageEntry, StoredKey, StoredReceipt, UnreadableReceipt, EXPORT_PAGE};
 pub use time::{format_utc, parse_since};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -185,7 +185,7 @@ impl Db {
         &self,
         after: &str,
         limit: usize,
-    ) -> Result<Vec<StoredReceipt>, DbError> {
+    ) -> Result<Vec<PageEntry>, DbError> {
         match self {
             Db::Sqlite(d) => d.receipts_after(after.to_owned(), limit).await,
             Db::Postgres(d) => d.receipts_after(after, limit).await,

@@ -16,6 +16,26 @@ pub struct StoredReceipt {
     pub receipt: String,
 }
 
+/// A receipt an export page lists: readable, or not (its stored parts do not decode, e.g.
+/// a row damaged by hand or written by a later version): an export goes on past it.
+pub type PageEntry = Result<StoredReceipt, UnreadableReceipt>;
+
+/// A stored receipt that cannot be read, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableReceipt {
+    pub receipt_id: String,
+    pub error: String,
+}
+
+impl UnreadableReceipt {
+    pub fn id(e: &PageEntry) -> &str {
+        match e {
+            Ok(r) => &r.receipt_id,
+            Err(u) => &u.receipt_id,
+        }
+    }
+}
+
 /// A receipt signing key as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKey {
@@ -101,20 +121,24 @@ impl ReceiptRow {
     }
 }
 
-/// Up to `limit` receipts of two id-ordered lists (v5 rows, v4's table), in id order.
-pub fn merge(
-    rows: Vec<ReceiptRow>,
-    old: Vec<StoredReceipt>,
-    limit: usize,
-) -> Result<Vec<StoredReceipt>, DbError> {
-    let mut all = rows
+/// Up to `limit` receipts of two id-ordered lists (v5 rows, v4's table), in id order. A row
+/// whose receipt cannot be read is listed as such, not failing the page: one damaged row
+/// must not stop an auditor's export of all the others.
+pub fn merge(rows: Vec<ReceiptRow>, old: Vec<StoredReceipt>, limit: usize) -> Vec<PageEntry> {
+    let mut all: Vec<PageEntry> = rows
         .into_iter()
-        .map(ReceiptRow::into_stored)
-        .collect::<Result<Vec<_>, _>>()?;
-    all.extend(old);
-    all.sort_by(|a, b| a.receipt_id.cmp(&b.receipt_id));
+        .map(|r| {
+            let receipt_id = r.receipt_id.clone();
+            r.into_stored().map_err(|e| UnreadableReceipt {
+                receipt_id,
+                error: e.to_string(),
+            })
+        })
+        .collect();
+    all.extend(old.into_iter().map(Ok));
+    all.sort_by(|a, b| UnreadableReceipt::id(a).cmp(UnreadableReceipt::id(b)));
     all.truncate(limit);
-    Ok(all)
+    all
 }
 
 /// Receipts read per page by an export.

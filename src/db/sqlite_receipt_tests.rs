@@ -7,7 +7,7 @@
 use rusqlite::{params, Connection};
 
 use super::super::schema::{CREATE_VERSIONS, MIGRATIONS};
-use super::super::{GroupBy, UsageQuery};
+use super::super::{GroupBy, UnreadableReceipt, UsageQuery};
 use super::Sqlite;
 use crate::receipt::id_prefix;
 
@@ -87,12 +87,12 @@ async fn v4_receipts_survive_the_upgrade_beside_v5_rows() {
 
     // The export reads both, in id order, page after page.
     let all = db.receipts_after(id_prefix(0), 10).await.unwrap();
-    let ids: Vec<&str> = all.iter().map(|r| r.receipt_id.as_str()).collect();
+    let ids: Vec<&str> = all.iter().map(UnreadableReceipt::id).collect();
     assert_eq!(ids, [old_id.as_str(), new_id.as_str()]);
     let page = db.receipts_after(id_prefix(0), 1).await.unwrap();
-    assert_eq!(page[0].receipt_id, old_id);
+    assert_eq!(UnreadableReceipt::id(&page[0]), old_id);
     let next = db.receipts_after(old_id.clone(), 1).await.unwrap();
-    assert_eq!(next[0].receipt_id, new_id);
+    assert_eq!(UnreadableReceipt::id(&next[0]), new_id);
     assert!(db
         .receipts_after(new_id.clone(), 1)
         .await

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::db::{now_ms, Db, DbError, StoredKey, EXPORT_PAGE};
+use crate::db::{now_ms, Db, DbError, StoredKey, UnreadableReceipt, EXPORT_PAGE};
 use crate::receipt::jcs;
 use crate::receipt::sign::{JwkSet, KeyError, ReceiptKey, VerifyError};
 
@@ -70,27 +70,45 @@ pub fn signed(canonical: &str, key: &ReceiptKey) -> String {
     )
 }
 
+/// What an export wrote, and the receipts it could not read (listed, not written: each
+/// line it writes is a receipt as signed, and one damaged row must not stop the others).
+#[derive(Debug, Default)]
+pub struct Exported {
+    pub written: u64,
+    pub unreadable: Vec<UnreadableReceipt>,
+}
+
 /// Writes every receipt issued at or after `since_ms` as one signed JSON line each, reading
-/// the database a page at a time. Returns how many were written.
+/// the database a page at a time.
 pub async fn export(
     db: &Db,
     since_ms: i64,
     out: &mut impl std::io::Write,
-) -> Result<u64, ReceiptsError> {
+) -> Result<Exported, ReceiptsError> {
     let keys = keys(db).await?;
     let key = keys.last().ok_or(ReceiptsError::NoKey)?;
     let mut after = crate::receipt::id_prefix(since_ms);
-    let mut n = 0;
+    let mut done = Exported::default();
     loop {
         let page = db.receipts_after(&after, EXPORT_PAGE).await?;
-        for r in &page {
-            writeln!(out, "{}", signed(&r.receipt, key))
-                .map_err(|e| DbError::Task(format!("cannot write the export: {e}")))?;
-            n += 1;
+        for entry in &page {
+            match entry {
+                Ok(r) => {
+                    writeln!(out, "{}", signed(&r.receipt, key))
+                        .map_err(|e| DbError::Task(format!("cannot write the export: {e}")))?;
+                    done.written += 1;
+                }
+                Err(u) => {
+                    tracing::error!(receipt = %u.receipt_id, "receipt not exported: {}", u.error);
+                    done.unreadable.push(u.clone());
+                }
+            }
         }
         match page.last() {
-            Some(last) if page.len() == EXPORT_PAGE => after.clone_from(&last.receipt_id),
-            _ => return Ok(n),
+            Some(last) if page.len() == EXPORT_PAGE => {
+                after = UnreadableReceipt::id(last).to_owned();
+            }
+            _ => return Ok(done),
         }
     }
 }

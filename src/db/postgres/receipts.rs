@@ -1,7 +1,7 @@
 //! Postgres's receipts (schema v5: in the request's row; v4: table `receipts`) and
 //! receipt keys.
 
-use super::super::receipts::{merge, ReceiptRow, StoredKey, StoredReceipt};
+use super::super::receipts::{merge, PageEntry, ReceiptRow, StoredKey, StoredReceipt};
 use super::super::DbError;
 use super::Postgres;
 use crate::receipt::id_ms;
@@ -70,7 +70,7 @@ impl Postgres {
         &self,
         after: &str,
         limit: usize,
-    ) -> Result<Vec<StoredReceipt>, DbError> {
+    ) -> Result<Vec<PageEntry>, DbError> {
         let ms = id_ms(after).unwrap_or(0);
         let n = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.client().await?;
@@ -95,7 +95,7 @@ impl Postgres {
             )
             .await?;
         let old = old.iter().map(old_row).collect::<Result<Vec<_>, _>>()?;
-        merge(rows, old, limit)
+        Ok(merge(rows, old, limit))
     }
 
     /// Receipts issued before `before` (an id prefix): v4's rows deleted, v5's receipt

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::super::receipts::{merge, ReceiptRow, StoredKey, StoredReceipt};
+use super::super::receipts::{merge, PageEntry, ReceiptRow, StoredKey, StoredReceipt};
 use super::super::schema::sqlite_unflags;
 use super::super::DbError;
 use super::Sqlite;
@@ -75,7 +75,7 @@ impl Sqlite {
         &self,
         after: String,
         limit: usize,
-    ) -> Result<Vec<StoredReceipt>, DbError> {
+    ) -> Result<Vec<PageEntry>, DbError> {
         let ms = id_ms(&after).unwrap_or(0);
         self.with(move |c| {
             let rows = c
@@ -92,7 +92,7 @@ impl Sqlite {
                 )?
                 .query_map(params![after, limit as i64], old_row)?
                 .collect::<Result<Vec<_>, _>>()?;
-            merge(rows, old, limit)
+            Ok(merge(rows, old, limit))
         })
         .await
     }

@@ -442,6 +442,13 @@ async fn stored_receipts_are_read_exported_and_verified() {
         .map(|l| verify_line(l, &keys).unwrap())
         .collect();
     assert_eq!(exported, [ids[0].clone(), ids[2].clone()]);
+    // Read alone: the server's fault (500, no retry helps), once access is checked: to
+    // another key it is as absent as ever.
+    let (st, body) = get_receipt(&relais, &ids[1], Some(CLIENT_KEY)).await;
+    assert_eq!(st, 500, "{body}");
+    assert_eq!(body["error"]["type"], "api_error", "{body}");
+    assert_eq!(get_receipt(&relais, &ids[1], Some(OTHER_KEY)).await.0, 404);
+    assert_eq!(get_receipt(&relais, &ids[0], Some(CLIENT_KEY)).await.0, 200);
     relais.stop().await;
 }
 

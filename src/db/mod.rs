@@ -34,8 +34,6 @@ pub enum DbError {
     Task(String),
     #[error("a key named `{0}` already exists")]
     Conflict(String),
-    #[error("a stored receipt is unreadable: {0}")]
-    Receipt(String),
 }
 
 /// An open database. Cheap to clone.
@@ -172,7 +170,7 @@ impl Db {
 
 /// Signed receipts (schema v4).
 impl Db {
-    pub async fn get_receipt(&self, id: &str) -> Result<Option<StoredReceipt>, DbError> {
+    pub async fn get_receipt(&self, id: &str) -> Result<Option<PageEntry>, DbError> {
         match self {
             Db::Sqlite(d) => d.get_receipt(id.to_owned()).await,
             Db::Postgres(d) => d.get_receipt(id).await,

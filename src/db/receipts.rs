@@ -6,8 +6,6 @@ use crate::observe::RequestRecord;
 use crate::observe::StoreBatch;
 use crate::receipt::{assemble, micros, rfc3339_ms, RowFields, StoredParts};
 
-use super::DbError;
-
 /// One stored receipt: its canonical JSON exactly as signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReceipt {
@@ -20,10 +18,11 @@ pub struct StoredReceipt {
 /// a row damaged by hand or written by a later version): an export goes on past it.
 pub type PageEntry = Result<StoredReceipt, UnreadableReceipt>;
 
-/// A stored receipt that cannot be read, and why.
+/// A stored receipt that cannot be read, whose it is, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnreadableReceipt {
     pub receipt_id: String,
+    pub key_name: Option<String>,
     pub error: String,
 }
 
@@ -88,12 +87,22 @@ pub struct ReceiptRow {
 }
 
 impl ReceiptRow {
+    /// The receipt in its canonical form, or what is known of one that cannot be read (its
+    /// id and key, so that a reader's access is checked all the same, and why).
+    pub fn into_entry(self) -> PageEntry {
+        let (receipt_id, key_name) = (self.receipt_id.clone(), self.key_name.clone());
+        self.into_stored().map_err(|error| UnreadableReceipt {
+            receipt_id,
+            key_name,
+            error,
+        })
+    }
+
     /// The receipt in its canonical form (what is signed): the same bytes the record it was
     /// written from gives, since every field comes back as it was written.
-    pub fn into_stored(self) -> Result<StoredReceipt, DbError> {
-        let bad = |e: String| DbError::Receipt(format!("{}: {e}", self.receipt_id));
-        let parts: StoredParts =
-            crate::receipt::stored::decode(&self.parts).map_err(|e| bad(e.to_string()))?;
+    fn into_stored(self) -> Result<StoredReceipt, String> {
+        let parts: StoredParts = crate::receipt::stored::decode(&self.parts)
+            .map_err(|e| format!("its stored parts do not decode: {e}"))?;
         let count = |v: i64| u64::try_from(v).unwrap_or(0);
         let fields = RowFields {
             request_id: self.request_id.clone(),
@@ -112,9 +121,9 @@ impl ReceiptRow {
             cost_micros: micros(self.cost_eur),
         };
         let receipt = assemble(self.receipt_id.clone(), fields, parts);
-        let canonical = receipt.canonical().map_err(|e| bad(e.to_string()))?;
+        let canonical = receipt.canonical().map_err(|e| e.to_string())?;
         Ok(StoredReceipt {
-            receipt: String::from_utf8(canonical).map_err(|e| bad(e.to_string()))?,
+            receipt: String::from_utf8(canonical).map_err(|e| e.to_string())?,
             receipt_id: self.receipt_id,
             key_name: self.key_name,
         })
@@ -125,16 +134,7 @@ impl ReceiptRow {
 /// whose receipt cannot be read is listed as such, not failing the page: one damaged row
 /// must not stop an auditor's export of all the others.
 pub fn merge(rows: Vec<ReceiptRow>, old: Vec<StoredReceipt>, limit: usize) -> Vec<PageEntry> {
-    let mut all: Vec<PageEntry> = rows
-        .into_iter()
-        .map(|r| {
-            let receipt_id = r.receipt_id.clone();
-            r.into_stored().map_err(|e| UnreadableReceipt {
-                receipt_id,
-                error: e.to_string(),
-            })
-        })
-        .collect();
+    let mut all: Vec<PageEntry> = rows.into_iter().map(ReceiptRow::into_entry).collect();
     all.extend(old.into_iter().map(Ok));
     all.sort_by(|a, b| UnreadableReceipt::id(a).cmp(UnreadableReceipt::id(b)));
     all.truncate(limit);

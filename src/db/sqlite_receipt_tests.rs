@@ -59,10 +59,20 @@ async fn v4_receipts_survive_the_upgrade_beside_v5_rows() {
         )
         .unwrap();
 
-    let old = db.get_receipt(old_id.clone()).await.unwrap().unwrap();
+    let old = db
+        .get_receipt(old_id.clone())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(old.key_name.as_deref(), Some("old"));
     assert_eq!(old.receipt, format!(r#"{{"receipt_id":"{old_id}"}}"#));
-    let new = db.get_receipt(new_id.clone()).await.unwrap().unwrap();
+    let new = db
+        .get_receipt(new_id.clone())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(new.key_name.as_deref(), Some("new"));
     let v: serde_json::Value = serde_json::from_str(&new.receipt).unwrap();
     assert_eq!(v["receipt_id"], new_id.as_str());

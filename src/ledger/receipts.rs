@@ -98,10 +98,8 @@ pub async fn export(
                         .map_err(|e| DbError::Task(format!("cannot write the export: {e}")))?;
                     done.written += 1;
                 }
-                Err(u) => {
-                    tracing::error!(receipt = %u.receipt_id, "receipt not exported: {}", u.error);
-                    done.unreadable.push(u.clone());
-                }
+                // Listed for the caller (the CLI names them and exits non-zero).
+                Err(u) => done.unreadable.push(u.clone()),
             }
         }
         match page.last() {

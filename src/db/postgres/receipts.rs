@@ -42,7 +42,7 @@ fn old_row(r: &tokio_postgres::Row) -> Result<StoredReceipt, DbError> {
 }
 
 impl Postgres {
-    pub async fn get_receipt(&self, id: &str) -> Result<Option<StoredReceipt>, DbError> {
+    pub async fn get_receipt(&self, id: &str) -> Result<Option<PageEntry>, DbError> {
         let Some(ms) = id_ms(id) else {
             return Ok(None);
         };
@@ -55,7 +55,7 @@ impl Postgres {
             )
             .await?;
         if let Some(r) = rows.first() {
-            return receipt_row(r)?.into_stored().map(Some);
+            return Ok(Some(receipt_row(r)?.into_entry()));
         }
         let rows = client
             .query(
@@ -63,7 +63,7 @@ impl Postgres {
                 &[&id],
             )
             .await?;
-        rows.first().map(old_row).transpose()
+        Ok(rows.first().map(old_row).transpose()?.map(Ok))
     }
 
     pub async fn receipts_after(

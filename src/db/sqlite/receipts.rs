@@ -47,7 +47,7 @@ fn old_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
 }
 
 impl Sqlite {
-    pub async fn get_receipt(&self, id: String) -> Result<Option<StoredReceipt>, DbError> {
+    pub async fn get_receipt(&self, id: String) -> Result<Option<PageEntry>, DbError> {
         let Some(ms) = id_ms(&id) else {
             return Ok(None);
         };
@@ -60,13 +60,14 @@ impl Sqlite {
                 .query_row(params![ms, id], receipt_row)
                 .optional()?;
             if let Some(row) = row {
-                return row.into_stored().map(Some);
+                return Ok(Some(row.into_entry()));
             }
             Ok(c.prepare_cached(
                 "SELECT receipt_id, key_name, receipt FROM receipts WHERE receipt_id = ?1",
             )?
             .query_row([id], old_row)
-            .optional()?)
+            .optional()?
+            .map(Ok))
         })
         .await
     }

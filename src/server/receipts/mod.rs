@@ -56,13 +56,14 @@ pub async fn get(
         Some(r) => {
             let c = r.canonical().map_err(unavailable)?;
             let c = String::from_utf8(c).map_err(unavailable)?;
-            (r.key_name, c)
+            (r.key_name, Ok(c))
         }
-        None => {
-            let r = ledger.db().get_receipt(&id).await.map_err(unavailable)?;
-            let r = r.ok_or_else(not_found)?;
-            (r.key_name, r.receipt)
-        }
+        None => match ledger.db().get_receipt(&id).await.map_err(unavailable)? {
+            None => return Err(not_found()),
+            Some(Ok(r)) => (r.key_name, Ok(r.receipt)),
+            // Whose it is is known: access is checked first, as for any receipt.
+            Some(Err(u)) => (u.key_name, Err(u.error)),
+        },
     };
     let allowed = match &caller {
         Caller::Admin => true,
@@ -73,6 +74,14 @@ pub async fn get(
     if !allowed {
         return Err(not_found());
     }
+    // A row damaged, or written by a later version: the server's fault, and no retry helps.
+    let canonical = canonical.map_err(|why| {
+        tracing::error!(receipt = %id, "receipts: a stored receipt cannot be read: {why}");
+        ApiError::new(
+            ErrorKind::Internal,
+            "the receipt is stored but cannot be read (the server's log says why)",
+        )
+    })?;
     let keys = store::keys(ledger.db()).await.map_err(unavailable)?;
     let key = keys
         .last()

@@ -92,13 +92,21 @@ async fn receipts_written_by_one_replica_verify_through_another() {
     );
     // Retention: nothing older than a day here, everything older than the future.
     assert_eq!(
-        db.prune_receipts(&relais::receipt::id_prefix(0))
-            .await
-            .unwrap(),
+        db.prune_receipts(
+            &relais::receipt::id_prefix(0),
+            &relais::receipt::id_prefix(0)
+        )
+        .await
+        .unwrap(),
         0
     );
     let later = relais::receipt::id_prefix(relais::db::now_ms() + 60_000);
-    assert_eq!(db.prune_receipts(&later).await.unwrap(), ids.len() as u64);
+    assert_eq!(
+        db.prune_receipts(&relais::receipt::id_prefix(0), &later)
+            .await
+            .unwrap(),
+        ids.len() as u64
+    );
     assert_eq!(receipt(&b, &ids[0]).await.0, 404);
     a.stop().await;
     b.stop().await;
@@ -196,7 +204,12 @@ async fn a_v4_database_keeps_its_receipts_after_the_upgrade() {
         .collect();
     assert_eq!(exported, [old_id.clone(), new_id.clone()], "in id order");
     let later = relais::receipt::id_prefix(relais::db::now_ms() + 60_000);
-    assert_eq!(db.prune_receipts(&later).await.unwrap(), 2);
+    assert_eq!(
+        db.prune_receipts(&relais::receipt::id_prefix(0), &later)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(receipt(&a, &old_id).await.0, 404);
     assert_eq!(receipt(&a, &new_id).await.0, 404);
     let rows: i64 = client

@@ -191,10 +191,13 @@ impl Db {
     }
 
     /// Deletes receipts with ids before `before` (an id prefix: issued before its time).
-    pub async fn prune_receipts(&self, before: &str) -> Result<u64, DbError> {
+    /// Receipts in request rows are cleared only from `from` on (an id prefix too): the
+    /// hourly retention passes the previous cutoff, so that it reads one hour's rows rather
+    /// than every row already pruned. v4's table is deleted from, so always read whole.
+    pub async fn prune_receipts(&self, from: &str, before: &str) -> Result<u64, DbError> {
         match self {
-            Db::Sqlite(d) => d.prune_receipts(before.to_owned()).await,
-            Db::Postgres(d) => d.prune_receipts(before).await,
+            Db::Sqlite(d) => d.prune_receipts(from, before.to_owned()).await,
+            Db::Postgres(d) => d.prune_receipts(from, before).await,
         }
     }
 

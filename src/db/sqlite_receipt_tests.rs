@@ -110,10 +110,25 @@ async fn v4_receipts_survive_the_upgrade_beside_v5_rows() {
         .is_empty());
 
     // Retention: the v4 row deleted, the v5 receipt's columns cleared, the usage kept.
-    assert_eq!(db.prune_receipts(id_prefix(T0 + 1)).await.unwrap(), 1);
+    assert_eq!(
+        db.prune_receipts(&id_prefix(0), id_prefix(T0 + 1))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(db.get_receipt(old_id).await.unwrap().is_none());
     assert!(db.get_receipt(new_id.clone()).await.unwrap().is_some());
-    assert_eq!(db.prune_receipts(id_prefix(T0 + 6)).await.unwrap(), 1);
+    // From a later cutoff on (the hourly pass): rows before it are not read again.
+    let later = id_prefix(T0 + 6);
+    assert_eq!(
+        db.prune_receipts(&later, id_prefix(T0 + 7)).await.unwrap(),
+        0
+    );
+    assert!(db.get_receipt(new_id.clone()).await.unwrap().is_some());
+    assert_eq!(
+        db.prune_receipts(&id_prefix(T0 + 1), later).await.unwrap(),
+        1
+    );
     assert!(db.get_receipt(new_id).await.unwrap().is_none());
     let usage = db
         .usage(UsageQuery {

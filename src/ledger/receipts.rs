@@ -137,11 +137,18 @@ impl super::Ledger {
         let db = self.db.clone();
         let mut stop = self.stop.subscribe();
         tokio::spawn(async move {
+            // Everything at start, then from the last cutoff: rows pruned before are not
+            // read again (a ledger keeps its usage rows long after their receipts).
+            let mut from = crate::receipt::id_prefix(0);
             loop {
                 let before = crate::receipt::id_prefix(now_ms() - i64::from(days) * DAY_MS);
-                match db.prune_receipts(&before).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!("receipts: deleted {n} older than {days} days"),
+                match db.prune_receipts(&from, &before).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!("receipts: deleted {n} older than {days} days");
+                        }
+                        from = before;
+                    }
                     Err(e) => tracing::warn!("receipts: retention delete failed: {e}"),
                 }
                 tokio::select! {

@@ -100,7 +100,8 @@ impl Postgres {
 
     /// Receipts issued before `before` (an id prefix): v4's rows deleted, v5's receipt
     /// columns cleared (the request's row is the usage ledger's, and stays).
-    pub async fn prune_receipts(&self, before: &str) -> Result<u64, DbError> {
+    pub async fn prune_receipts(&self, from: &str, before: &str) -> Result<u64, DbError> {
+        let from_ms = id_ms(from).unwrap_or(0);
         let ms = id_ms(before).unwrap_or(0);
         let client = self.client().await?;
         let old = client
@@ -108,9 +109,10 @@ impl Postgres {
             .await?;
         let n = client
             .execute(
+                // The time index reads only the rows of the window.
                 "UPDATE requests SET receipt_id = NULL, receipt = NULL \
-                 WHERE time_ms < $1 AND receipt_id IS NOT NULL",
-                &[&ms],
+                 WHERE time_ms >= $1 AND time_ms < $2 AND receipt_id IS NOT NULL",
+                &[&from_ms, &ms],
             )
             .await?;
         Ok(old + n)

@@ -100,15 +100,17 @@ impl Sqlite {
 
     /// Receipts issued before `before` (an id prefix): v4's rows deleted, v5's receipt
     /// columns cleared (the request's row is the usage ledger's, and stays).
-    pub async fn prune_receipts(&self, before: String) -> Result<u64, DbError> {
+    pub async fn prune_receipts(&self, from: &str, before: String) -> Result<u64, DbError> {
+        let from_ms = id_ms(from).unwrap_or(0);
         let ms = id_ms(&before).unwrap_or(0);
         self.with(move |c| {
             let tx = c.transaction()?;
             let old = tx.execute("DELETE FROM receipts WHERE receipt_id < ?1", [&before])?;
+            // A range of the table's key (time first): only the rows of the window are read.
             let n = tx.execute(
                 "UPDATE request_rows SET receipt_id = NULL, receipt = NULL \
-                 WHERE time_ms < ?1 AND receipt_id IS NOT NULL",
-                [ms],
+                 WHERE time_ms >= ?1 AND time_ms < ?2 AND receipt_id IS NOT NULL",
+                [from_ms, ms],
             )?;
             tx.commit()?;
             Ok((old + n) as u64)

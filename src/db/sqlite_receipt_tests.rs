@@ -7,11 +7,17 @@
 use rusqlite::{params, Connection};
 
 use super::super::schema::{CREATE_VERSIONS, MIGRATIONS};
-use super::super::{GroupBy, UnreadableReceipt, UsageQuery};
+use super::super::{GroupBy, StoredReceipt, UnreadableReceipt, UsageQuery};
 use super::Sqlite;
 use crate::receipt::id_prefix;
 
 const T0: i64 = 1_700_000_000_000;
+
+/// The stored receipt `id`, which must be there and readable.
+async fn readable(db: &Sqlite, id: &str) -> StoredReceipt {
+    let found = db.get_receipt(id.to_owned()).await.unwrap();
+    found.expect("stored").expect("readable")
+}
 
 fn id(ms: i64, rand: u64) -> String {
     format!("{}{rand:016x}", id_prefix(ms))
@@ -59,20 +65,10 @@ async fn v4_receipts_survive_the_upgrade_beside_v5_rows() {
         )
         .unwrap();
 
-    let old = db
-        .get_receipt(old_id.clone())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let old = readable(&db, &old_id).await;
     assert_eq!(old.key_name.as_deref(), Some("old"));
     assert_eq!(old.receipt, format!(r#"{{"receipt_id":"{old_id}"}}"#));
-    let new = db
-        .get_receipt(new_id.clone())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let new = readable(&db, &new_id).await;
     assert_eq!(new.key_name.as_deref(), Some("new"));
     let v: serde_json::Value = serde_json::from_str(&new.receipt).unwrap();
     assert_eq!(v["receipt_id"], new_id.as_str());

@@ -306,13 +306,13 @@ pub enum PinOutcome {
 }
 
 impl PinOutcome {
-    /// The `x-relais-session-pin` value.
-    pub fn header(&self) -> String {
+    /// The `x-relais-session-pin` value (static but for a moved pin's reason).
+    pub fn header(&self) -> std::borrow::Cow<'static, str> {
         match self {
-            PinOutcome::Hit => "hit".to_owned(),
-            PinOutcome::New => "new".to_owned(),
-            PinOutcome::Moved(r) => format!("moved: {}", r.label()),
-            PinOutcome::Kept => "kept".to_owned(),
+            PinOutcome::Hit => "hit".into(),
+            PinOutcome::New => "new".into(),
+            PinOutcome::Moved(r) => format!("moved: {}", r.label()).into(),
+            PinOutcome::Kept => "kept".into(),
         }
     }
 

@@ -111,12 +111,11 @@ impl<'a> Sticky<'a> {
         if let Ok(v) = HeaderValue::from_str(&self.id.id) {
             h.insert(SESSION_HEADER, v);
         }
-        let v = match outcome {
-            None => return,
-            Some(PinOutcome::Hit) => HeaderValue::from_static("hit"),
-            Some(PinOutcome::New) => HeaderValue::from_static("new"),
-            Some(PinOutcome::Kept) => HeaderValue::from_static("kept"),
-            Some(o) => match HeaderValue::from_str(&o.header()) {
+        let Some(o) = outcome else { return };
+        // A static value is neither checked nor copied again.
+        let v = match o.header() {
+            std::borrow::Cow::Borrowed(s) => HeaderValue::from_static(s),
+            std::borrow::Cow::Owned(s) => match HeaderValue::from_str(&s) {
                 Ok(v) => v,
                 Err(_) => return,
             },

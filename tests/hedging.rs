@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::doors::Door;
+use common::doors::{Answer, Door};
 use common::prom;
 use common::world::*;
 use common::*;
@@ -56,6 +56,14 @@ async fn speed_pair(hedge: &'static str, keys: &str) -> World {
     .await
 }
 
+/// One `speed` request through `door`, answered, and how long it took.
+async fn speed_request(w: &World, door: Door, stream: bool) -> (Answer, Duration) {
+    let t = Instant::now();
+    let resp = w.send_via(door, &speed(door, stream, json!({}))).await;
+    let ans = door.answer(resp, stream).await;
+    (ans, t.elapsed())
+}
+
 fn speed(door: Door, stream: bool, extra: Value) -> Value {
     let mut f = json!({"preference": "speed", "include_metadata": true});
     for (k, v) in extra.as_object().unwrap() {
@@ -77,14 +85,7 @@ async fn a_slow_first_attempt_is_hedged_and_the_loser_cancelled(door: Door) {
         w.all_ok(stream);
         let cancelled = w.fake("a").cancelled();
         w.fake("a").push(delayed(&w, "a", stream, 3000));
-        let t = Instant::now();
-        let ans = door
-            .answer(
-                w.send_via(door, &speed(door, stream, json!({}))).await,
-                stream,
-            )
-            .await;
-        let took = t.elapsed();
+        let (ans, took) = speed_request(&w, door, stream).await;
         let case = format!("{door:?} stream={stream}");
         assert_eq!(ans.text, "from b", "{case}");
         let bound = Duration::from_millis(if stream { 1000 } else { 2400 });
@@ -143,14 +144,8 @@ async fn the_tail_is_cut_for_a_few_extra_upstream_requests(door: Door) {
         let mut slowest = Duration::ZERO;
         let mut hedged = 0;
         for _ in 0..n {
-            let t = Instant::now();
-            let ans = door
-                .answer(
-                    w.send_via(door, &speed(door, stream, json!({}))).await,
-                    stream,
-                )
-                .await;
-            slowest = slowest.max(t.elapsed());
+            let (ans, took) = speed_request(&w, door, stream).await;
+            slowest = slowest.max(took);
             hedged += usize::from(ans.headers.contains_key("x-relais-hedge"));
         }
         let case = format!("{door:?} stream={stream}");
@@ -395,14 +390,8 @@ async fn a_probe_of_a_slow_stale_endpoint_is_raced_against_the_best(door: Door) 
     let mut slowest = Duration::ZERO;
     let mut explore_races = 0;
     for _ in 0..45 {
-        let t = Instant::now();
-        let ans = door
-            .answer(
-                w.send_via(door, &speed(door, stream, json!({}))).await,
-                stream,
-            )
-            .await;
-        slowest = slowest.max(t.elapsed());
+        let (ans, took) = speed_request(&w, door, stream).await;
+        slowest = slowest.max(took);
         assert_eq!(ans.text, "from a", "{door:?}");
         // (A jittery `a` may also be speed-hedged past its p95: `s` then loses.)
         if ans

@@ -70,6 +70,11 @@ fn two() -> (Arc<Router>, Arc<Records>, Executor) {
     (router, records, ex)
 }
 
+/// How long the test upstreams take: `a/x` `a_ms`, the other `b_ms`.
+fn delay(endpoint: &str, (a_ms, b_ms): (u64, u64)) -> Duration {
+    Duration::from_millis(if endpoint == "a/x" { a_ms } else { b_ms })
+}
+
 /// Serves one streamed request; `a` answers after `a_ms`, `b` after `b_ms`. Returns the
 /// time to the answer, the answering endpoint and the trace.
 async fn race(
@@ -89,13 +94,9 @@ async fn race(
     let t = Instant::now();
     let served = ex
         .dispatch(&plan, meta, |c| {
-            let ms = if c.candidate.endpoint.id == "a/x" {
-                a_ms
-            } else {
-                b_ms
-            };
+            let d = delay(&c.candidate.endpoint.id, (a_ms, b_ms));
             async move {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
+                tokio::time::sleep(d).await;
                 Ok::<_, UpstreamError>(Opened::Stream(()))
             }
         })
@@ -185,13 +186,9 @@ async fn json(ex: &Executor, router: &Router, (a_ms, b_ms): (u64, u64)) -> (Stri
     let meta = RequestMeta::new("r".into(), Api::Messages, None, false);
     let served = ex
         .dispatch(&plan, meta, |c| {
-            let ms = if c.candidate.endpoint.id == "a/x" {
-                a_ms
-            } else {
-                b_ms
-            };
+            let d = delay(&c.candidate.endpoint.id, (a_ms, b_ms));
             async move {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
+                tokio::time::sleep(d).await;
                 Ok::<_, UpstreamError>(Opened::Whole {
                     value: (),
                     ttft: None,

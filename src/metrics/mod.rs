@@ -393,6 +393,14 @@ pub struct LabeledCounter {
 }
 
 impl LabeledCounter {
+    /// The series of `value`, resolved once for a caller that counts it often: the
+    /// family's lock and label hash are then not paid per count.
+    pub fn series(&self, value: &'static str) -> Counter {
+        self.family
+            .get_or_create(&Labels([(self.label, V::S(value))]))
+            .clone()
+    }
+
     pub fn inc(&self, value: &'static str) {
         self.family
             .get_or_create(&Labels([(self.label, V::S(value))]))

@@ -5,7 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use super::labels::{Labels, Lv, V};
-use super::{LabeledCounter, Metrics};
+use super::Metrics;
 use crate::sessions::PinCounters;
 
 /// Counter, label `outcome` (`hit`, `new`, `moved`, `kept`): answers of requests that had a
@@ -14,8 +14,13 @@ pub const SESSION_PINS: &str = "relais_session_pins";
 /// Counter, label `provider`: input tokens the provider answered from its prompt cache.
 pub const CACHED_INPUT_TOKENS: &str = "relais_cached_input_tokens";
 
+/// The pin outcomes, in the order of [`SessionSeries`]' counters.
+const OUTCOMES: [&str; 4] = ["hit", "new", "moved", "kept"];
+
 pub struct SessionSeries {
-    pins: LabeledCounter,
+    /// One series per outcome of [`OUTCOMES`], resolved at start: one is counted on every
+    /// request with a session (each shows from the start, at 0 until counted).
+    pins: [Counter; 4],
     cached: Family<Labels<1>, Counter>,
 }
 
@@ -27,6 +32,7 @@ impl SessionSeries {
              (hit: the pinned endpoint answered; new; moved; kept: a hedge answered)",
             "outcome",
         );
+        let pins = OUTCOMES.map(|o| pins.series(o));
         let cached = Family::default();
         m.registry
             .lock()
@@ -42,7 +48,9 @@ impl SessionSeries {
 
 impl PinCounters for SessionSeries {
     fn pin(&self, outcome: &'static str) {
-        self.pins.inc(outcome);
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.pins[i].inc();
+        }
     }
 
     fn cached_input(&self, provider: &str, tokens: u64) {

@@ -14,11 +14,17 @@ use crate::observe::{RequestRecord, Status};
 use crate::router::executor::OnEnd;
 use crate::router::session::{PinOutcome, PinView, SessionCtx, SessionId};
 use crate::router::{Candidate, Plan};
-use crate::sessions::SessionStore;
+use crate::sessions::{SessionKey, SessionStore};
 
 /// What the answer's end measures: the pin's fate and the endpoint that answered (shared,
 /// not its names copied).
 type Served = (PinOutcome, Arc<EndpointConfig>);
+
+/// What the answer's end needs, shared with it rather than copied for it.
+struct Shared {
+    key: SessionKey,
+    served: OnceLock<Served>,
+}
 
 // Names, not `&str`: a `&str` name is parsed again on every insert.
 const SESSION_HEADER: HeaderName = HeaderName::from_static("x-relais-session");
@@ -28,9 +34,8 @@ const PIN_HEADER: HeaderName = HeaderName::from_static("x-relais-session-pin");
 pub struct Sticky<'a> {
     id: &'a SessionId,
     pin: Option<PinView>,
-    scope: Option<String>,
     margin: f64,
-    served: Arc<OnceLock<Served>>,
+    shared: Arc<Shared>,
 }
 
 impl<'a> Sticky<'a> {
@@ -42,14 +47,16 @@ impl<'a> Sticky<'a> {
     ) -> Option<Sticky<'a>> {
         let s = &st.cfg.sessions;
         let id = id.filter(|_| s.enabled)?.session();
-        let scope = key.map(|k| k.name.clone());
-        let pin = st.sessions.lookup(scope.as_deref(), id).await;
+        let key = SessionKey::new(key.map(|k| k.name.as_str()), id);
+        let pin = st.sessions.lookup(&key).await;
         Some(Sticky {
             id,
             pin,
-            scope,
             margin: s.pin_margin,
-            served: Arc::default(),
+            shared: Arc::new(Shared {
+                key,
+                served: OnceLock::new(),
+            }),
         })
     }
 
@@ -64,11 +71,9 @@ impl<'a> Sticky<'a> {
     /// Measures the cached share of the answer when the request ends, if an endpoint
     /// answered it.
     pub fn on_end(&self, store: Arc<SessionStore>) -> OnEnd {
-        let served = self.served.clone();
-        let scope = self.scope.clone();
-        let id = self.id.clone();
+        let shared = self.shared.clone();
         Box::new(move |r: &RequestRecord| {
-            let Some((outcome, ep)) = served.get() else {
+            let Some((outcome, ep)) = shared.served.get() else {
                 return;
             };
             // A stream the client left, or that broke, still warmed the upstream's cache.
@@ -77,7 +82,7 @@ impl<'a> Sticky<'a> {
             }
             let first = !matches!(outcome, PinOutcome::Hit);
             let at = (ep.id.as_str(), ep.provider.name.as_str());
-            store.measured(scope.as_deref(), &id, at, first, &r.usage);
+            store.measured(&shared.key, at, first, &r.usage);
         })
     }
 
@@ -97,12 +102,11 @@ impl<'a> Sticky<'a> {
             None => PinOutcome::New,
         };
         store.served(
-            self.scope.as_deref(),
-            self.id,
+            &self.shared.key,
             (&outcome, self.pin.as_ref()),
             (&ep.id, ep.cache_ttl),
         );
-        let _ = self.served.set((outcome.clone(), ep.clone()));
+        let _ = self.shared.served.set((outcome.clone(), ep.clone()));
         outcome
     }
 

@@ -35,6 +35,28 @@ struct Local {
     last_used: Instant,
 }
 
+/// A session's key in the store, made once per request: sessions are per client key, so
+/// one tenant's session id never steers another's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionKey(String);
+
+impl SessionKey {
+    /// `scope`: the client key's name (`None` for a server without keys).
+    pub fn new(scope: Option<&str>, id: &SessionId) -> SessionKey {
+        // Without `format!`'s machinery: made on every request with a session.
+        let scope = scope.unwrap_or("");
+        let mut k = String::with_capacity(scope.len() + 1 + id.id.len());
+        k.push_str(scope);
+        k.push('\u{1f}');
+        k.push_str(&id.id);
+        SessionKey(k)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Counters the pipeline reports pins to (Prometheus when metrics are on).
 pub trait PinCounters: Send + Sync {
     /// `outcome`: `hit`, `new`, `moved` or `kept`.
@@ -96,25 +118,13 @@ impl SessionStore {
         self.mem.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sessions are per client key: one tenant's session id never steers another's.
-    fn key(scope: Option<&str>, id: &SessionId) -> String {
-        // Made three times a request (lookup, served, measured): without `format!`'s
-        // machinery.
-        let scope = scope.unwrap_or("");
-        let mut k = String::with_capacity(scope.len() + 1 + id.id.len());
-        k.push_str(scope);
-        k.push('\u{1f}');
-        k.push_str(&id.id);
-        k
-    }
-
     /// The session's live pin, if any.
-    pub async fn lookup(&self, scope: Option<&str>, id: &SessionId) -> Option<PinView> {
-        let key = Self::key(scope, id);
+    pub async fn lookup(&self, key: &SessionKey) -> Option<PinView> {
+        let key = key.as_str();
         if let Some(r) = &self.redis {
             // Redis is the truth between replicas; this replica's copy only stands in
             // when Redis cannot answer.
-            if let Ok(found) = r.get(&key).await {
+            if let Ok(found) = r.get(key).await {
                 return found.map(|e| PinView {
                     endpoint: e.endpoint,
                     cached_share: e.cached_share,
@@ -123,14 +133,14 @@ impl SessionStore {
         }
         let now = Instant::now();
         let mut mem = self.lock();
-        let l = mem.get(&key)?;
+        let l = mem.get(key)?;
         if now < l.last_used + l.entry.ttl {
             return Some(PinView {
                 endpoint: l.entry.endpoint.clone(),
                 cached_share: l.entry.cached_share,
             });
         }
-        mem.remove(&key);
+        mem.remove(key);
         None
     }
 
@@ -141,8 +151,7 @@ impl SessionStore {
     /// lifetime). `pin` is the pin the request found.
     pub fn served(
         &self,
-        scope: Option<&str>,
-        id: &SessionId,
+        key: &SessionKey,
         (outcome, pin): (&PinOutcome, Option<&PinView>),
         (endpoint, ttl): (&str, Duration),
     ) {
@@ -160,16 +169,27 @@ impl SessionStore {
             PinOutcome::Hit => pin.map_or(0.0, |p| p.cached_share),
             PinOutcome::New | PinOutcome::Moved(_) => 0.0,
         };
+        let hit = matches!(outcome, PinOutcome::Hit);
+        // A hit that finds its pin as it was only restarts the idle clock: the common case
+        // of a long session, done without a key or entry to allocate and drop. (With Redis
+        // the hit is written when its answer ends, with the measured share.)
+        if hit {
+            let mut mem = self.lock();
+            if let Some(l) = mem.get_mut(key.as_str()).filter(|l| {
+                l.entry.endpoint == endpoint
+                    && l.entry.ttl == ttl
+                    && l.entry.cached_share == cached_share
+            }) {
+                l.last_used = Instant::now();
+                return;
+            }
+        }
         let entry = Entry {
             endpoint: endpoint.to_owned(),
             cached_share,
             ttl,
         };
-        self.put(
-            Self::key(scope, id),
-            entry,
-            matches!(outcome, PinOutcome::Hit),
-        );
+        self.put(key, entry, hit);
     }
 
     /// The answer of `endpoint` ended with `usage`: its cached share updates the session's
@@ -177,8 +197,7 @@ impl SessionStore {
     /// replaces it), if the session is still pinned there.
     pub fn measured(
         &self,
-        scope: Option<&str>,
-        id: &SessionId,
+        key: &SessionKey,
         (endpoint, provider): (&str, &str),
         first: bool,
         usage: &TokenUsage,
@@ -191,10 +210,12 @@ impl SessionStore {
             return;
         }
         let sample = usage.cache_read as f64 / prompt as f64;
-        let key = Self::key(scope, id);
-        let entry = {
+        let shared = {
             let mut mem = self.lock();
-            let Some(l) = mem.get_mut(&key).filter(|l| l.entry.endpoint == endpoint) else {
+            let Some(l) = mem
+                .get_mut(key.as_str())
+                .filter(|l| l.entry.endpoint == endpoint)
+            else {
                 return;
             };
             l.entry.cached_share = if first {
@@ -202,28 +223,31 @@ impl SessionStore {
             } else {
                 SHARE_WEIGHT * sample + (1.0 - SHARE_WEIGHT) * l.entry.cached_share
             };
-            l.entry.clone()
+            // Copied only for Redis, which is written after the lock is let go.
+            self.redis.as_ref().map(|r| (r, l.entry.clone()))
         };
-        if let Some(r) = &self.redis {
-            r.set_detached(key, entry);
+        if let Some((r, entry)) = shared {
+            r.set_detached(key.0.clone(), entry);
         }
     }
 
-    fn put(&self, key: String, entry: Entry, hit: bool) {
+    fn put(&self, key: &SessionKey, entry: Entry, hit: bool) {
         let now = Instant::now();
         // A hit is written with its measured share when the answer ends; a new or moved
         // pin at once, so that other replicas follow it from the next request.
         let shared = match (&self.redis, hit) {
-            (Some(r), false) => Some((r, key.clone(), entry.clone())),
+            (Some(r), false) => Some((r, key.0.clone(), entry.clone())),
             _ => None,
         };
         let mut mem = self.lock();
-        // A hit refreshes the pin in place: no new key or entry to allocate and drop.
-        match mem.get_mut(&key) {
-            Some(l) if l.entry == entry => l.last_used = now,
-            _ => {
+        match mem.get_mut(key.as_str()) {
+            Some(l) => {
+                l.entry = entry;
+                l.last_used = now;
+            }
+            None => {
                 mem.insert(
-                    key,
+                    key.0.clone(),
                     Local {
                         entry,
                         last_used: now,

@@ -153,12 +153,14 @@ fn printable(v: &str) -> String {
 }
 
 /// Digest of a conversation's opening, fed part by part. Parts are serialised into a
-/// small buffer that feeds the hash a few KiB at a time (serde writes a few bytes per call,
-/// and each hash update has its own overhead), and separated, so that moving text between
-/// parts changes the digest.
+/// small buffer on the stack that feeds the hash a KiB at a time (serde writes a few bytes
+/// per call, and each hash update has its own overhead; a heap buffer was one more
+/// allocation per request), and separated, so that moving text between parts changes the
+/// digest.
 pub struct OpeningHash {
     sha: Sha256,
-    buf: Vec<u8>,
+    buf: [u8; Self::CHUNK],
+    len: usize,
 }
 
 impl Default for OpeningHash {
@@ -169,12 +171,13 @@ impl Default for OpeningHash {
 
 impl OpeningHash {
     /// Bytes gathered before they are hashed.
-    const CHUNK: usize = 4096;
+    const CHUNK: usize = 1024;
 
     pub fn new() -> Self {
         OpeningHash {
             sha: Sha256::new(),
-            buf: Vec::with_capacity(Self::CHUNK),
+            buf: [0; Self::CHUNK],
+            len: 0,
         }
     }
 
@@ -190,15 +193,21 @@ impl OpeningHash {
     }
 
     fn push(&mut self, b: &[u8]) {
-        if self.buf.len() + b.len() > Self::CHUNK {
-            self.sha.update(&self.buf);
-            self.buf.clear();
-            if b.len() > Self::CHUNK {
-                self.sha.update(b);
-                return;
-            }
+        let end = self.len + b.len();
+        if let Some(dst) = self.buf.get_mut(self.len..end) {
+            dst.copy_from_slice(b);
+            self.len = end;
+            return;
         }
-        self.buf.extend_from_slice(b);
+        self.sha.update(&self.buf[..self.len]);
+        self.len = 0;
+        match self.buf.get_mut(..b.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(b);
+                self.len = b.len();
+            }
+            None => self.sha.update(b),
+        }
     }
 
     /// `o:` and 32 hex digits (128 bits).
@@ -207,12 +216,15 @@ impl OpeningHash {
     }
 
     fn finish_with(mut self, prefix: &str) -> String {
-        self.sha.update(&self.buf);
+        self.sha.update(&self.buf[..self.len]);
         let d = self.sha.finalize();
+        let mut hex = [0u8; 32];
+        // 16 bytes always fit 32 hex digits, which are ASCII.
+        let _ = hex::encode_to_slice(&d[..16], &mut hex);
         let mut id = String::with_capacity(prefix.len() + 33);
         id.push_str(prefix);
         id.push(':');
-        id.push_str(&hex::encode(&d[..16]));
+        id.push_str(std::str::from_utf8(&hex).unwrap_or_default());
         id
     }
 }

@@ -124,14 +124,14 @@ impl Draft {
     ) -> Result<String, serde_json::Error> {
         let v = self.parts(r);
         let policy = batch.text(&self.policy, crate::receipt::stored::policy_values)?;
-        crate::receipt::stored::encode(&StoredParts {
+        Ok(crate::receipt::stored::encode(&StoredParts {
             provider: v.provider,
             endpoint: v.endpoint,
             policy,
             attempts: v.attempts,
             request_sha256: v.request_sha256,
             answer_sha256: v.answer_sha256,
-        })
+        }))
     }
 
     /// The receipt's own parts, borrowed from the draft: the one place they are worked out,

@@ -20,6 +20,7 @@ mod filter;
 pub mod hedge;
 mod latency;
 mod live;
+mod opening;
 mod policy;
 mod rank;
 mod route_error;

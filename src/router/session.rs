@@ -12,12 +12,10 @@
 //! the pin right behind it, and its answer does not move the pin.
 //! See docs/sessions.md.
 
-use std::io::Write;
-
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::filter::{Exclusion, Filter};
+pub use super::opening::OpeningHash;
 use super::rank::{CacheTerms, Score};
 use super::stats::SpeedEstimate;
 
@@ -149,93 +147,6 @@ fn printable(v: &str) -> String {
         let mut h = OpeningHash::new();
         h.bytes(v.as_bytes());
         h.finish_with("h")
-    }
-}
-
-/// Digest of a conversation's opening, fed part by part. Parts are serialised into a
-/// small buffer on the stack that feeds the hash a KiB at a time (serde writes a few bytes
-/// per call, and each hash update has its own overhead; a heap buffer was one more
-/// allocation per request), and separated, so that moving text between parts changes the
-/// digest.
-pub struct OpeningHash {
-    sha: Sha256,
-    buf: [u8; Self::CHUNK],
-    len: usize,
-}
-
-impl Default for OpeningHash {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl OpeningHash {
-    /// Bytes gathered before they are hashed.
-    const CHUNK: usize = 1024;
-
-    pub fn new() -> Self {
-        OpeningHash {
-            sha: Sha256::new(),
-            buf: [0; Self::CHUNK],
-            len: 0,
-        }
-    }
-
-    pub fn part(&mut self, v: &impl Serialize) {
-        // Writing to a hasher cannot fail; a value that cannot serialise adds nothing.
-        let _ = serde_json::to_writer(&mut *self, v);
-        self.push(&[0x1e]);
-    }
-
-    pub fn bytes(&mut self, b: &[u8]) {
-        self.push(b);
-        self.push(&[0x1e]);
-    }
-
-    fn push(&mut self, b: &[u8]) {
-        let end = self.len + b.len();
-        if let Some(dst) = self.buf.get_mut(self.len..end) {
-            dst.copy_from_slice(b);
-            self.len = end;
-            return;
-        }
-        self.sha.update(&self.buf[..self.len]);
-        self.len = 0;
-        match self.buf.get_mut(..b.len()) {
-            Some(dst) => {
-                dst.copy_from_slice(b);
-                self.len = b.len();
-            }
-            None => self.sha.update(b),
-        }
-    }
-
-    /// `o:` and 32 hex digits (128 bits).
-    pub fn finish(self) -> String {
-        self.finish_with("o")
-    }
-
-    fn finish_with(mut self, prefix: &str) -> String {
-        self.sha.update(&self.buf[..self.len]);
-        let d = self.sha.finalize();
-        let mut hex = [0u8; 32];
-        // 16 bytes always fit 32 hex digits, which are ASCII.
-        let _ = hex::encode_to_slice(&d[..16], &mut hex);
-        let mut id = String::with_capacity(prefix.len() + 33);
-        id.push_str(prefix);
-        id.push(':');
-        id.push_str(std::str::from_utf8(&hex).unwrap_or_default());
-        id
-    }
-}
-
-impl Write for OpeningHash {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.push(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

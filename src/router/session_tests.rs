@@ -86,24 +86,6 @@ fn the_opening_digest_separates_its_parts() {
     assert!(d(&["a"]).starts_with("o:"));
 }
 
-/// The buffer in front of the hash changes nothing: parts larger than it, and parts that
-/// overflow it, give the digest of all the bytes in order.
-#[test]
-fn the_opening_digest_is_the_hash_of_its_bytes_in_order() {
-    use sha2::{Digest, Sha256};
-    let big = vec![b'x'; 3000];
-    let mid = vec![b'y'; 700];
-    let mut h = OpeningHash::new();
-    let mut all = Vec::new();
-    for p in [&b"ab"[..], &mid, &big, &mid, b"c"] {
-        h.bytes(p);
-        all.extend_from_slice(p);
-        all.push(0x1e);
-    }
-    let want = format!("o:{}", hex::encode(&Sha256::digest(&all)[..16]));
-    assert_eq!(h.finish(), want);
-}
-
 /// Three endpoints of one model, all at 1 EUR/Mtok except `us2` (1.1) and `eunozdr` (2.0).
 const THREE: &str = r#"
 [routing]

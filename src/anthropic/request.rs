@@ -379,8 +379,10 @@ pub struct Tool {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Absent for Anthropic server tools (`web_search_20250305`, …), which carry `type`.
+    /// Shared, not copied, into the upstream request: tool schemas are most of a coding
+    /// agent's request (a Claude Code request carries ~23 KB of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_schema: Option<Value>,
+    pub input_schema: Option<std::sync::Arc<Value>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

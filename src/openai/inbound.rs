@@ -181,7 +181,9 @@ pub struct InFunctionDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<Value>,
+    /// Shared, not copied, into the upstream request: tool schemas are most of a coding
+    /// agent's request.
+    pub parameters: Option<std::sync::Arc<Value>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

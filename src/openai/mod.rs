@@ -122,7 +122,9 @@ pub struct FunctionDef {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    pub parameters: Value,
+    /// Shared with the client's request it came from, not copied: tool schemas are most
+    /// of a coding agent's request.
+    pub parameters: std::sync::Arc<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

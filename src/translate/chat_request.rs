@@ -73,20 +73,19 @@ pub fn openai_to_anthropic_request(
             }),
         }
     }
-    let tools =
-        req.tools.as_ref().map(|ts| {
-            ts.iter()
-                .filter_map(|t| t.function.as_ref())
-                .map(|f| Tool {
-                    name: f.name.clone(),
-                    description: f.description.clone(),
-                    input_schema: Some(f.parameters.clone().unwrap_or_else(
-                        || serde_json::json!({"type": "object", "properties": {}}),
-                    )),
-                    extra: Map::new(),
-                })
-                .collect::<Vec<_>>()
-        });
+    let tools = req.tools.as_ref().map(|ts| {
+        ts.iter()
+            .filter_map(|t| t.function.as_ref())
+            .map(|f| Tool {
+                name: f.name.clone(),
+                description: f.description.clone(),
+                input_schema: Some(f.parameters.clone().unwrap_or_else(|| {
+                    std::sync::Arc::new(serde_json::json!({"type": "object", "properties": {}}))
+                })),
+                extra: Map::new(),
+            })
+            .collect::<Vec<_>>()
+    });
     let has_tools = tools.as_ref().is_some_and(|t| !t.is_empty());
     let tool_choice = if has_tools {
         tool_choice(

@@ -220,12 +220,12 @@ fn custom_tool(m: &Map<String, Value>) -> InTool {
         function: Some(InFunctionDef {
             name,
             description: Some(description.trim_start().to_owned()),
-            parameters: Some(json!({
+            parameters: Some(std::sync::Arc::new(json!({
                 "type": "object",
                 "properties": {"input": {"type": "string", "description": "The raw input."}},
                 "required": ["input"],
                 "additionalProperties": false
-            })),
+            }))),
             extra: Map::new(),
         }),
         extra: Map::new(),

@@ -13,7 +13,6 @@
 //!   comments, `ping`s and events nobody reads do not hold off the idle timeout (before
 //!   the first item, any bytes are, and the first-byte timeout bounds that phase).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -112,7 +111,9 @@ pub trait OnSse: Send + 'static {
 struct Drive<H: OnSse> {
     body: SseBody,
     handler: H,
-    pending: VecDeque<H::Item>,
+    /// The items of the last event, in reverse order (the next one last): one buffer for
+    /// making and handing out items, since an event is read only once all of the previous
+    /// one's items were taken. It lives as long as the stream, so one buffer, not two.
     scratch: Vec<H::Item>,
     finished: bool,
     bound: OutputBound,
@@ -142,7 +143,6 @@ pub fn drive<H: OnSse>(
     let st = Drive {
         body,
         handler,
-        pending: VecDeque::new(),
         scratch: Vec::new(),
         finished: false,
         bound,
@@ -151,7 +151,7 @@ pub fn drive<H: OnSse>(
     };
     futures_util::stream::unfold(st, |mut st| async move {
         loop {
-            if let Some(item) = st.pending.pop_front() {
+            if let Some(item) = st.scratch.pop() {
                 return Some((Ok(item), st));
             }
             if st.finished {
@@ -177,7 +177,7 @@ pub fn drive<H: OnSse>(
                     if !st.scratch.is_empty() {
                         st.body.progressed();
                     }
-                    st.pending.extend(st.scratch.drain(..));
+                    st.scratch.reverse();
                 }
                 Err(e) => {
                     st.finished = true;

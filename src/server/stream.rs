@@ -139,11 +139,14 @@ pub fn pump<R: Render>(
         resuming: None,
     };
     futures_util::stream::unfold(st, |mut st| async move {
-        while let Some(item) = st.buffered.pop_front() {
+        // The items read before the stream was committed, written on the first poll. The
+        // queue is then freed, not kept empty for the stream's whole life (its capacity
+        // is a few items, about 600 bytes for the Anthropic door's events).
+        for item in std::mem::take(&mut st.buffered) {
             st.render.item(item, &mut st.out);
             if st.render.finished() {
                 st.done = true;
-                st.buffered.clear();
+                break;
             }
         }
         // An item may write nothing (a usage chunk the client did not ask for): wait on.

@@ -383,6 +383,9 @@ impl Executor {
             Mode::Whole { ttft: None } => None,
         };
         if let Some(t) = &mut run.trace {
+            // The trace lives as long as the answer (a stream's books keep it for the
+            // receipt): room for this last attempt only, not a growth step of four.
+            t.attempts.reserve_exact(1);
             t.attempts.push(
                 AttemptTrace::ok(cand, elapsed, ttft)
                     .last_resort(run.last_resort)

@@ -468,10 +468,15 @@ async fn serve(
                 let reloader = reloader.clone();
                 // Metrics outlive reloads: one handle serves the whole connection.
                 let metrics = reloader.shared().metrics.clone();
+                // The request's future is boxed: hyper keeps a slot sized for it for the
+                // connection's whole life (empty between requests and while a response
+                // streams), so an unboxed one costs its size, about 1.3 KiB, per open
+                // connection; boxed, the slot is a pointer and the future lives only as
+                // long as the request is being handled.
                 let svc = hyper::service::service_fn(move |req| {
                     let live = reloader.live();
                     let metrics = metrics.clone();
-                    async move { handle(&live, metrics.as_deref(), req).await }
+                    Box::pin(async move { handle(&live, metrics.as_deref(), req).await })
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);

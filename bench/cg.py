@@ -9,10 +9,17 @@ CPU work per request by function, the throughput runs (`bench/run`) say what it 
       off=bench/variants/off.toml metrics-on=bench/variants/metrics-on.toml \
       ledger-sqlite=bench/variants/ledger-sqlite.toml
 
+A realistic request instead of the bench's small one: `--body-from FILE` (a JSON file
+holding a Messages body, or an object with it under "body", such as
+../shared/reference/claude-code-request.json: ~25 KB, most of it tool schemas; its model is
+replaced, its `stream` and `metadata` dropped) and `--header "NAME: VALUE"` (e.g.
+`x-relais-session: s1`, so that no opening digest is made). docs/hot-path.md uses both.
+
 Writes callgrind.out.<variant> under --out (default bench/results/cg-<time>/);
 `callgrind_annotate <file>` shows where the instructions went.
 """
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -32,6 +39,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--stream", action="store_true")
     ap.add_argument("--postgres", action="store_true")
+    ap.add_argument("--body-from", help="a Messages body to send instead of the bench's (see above)")
+    ap.add_argument("--header", action="append", default=[], help="an extra request header, NAME: VALUE")
     ap.add_argument("--out")
     ap.add_argument("variants", nargs="+", help="NAME=FILE (a config snippet, as bench/run)")
     a = ap.parse_args()
@@ -96,12 +105,26 @@ def summary(path):
     return 0
 
 
+def request_body(a, t):
+    if not a.body_from:
+        return bench.body(t.fmt, t.model("instant"), a.stream)
+    with open(a.body_from) as fh:
+        d = json.load(fh)
+    d = d.get("body", d)
+    d["model"] = t.model("instant")
+    d.pop("metadata", None)  # its session id would stand in for the opening digest
+    d.pop("stream", None)
+    if a.stream:
+        d["stream"] = True
+    return json.dumps(d, separators=(",", ":"))
+
+
 def load(a, t, n):
     cmd = [bench.LOAD, "run", "--url", t.url, "--format", t.fmt,
-           "--body", bench.body(t.fmt, t.model("instant"), a.stream),
+           "--body", request_body(a, t),
            "--concurrency", str(a.concurrency), "--duration-ms", "600000",
            "--warmup-ms", "0", "--max-requests", str(n), "--expect", "bench-end"]
-    for h in t.headers:
+    for h in t.headers + a.header:
         cmd += ["--header", h]
     if a.stream:
         cmd.append("--stream")

@@ -11,6 +11,7 @@ use crate::anthropic::{
     ContentBlock, MessageContent, MessagesRequest, SystemPrompt, ToolResultContent,
 };
 use crate::openai::inbound::{ChatCompletionRequest, InContent};
+use crate::raw_json::SharedRaw;
 
 fn bpe() -> Option<&'static CoreBPE> {
     static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
@@ -32,6 +33,10 @@ pub fn estimate_request(req: &MessagesRequest) -> u64 {
 trait Counter {
     fn text(&self, s: &str) -> u64;
     fn json(&self, v: &serde_json::Value) -> u64;
+    /// A value passed through as JSON text (tool schemas): its text's count.
+    fn raw(&self, v: &SharedRaw) -> u64 {
+        self.text(v.get())
+    }
 }
 
 struct Bpe;
@@ -136,7 +141,7 @@ fn request_with(req: &MessagesRequest, c: &dyn Counter) -> u64 {
                 n += c.text(d);
             }
             if let Some(s) = &t.input_schema {
-                n += c.json(s);
+                n += c.raw(s);
             }
         }
     }
@@ -171,7 +176,7 @@ pub fn estimate_chat(req: &ChatCompletionRequest) -> u64 {
         if let Some(f) = &t.function {
             n += c.text(&f.name);
             n += f.description.as_deref().map_or(0, |d| c.text(d));
-            n += f.parameters.as_ref().map_or(0, |p| c.json(p));
+            n += f.parameters.as_ref().map_or(0, |p| c.raw(p));
         }
     }
     n

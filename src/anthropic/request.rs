@@ -379,10 +379,9 @@ pub struct Tool {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Absent for Anthropic server tools (`web_search_20250305`, …), which carry `type`.
-    /// Shared, not copied, into the upstream request: tool schemas are most of a coding
-    /// agent's request (a Claude Code request carries ~23 KB of them).
+    /// The client's bytes, passed to the upstream as they are (`SharedRaw`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_schema: Option<std::sync::Arc<Value>>,
+    pub input_schema: Option<crate::raw_json::SharedRaw>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

@@ -181,9 +181,8 @@ pub struct InFunctionDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    /// Shared, not copied, into the upstream request: tool schemas are most of a coding
-    /// agent's request.
-    pub parameters: Option<std::sync::Arc<Value>>,
+    /// Passed to the upstream as the client sent it (`SharedRaw`).
+    pub parameters: Option<crate::raw_json::SharedRaw>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

@@ -122,9 +122,8 @@ pub struct FunctionDef {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Shared with the client's request it came from, not copied: tool schemas are most
-    /// of a coding agent's request.
-    pub parameters: std::sync::Arc<Value>,
+    /// The client's schema as it sent it (`SharedRaw`).
+    pub parameters: crate::raw_json::SharedRaw,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

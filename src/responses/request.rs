@@ -339,7 +339,7 @@ pub struct FunctionTool {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<std::sync::Arc<Value>>,
+    pub parameters: Option<crate::raw_json::SharedRaw>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
     /// `defer_loading` and anything newer.

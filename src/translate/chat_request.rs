@@ -19,6 +19,7 @@ use crate::anthropic::{
     SystemPrompt, Tool, ToolChoice, ToolResultContent,
 };
 use crate::openai::inbound::{ChatCompletionRequest, InContent, InMessage, InPart, InRole};
+use crate::raw_json::SharedRaw;
 
 /// A request an Anthropic endpoint cannot serve as asked: the client's to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,7 +81,7 @@ pub fn openai_to_anthropic_request(
                 name: f.name.clone(),
                 description: f.description.clone(),
                 input_schema: Some(f.parameters.clone().unwrap_or_else(|| {
-                    std::sync::Arc::new(serde_json::json!({"type": "object", "properties": {}}))
+                    SharedRaw::from_static(r#"{"type":"object","properties":{}}"#)
                 })),
                 extra: Map::new(),
             })

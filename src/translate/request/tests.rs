@@ -200,6 +200,20 @@ fn tools_request(tool_choice: Option<Value>) -> Value {
     body
 }
 
+/// A tool's schema reaches the upstream as the client's bytes: key order, number spelling
+/// and escapes kept, nothing parsed into a tree and written out again.
+#[test]
+fn tool_schemas_pass_through_byte_for_byte() {
+    let schema = r#"{"type":"object", "properties":{"z":{"type":"number","maximum":1.50},"a":{"description":"caf\u00e9"}}}"#;
+    let body = format!(
+        r#"{{"model":"m","max_tokens":10,"messages":[{{"role":"user","content":"hi"}}],
+            "tools":[{{"name":"t","input_schema":{schema}}}]}}"#
+    );
+    let req: MessagesRequest = serde_json::from_str(&body).unwrap();
+    let out = serde_json::to_string(&anthropic_to_openai_request(&req, "up", false)).unwrap();
+    assert!(out.contains(&format!(r#""parameters":{schema}"#)), "{out}");
+}
+
 #[test]
 fn tools_become_functions_and_server_tools_are_dropped() {
     let out = translate(tools_request(None), false);

@@ -30,6 +30,7 @@ use serde_json::{json, Map, Value};
 use super::Adjustments;
 use crate::error::ApiError;
 use crate::openai::inbound::{InFunctionDef, InTool};
+use crate::raw_json::SharedRaw;
 use crate::responses::{FunctionTool, Tool, ToolChoice};
 
 /// Upstream names of namespaced tools, both ways. Tools outside a namespace keep their
@@ -220,12 +221,9 @@ fn custom_tool(m: &Map<String, Value>) -> InTool {
         function: Some(InFunctionDef {
             name,
             description: Some(description.trim_start().to_owned()),
-            parameters: Some(std::sync::Arc::new(json!({
-                "type": "object",
-                "properties": {"input": {"type": "string", "description": "The raw input."}},
-                "required": ["input"],
-                "additionalProperties": false
-            }))),
+            parameters: Some(SharedRaw::from_static(
+                r#"{"type":"object","properties":{"input":{"type":"string","description":"The raw input."}},"required":["input"],"additionalProperties":false}"#,
+            )),
             extra: Map::new(),
         }),
         extra: Map::new(),

@@ -19,7 +19,6 @@ Writes callgrind.out.<variant> under --out (default bench/results/cg-<time>/);
 `callgrind_annotate <file>` shows where the instructions went.
 """
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -106,17 +105,9 @@ def summary(path):
 
 
 def request_body(a, t):
-    if not a.body_from:
-        return bench.body(t.fmt, t.model("instant"), a.stream)
-    with open(a.body_from) as fh:
-        d = json.load(fh)
-    d = d.get("body", d)
-    d["model"] = t.model("instant")
-    d.pop("metadata", None)  # its session id would stand in for the opening digest
-    d.pop("stream", None)
-    if a.stream:
-        d["stream"] = True
-    return json.dumps(d, separators=(",", ":"))
+    if a.body_from:
+        return bench.messages_body(a.body_from, t.model("instant"), a.stream)
+    return bench.body(t.fmt, t.model("instant"), a.stream)
 
 
 def load(a, t, n):

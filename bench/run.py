@@ -162,7 +162,29 @@ def build(args):
 PROMPT = [{"role": "user", "content": "Hello"}]
 
 
+# `--body-from FILE`: the Messages body sent through Relais instead of the small one (a JSON
+# file holding it, or an object with it under "body", such as
+# ../shared/reference/claude-code-request.json); the direct baseline keeps its own.
+BODY_FROM = None
+
+
+def messages_body(path, model, stream):
+    """The Messages body in `path`, for `model`: its `metadata` (whose session id would stand
+    in for the opening digest) and `stream` dropped, `stream` set as asked."""
+    with open(path) as fh:
+        d = json.load(fh)
+    d = d.get("body", d)
+    d["model"] = model
+    d.pop("metadata", None)
+    d.pop("stream", None)
+    if stream:
+        d["stream"] = True
+    return json.dumps(d, separators=(",", ":"))
+
+
 def body(fmt, model, stream):
+    if BODY_FROM and fmt == "anthropic":
+        return messages_body(BODY_FROM, model, stream)
     d = {"model": model, "max_tokens": 64, "messages": PROMPT}
     if stream:
         d["stream"] = True
@@ -590,6 +612,8 @@ def parse_args(argv):
     ap.add_argument("--concurrency", default="1,16,64,256", help="closed-loop concurrencies for instant replies")
     ap.add_argument("--paced-concurrency", default="1,16,64,256", help="concurrencies for paced streams")
     ap.add_argument("--tests", default="json,sse,paced,memory", help="subset of json,sse,paced,memory")
+    ap.add_argument("--body-from", help="a Messages body (JSON file) sent through Relais instead of the "
+                    "small one, e.g. ../shared/reference/claude-code-request.json; direct keeps its own")
     ap.add_argument("--pace-ms", type=float, default=10.0, help="paced stream: ms between events (default 10)")
     ap.add_argument("--chunks", type=int, default=20, help="content chunks per stream (default 20)")
     ap.add_argument("--memory-streams", default="1000,10000", help="open-stream counts for the memory test")
@@ -666,6 +690,8 @@ def main(argv):
     if argv[:1] == ["--rerender"] and len(argv) == 2:
         return rerender(argv[1])
     a = parse_args(argv)
+    global BODY_FROM
+    BODY_FROM = a.body_from
     os.makedirs(a.out, exist_ok=True)
     tests = set(t.strip() for t in a.tests.split(","))
     logdir = tempfile.mkdtemp(prefix="relais-bench-")
@@ -873,7 +899,7 @@ def main(argv):
         "pace_ms": a.pace_ms, "chunks": a.chunks, "relais_commit": relais_commit,
         "nofile": nofile, "smoke": a.smoke, "argv": argv,
         "variants": [g.name for g in gateways if g.variant],
-        "ledger": ledger, "upstream": a.upstream,
+        "ledger": ledger, "upstream": a.upstream, "body_from": a.body_from,
     }
     report, checks = render(meta, targets, runs, mem, relais_idle_kb, relais_idle_after_kb,
                             total_errors, error_samples, perf_files)

@@ -4,6 +4,7 @@ pub mod anthropic;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod decimal;
 pub mod error;
 pub mod fields;
 #[doc(hidden)]

@@ -85,19 +85,8 @@ impl PlainVisitor<'_> {
 }
 
 /// `u64`'s decimal digits without `core::fmt` (its `Debug` writes the same).
-fn write_u64(w: &mut Writer<'_>, mut n: u64) -> fmt::Result {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    w.write_str(std::str::from_utf8(&buf[i..]).map_err(|_| fmt::Error)?)
+fn write_u64(w: &mut Writer<'_>, n: u64) -> fmt::Result {
+    w.write_str(crate::decimal::digits(n, &mut [0; 20]))
 }
 
 /// A string needs `Debug`'s escaping unless every byte is printable ASCII other than `"`

@@ -127,18 +127,8 @@ fn push_opt(o: &mut String, s: Option<&str>) {
     }
 }
 
-fn push_u64(o: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    o.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+fn push_u64(o: &mut String, n: u64) {
+    o.push_str(crate::decimal::digits(n, &mut [0; 20]));
 }
 
 fn push_hex(o: &mut String, h: &Hex) {

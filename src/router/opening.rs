@@ -99,6 +99,13 @@ impl OpeningHash {
         self.push(b);
     }
 
+    /// A tag and a number's fixed-size bytes.
+    fn scalar(&mut self, tag: u8, bytes: &[u8]) -> Result<(), Refused> {
+        self.push(&[tag]);
+        self.push(bytes);
+        Ok(())
+    }
+
     /// `o:` and 32 hex digits (128 bits).
     pub fn finish(self) -> String {
         self.finish_with("o")
@@ -155,6 +162,24 @@ impl<'a> HashSer<'a> {
     }
 }
 
+/// Narrower numbers are written as their widest kind (JSON does not tell them apart).
+macro_rules! widened {
+    ($($f:ident($t:ty) => $wide:ident),*) => {$(
+        fn $f(self, v: $t) -> Result<(), Refused> {
+            self.$wide(v.into())
+        }
+    )*};
+}
+
+/// A tag and the number's little-endian bytes.
+macro_rules! fixed {
+    ($($f:ident($t:ty) => $tag:literal),*) => {$(
+        fn $f(self, v: $t) -> Result<(), Refused> {
+            self.0.scalar($tag, &v.to_le_bytes())
+        }
+    )*};
+}
+
 impl<'a> ser::Serializer for HashSer<'a> {
     type Ok = ();
     type Error = Refused;
@@ -170,51 +195,23 @@ impl<'a> ser::Serializer for HashSer<'a> {
         self.0.push(if v { b"T" } else { b"F" });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), Refused> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Refused> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Refused> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), Refused> {
-        self.0.push(b"i");
-        self.0.push(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_i128(self, v: i128) -> Result<(), Refused> {
-        self.0.push(b"I");
-        self.0.push(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Refused> {
-        self.serialize_u64(v.into())
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Refused> {
-        self.serialize_u64(v.into())
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Refused> {
-        self.serialize_u64(v.into())
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), Refused> {
-        self.0.push(b"u");
-        self.0.push(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_u128(self, v: u128) -> Result<(), Refused> {
-        self.0.push(b"U");
-        self.0.push(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_f32(self, v: f32) -> Result<(), Refused> {
-        self.serialize_f64(v.into())
-    }
+    widened!(
+        serialize_i8(i8) => serialize_i64,
+        serialize_i16(i16) => serialize_i64,
+        serialize_i32(i32) => serialize_i64,
+        serialize_u8(u8) => serialize_u64,
+        serialize_u16(u16) => serialize_u64,
+        serialize_u32(u32) => serialize_u64,
+        serialize_f32(f32) => serialize_f64
+    );
+    fixed!(
+        serialize_i64(i64) => b'i',
+        serialize_i128(i128) => b'I',
+        serialize_u64(u64) => b'u',
+        serialize_u128(u128) => b'U'
+    );
     fn serialize_f64(self, v: f64) -> Result<(), Refused> {
-        self.0.push(b"f");
-        self.0.push(&v.to_bits().to_le_bytes());
-        Ok(())
+        self.0.scalar(b'f', &v.to_bits().to_le_bytes())
     }
     fn serialize_char(self, v: char) -> Result<(), Refused> {
         self.serialize_str(v.encode_utf8(&mut [0; 4]))

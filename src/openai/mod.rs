@@ -122,7 +122,7 @@ pub struct FunctionDef {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The client's schema as it sent it (`SharedRaw`).
+    /// The client's schema as it sent it (`SharedRaw`), or one Relais supplies.
     pub parameters: crate::raw_json::SharedRaw,
 }
 

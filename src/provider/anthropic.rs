@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::bound::OutputBound;
-use super::continuation::continue_messages_body;
+use super::continuation::{continue_messages_body, encode_continued};
 use super::family::delta_len;
 use super::sse_driver::{self, OnSse};
 use super::{
@@ -137,12 +137,8 @@ impl AnthropicProvider {
         let out = outgoing(call.req, call, stream);
         let body = match call.continuation {
             None => http::encode(&out)?,
-            Some(c) => {
-                let mut v = serde_json::to_value(&out)
-                    .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
-                continue_messages_body(&mut v, c);
-                http::encode(&v)?
-            }
+            Some(c) => encode_continued(&out, |v| continue_messages_body(v, c))
+                .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?,
         };
         let mut rb = self.client.post(self.url.clone()).header(
             "anthropic-version",

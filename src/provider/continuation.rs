@@ -3,9 +3,11 @@
 //! assistant turn, in the form the endpoint's `continuation` method names. Only
 //! continuation requests take this path (a JSON value edited once), never first attempts.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::{ApiKind, ContinuationMethod};
+use crate::raw_json::RawMap;
 
 /// What a continuation request adds to the original request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +96,32 @@ pub fn continue_chat_body(body: &mut Value, c: &Continuation) {
     }
 }
 
+/// `body` encoded with `edit` (one of the `continue_*_body` functions) applied to its
+/// `messages` and top-level flags, and every other field kept as the bytes it was written
+/// as: tool schemas stay the client's bytes, as in the first attempt, so that the
+/// continuation's prompt begins as the first attempt's did (the upstream's prompt cache
+/// holds that prefix). Parsing the whole body into a tree would sort the schemas' keys and
+/// rewrite their numbers.
+pub fn encode_continued<T: Serialize>(
+    body: &T,
+    edit: impl FnOnce(&mut Value),
+) -> serde_json::Result<Vec<u8>> {
+    let text = serde_json::to_vec(body)?;
+    let mut top: RawMap = serde_json::from_slice(&text)?;
+    let mut edited = Map::new();
+    if let Some(m) = top.remove("messages") {
+        edited.insert("messages".to_owned(), serde_json::from_str(m.get())?);
+    }
+    let mut edited = Value::Object(edited);
+    edit(&mut edited);
+    if let Value::Object(fields) = edited {
+        for (k, v) in fields {
+            top.insert(k, serde_json::value::to_raw_value(&v)?);
+        }
+    }
+    serde_json::to_vec(&top)
+}
+
 /// An Anthropic Messages request body continued: prefill is a trailing assistant turn.
 pub fn continue_messages_body(body: &mut Value, c: &Continuation) {
     let Some(Value::Array(messages)) = body.get_mut("messages") else {
@@ -108,6 +136,39 @@ pub fn continue_messages_body(body: &mut Value, c: &Continuation) {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// A continued body keeps every field but the messages as the first attempt wrote it:
+    /// a tool schema's bytes (unsorted keys, `1.50`, an escape) come through unchanged,
+    /// and the partial answer is appended.
+    #[test]
+    fn a_continued_body_keeps_the_tool_schemas_bytes() {
+        #[derive(Serialize)]
+        struct Body {
+            model: &'static str,
+            messages: Value,
+            tools: Box<serde_json::value::RawValue>,
+        }
+        let schema = r#"{"z":{"maximum":1.50},"a":"caf\u00e9"}"#;
+        let body = Body {
+            model: "m",
+            messages: json!([{"role": "user", "content": "hi"}]),
+            tools: serde_json::value::RawValue::from_string(schema.to_owned()).unwrap(),
+        };
+        let c = Continuation {
+            text: "Hel".to_owned(),
+            method: ContinuationMethod::Prefix,
+        };
+        let out = encode_continued(&body, |v| continue_chat_body(v, &c)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(&format!(r#""tools":{schema}"#)), "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["model"], "m");
+        let last = &v["messages"][1];
+        assert_eq!(
+            (&last["role"], &last["content"], &last["prefix"]),
+            (&json!("assistant"), &json!("Hel"), &json!(true))
+        );
+    }
 
     fn cont(method: ContinuationMethod, text: &str) -> Continuation {
         Continuation {

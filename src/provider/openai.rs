@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::bound::OutputBound;
-use super::continuation::{continue_chat_body, Continuation};
+use super::continuation::{continue_chat_body, encode_continued, Continuation};
 use super::family::delta_len;
 use super::relay::{relay_response, ChunkRelay};
 use super::sse_driver::{self, OnSse};
@@ -147,10 +147,8 @@ fn encode_chat<T: Serialize>(
     let Some(c) = continuation else {
         return http::encode(body);
     };
-    let mut v = serde_json::to_value(body)
-        .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))?;
-    continue_chat_body(&mut v, c);
-    http::encode(&v)
+    encode_continued(body, |v| continue_chat_body(v, c))
+        .map_err(|e| UpstreamError::Protocol(format!("cannot encode request: {e}")))
 }
 
 impl OpenAiProvider {

@@ -216,23 +216,22 @@ pub fn new_id(time: SystemTime) -> String {
     // Written digit by digit into a buffer, then copied once: `format!` cost about five
     // times as much, on every request.
     let mut id = [0u8; 33];
-    id[..5].copy_from_slice(b"rcpt_");
-    hex_digits(&mut id[5..17], ms_digits(unix_ms(time)));
+    id[..17].copy_from_slice(&prefix_bytes(unix_ms(time)));
     hex_digits(&mut id[17..], rand::random::<u64>());
     String::from_utf8_lossy(&id).into_owned()
 }
 
 /// The smallest id of a receipt issued at `ms` (Unix milliseconds) or later.
 pub fn id_prefix(ms: i64) -> String {
-    let mut id = [0u8; 17];
-    id[..5].copy_from_slice(b"rcpt_");
-    hex_digits(&mut id[5..], ms_digits(ms));
-    String::from_utf8_lossy(&id).into_owned()
+    String::from_utf8_lossy(&prefix_bytes(ms)).into_owned()
 }
 
-/// What the 12 time digits of an id hold: `ms`, clamped to them.
-fn ms_digits(ms: i64) -> u64 {
-    ms.clamp(0, 0xffff_ffff_ffff) as u64
+/// `rcpt_` and the 12 hex digits of `ms`, clamped to them.
+fn prefix_bytes(ms: i64) -> [u8; 17] {
+    let mut id = [0u8; 17];
+    id[..5].copy_from_slice(b"rcpt_");
+    hex_digits(&mut id[5..], ms.clamp(0, 0xffff_ffff_ffff) as u64);
+    id
 }
 
 /// The low `out.len()` hex digits of `v` into `out`, lowercase, zero-padded.

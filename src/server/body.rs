@@ -113,11 +113,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     // The fast path parses plainly; only a failed parse is repeated with path tracking, to
-    // name the field at fault.
-    match serde_json::from_slice(bytes) {
-        Ok(v) => Ok(v),
-        Err(plain) => Err(describe_error::<T>(bytes, plain)),
-    }
+    // name the field at fault. A body checked as UTF-8 once, in one pass, is parsed as text:
+    // serde_json then checks none of its strings again (from bytes it checks each one, and
+    // each raw tool schema a second time).
+    let parsed = match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        // serde_json names where the bytes stop being UTF-8.
+        Err(_) => serde_json::from_slice(bytes),
+    };
+    parsed.map_err(|plain| describe_error::<T>(bytes, plain))
 }
 
 fn describe_error<T: DeserializeOwned>(bytes: &[u8], plain: serde_json::Error) -> ApiError {
@@ -234,5 +238,24 @@ mod tests {
         let deep = "[".repeat(20) + &"]".repeat(20);
         let e = parse_json_within::<serde::de::IgnoredAny>(deep.as_bytes(), limits).unwrap_err();
         assert!(e.message.contains("server.max_json_depth"), "{}", e.message);
+    }
+
+    /// A UTF-8 body is parsed as text, any other by serde_json's byte reader (as every body
+    /// was before): the same values, and a string that is not UTF-8 is a 400 saying where.
+    #[test]
+    fn bodies_parse_alike_as_text_and_bytes_and_bad_utf8_is_a_400() {
+        let body = r#"{"a":"é\u00e9\n","b":[1,2.5,{"c":null}],"d":"\ud83d\ude00"}"#;
+        let v: serde_json::Value = parse_json(body.as_bytes()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::from_slice::<serde_json::Value>(body.as_bytes()).unwrap()
+        );
+        assert_eq!(v["a"], "éé\n");
+        for bad in [&b"{\"a\":\"\xff\"}"[..], b"{\"a\":1,\"z\":[\"\xc3\"]}"] {
+            let e = parse_json::<serde_json::Value>(bad).unwrap_err();
+            assert_eq!(e.status(), 400);
+            assert!(e.message.contains("not valid JSON"), "{}", e.message);
+            assert!(e.message.contains("line 1 column"), "{}", e.message);
+        }
     }
 }

@@ -8,8 +8,8 @@
 //! errors look. Everything else is written here once.
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::response::Response;
 
 use super::receipts::answer::AnswerText;
 use std::sync::Arc;
@@ -237,7 +237,7 @@ async fn run<D: Door>(
             }
         }
         Answer::Stream(opened) => {
-            let mut h = HeaderMap::new();
+            let mut h = HeaderMap::with_capacity(ANSWER_HEADERS);
             routing_headers(&mut h, &candidate, attempts);
             let continuing = st.executor.continuing(&plan, &candidate, D::API);
             let books = StreamBooks::new(candidate, ticket, trace, rid.0.clone(), show_trace);
@@ -354,9 +354,16 @@ const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-relais-attempts");
 const X_MAX_TOKENS_CLAMPED: HeaderName = HeaderName::from_static("x-relais-max-tokens-clamped");
 const X_COST_EUR: HeaderName = HeaderName::from_static("x-relais-cost-eur");
 
+/// Headers a routed answer usually carries: content type, the routing headers, cost or the
+/// stream's three, session, pin, receipt and request id (12), with room for a hedge's.
+/// A map made with room for them is allocated once; the default grows at the seventh.
+pub const ANSWER_HEADERS: usize = 16;
+
 /// A whole answer with the routing headers and its cost.
 fn json_answer(body: Vec<u8>, cand: &Candidate, attempts: u32, cost: f64) -> Response {
-    let mut resp = (StatusCode::OK, body).into_response();
+    let mut resp = Response::new(Body::from(body));
+    // Room for every header an answer gets: the map is not grown (and rehashed) midway.
+    *resp.headers_mut() = HeaderMap::with_capacity(ANSWER_HEADERS);
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -434,8 +434,9 @@ impl Drop for StreamBooks {
 /// A streaming answer's head.
 pub fn sse_response(body: Body, h: HeaderMap) -> Response {
     let mut resp = Response::new(body);
+    // The caller's map becomes the answer's (made with room for the rest): not re-inserted.
+    *resp.headers_mut() = h;
     let rh = resp.headers_mut();
-    rh.extend(h);
     rh.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream; charset=utf-8"),

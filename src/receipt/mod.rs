@@ -62,10 +62,13 @@ pub struct Hex(pub [u8; 32]);
 
 impl Hex {
     fn with_str<T>(&self, f: impl FnOnce(&str) -> T) -> T {
-        let mut buf = [0u8; 64];
-        // 32 bytes always fit 64 hex digits, which are ASCII.
-        let _ = hex::encode_to_slice(self.0, &mut buf);
-        f(std::str::from_utf8(&buf).unwrap_or_default())
+        // One lookup of a byte's two digits a byte (for every receipt the ledger stores).
+        let mut buf = [[0u8; 2]; 32];
+        for (pair, b) in buf.iter_mut().zip(self.0) {
+            *pair = HEX_PAIRS[usize::from(b)];
+        }
+        // Hex digits are ASCII.
+        f(std::str::from_utf8(buf.as_flattened()).unwrap_or_default())
     }
 }
 
@@ -218,12 +221,17 @@ pub fn new_id(time: SystemTime) -> String {
     let mut id = [0u8; 33];
     id[..17].copy_from_slice(&prefix_bytes(unix_ms(time)));
     hex_digits(&mut id[17..], rand::random::<u64>());
-    String::from_utf8_lossy(&id).into_owned()
+    ascii(&id)
 }
 
 /// The smallest id of a receipt issued at `ms` (Unix milliseconds) or later.
 pub fn id_prefix(ms: i64) -> String {
-    String::from_utf8_lossy(&prefix_bytes(ms)).into_owned()
+    ascii(&prefix_bytes(ms))
+}
+
+/// An id's ASCII bytes as a string (checked on the fast ASCII path, not `from_utf8_lossy`'s).
+fn ascii(b: &[u8]) -> String {
+    std::str::from_utf8(b).unwrap_or_default().to_owned()
 }
 
 /// `rcpt_` and the 12 hex digits of `ms`, clamped to them.
@@ -234,12 +242,25 @@ fn prefix_bytes(ms: i64) -> [u8; 17] {
     id
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Each byte's two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX_DIGITS[i >> 4], HEX_DIGITS[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
 /// The low `out.len()` hex digits of `v` into `out`, lowercase, zero-padded.
 fn hex_digits(out: &mut [u8], v: u64) {
     let n = out.len();
     for (i, d) in out.iter_mut().enumerate() {
         let shift = 4 * (n - 1 - i);
-        *d = b"0123456789abcdef"[((v >> shift) & 0xf) as usize];
+        *d = HEX_DIGITS[((v >> shift) & 0xf) as usize];
     }
 }
 
@@ -307,6 +328,11 @@ mod tests {
         let d: [u8; 32] = Sha256::digest(b"abc").into();
         assert_eq!(serde_json::to_value(Hex(d)).unwrap(), hex::encode(d));
         assert_eq!(Hex(d).to_string(), hex::encode(d));
+        // Every nibble value in both halves of a byte, including 0x00 and 0xff.
+        let spread: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(0x97) ^ 0x0f);
+        for d in [spread, [0; 32], [0xff; 32]] {
+            assert_eq!(Hex(d).to_string(), hex::encode(d));
+        }
     }
 
     #[test]

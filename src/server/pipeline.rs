@@ -355,9 +355,11 @@ const X_MAX_TOKENS_CLAMPED: HeaderName = HeaderName::from_static("x-relais-max-t
 const X_COST_EUR: HeaderName = HeaderName::from_static("x-relais-cost-eur");
 
 /// Headers a routed answer usually carries: content type, the routing headers, cost or the
-/// stream's three, session, pin, receipt and request id (12), with room for a hedge's.
-/// A map made with room for them is allocated once; the default grows at the seventh.
-pub const ANSWER_HEADERS: usize = 16;
+/// stream's three, session, pin, receipt and request id (12). A map made with room for them
+/// is allocated once, where the default grows, and rehashes, at its seventh; it ends the same
+/// size (hyper keeps a connection's last map for its life: a larger one would cost memory on
+/// every open stream). A hedge's three headers grow it.
+pub const ANSWER_HEADERS: usize = 12;
 
 /// A whole answer with the routing headers and its cost.
 fn json_answer(body: Vec<u8>, cand: &Candidate, attempts: u32, cost: f64) -> Response {

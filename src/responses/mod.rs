@@ -6,6 +6,7 @@
 mod events;
 mod request;
 mod response;
+mod tagged;
 
 pub use events::*;
 pub use request::*;

@@ -143,29 +143,38 @@ impl InputItem {
 }
 
 impl<'de> Deserialize<'de> for InputItem {
-    /// By `type`, read first; the item is buffered as a JSON object (items are small,
-    /// apart from inline images), then parsed as its type, so an error names the type.
+    /// By `type`: in one pass when it comes first, else buffered as a map and converted
+    /// (`tagged`); errors name the type.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Map::<String, Value>::deserialize(d)?;
-        let kind = match map.get("type") {
-            None => "message".to_owned(),
-            Some(Value::String(s)) => s.clone(),
-            Some(_) => return Err(D::Error::custom("`type` must be a string")),
-        };
-        fn typed<T: serde::de::DeserializeOwned, E: Error>(
-            kind: &str,
-            map: Map<String, Value>,
-        ) -> Result<T, E> {
-            serde_json::from_value(Value::Object(map))
-                .map_err(|e| E::custom(format!("{kind} item: {e}")))
-        }
-        Ok(match kind.as_str() {
-            "message" => InputItem::Message(typed(&kind, map)?),
-            "function_call" => InputItem::FunctionCall(typed(&kind, map)?),
-            "function_call_output" => InputItem::FunctionCallOutput(typed(&kind, map)?),
-            "reasoning" => InputItem::Reasoning(typed(&kind, map)?),
-            _ => InputItem::Other(map),
+        super::tagged::deserialize(d)
+    }
+}
+
+impl super::tagged::Tagged for InputItem {
+    const NOUN: &'static str = "item";
+    const UNTYPED: Option<&'static str> = Some("message");
+
+    fn is_typed(kind: &str) -> bool {
+        matches!(
+            kind,
+            "message" | "function_call" | "function_call_output" | "reasoning"
+        )
+    }
+
+    fn typed<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
+        Ok(match kind {
+            "message" => InputItem::Message(MessageItem::deserialize(d)?),
+            "function_call" => InputItem::FunctionCall(FunctionCallItem::deserialize(d)?),
+            "function_call_output" => {
+                InputItem::FunctionCallOutput(FunctionCallOutputItem::deserialize(d)?)
+            }
+            "reasoning" => InputItem::Reasoning(ReasoningItem::deserialize(d)?),
+            other => return Err(D::Error::custom(format!("untyped item `{other}`"))),
         })
+    }
+
+    fn other(map: Map<String, Value>) -> Self {
+        InputItem::Other(map)
     }
 }
 
@@ -309,24 +318,28 @@ impl Tool {
 
 impl<'de> Deserialize<'de> for Tool {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Map::<String, Value>::deserialize(d)?;
-        let kind = match map.get("type") {
-            Some(Value::String(s)) => s.clone(),
-            Some(_) => return Err(D::Error::custom("`type` must be a string")),
-            None => return Err(D::Error::missing_field("type")),
-        };
-        fn typed<T: serde::de::DeserializeOwned, E: Error>(
-            kind: &str,
-            map: Map<String, Value>,
-        ) -> Result<T, E> {
-            serde_json::from_value(Value::Object(map))
-                .map_err(|e| E::custom(format!("{kind} tool: {e}")))
-        }
-        Ok(match kind.as_str() {
-            "function" => Tool::Function(typed(&kind, map)?),
-            "namespace" => Tool::Namespace(typed(&kind, map)?),
-            _ => Tool::Other(map),
+        super::tagged::deserialize(d)
+    }
+}
+
+impl super::tagged::Tagged for Tool {
+    const NOUN: &'static str = "tool";
+    const UNTYPED: Option<&'static str> = None;
+
+    fn is_typed(kind: &str) -> bool {
+        matches!(kind, "function" | "namespace")
+    }
+
+    fn typed<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
+        Ok(match kind {
+            "function" => Tool::Function(FunctionTool::deserialize(d)?),
+            "namespace" => Tool::Namespace(NamespaceTool::deserialize(d)?),
+            other => return Err(D::Error::custom(format!("untyped tool `{other}`"))),
         })
+    }
+
+    fn other(map: Map<String, Value>) -> Self {
+        Tool::Other(map)
     }
 }
 

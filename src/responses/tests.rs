@@ -109,6 +109,101 @@ fn errors_name_the_field_or_item_at_fault() {
     assert!(e.contains("message item") && e.contains("robot"), "{e}");
 }
 
+/// Parses `text` (keys in the order written) with paths, as the door's error path does.
+fn parse_text(text: &str) -> Result<ResponsesRequest, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+}
+
+/// Every object in `v` with `type` moved to the front (`first`) or to the back: serde_json's
+/// own maps sort keys, which would put `type` after most others.
+fn with_type(v: &Value, first: bool) -> String {
+    match v {
+        Value::Object(m) => {
+            // A tool's schema is passed through as written: left as it is.
+            let field = |(k, v): (&String, &Value)| {
+                let v = if k == "parameters" {
+                    v.to_string()
+                } else {
+                    with_type(v, first)
+                };
+                format!("{}:{}", Value::from(k.as_str()), v)
+            };
+            let (typ, rest): (Vec<_>, Vec<_>) = m.iter().partition(|(k, _)| *k == "type");
+            let ordered: Vec<String> = if first {
+                typ.into_iter().chain(rest).map(field).collect()
+            } else {
+                rest.into_iter().chain(typ).map(field).collect()
+            };
+            format!("{{{}}}", ordered.join(","))
+        }
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter()
+                .map(|x| with_type(x, first))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Items and tools whose `type` comes first are parsed in one pass (`tagged`), the others
+/// buffered: both give the same request, and the same errors.
+#[test]
+fn type_first_and_type_last_parse_alike() {
+    let codex: Value = serde_json::from_str(CODEX_REQUEST).unwrap();
+    let (first, last) = (with_type(&codex, true), with_type(&codex, false));
+    assert!(first.contains(r#"{"type":"function_call","#), "{first}");
+    assert!(last.contains(r#","type":"function_call"}"#), "{last}");
+    let a = format!("{:?}", parse_text(&first).unwrap());
+    assert_eq!(a, format!("{:?}", parse_text(&last).unwrap()));
+    // Every kind the request holds was typed, not kept whole, on the fast way too.
+    let r = parse_text(&first).unwrap();
+    let Some(Input::Items(items)) = &r.input else {
+        panic!()
+    };
+    assert!(items
+        .iter()
+        .any(|i| matches!(i, InputItem::FunctionCall(_))));
+    assert!(items.iter().any(|i| matches!(i, InputItem::Reasoning(_))));
+    assert!(r
+        .tools
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|t| matches!(t, Tool::Namespace(_))));
+    // A tool's schema is kept as the client's text on the fast way.
+    assert!(first.contains(r#""parameters":{"#));
+    for bad in [
+        json!({"model": "m", "input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}),
+        json!({"model": "m", "input": [{"type": "message", "role": "robot", "content": "x"}]}),
+        json!({"model": "m", "input": [{"type": "message", "role": "user", "content": 7}]}),
+        json!({"model": "m", "input": [{"type": 3, "role": "user", "content": "x"}]}),
+        json!({"model": "m", "input": "x", "tools": [{"type": "function", "parameters": {}}]}),
+        json!({"model": "m", "input": "x", "tools": [{"type": "namespace", "name": "n", "tools": [{"name": "f"}]}]}),
+    ] {
+        let e1 = parse_text(&with_type(&bad, true)).unwrap_err();
+        let e2 = parse_text(&with_type(&bad, false)).unwrap_err();
+        let strip = |e: &str| e.split(" at line ").next().unwrap_or_default().to_owned();
+        let (p1, p2) = (
+            e1.split(": ").next().unwrap(),
+            e2.split(": ").next().unwrap(),
+        );
+        // The fast way may name a deeper path (it parses inside the item); it starts alike.
+        assert!(p1.starts_with(p2), "{e1} / {e2}");
+        assert_eq!(
+            strip(e1.trim_start_matches(p1)),
+            strip(e2.trim_start_matches(p2)),
+            "{e1} / {e2}"
+        );
+        assert!(
+            e1.contains(" item: ") || e1.contains(" tool: ") || e1.contains("`type`"),
+            "{e1}"
+        );
+    }
+}
+
 #[test]
 fn unknown_items_parts_and_tools_are_kept_whole() {
     let r = parse(json!({"model": "m", "input": [

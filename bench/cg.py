@@ -14,11 +14,14 @@ holding a Messages body, or an object with it under "body", such as
 ../shared/reference/claude-code-request.json: ~25 KB, most of it tool schemas; its model is
 replaced, its `stream` and `metadata` dropped) and `--header "NAME: VALUE"` (e.g.
 `x-relais-session: s1`, so that no opening digest is made). docs/hot-path.md uses both.
+`--responses-body-from FILE` sends a Responses API body (Codex's, say) to `/v1/responses`
+instead (its model replaced, `stream` false).
 
 Writes callgrind.out.<variant> under --out (default bench/results/cg-<time>/);
 `callgrind_annotate <file>` shows where the instructions went.
 """
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -40,6 +43,7 @@ def main():
     ap.add_argument("--postgres", action="store_true")
     ap.add_argument("--body-from", help="a Messages body to send instead of the bench's (see above)")
     ap.add_argument("--header", action="append", default=[], help="an extra request header, NAME: VALUE")
+    ap.add_argument("--responses-body-from", help="a Responses API body, sent to /v1/responses (see above)")
     ap.add_argument("--out")
     ap.add_argument("variants", nargs="+", help="NAME=FILE (a config snippet, as bench/run)")
     a = ap.parse_args()
@@ -80,7 +84,9 @@ def measure(a, name, extra, up_port, out):
                     os.path.join(out, f"{name}.log"))
     t = bench.Target(name, f"http://127.0.0.1:{rport}/v1/messages", "anthropic", "bench-",
                      ["x-api-key: sk-bench", "anthropic-version: 2023-06-01"], p.pid)
-    bench.wait_ready(t, p, 120)
+    bench.wait_ready(t, p, 120)  # with a Messages request, whichever door is measured
+    if a.responses_body_from:
+        t.url = f"http://127.0.0.1:{rport}/v1/responses"
     load(a, t, a.warmup)
     subprocess.run(["callgrind_control", "--zero", str(p.pid)], check=True, capture_output=True)
     n = load(a, t, a.requests)
@@ -105,6 +111,11 @@ def summary(path):
 
 
 def request_body(a, t):
+    if a.responses_body_from:
+        with open(a.responses_body_from) as fh:
+            d = json.load(fh)
+        d["model"], d["stream"] = t.model("instant"), False
+        return json.dumps(d)
     if a.body_from:
         return bench.messages_body(a.body_from, t.model("instant"), a.stream)
     return bench.body(t.fmt, t.model("instant"), a.stream)

@@ -55,25 +55,40 @@ def one(a, name, extra, up_port, out, body, syscalls):
         u0, s0 = cpu_ticks(proc.pid)
         n = load(target, body, a.concurrency, int(a.seconds * 1000), [0])
         u1, s1 = cpu_ticks(proc.pid)
-        counts = {}
-        if syscalls:
-            events = ",".join(f"syscalls:sys_enter_{s}" for s in SYSCALLS)
-            ps = subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(proc.pid)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            time.sleep(0.2)
-            m = load(target, body, a.concurrency, int(a.seconds * 1000), [0])
-            ps.send_signal(2)
-            _, err = ps.communicate(timeout=30)
-            for line in err.splitlines():
-                q = line.split(",")
-                if len(q) > 2 and q[0].strip().isdigit():
-                    counts[q[2].replace("syscalls:sys_enter_", "")] = int(q[0]) / max(1, m)
+        if n <= 0:
+            raise bench.Fatal(f"{name}: no request was answered")
+        counts = syscall_counts(a, target, body, proc.pid) if syscalls else {}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         shutil.rmtree(logdir, ignore_errors=True)
     tick = os.sysconf("SC_CLK_TCK")
     return n / a.seconds, (u1 - u0) / tick / n * 1e6, (s1 - s0) / tick / n * 1e6, counts
+
+
+def syscall_counts(a, target, body, pid):
+    """Syscalls per request of one more run, counted by `perf stat` (tracepoints)."""
+    events = ",".join(f"syscalls:sys_enter_{s}" for s in SYSCALLS)
+    ps = subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.2)
+        m = load(target, body, a.concurrency, int(a.seconds * 1000), [0])
+        ps.send_signal(2)  # perf stat prints its counts on SIGINT
+        _, err = ps.communicate(timeout=30)
+    finally:
+        if ps.poll() is None:
+            ps.kill()
+            ps.wait()
+    counts = {}
+    for line in err.splitlines():
+        q = line.split(",")
+        if len(q) > 2 and q[0].strip().isdigit():
+            counts[q[2].replace("syscalls:sys_enter_", "")] = int(q[0]) / max(1, m)
+    if len(counts) < len(SYSCALLS):
+        # Not counted (no tracepoints, no permission): say so rather than print zeros.
+        raise bench.Fatal(f"perf stat counted {sorted(counts)} only:\n{err[-1000:]}")
+    return counts
 
 
 def med(xs):
@@ -126,4 +141,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except bench.Fatal as e:
+        sys.exit(f"cpu_split: {e}")

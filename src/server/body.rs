@@ -118,7 +118,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // each raw tool schema a second time).
     let parsed = match std::str::from_utf8(bytes) {
         Ok(text) => serde_json::from_str(text),
-        // serde_json names where the bytes stop being UTF-8.
+        // As before: serde_json names where a string it reads stops being UTF-8 (one in a
+        // field nothing reads passes, then as now).
         Err(_) => serde_json::from_slice(bytes),
     };
     parsed.map_err(|plain| describe_error::<T>(bytes, plain))
@@ -251,6 +252,11 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(body.as_bytes()).unwrap()
         );
         assert_eq!(v["a"], "éé\n");
+        // A lone surrogate is refused alike from text and from bytes.
+        let lone = br#"{"a":"\ud800"}"#;
+        let e = parse_json::<serde_json::Value>(lone).unwrap_err();
+        let plain = serde_json::from_slice::<serde_json::Value>(lone).unwrap_err();
+        assert!(e.message.ends_with(&plain.to_string()), "{}", e.message);
         for bad in [&b"{\"a\":\"\xff\"}"[..], b"{\"a\":1,\"z\":[\"\xc3\"]}"] {
             let e = parse_json::<serde_json::Value>(bad).unwrap_err();
             assert_eq!(e.status(), 400);

@@ -358,7 +358,8 @@ const X_COST_EUR: HeaderName = HeaderName::from_static("x-relais-cost-eur");
 /// stream's three, session, pin, receipt and request id (12). A map made with room for them
 /// is allocated once, where the default grows, and rehashes, at its seventh; it ends the same
 /// size (hyper keeps a connection's last map for its life: a larger one would cost memory on
-/// every open stream). A hedge's three headers grow it.
+/// every open stream). A hedge's three headers, a clamp's, or the rate-limit headers of a
+/// key with limits grow it, as before.
 pub const ANSWER_HEADERS: usize = 12;
 
 /// A whole answer with the routing headers and its cost.

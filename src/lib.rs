@@ -25,5 +25,6 @@ pub mod router;
 pub mod server;
 pub mod sessions;
 pub mod sse;
+pub mod tagged;
 pub mod tokens;
 pub mod translate;

@@ -213,58 +213,74 @@ pub enum ContentBlock {
     Unknown(Value),
 }
 
-/// Known-block payloads, used by the hand-written `Deserialize` below so that a known
-/// block with a wrong field is a clear 400 while an unknown block type is kept.
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum KnownBlock {
-    Text {
-        text: String,
+/// Known blocks' fields, each parsed straight from the block (its `type` is ignored as an
+/// unknown field: the caller read it), so that a known block with a wrong field is a clear
+/// 400 while an unknown block type is kept.
+mod known {
+    use super::{ImageSource, ToolResultContent};
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    #[derive(Deserialize)]
+    pub struct Text {
+        pub text: String,
         #[serde(default)]
-        cache_control: Option<Value>,
+        pub cache_control: Option<Value>,
         #[serde(default)]
-        citations: Option<Value>,
-    },
-    Image {
-        source: ImageSource,
+        pub citations: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Image {
+        pub source: ImageSource,
         #[serde(default)]
-        cache_control: Option<Value>,
-    },
-    Document {
-        source: Value,
+        pub cache_control: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Document {
+        pub source: Value,
         #[serde(default)]
-        title: Option<String>,
+        pub title: Option<String>,
         #[serde(default)]
-        context: Option<String>,
+        pub context: Option<String>,
         #[serde(default)]
-        citations: Option<Value>,
+        pub citations: Option<Value>,
         #[serde(default)]
-        cache_control: Option<Value>,
-    },
-    ToolUse {
-        id: String,
-        name: String,
-        input: Value,
+        pub cache_control: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct ToolUse {
+        pub id: String,
+        pub name: String,
+        pub input: Value,
         #[serde(default)]
-        cache_control: Option<Value>,
-    },
-    ToolResult {
-        tool_use_id: String,
+        pub cache_control: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct ToolResult {
+        pub tool_use_id: String,
         #[serde(default)]
-        content: Option<ToolResultContent>,
+        pub content: Option<ToolResultContent>,
         #[serde(default)]
-        is_error: Option<bool>,
+        pub is_error: Option<bool>,
         #[serde(default)]
-        cache_control: Option<Value>,
-    },
-    Thinking {
-        thinking: String,
+        pub cache_control: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Thinking {
+        pub thinking: String,
         #[serde(default)]
-        signature: String,
-    },
-    RedactedThinking {
-        data: String,
-    },
+        pub signature: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct RedactedThinking {
+        pub data: String,
+    }
 }
 
 const KNOWN_BLOCK_TYPES: &[&str] = &[
@@ -278,84 +294,90 @@ const KNOWN_BLOCK_TYPES: &[&str] = &[
 ];
 
 impl<'de> Deserialize<'de> for ContentBlock {
+    /// By `type`: in one pass when it comes first, as clients write it, else buffered and
+    /// converted (`crate::tagged`).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        let kind = match v.get("type") {
-            Some(Value::String(s)) => s.as_str(),
-            Some(_) => {
-                return Err(serde::de::Error::custom(
-                    "content block `type` must be a string",
-                ))
+        crate::tagged::deserialize(d)
+    }
+}
+
+impl crate::tagged::Tagged for ContentBlock {
+    const UNTYPED: Option<&'static str> = None;
+    const NOT_A_STRING: &'static str = "content block `type` must be a string";
+
+    fn missing_type<E: serde::de::Error>() -> E {
+        E::custom("content block is missing `type`")
+    }
+
+    fn error_in(kind: &str, message: &str) -> String {
+        format!("invalid `{kind}` block: {message}")
+    }
+
+    fn is_typed(kind: &str) -> bool {
+        KNOWN_BLOCK_TYPES.contains(&kind)
+    }
+
+    fn typed<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
+        Ok(match kind {
+            "text" => {
+                let b = known::Text::deserialize(d)?;
+                ContentBlock::Text {
+                    text: b.text,
+                    cache_control: b.cache_control,
+                    citations: b.citations,
+                }
             }
-            None => return Err(serde::de::Error::custom("content block is missing `type`")),
-        };
-        if !KNOWN_BLOCK_TYPES.contains(&kind) {
-            return Ok(ContentBlock::Unknown(v));
-        }
-        let kind = kind.to_owned();
-        let known: KnownBlock = serde_json::from_value(v)
-            .map_err(|e| serde::de::Error::custom(format!("invalid `{kind}` block: {e}")))?;
-        Ok(match known {
-            KnownBlock::Text {
-                text,
-                cache_control,
-                citations,
-            } => ContentBlock::Text {
-                text,
-                cache_control,
-                citations,
+            "image" => {
+                let b = known::Image::deserialize(d)?;
+                ContentBlock::Image {
+                    source: b.source,
+                    cache_control: b.cache_control,
+                }
+            }
+            "document" => {
+                let b = known::Document::deserialize(d)?;
+                ContentBlock::Document {
+                    source: b.source,
+                    title: b.title,
+                    context: b.context,
+                    citations: b.citations,
+                    cache_control: b.cache_control,
+                }
+            }
+            "tool_use" => {
+                let b = known::ToolUse::deserialize(d)?;
+                ContentBlock::ToolUse {
+                    id: b.id,
+                    name: b.name,
+                    input: b.input,
+                    cache_control: b.cache_control,
+                }
+            }
+            "tool_result" => {
+                let b = known::ToolResult::deserialize(d)?;
+                ContentBlock::ToolResult {
+                    tool_use_id: b.tool_use_id,
+                    content: b.content,
+                    is_error: b.is_error,
+                    cache_control: b.cache_control,
+                }
+            }
+            "thinking" => {
+                let b = known::Thinking::deserialize(d)?;
+                ContentBlock::Thinking {
+                    thinking: b.thinking,
+                    signature: b.signature,
+                }
+            }
+            "redacted_thinking" => ContentBlock::RedactedThinking {
+                data: known::RedactedThinking::deserialize(d)?.data,
             },
-            KnownBlock::Image {
-                source,
-                cache_control,
-            } => ContentBlock::Image {
-                source,
-                cache_control,
-            },
-            KnownBlock::Document {
-                source,
-                title,
-                context,
-                citations,
-                cache_control,
-            } => ContentBlock::Document {
-                source,
-                title,
-                context,
-                citations,
-                cache_control,
-            },
-            KnownBlock::ToolUse {
-                id,
-                name,
-                input,
-                cache_control,
-            } => ContentBlock::ToolUse {
-                id,
-                name,
-                input,
-                cache_control,
-            },
-            KnownBlock::ToolResult {
-                tool_use_id,
-                content,
-                is_error,
-                cache_control,
-            } => ContentBlock::ToolResult {
-                tool_use_id,
-                content,
-                is_error,
-                cache_control,
-            },
-            KnownBlock::Thinking {
-                thinking,
-                signature,
-            } => ContentBlock::Thinking {
-                thinking,
-                signature,
-            },
-            KnownBlock::RedactedThinking { data } => ContentBlock::RedactedThinking { data },
+            other => return Err(serde::de::Error::custom(format!("untyped block `{other}`"))),
         })
+    }
+
+    fn other(map: Map<String, Value>) -> Self {
+        ContentBlock::Unknown(Value::Object(map))
     }
 }
 

@@ -71,6 +71,77 @@ fn unknown_blocks_are_kept_and_bad_known_blocks_rejected() {
     assert!(e.contains("invalid `text` block"), "{e}");
 }
 
+/// Blocks whose `type` comes first (as clients write them) are parsed in one pass, the
+/// others buffered (`crate::tagged`): the same message either way, and the same errors.
+#[test]
+fn blocks_parse_alike_with_type_first_or_last() {
+    let blocks = [
+        (
+            r#""type":"text""#,
+            r#""text":"a","cache_control":{"type":"ephemeral"}"#,
+        ),
+        (
+            r#""type":"tool_use""#,
+            r#""id":"u1","name":"Read","input":{"path":"/x","n":[1,2]}"#,
+        ),
+        (
+            r#""type":"tool_result""#,
+            r#""tool_use_id":"u1","content":[{"type":"text","text":"r"}],"is_error":false"#,
+        ),
+        (r#""type":"thinking""#, r#""thinking":"hm","signature":"s""#),
+        (
+            r#""type":"image""#,
+            r#""source":{"type":"url","url":"https://x/y.png"}"#,
+        ),
+        (
+            r#""type":"search_result""#,
+            r#""source":"x","title":"t","content":[]"#,
+        ),
+    ];
+    let message = |first: bool| {
+        let b: Vec<String> = blocks
+            .iter()
+            .map(|(t, rest)| {
+                if first {
+                    format!("{{{t},{rest}}}")
+                } else {
+                    format!("{{{rest},{t}}}")
+                }
+            })
+            .collect();
+        format!(r#"{{"role":"user","content":[{}]}}"#, b.join(","))
+    };
+    let a: Message = serde_json::from_str(&message(true)).unwrap();
+    let b: Message = serde_json::from_str(&message(false)).unwrap();
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    let MessageContent::Blocks(parsed) = &a.content else {
+        panic!()
+    };
+    assert!(matches!(&parsed[1], ContentBlock::ToolUse { input, .. } if input["n"][1] == 2));
+    assert!(matches!(&parsed[5], ContentBlock::Unknown(v) if v["title"] == "t"));
+    for (t, rest) in [
+        (r#""type":"text""#, r#""text":5"#),
+        (r#""type":"tool_use""#, r#""name":"n","input":{}"#),
+        (r#""type":7"#, r#""text":"a""#),
+        (
+            r#""type":"tool_result""#,
+            r#""tool_use_id":"u","content":[{"text":"no type"}]"#,
+        ),
+    ] {
+        let err = |body: String| {
+            let m = format!(r#"{{"role":"user","content":[{body}]}}"#);
+            let e = serde_json::from_str::<Message>(&m).unwrap_err().to_string();
+            e.split(" at line ").next().unwrap_or_default().to_owned()
+        };
+        let (e1, e2) = (
+            err(format!("{{{t},{rest}}}")),
+            err(format!("{{{rest},{t}}}")),
+        );
+        assert_eq!(e1, e2);
+        assert!(e1.contains("block") || e1.contains("`type`"), "{e1}");
+    }
+}
+
 #[test]
 fn claude_code_request_parses() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

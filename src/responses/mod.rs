@@ -6,7 +6,6 @@
 mod events;
 mod request;
 mod response;
-mod tagged;
 
 pub use events::*;
 pub use request::*;

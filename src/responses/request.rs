@@ -146,13 +146,17 @@ impl<'de> Deserialize<'de> for InputItem {
     /// By `type`: in one pass when it comes first, else buffered as a map and converted
     /// (`tagged`); errors name the type.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        super::tagged::deserialize(d)
+        crate::tagged::deserialize(d)
     }
 }
 
-impl super::tagged::Tagged for InputItem {
-    const NOUN: &'static str = "item";
+impl crate::tagged::Tagged for InputItem {
     const UNTYPED: Option<&'static str> = Some("message");
+    const NOT_A_STRING: &'static str = "`type` must be a string";
+
+    fn error_in(kind: &str, message: &str) -> String {
+        format!("{kind} item: {message}")
+    }
 
     fn is_typed(kind: &str) -> bool {
         matches!(
@@ -318,13 +322,17 @@ impl Tool {
 
 impl<'de> Deserialize<'de> for Tool {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        super::tagged::deserialize(d)
+        crate::tagged::deserialize(d)
     }
 }
 
-impl super::tagged::Tagged for Tool {
-    const NOUN: &'static str = "tool";
+impl crate::tagged::Tagged for Tool {
     const UNTYPED: Option<&'static str> = None;
+    const NOT_A_STRING: &'static str = "`type` must be a string";
+
+    fn error_in(kind: &str, message: &str) -> String {
+        format!("{kind} tool: {message}")
+    }
 
     fn is_typed(kind: &str) -> bool {
         matches!(kind, "function" | "namespace")

@@ -1,10 +1,11 @@
-//! Objects told apart by their `type` (the Responses API's input items and tools), parsed
-//! in one pass when `type` is their first key, as Codex and OpenAI's SDKs write them: the
-//! rest of the object goes straight into its typed struct, tool schemas captured as the
-//! client's text, with no `serde_json::Value` tree built and then converted. An object whose
-//! `type` comes later, or is absent (a message's short form), is buffered as a map first and
-//! then converted, as every object was before; both ways give the same value and the same
-//! errors ("function_call item: missing field `call_id`").
+//! Objects told apart by their `type` (the Messages API's content blocks, the Responses
+//! API's input items and tools), parsed in one pass when `type` is their first key, as
+//! Claude Code, Codex and the official SDKs write them: the rest of the object goes straight
+//! into its typed struct, tool schemas captured as the client's text, with no
+//! `serde_json::Value` tree built and then converted. An object whose `type` comes later, or
+//! is absent (a Responses message's short form), is buffered as a map first and then
+//! converted, as every object was before; both ways give the same value and the same errors
+//! (worded by each API's type: "function_call item: missing field `call_id`").
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -15,10 +16,16 @@ use serde_json::{Map, Value};
 
 /// An enum of typed variants and a kept-whole one, chosen by `type`.
 pub trait Tagged: Sized {
-    /// What errors call one: "item", "tool".
-    const NOUN: &'static str;
     /// The type of an object that names none; `None`: `type` is required.
     const UNTYPED: Option<&'static str>;
+    /// The error for a `type` that is not a string.
+    const NOT_A_STRING: &'static str;
+    /// The error for an object without `type` when one is required.
+    fn missing_type<E: Error>() -> E {
+        E::missing_field("type")
+    }
+    /// An error in an object of a typed `kind`, worded for the API.
+    fn error_in(kind: &str, message: &str) -> String;
     /// Whether objects of `kind` are parsed into a typed variant (the others are kept whole).
     fn is_typed(kind: &str) -> bool;
     /// Parses an object of a typed `kind` from `d`, which yields every field, `type` first.
@@ -38,7 +45,7 @@ impl<'de, T: Tagged> Visitor<'de> for TypeFirst<T> {
     type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "a {} object", T::NOUN)
+        f.write_str("an object with a `type`")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
@@ -47,7 +54,7 @@ impl<'de, T: Tagged> Visitor<'de> for TypeFirst<T> {
             None => {}
             Some(None) => {
                 let Value::String(kind) = map.next_value()? else {
-                    return Err(A::Error::custom("`type` must be a string"));
+                    return Err(A::Error::custom(T::NOT_A_STRING));
                 };
                 if T::is_typed(&kind) {
                     let rest = TypeThenRest {
@@ -56,7 +63,7 @@ impl<'de, T: Tagged> Visitor<'de> for TypeFirst<T> {
                         rest: map,
                     };
                     return T::typed(&kind, MapAccessDeserializer::new(rest))
-                        .map_err(|e| A::Error::custom(prefixed::<T>(&kind, &e.to_string())));
+                        .map_err(|e| A::Error::custom(in_kind::<T>(&kind, &e.to_string())));
                 }
                 buffered.insert("type".to_owned(), Value::String(kind));
             }
@@ -75,27 +82,27 @@ impl<'de, T: Tagged> Visitor<'de> for TypeFirst<T> {
 fn from_map<T: Tagged, E: Error>(map: Map<String, Value>) -> Result<T, E> {
     let kind = match map.get("type") {
         Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(E::custom("`type` must be a string")),
+        Some(_) => return Err(E::custom(T::NOT_A_STRING)),
         None => match T::UNTYPED {
             Some(k) => k.to_owned(),
-            None => return Err(E::missing_field("type")),
+            None => return Err(T::missing_type()),
         },
     };
     if !T::is_typed(&kind) {
         return Ok(T::other(map));
     }
-    T::typed(&kind, Value::Object(map)).map_err(|e| E::custom(prefixed::<T>(&kind, &e.to_string())))
+    T::typed(&kind, Value::Object(map)).map_err(|e| E::custom(in_kind::<T>(&kind, &e.to_string())))
 }
 
-/// "function_call item: missing field `call_id`". An error from a nested value arrives
-/// with serde_json's position already appended; the outer error gets its own, so the inner
-/// one is dropped rather than said twice.
-fn prefixed<T: Tagged>(kind: &str, message: &str) -> String {
+/// The error `message` from an object of `kind`, worded by `T`. An error from a nested
+/// value arrives with serde_json's position already appended; the outer error gets its own,
+/// so the inner one is dropped rather than said twice.
+fn in_kind<T: Tagged>(kind: &str, message: &str) -> String {
     let message = match message.rfind(" at line ") {
         Some(i) if is_position(&message[i + 9..]) => &message[..i],
         _ => message,
     };
-    format!("{kind} {}: {message}", T::NOUN)
+    T::error_in(kind, message)
 }
 
 /// `N column M`.
@@ -182,8 +189,11 @@ mod tests {
     fn positions_are_dropped_from_inner_messages_only_when_they_are_positions() {
         struct T;
         impl Tagged for T {
-            const NOUN: &'static str = "item";
             const UNTYPED: Option<&'static str> = None;
+            const NOT_A_STRING: &'static str = "`type` must be a string";
+            fn error_in(kind: &str, message: &str) -> String {
+                format!("{kind} item: {message}")
+            }
             fn is_typed(_: &str) -> bool {
                 true
             }
@@ -194,7 +204,7 @@ mod tests {
                 T
             }
         }
-        let p = |m: &str| prefixed::<T>("message", m);
+        let p = |m: &str| in_kind::<T>("message", m);
         assert_eq!(
             p("unknown variant `robot` at line 1 column 40"),
             "message item: unknown variant `robot`"

@@ -5,7 +5,13 @@
 //! `serde_json::Value` tree built and then converted. An object whose `type` comes later, or
 //! is absent (a Responses message's short form), is buffered as a map first and then
 //! converted, as every object was before; both ways give the same value and the same errors
-//! (worded by each API's type: "function_call item: missing field `call_id`").
+//! (worded by each API's type: "function_call item: missing field `call_id`"), with two
+//! exceptions no client meets: a key repeated in one object (JSON leaves its meaning open) is
+//! refused as a duplicate field when `type` comes first and the typed struct declares it
+//! (a repeated `type` there: the first counts), where the buffered way keeps the last; and a
+//! tool schema buffered that way reaches the upstream rewritten (keys sorted), where the
+//! one-pass way keeps the client's bytes. Error paths go deeper the one-pass way
+//! (`content[0].text` where the buffered way says `content[0]`).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -16,6 +22,8 @@ use serde_json::{Map, Value};
 
 /// An enum of typed variants and a kept-whole one, chosen by `type`.
 pub trait Tagged: Sized {
+    /// What a value that is not an object was expected to be ("a content block").
+    const EXPECTING: &'static str;
     /// The type of an object that names none; `None`: `type` is required.
     const UNTYPED: Option<&'static str>;
     /// The error for a `type` that is not a string.
@@ -45,7 +53,7 @@ impl<'de, T: Tagged> Visitor<'de> for TypeFirst<T> {
     type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object with a `type`")
+        f.write_str(T::EXPECTING)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
@@ -175,7 +183,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for TypeThenRest<A> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        let own = usize::from(self.at != At::Rest);
+        let own = usize::from(self.at == At::Key);
         self.rest.size_hint().map(|n| n + own)
     }
 }
@@ -189,6 +197,7 @@ mod tests {
     fn positions_are_dropped_from_inner_messages_only_when_they_are_positions() {
         struct T;
         impl Tagged for T {
+            const EXPECTING: &'static str = "an item";
             const UNTYPED: Option<&'static str> = None;
             const NOT_A_STRING: &'static str = "`type` must be a string";
             fn error_in(kind: &str, message: &str) -> String {

@@ -302,6 +302,7 @@ impl<'de> Deserialize<'de> for ContentBlock {
 }
 
 impl crate::tagged::Tagged for ContentBlock {
+    const EXPECTING: &'static str = "a content block (an object with a `type`)";
     const UNTYPED: Option<&'static str> = None;
     const NOT_A_STRING: &'static str = "content block `type` must be a string";
 

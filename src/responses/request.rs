@@ -151,6 +151,7 @@ impl<'de> Deserialize<'de> for InputItem {
 }
 
 impl crate::tagged::Tagged for InputItem {
+    const EXPECTING: &'static str = "an input item (an object)";
     const UNTYPED: Option<&'static str> = Some("message");
     const NOT_A_STRING: &'static str = "`type` must be a string";
 
@@ -327,6 +328,7 @@ impl<'de> Deserialize<'de> for Tool {
 }
 
 impl crate::tagged::Tagged for Tool {
+    const EXPECTING: &'static str = "a tool (an object with a `type`)";
     const UNTYPED: Option<&'static str> = None;
     const NOT_A_STRING: &'static str = "`type` must be a string";
 

@@ -130,6 +130,14 @@ fn describe_error<T: DeserializeOwned>(bytes: &[u8], plain: serde_json::Error) -
     if matches!(plain.classify(), Category::Syntax | Category::Eof) {
         return ApiError::invalid(format!("request body is not valid JSON: {plain}"));
     }
+    // A syntax error inside an object parsed in one pass (`crate::tagged`) arrives worded
+    // as that object's error; the body is checked as JSON alone so that it is still named
+    // as what it is (only on this error path).
+    if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        if matches!(syntax.classify(), Category::Syntax | Category::Eof) {
+            return ApiError::invalid(format!("request body is not valid JSON: {syntax}"));
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Err(e) => {
@@ -252,6 +260,15 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(body.as_bytes()).unwrap()
         );
         assert_eq!(v["a"], "éé\n");
+        // Broken JSON inside a block parsed in one pass (`type` first) is still named as
+        // such, whether cut short or with a stray comma.
+        for broken in [
+            &br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"a",}]}]}"#[..],
+            br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"a"#,
+        ] {
+            let e = parse_json::<crate::anthropic::MessagesRequest>(broken).unwrap_err();
+            assert!(e.message.starts_with("request body is not valid JSON"), "{}", e.message);
+        }
         // A lone surrogate is refused alike from text and from bytes.
         let lone = br#"{"a":"\ud800"}"#;
         let e = parse_json::<serde_json::Value>(lone).unwrap_err();

@@ -132,8 +132,10 @@ fn describe_error<T: DeserializeOwned>(bytes: &[u8], plain: serde_json::Error) -
     }
     // A syntax error inside an object parsed in one pass (`crate::tagged`) arrives worded
     // as that object's error; the body is checked as JSON alone so that it is still named
-    // as what it is (only on this error path).
-    if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+    // as what it is (only on this error path; as a `Value`, whose parser words the error as
+    // the typed parse did, e.g. "trailing comma", where skipping a value words it
+    // otherwise; the limits were checked before).
+    if let Err(syntax) = serde_json::from_slice::<serde_json::Value>(bytes) {
         if matches!(syntax.classify(), Category::Syntax | Category::Eof) {
             return ApiError::invalid(format!("request body is not valid JSON: {syntax}"));
         }
@@ -268,6 +270,8 @@ mod tests {
         ] {
             let e = parse_json::<crate::anthropic::MessagesRequest>(broken).unwrap_err();
             assert!(e.message.starts_with("request body is not valid JSON"), "{}", e.message);
+            let plain = serde_json::from_slice::<serde_json::Value>(broken).unwrap_err();
+            assert!(e.message.ends_with(&plain.to_string()), "{}", e.message);
         }
         // A lone surrogate is refused alike from text and from bytes.
         let lone = br#"{"a":"\ud800"}"#;

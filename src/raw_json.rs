@@ -32,6 +32,11 @@ impl SharedRaw {
     pub fn get(&self) -> &str {
         self.0.get()
     }
+
+    /// `json` as a raw value, if it is one JSON value (checked, not parsed into a tree).
+    pub fn from_json(json: String) -> Result<SharedRaw, serde_json::Error> {
+        RawValue::from_string(json).map(|raw| SharedRaw(Arc::from(raw)))
+    }
 }
 
 impl PartialEq for SharedRaw {
@@ -42,7 +47,12 @@ impl PartialEq for SharedRaw {
 
 /// Whether a raw value is JSON `null`.
 pub fn is_null(v: &RawValue) -> bool {
-    v.get().trim() == "null"
+    is_null_text(v.get())
+}
+
+/// Whether a raw value's text is JSON `null`.
+pub fn is_null_text(json: &str) -> bool {
+    json.trim() == "null"
 }
 
 /// Whether a raw value is JSON `true`.

@@ -9,8 +9,8 @@
 //! exceptions no client meets: a key repeated in one object (JSON leaves its meaning open) is
 //! refused as a duplicate field when `type` comes first and the typed struct declares it
 //! (a repeated `type` there: the first counts), where the buffered way keeps the last; and a
-//! tool schema buffered that way reaches the upstream rewritten (keys sorted), where the
-//! one-pass way keeps the client's bytes. Error paths go deeper the one-pass way
+//! raw value (a tool schema, a tool call's input) buffered that way reaches the upstream
+//! rewritten (keys sorted, compact), where the one-pass way keeps the client's bytes. Error paths go deeper the one-pass way
 //! (`content[0].text` where the buffered way says `content[0]`).
 
 use std::fmt;

@@ -196,7 +196,7 @@ fn count_block(b: &ContentBlock, c: &dyn Counter) -> u64 {
                 None => PER_IMAGE,
             }
         }
-        ContentBlock::ToolUse { name, input, .. } => c.text(name) + c.json(input),
+        ContentBlock::ToolUse { name, input, .. } => c.text(name) + c.raw(input),
         ContentBlock::ToolResult { content, .. } => match content {
             Some(ToolResultContent::Text(t)) => c.text(t),
             Some(ToolResultContent::Blocks(bs)) => bs.iter().map(|b| count_block(b, c)).sum(),

@@ -187,7 +187,9 @@ pub enum ContentBlock {
     ToolUse {
         id: String,
         name: String,
-        input: Value,
+        /// The client's bytes, passed on as they are (`SharedRaw`): a coding agent's history
+        /// holds every file it wrote or edited in these.
+        input: crate::raw_json::SharedRaw,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cache_control: Option<Value>,
     },
@@ -254,7 +256,7 @@ mod known {
     pub struct ToolUse {
         pub id: String,
         pub name: String,
-        pub input: Value,
+        pub input: crate::raw_json::SharedRaw,
         #[serde(default)]
         pub cache_control: Option<Value>,
     }

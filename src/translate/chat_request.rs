@@ -227,15 +227,18 @@ fn assistant_blocks(m: &InMessage, i: usize) -> Result<Vec<ContentBlock>, Untran
         }
     }
     for (j, c) in m.tool_calls.iter().flatten().enumerate() {
-        let input: Value = if c.function.arguments.trim().is_empty() {
-            Value::Object(Map::new())
+        // Checked as one JSON value and passed on as its text, not parsed into a tree.
+        let arguments = c.function.arguments.trim();
+        let arguments = if arguments.is_empty() {
+            "{}"
         } else {
-            serde_json::from_str(&c.function.arguments).map_err(|e| {
-                Untranslatable(format!(
-                    "messages[{i}].tool_calls[{j}].function.arguments: not valid JSON: {e}"
-                ))
-            })?
+            arguments
         };
+        let input = crate::raw_json::SharedRaw::from_json(arguments.to_owned()).map_err(|e| {
+            Untranslatable(format!(
+                "messages[{i}].tool_calls[{j}].function.arguments: not valid JSON: {e}"
+            ))
+        })?;
         blocks.push(ContentBlock::ToolUse {
             id: c.id.clone(),
             name: c.function.name.clone(),

@@ -118,9 +118,11 @@ fn assistant_message(content: &MessageContent) -> ChatMessage {
                 kind: "function".to_owned(),
                 function: FunctionCall {
                     name: name.clone(),
-                    arguments: match input {
-                        Value::Null => "{}".to_owned(),
-                        v => v.to_string(),
+                    // The client's text as it is (an agent's edits can be large).
+                    arguments: if crate::raw_json::is_null_text(input.get()) {
+                        "{}".to_owned()
+                    } else {
+                        input.get().to_owned()
                     },
                 },
             }),

@@ -214,6 +214,25 @@ fn tool_schemas_pass_through_byte_for_byte() {
     assert!(out.contains(&format!(r#""parameters":{schema}"#)), "{out}");
 }
 
+/// A tool call's input in the history reaches an OpenAI upstream as its arguments, the
+/// client's text exactly (an agent's edits and writes are there), and `null` as `{}`.
+#[test]
+fn tool_call_inputs_pass_through_as_arguments() {
+    let input = r#"{"file_path": "/x.rs", "new_string":"caf\u00e9\n", "n":1.50}"#;
+    let body = format!(
+        r#"{{"model":"m","max_tokens":10,"messages":[{{"role":"user","content":"hi"}},
+            {{"role":"assistant","content":[{{"type":"tool_use","id":"t1","name":"Edit","input":{input}}},
+                {{"type":"tool_use","id":"t2","name":"Now","input":null}}]}},
+            {{"role":"user","content":[{{"type":"tool_result","tool_use_id":"t1","content":"ok"}},
+                {{"type":"tool_result","tool_use_id":"t2","content":"12:00"}}]}}]}}"#
+    );
+    let req: MessagesRequest = serde_json::from_str(&body).unwrap();
+    let out = serde_json::to_value(anthropic_to_openai_request(&req, "up", false)).unwrap();
+    let calls = &out["messages"][1]["tool_calls"];
+    assert_eq!(calls[0]["function"]["arguments"], input);
+    assert_eq!(calls[1]["function"]["arguments"], "{}");
+}
+
 #[test]
 fn tools_become_functions_and_server_tools_are_dropped() {
     let out = translate(tools_request(None), false);

@@ -33,6 +33,11 @@ impl SharedRaw {
         self.0.get()
     }
 
+    /// Whether the value is JSON `null`.
+    pub fn is_null(&self) -> bool {
+        is_null(&self.0)
+    }
+
     /// `json` as a raw value, if it is one JSON value (checked, not parsed into a tree).
     pub fn from_json(json: String) -> Result<SharedRaw, serde_json::Error> {
         RawValue::from_string(json).map(|raw| SharedRaw(Arc::from(raw)))
@@ -47,12 +52,7 @@ impl PartialEq for SharedRaw {
 
 /// Whether a raw value is JSON `null`.
 pub fn is_null(v: &RawValue) -> bool {
-    is_null_text(v.get())
-}
-
-/// Whether a raw value's text is JSON `null`.
-pub fn is_null_text(json: &str) -> bool {
-    json.trim() == "null"
+    v.get().trim() == "null"
 }
 
 /// Whether a raw value is JSON `true`.

@@ -119,7 +119,7 @@ fn assistant_message(content: &MessageContent) -> ChatMessage {
                 function: FunctionCall {
                     name: name.clone(),
                     // The client's text as it is (an agent's edits can be large).
-                    arguments: if crate::raw_json::is_null_text(input.get()) {
+                    arguments: if input.is_null() {
                         "{}".to_owned()
                     } else {
                         input.get().to_owned()

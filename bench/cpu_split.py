@@ -12,6 +12,8 @@ not reported).
       both-off=bench/variants/sessions-receipts-off.toml --syscalls
 
 Medians over the repeats; the first variant is the reference of the differences.
+`--variant-bin NAME=BIN` runs variant NAME with another build (e.g. a change against its
+base, same config, one run: `base=EMPTY.toml new=EMPTY.toml --variant-bin new=NEW/relais`).
 """
 import argparse
 import json
@@ -49,7 +51,8 @@ def cpu_ticks(pid):
 def one(a, name, extra, up_port, out, body, syscalls):
     """(req/s, user µs/request, system µs/request, {syscall: per request})."""
     logdir = os.path.join(out, f"{name}-{time.monotonic_ns()}")
-    target, proc = bench.start_relais(name, a.relais_bin, up_port, extra, logdir, [1], None)
+    binary = a.bins.get(name, a.relais_bin)
+    target, proc = bench.start_relais(name, binary, up_port, extra, logdir, [1], None)
     try:
         load(target, body, a.concurrency, 1000, [0])  # warm-up: connections, pins, pages
         u0, s0 = cpu_ticks(proc.pid)
@@ -103,9 +106,12 @@ def main():
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("-c", "--concurrency", type=int, default=64)
     ap.add_argument("--syscalls", action="store_true", help="also count syscalls per request (perf stat)")
+    ap.add_argument("--variant-bin", action="append", default=[], metavar="NAME=BIN",
+                    help="run variant NAME with this binary instead of --relais-bin (two builds in one run)")
     ap.add_argument("--out")
     ap.add_argument("variants", nargs="+", help="NAME=FILE (a config snippet, as bench/run)")
     a = ap.parse_args()
+    a.bins = dict(v.split("=", 1) for v in a.variant_bin)
     if os.cpu_count() < 2:
         raise SystemExit("needs two cores: Relais on one, the upstream and load on the other")
     out = a.out or os.path.join(bench.ROOT, "bench", "results", time.strftime("cpu-%Y%m%d-%H%M%S"))

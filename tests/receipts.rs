@@ -494,6 +494,24 @@ async fn a_receipt_reads_the_same_queued_and_stored() {
     relais.stop().await;
     let relais = start(&fake, dir.path(), &Opts::default(), "flush_ms = 60000", "").await;
     assert_eq!(relais.state().ledger.as_ref().unwrap().queue_depth(), 0);
+    // The answered ones stored in form 3 (what the row says is left to it: the answer is
+    // its compliance attributes alone); the failed one in form 2, since its row names the
+    // endpoint last tried where its receipt names none, with its attempt whole.
+    let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let text: String = conn
+            .query_row(
+                "SELECT receipt FROM request_rows WHERE receipt_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let answered = i + 1 < ids.len();
+        let form = if answered { "[3," } else { "[2," };
+        assert!(text.starts_with(form), "{id}: {text}");
+        assert_eq!(text.contains("fake/"), !answered, "{id}: {text}");
+    }
+    drop(conn);
     let keys = jwks(&relais).await;
     for (id, before) in ids.iter().zip(&queued) {
         let (st, got) = get_receipt(&relais, id, Some(CLIENT_KEY)).await;

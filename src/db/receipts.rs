@@ -4,6 +4,7 @@
 
 use crate::observe::RequestRecord;
 use crate::observe::StoreBatch;
+use crate::receipt::stored::RowAnswer;
 use crate::receipt::{assemble, micros, rfc3339_ms, RowFields, StoredParts};
 
 /// One stored receipt: its canonical JSON exactly as signed.
@@ -75,6 +76,9 @@ pub struct ReceiptRow {
     pub key_name: Option<String>,
     pub model_requested: String,
     pub model_served: Option<String>,
+    /// The answering provider and endpoint (stored parts of form 3 leave them to the row).
+    pub provider: Option<String>,
+    pub endpoint: Option<String>,
     pub status: String,
     pub http_status: i64,
     pub error_kind: Option<String>,
@@ -101,9 +105,19 @@ impl ReceiptRow {
     /// The receipt in its canonical form (what is signed): the same bytes the record it was
     /// written from gives, since every field comes back as it was written.
     fn into_stored(self) -> Result<StoredReceipt, String> {
-        let parts: StoredParts = crate::receipt::stored::decode(&self.parts)
-            .map_err(|e| format!("its stored parts do not decode: {e}"))?;
         let count = |v: i64| u64::try_from(v).unwrap_or(0);
+        let row = RowAnswer {
+            provider: self.provider.as_deref(),
+            endpoint: self.endpoint.as_deref(),
+            model_served: self.model_served.as_deref(),
+            input_tokens: count(self.input_tokens)
+                + count(self.cache_read_tokens)
+                + count(self.cache_creation_tokens),
+            output_tokens: count(self.output_tokens),
+            cost_micros: micros(self.cost_eur),
+        };
+        let parts: StoredParts = crate::receipt::stored::decode(&self.parts, &row)
+            .map_err(|e| format!("its stored parts do not decode: {e}"))?;
         let fields = RowFields {
             request_id: self.request_id.clone(),
             time: rfc3339_ms(self.time_ms),

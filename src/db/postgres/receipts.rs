@@ -9,7 +9,7 @@ use crate::receipt::id_ms;
 /// A v5 receipt row: the request's columns a receipt states and its parts.
 const ROW: &str = "receipt_id, request_id, time_ms, key_name, model_requested, model_served, \
     input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_eur, \
-    error_kind, api, status, http_status, receipt FROM requests";
+    error_kind, api, status, http_status, receipt, provider, endpoint FROM requests";
 
 fn receipt_row(r: &tokio_postgres::Row) -> Result<ReceiptRow, DbError> {
     Ok(ReceiptRow {
@@ -29,6 +29,8 @@ fn receipt_row(r: &tokio_postgres::Row) -> Result<ReceiptRow, DbError> {
         status: r.try_get(13)?,
         http_status: i64::from(r.try_get::<_, i32>(14)?),
         parts: r.try_get(15)?,
+        provider: r.try_get(16)?,
+        endpoint: r.try_get(17)?,
     })
 }
 

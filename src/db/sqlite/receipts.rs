@@ -13,7 +13,7 @@ use crate::receipt::id_ms;
 /// decoded from `flags`) and its parts.
 const ROW: &str = "receipt_id, request_id, time_ms, key_name, model_requested, model_served, \
     input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_eur, \
-    error_kind, flags, receipt FROM request_rows";
+    error_kind, flags, receipt, provider, endpoint FROM request_rows";
 
 fn receipt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReceiptRow> {
     let (api, status, http_status) = sqlite_unflags(r.get(12)?);
@@ -34,6 +34,8 @@ fn receipt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReceiptRow> {
         status: status.to_owned(),
         http_status,
         parts: r.get(13)?,
+        provider: r.get(14)?,
+        endpoint: r.get(15)?,
     })
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::super::{AttemptOutcome, AttemptTrace, Candidate, EffectivePolicy, Plan, RoutingTrace};
 use crate::config::EndpointConfig;
 use crate::observe::{ReceiptParts, RequestRecord, StoreBatch};
+use crate::receipt::stored::RowAnswer;
 use crate::receipt::{micros, rfc3339, Hex, Receipt, ReceiptAttempt, ReceiptSeed, StoredParts};
 
 /// A receipt's own parts (the rest is its request's record).
@@ -124,14 +125,25 @@ impl Draft {
     ) -> Result<String, serde_json::Error> {
         let v = self.parts(r);
         let policy = batch.text(&self.policy, crate::receipt::stored::policy_values)?;
-        Ok(crate::receipt::stored::encode(&StoredParts {
-            provider: v.provider,
-            endpoint: v.endpoint,
-            policy,
-            attempts: v.attempts,
-            request_sha256: v.request_sha256,
-            answer_sha256: v.answer_sha256,
-        }))
+        let row = RowAnswer {
+            provider: r.provider.as_deref(),
+            endpoint: r.endpoint.as_deref(),
+            model_served: r.model_served.as_deref(),
+            input_tokens: answer_input(r),
+            output_tokens: r.usage.output,
+            cost_micros: micros(r.cost_eur),
+        };
+        Ok(crate::receipt::stored::encode(
+            &StoredParts {
+                provider: v.provider,
+                endpoint: v.endpoint,
+                policy,
+                attempts: v.attempts,
+                request_sha256: v.request_sha256,
+                answer_sha256: v.answer_sha256,
+            },
+            &row,
+        ))
     }
 
     /// The receipt's own parts, borrowed from the draft: the one place they are worked out,
@@ -154,7 +166,7 @@ impl Draft {
                 .rev()
                 .find(|a| a.endpoint == ep.id && a.outcome == "ok")
             {
-                a.input_tokens = r.usage.input + r.usage.cache_read + r.usage.cache_creation;
+                a.input_tokens = answer_input(r);
                 a.output_tokens = r.usage.output;
                 a.cost_micros = micros(r.cost_eur);
             }
@@ -191,6 +203,11 @@ impl Draft {
             cost_micros: 0,
         }
     }
+}
+
+/// The answering attempt's input tokens: the request's input, cached or not.
+fn answer_input(r: &RequestRecord) -> u64 {
+    r.usage.input + r.usage.cache_read + r.usage.cache_creation
 }
 
 /// How the ledger, below the router, reaches a draft (`observe::ReceiptParts`).

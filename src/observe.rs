@@ -120,64 +120,19 @@ pub struct RequestRecord {
     pub receipt: Option<Arc<dyn ReceiptParts>>,
 }
 
-/// A receipt's parts as its request's record carries them (the executor's draft). The
-/// ledger finds, stores and assembles receipts through this, without knowing the router's
-/// types (the record is the lower layer: it must not import the executor).
+/// A receipt's parts as its request's record carries them: sealed by the executor when the
+/// request's books close (its stored text made then, on the request path, while what it
+/// is made of is in cache). The ledger finds, stores and assembles receipts through this,
+/// without knowing the router's types (the record is the lower layer: it must not import
+/// the executor).
 pub trait ReceiptParts: std::fmt::Debug + Send + Sync {
     /// The receipt's id.
     fn id(&self) -> &str;
-    /// The receipt of the request whose final record is `r`.
-    fn receipt(&self, r: &RequestRecord) -> crate::receipt::Receipt;
-    /// The parts as the request's row stores them (JSON); `batch` is the writer's scratch
-    /// for one batch.
-    fn stored(
-        &self,
-        r: &RequestRecord,
-        batch: &mut StoreBatch,
-    ) -> Result<String, serde_json::Error>;
-}
-
-/// A ledger writer's scratch for one batch of stored receipts: values already serialised
-/// (requests of one key mostly share their policy), so that equal ones are written once.
-#[derive(Default)]
-pub struct StoreBatch(
-    Vec<(
-        Box<dyn std::any::Any + Send>,
-        Box<serde_json::value::RawValue>,
-    )>,
-);
-
-impl StoreBatch {
-    /// A handful at most; more are serialised each time rather than kept.
-    const MAX: usize = 8;
-
-    /// `v` as `make` serialises it, or the text made earlier in this batch of a value equal
-    /// to it.
-    pub fn text<T>(
-        &mut self,
-        v: &T,
-        make: impl FnOnce(&T) -> Result<Box<serde_json::value::RawValue>, serde_json::Error>,
-    ) -> Result<&serde_json::value::RawValue, serde_json::Error>
-    where
-        T: PartialEq + Clone + Send + 'static,
-    {
-        let found = self
-            .0
-            .iter()
-            .position(|(k, _)| k.downcast_ref::<T>() == Some(v));
-        let i = match found {
-            Some(i) => i,
-            None => {
-                let text = make(v)?;
-                if self.0.len() >= Self::MAX {
-                    self.0.remove(0);
-                }
-                self.0.push((Box::new(v.clone()), text));
-                self.0.len() - 1
-            }
-        };
-        Ok(&self.0[i].1)
-    }
+    /// The receipt of the request whose final record is `r` (`None`, logged, if its
+    /// stored text cannot be read: never for text this version wrote).
+    fn receipt(&self, r: &RequestRecord) -> Option<crate::receipt::Receipt>;
+    /// The parts as the request's row stores them (`receipt::stored`'s text).
+    fn stored(&self) -> &str;
 }
 
 fn unix_ms<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {

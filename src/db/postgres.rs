@@ -103,10 +103,7 @@ impl Postgres {
         let receipts = super::receipts::receipt_columns(rows);
         let receipt_id: Vec<Option<&str>> =
             receipts.iter().map(|r| r.as_ref().map(|r| r.0)).collect();
-        let receipt: Vec<Option<&str>> = receipts
-            .iter()
-            .map(|r| r.as_ref().map(|r| r.1.as_str()))
-            .collect();
+        let receipt: Vec<Option<&str>> = receipts.iter().map(|r| r.as_ref().map(|r| r.1)).collect();
         let params: [&(dyn ToSql + Sync); REQUEST_COLUMN_COUNT + 2] = [
             &request_id,
             &time_ms,

@@ -3,7 +3,6 @@
 //! `receipts`, which held each receipt's canonical JSON, is still read, exported and pruned.
 
 use crate::observe::RequestRecord;
-use crate::observe::StoreBatch;
 use crate::receipt::stored::RowAnswer;
 use crate::receipt::{assemble, micros, rfc3339_ms, RowFields, StoredParts};
 
@@ -45,23 +44,12 @@ pub struct StoredKey {
     pub created_ms: i64,
 }
 
-/// The receipt columns of a ledger batch's rows (in the writer, off the request path), in
-/// the rows' order: `(receipt_id, parts)`, or nothing for a request without a receipt. A
-/// receipt whose parts cannot be encoded (never: plain strings and integers) is logged and
-/// left out rather than failing the batch.
-pub fn receipt_columns(rows: &[RequestRecord]) -> Vec<Option<(&str, String)>> {
-    let mut batch = StoreBatch::default();
+/// The receipt columns of a ledger batch's rows, in the rows' order: `(receipt_id, parts)`,
+/// or nothing for a request without a receipt. Borrowed: the parts' text was made when the
+/// request's books closed.
+pub fn receipt_columns(rows: &[RequestRecord]) -> Vec<Option<(&str, &str)>> {
     rows.iter()
-        .map(|r| {
-            let d = r.receipt.as_deref()?;
-            match d.stored(r, &mut batch) {
-                Ok(parts) => Some((d.id(), parts)),
-                Err(e) => {
-                    tracing::error!(receipt = %d.id(), "receipt not stored: {e}");
-                    None
-                }
-            }
-        })
+        .map(|r| r.receipt.as_deref().map(|d| (d.id(), d.stored())))
         .collect()
 }
 

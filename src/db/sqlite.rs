@@ -232,7 +232,7 @@ fn bind_row(
     st: &mut rusqlite::Statement<'_>,
     base: usize,
     r: &RequestRecord,
-    receipt: Option<&Option<(&str, String)>>,
+    receipt: Option<&Option<(&str, &str)>>,
 ) -> Result<(), DbError> {
     let at = |i: usize| base + i;
     st.raw_bind_parameter(at(1), &r.request_id)?;
@@ -253,7 +253,7 @@ fn bind_row(
     st.raw_bind_parameter(at(16), r.error_kind)?;
     st.raw_bind_parameter(at(17), sqlite_flags(r))?;
     let (id, parts) = match receipt {
-        Some(Some((id, parts))) => (Some(*id), Some(parts.as_str())),
+        Some(Some((id, parts))) => (Some(*id), Some(*parts)),
         _ => (None, None),
     };
     st.raw_bind_parameter(at(18), id)?;

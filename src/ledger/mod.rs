@@ -131,7 +131,7 @@ impl Ledger {
                 writing.iter().find_map(|b| b.iter().find(is)).cloned()?
             }
         };
-        Some(found.receipt.as_ref()?.receipt(&found))
+        found.receipt.as_ref()?.receipt(&found)
     }
 
     pub fn stats(&self) -> &Arc<LedgerStats> {

@@ -32,14 +32,15 @@ impl Serialize for AttemptValues<'_> {
 
 /// What `encode` writes, as serde_json writes it: the reference the hand-written one
 /// must match byte for byte.
-fn serde_encode(p: &StoredParts<&RawValue, &str, Hex>, row: &RowAnswer<'_>) -> String {
+fn serde_encode(p: &StoredParts<&str, &str, Hex>, row: &RowAnswer<'_>) -> String {
+    let policy = RawValue::from_string(p.policy.to_owned()).unwrap();
     if p.provider != row.provider || p.endpoint != row.endpoint {
         let attempts: Vec<_> = p.attempts.iter().map(|a| AttemptValues(a, false)).collect();
         return serde_json::to_string(&(
             FULL,
             p.provider,
             p.endpoint,
-            p.policy,
+            &policy,
             attempts,
             &p.request_sha256,
             &p.answer_sha256,
@@ -54,7 +55,7 @@ fn serde_encode(p: &StoredParts<&RawValue, &str, Hex>, row: &RowAnswer<'_>) -> S
         .collect();
     serde_json::to_string(&(
         BY_ROW,
-        p.policy,
+        &policy,
         attempts,
         b64(&p.request_sha256),
         p.answer_sha256.as_ref().map(b64),
@@ -116,7 +117,7 @@ fn the_hand_written_forms_are_what_serde_json_writes() {
         let p = StoredParts {
             provider,
             endpoint,
-            policy: &*policy,
+            policy: policy.get(),
             attempts: attempts[..n].to_vec(),
             request_sha256: Hex([0xab; 32]),
             answer_sha256: answer,
@@ -155,7 +156,7 @@ fn both_forms_decode_to_what_the_object_form_says() {
     let parts = StoredParts {
         provider: Some("p\"1"),
         endpoint: Some("p/e2"),
-        policy: &*values,
+        policy: values.get(),
         attempts: attempts.clone(),
         request_sha256: Hex([1; 32]),
         answer_sha256: Some(Hex([2; 32])),
@@ -225,7 +226,7 @@ fn an_attempt_the_row_does_not_describe_is_written_whole() {
             &StoredParts {
                 provider: Some("p\"1"),
                 endpoint: Some("p/e2"),
-                policy: &*values,
+                policy: values.get(),
                 attempts: vec![ok.clone()],
                 request_sha256: Hex([1; 32]),
                 answer_sha256: None,
@@ -256,7 +257,7 @@ fn a_failed_request_and_an_unknown_policy_shape_round_trip() {
         &StoredParts {
             provider: None,
             endpoint: None,
-            policy: &*values,
+            policy: values.get(),
             attempts: vec![attempt("p/e1", "error")],
             request_sha256: Hex([3; 32]),
             answer_sha256: None,
@@ -275,4 +276,15 @@ fn a_failed_request_and_an_unknown_policy_shape_round_trip() {
     assert!(decode("[9,null,null,{},[],\"\",null]", &row).is_err());
     assert!(decode("[2,null]", &row).is_err());
     assert!(decode("[3,{},[],\"AAAA\",null]", &row).is_err());
+}
+
+#[test]
+fn digests_are_written_as_the_base64_crate_writes_them() {
+    for seed in [0u8, 1, 0x5a, 0xff] {
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ seed);
+        let mut o = String::new();
+        push_b64(&mut o, &Hex(bytes));
+        assert_eq!(o, format!("\"{}\"", URL_SAFE_NO_PAD.encode(bytes)));
+        assert_eq!(hex_of_b64(&o[1..o.len() - 1]).unwrap(), hex::encode(bytes));
+    }
 }

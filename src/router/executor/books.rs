@@ -250,7 +250,7 @@ impl TicketInner {
         r.upstream_ms = ms(self.upstream_before + self.attempt_started.elapsed());
         if let Some(mut d) = self.receipt.take() {
             Arc::make_mut(&mut d).answered_by(Some(&self.candidate));
-            r.receipt = Some(d);
+            r.receipt = Some(d.seal(r));
         }
         end(self.observer.as_ref(), self.record, self.on_end);
         cost

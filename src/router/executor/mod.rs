@@ -500,7 +500,7 @@ impl Executor {
             if run.attempts > 0 {
                 let mut d = receipt::Draft::new(seed, plan);
                 Arc::make_mut(&mut d).take_attempts(trace);
-                record.receipt = Some(d);
+                record.receipt = Some(d.seal(&record));
             }
         }
         end(self.observer.as_ref(), record, on_end);

@@ -2,8 +2,8 @@
 //!
 //! Written compactly, as one JSON array of values in a fixed order, without the field
 //! names. Two forms:
-//! - **form 3**, what the writer uses whenever it can: `[3, [policy values], [attempts…],
-//!   request_sha256, answer_sha256]`. What the row's own columns already say is left out:
+//! - **form 3**, what the writer uses whenever it can: `[3, policy, [attempts…],
+//!   request_sha256, answer_sha256]`, the policy packed into a number ([`policy_of`]). What the row's own columns already say is left out:
 //!   the answering provider and endpoint are the row's `provider` and `endpoint`, and the
 //!   attempt that answered is written as `[eu_native, zero_data_retention, quantization]`
 //!   alone, its provider, endpoint, model (`model_served`), outcome (`ok`), tokens (input
@@ -11,15 +11,16 @@
 //!   are base64url without padding (43 characters each instead of 64 hex digits).
 //! - **form 2**, the general one, when the row does not say those things (a failed
 //!   request, whose row names the endpoint last tried; a check at write time decides):
-//!   `[2, provider, endpoint, [policy values], [[attempt values]…], request_sha256 hex,
+//!   `[2, provider, endpoint, policy, [[attempt values]…], request_sha256 hex,
 //!   answer_sha256 hex]`.
 //!
 //! A stored receipt is written on every request and read only when it is asked for, so its
 //! size is what counts: the ledger's database work (rows, WAL frames, checkpoints) grows
-//! with the bytes (docs/receipts.md, "Switches and cost"). Form 3 is about 40 % smaller
-//! than form 2 on the bench's request, more with real provider and model names. Rows
-//! written before (form 2, and schema v5's first form, a JSON object with the names) are
-//! read as they are: [`decode`] takes all three.
+//! with the bytes (docs/receipts.md, "Switches and cost"). Form 3 is under half the size
+//! of form 2 as first written (128 against 278 bytes on the bench's request), less still
+//! with real provider and model names. Rows written before (form 2 with the policy's
+//! values, and schema v5's first form, a JSON object with the names) are read as they
+//! are: [`decode`] takes them all.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -106,7 +107,7 @@ type AttemptTuple = (
 );
 
 /// The stored text of `p` (form 3 when `row` says what it leaves out, else form 2), whose
-/// policy is already the text of its values (`["balanced",false,…]`). Written by hand, byte for byte what
+/// policy is already its stored text (packed, or its values: [`policy_of`] reads both). Written by hand, byte for byte what
 /// serde_json writes for the same values (a test compares): this runs for every request's
 /// row, and serde's per-value machinery cost about twice as much.
 pub fn encode(p: &StoredParts<&str, &str, Hex>, row: &RowAnswer<'_>) -> String {
@@ -282,7 +283,7 @@ pub fn decode(text: &str, row: &RowAnswer<'_>) -> serde_json::Result<StoredParts
         return Ok(StoredParts {
             provider: own(row.provider),
             endpoint: own(row.endpoint),
-            policy: policy_of(policy),
+            policy: policy_of(policy)?,
             attempts,
             request_sha256: hex_of_b64(&request_sha256)?,
             answer_sha256: answer_sha256.as_deref().map(hex_of_b64).transpose()?,
@@ -307,25 +308,66 @@ pub fn decode(text: &str, row: &RowAnswer<'_>) -> serde_json::Result<StoredParts
     Ok(StoredParts {
         provider,
         endpoint,
-        policy: policy_of(policy),
+        policy: policy_of(policy)?,
         attempts: attempts.into_iter().map(attempt_of).collect(),
         request_sha256,
         answer_sha256,
     })
 }
 
-/// The policy object of its stored values (or the object stored whole).
-fn policy_of(policy: Value) -> Value {
-    match policy {
-        Value::Array(values) if values.len() == POLICY_KEYS.len() => Value::Object(
-            POLICY_KEYS
-                .iter()
-                .map(|k| k.to_string())
-                .zip(values)
-                .collect::<Map<_, _>>(),
-        ),
-        other => other,
+/// The words of a packed policy's preference and hedging, by their bits' value (serde's
+/// names of `fields::Preference` and `config::HedgeMode`: a test in the executor checks).
+pub const PREFERENCES: [&str; 3] = ["speed", "cost", "balanced"];
+pub const HEDGING: [&str; 3] = ["off", "stall", "on"];
+
+/// The policy object of its stored form: packed (what this version writes: a number, or
+/// `[number, [allowed providers]]`), the array of its values in [`POLICY_KEYS`] order (form
+/// 2 as first written), or the object stored whole.
+///
+/// Packed bits: 0–1 the preference ([`PREFERENCES`]), 2 `eu_native`, 3
+/// `require_zero_data_retention`, 4 `allow_quantization`, 5 `enable_model_fallback`, 6–7
+/// the hedging ([`HEDGING`]); `allowed_providers` is null unless listed.
+pub(crate) fn policy_of(policy: Value) -> serde_json::Result<Value> {
+    let (bits, allowed) = match policy {
+        Value::Number(n) => (n.as_u64(), Value::Null),
+        Value::Array(mut v) if v.len() == 2 && v[0].is_u64() => {
+            let allowed = v.pop().unwrap_or_default();
+            (v[0].as_u64(), allowed)
+        }
+        Value::Array(values) if values.len() == POLICY_KEYS.len() => {
+            return Ok(policy_object(values))
+        }
+        other => return Ok(other),
+    };
+    let word = |words: &[&str; 3], i: u64| words.get(i as usize).map(|w| Value::from(*w));
+    let unpacked = bits.filter(|b| b >> 8 == 0).and_then(|b| {
+        let bit = |i: u32| Value::Bool(b >> i & 1 == 1);
+        Some(vec![
+            word(&PREFERENCES, b & 3)?,
+            bit(2),
+            bit(3),
+            bit(4),
+            allowed,
+            bit(5),
+            word(&HEDGING, b >> 6 & 3)?,
+        ])
+    });
+    match unpacked {
+        Some(values) => Ok(policy_object(values)),
+        None => Err(serde_json::Error::custom(format!(
+            "stored policy {bits:?} is not known to this version"
+        ))),
     }
+}
+
+fn policy_object(values: Vec<Value>) -> Value {
+    Value::Object(
+        POLICY_KEYS
+            .iter()
+            .map(|k| k.to_string())
+            .zip(values)
+            .collect::<Map<_, _>>(),
+    )
 }
 
 fn attempt_of(a: AttemptTuple) -> ReceiptAttempt {

@@ -119,7 +119,7 @@ impl Draft {
     /// from borrowed strings: no copy of them is made.
     fn stored(&self, r: &RequestRecord) -> String {
         let v = self.parts(r);
-        let policy = policy_values(&self.policy);
+        let policy = packed_policy(&self.policy);
         stored::encode(
             &StoredParts {
                 provider: v.provider,
@@ -229,49 +229,46 @@ fn row_fields(r: &RequestRecord) -> crate::receipt::RowFields {
     }
 }
 
-/// The policy's values as `receipt::stored::policy_values` writes them through serde (a
-/// test compares), by hand: serde's way (a `Value`, then its text) cost more than the rest
-/// of the stored text, once a request.
-fn policy_values(p: &EffectivePolicy) -> String {
-    let mut o = String::with_capacity(64);
-    o.push_str(match p.preference {
-        Preference::Speed => "[\"speed\",",
-        Preference::Cost => "[\"cost\",",
-        Preference::Balanced => "[\"balanced\",",
-    });
-    for b in [
-        p.eu_native,
-        p.require_zero_data_retention,
-        p.allow_quantization,
-    ] {
-        o.push_str(if b { "true," } else { "false," });
-    }
-    match &p.allowed_providers {
-        None => o.push_str("null"),
-        Some(set) => {
-            // Sorted, as traces list them.
-            let mut names: Vec<&String> = set.iter().collect();
-            names.sort_unstable();
-            o.push('[');
-            for (i, n) in names.into_iter().enumerate() {
-                if i > 0 {
-                    o.push(',');
-                }
-                stored::push_str(&mut o, n);
-            }
-            o.push(']');
+/// The policy packed as stored receipts keep it (`receipt::stored::policy_of` reads it
+/// back: a test compares with serde's form): one number for the enums and flags (178 for
+/// the defaults), the allowed providers listed only when restricted. Its seven values
+/// written out took 45 bytes of every ledger row, and the row's bytes are most of what a
+/// receipt costs the ledger (docs/receipts.md, "Switches and cost").
+fn packed_policy(p: &EffectivePolicy) -> String {
+    let preference = match p.preference {
+        Preference::Speed => 0,
+        Preference::Cost => 1,
+        Preference::Balanced => 2,
+    };
+    let hedging = match p.hedging {
+        HedgeMode::Off => 0,
+        HedgeMode::Stall => 1,
+        HedgeMode::On => 2,
+    };
+    let bits = preference
+        | u64::from(p.eu_native) << 2
+        | u64::from(p.require_zero_data_retention) << 3
+        | u64::from(p.allow_quantization) << 4
+        | u64::from(p.enable_model_fallback) << 5
+        | hedging << 6;
+    let digits = crate::decimal::digits(bits, &mut [0; 20]).to_owned();
+    let Some(set) = &p.allowed_providers else {
+        return digits;
+    };
+    // Sorted, as traces list them.
+    let mut names: Vec<&String> = set.iter().collect();
+    names.sort_unstable();
+    let mut o = String::with_capacity(16 + 16 * names.len());
+    o.push('[');
+    o.push_str(&digits);
+    o.push_str(",[");
+    for (i, n) in names.into_iter().enumerate() {
+        if i > 0 {
+            o.push(',');
         }
+        stored::push_str(&mut o, n);
     }
-    o.push_str(if p.enable_model_fallback {
-        ",true,"
-    } else {
-        ",false,"
-    });
-    o.push_str(match p.hedging {
-        HedgeMode::Off => "\"off\"]",
-        HedgeMode::Stall => "\"stall\"]",
-        HedgeMode::On => "\"on\"]",
-    });
+    o.push_str("]]");
     o
 }
 

@@ -119,9 +119,10 @@ fn a_sealed_receipt_reads_as_its_draft() {
     }
 }
 
-/// The hand-written policy values are what serde writes (`receipt::stored::policy_values`).
+/// A packed policy reads back as the object serde writes for it, for every value of
+/// every field.
 #[test]
-fn policy_values_are_what_serde_writes() {
+fn a_packed_policy_reads_back_as_serde_writes_it() {
     for pref in [Preference::Speed, Preference::Cost, Preference::Balanced] {
         for hedging in [HedgeMode::Off, HedgeMode::Stall, HedgeMode::On] {
             for allowed in [None, Some(&[][..]), Some(&["z", "a", "q\"\\", "é"][..])] {
@@ -131,10 +132,18 @@ fn policy_values_are_what_serde_writes() {
                     p.require_zero_data_retention = flags & 2 != 0;
                     p.allow_quantization = flags & 4 != 0;
                     p.enable_model_fallback = flags & 8 != 0;
-                    let want = crate::receipt::stored::policy_values(&p).unwrap();
-                    assert_eq!(policy_values(&p), want.get());
+                    let packed = packed_policy(&p);
+                    let read = stored::policy_of(serde_json::from_str(&packed).unwrap());
+                    assert_eq!(read.unwrap(), serde_json::to_value(&p).unwrap(), "{packed}");
                 }
             }
         }
+    }
+    let defaults = crate::router::policy::effective_policy(None, &Default::default());
+    assert_eq!(packed_policy(&defaults), "178");
+    // A preference or hedging value this version has no word for, or bits beyond them.
+    for bad in ["256", "3", "191", "255", "[3,[]]"] {
+        let v = serde_json::from_str(bad).unwrap();
+        assert!(stored::policy_of(v).is_err(), "{bad}");
     }
 }

@@ -17,7 +17,7 @@
 //! A stored receipt is written on every request and read only when it is asked for, so its
 //! size is what counts: the ledger's database work (rows, WAL frames, checkpoints) grows
 //! with the bytes (docs/receipts.md, "Switches and cost"). Form 3 is under half the size
-//! of form 2 as first written (128 against 278 bytes on the bench's request), less still
+//! of form 2 as first written (120 against 278 bytes on the bench's request), less still
 //! with real provider and model names. Rows written before (form 2 with the policy's
 //! values, and schema v5's first form, a JSON object with the names) are read as they
 //! are: [`decode`] takes them all.

@@ -128,9 +128,9 @@ pub struct RequestRecord {
 pub trait ReceiptParts: std::fmt::Debug + Send + Sync {
     /// The receipt's id.
     fn id(&self) -> &str;
-    /// The receipt of the request whose final record is `r` (`None`, logged, if its
-    /// stored text cannot be read: never for text this version wrote).
-    fn receipt(&self, r: &RequestRecord) -> Option<crate::receipt::Receipt>;
+    /// The receipt of the request whose final record is `r`, or why its stored text
+    /// cannot be read (never for text this version wrote).
+    fn receipt(&self, r: &RequestRecord) -> Result<crate::receipt::Receipt, String>;
     /// The parts as the request's row stores them (`receipt::stored`'s text).
     fn stored(&self) -> &str;
 }

@@ -455,7 +455,9 @@ async fn stored_receipts_are_read_exported_and_verified() {
 /// A receipt is assembled from its request's row when read from the database (schema v5)
 /// and from the queued record before: both give the same receipt, field for field (so the
 /// same signed bytes), for a whole answer, a stream, an error, and a request with usage
-/// and cost.
+/// and cost. Both read the text sealed when the request's books closed, so this checks
+/// that the row's columns come back as they were written; that the sealed text says what
+/// the draft says is `router::executor::receipt`'s test.
 #[tokio::test]
 async fn a_receipt_reads_the_same_queued_and_stored() {
     let dir = tempfile::tempdir().unwrap();
@@ -495,7 +497,7 @@ async fn a_receipt_reads_the_same_queued_and_stored() {
     let relais = start(&fake, dir.path(), &Opts::default(), "flush_ms = 60000", "").await;
     assert_eq!(relais.state().ledger.as_ref().unwrap().queue_depth(), 0);
     // The answered ones stored in form 3 (what the row says is left to it: the answer is
-    // its compliance attributes alone); the failed one in form 2, since its row names the
+    // its compliance attributes alone); the failed one in form 4, since its row names the
     // endpoint last tried where its receipt names none, with its attempt whole.
     let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
     for (i, id) in ids.iter().enumerate() {
@@ -507,7 +509,7 @@ async fn a_receipt_reads_the_same_queued_and_stored() {
             )
             .unwrap();
         let answered = i + 1 < ids.len();
-        let form = if answered { "[3," } else { "[2," };
+        let form = if answered { "[3," } else { "[4," };
         assert!(text.starts_with(form), "{id}: {text}");
         assert_eq!(text.contains("fake/"), !answered, "{id}: {text}");
     }

@@ -29,7 +29,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::LedgerConfig;
-use crate::db::{Batch, Db};
+use crate::db::{Batch, Db, UnreadableReceipt};
 use crate::observe::{Observer, RequestRecord};
 use crate::receipt::Receipt;
 
@@ -118,7 +118,9 @@ impl Ledger {
     /// Looked for in the order records move (queue, batch, database), so that a receipt
     /// on its way is found in one place or the next; the caller then reads the database.
     /// Assembled from the record (not under the queue's lock, which requests take).
-    pub fn queued_receipt(&self, id: &str) -> Option<Receipt> {
+    /// A queued receipt that cannot be read is returned as such (whose it is, and why), as
+    /// one stored is.
+    pub fn queued_receipt(&self, id: &str) -> Option<Result<Receipt, UnreadableReceipt>> {
         let is = |r: &&RequestRecord| r.receipt.as_ref().is_some_and(|d| d.id() == id);
         let found = match self.queue.buf.lock() {
             Ok(buf) => buf.iter().rev().find(is).cloned(),
@@ -131,7 +133,12 @@ impl Ledger {
                 writing.iter().find_map(|b| b.iter().find(is)).cloned()?
             }
         };
-        found.receipt.as_ref()?.receipt(&found)
+        let parts = found.receipt.as_ref()?;
+        Some(parts.receipt(&found).map_err(|error| UnreadableReceipt {
+            receipt_id: parts.id().to_owned(),
+            key_name: found.key_name.clone(),
+            error,
+        }))
     }
 
     pub fn stats(&self) -> &Arc<LedgerStats> {

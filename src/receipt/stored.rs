@@ -9,10 +9,11 @@
 //!   alone, its provider, endpoint, model (`model_served`), outcome (`ok`), tokens (input
 //!   with cache read and cache creation, and output) and cost being the row's. The digests
 //!   are base64url without padding (43 characters each instead of 64 hex digits).
-//! - **form 2**, the general one, when the row does not say those things (a failed
+//! - **form 4**, the general one, when the row does not say those things (a failed
 //!   request, whose row names the endpoint last tried; a check at write time decides):
-//!   `[2, provider, endpoint, policy, [[attempt values]…], request_sha256 hex,
-//!   answer_sha256 hex]`.
+//!   `[4, provider, endpoint, policy, [[attempt values]…], request_sha256 hex,
+//!   answer_sha256 hex]`. Form 2, read as ever, is the same with the policy's seven values
+//!   instead of the packed number.
 //!
 //! A stored receipt is written on every request and read only when it is asked for, so its
 //! size is what counts: the ledger's database work (rows, WAL frames, checkpoints) grows
@@ -60,9 +61,12 @@ impl RowAnswer<'_> {
     }
 }
 
-/// The forms' tags, their first element.
-const FULL: u32 = 2;
+/// The forms' tags, their first element. Form 4 is form 2's layout with the policy packed:
+/// a new tag, so that a version that knows only form 2 refuses it rather than misreading
+/// the packed policy (it would have passed the number through as the policy).
+const FULL_VALUES: u32 = 2;
 const BY_ROW: u32 = 3;
+const FULL: u32 = 4;
 
 /// The effective policy's fields, in the order the compact form lists their values
 /// (`router::policy::EffectivePolicy` serialises exactly these: a test checks it).
@@ -106,7 +110,7 @@ type AttemptTuple = (
     u64,
 );
 
-/// The stored text of `p` (form 3 when `row` says what it leaves out, else form 2), whose
+/// The stored text of `p` (form 3 when `row` says what it leaves out, else form 4), whose
 /// policy is already its stored text (packed, or its values: [`policy_of`] reads both). Written by hand, byte for byte what
 /// serde_json writes for the same values (a test compares): this runs for every request's
 /// row, and serde's per-value machinery cost about twice as much.
@@ -289,7 +293,7 @@ pub fn decode(text: &str, row: &RowAnswer<'_>) -> serde_json::Result<StoredParts
             answer_sha256: answer_sha256.as_deref().map(hex_of_b64).transpose()?,
         });
     }
-    if tag != Some(u64::from(FULL)) {
+    if tag != Some(u64::from(FULL)) && tag != Some(u64::from(FULL_VALUES)) {
         let tag = values.drain(..).next().unwrap_or_default();
         return Err(serde_json::Error::custom(format!(
             "stored receipt form {tag} is not known to this version"

@@ -162,7 +162,7 @@ fn both_forms_decode_to_what_the_object_form_says() {
         answer_sha256: Some(Hex([2; 32])),
     };
     let by_row = encode(&parts, &row());
-    // A row that does not say who answered: form 2, with everything in it.
+    // A row that does not say who answered: form 4, with everything in it.
     let full = encode(&parts, &RowAnswer::default());
     // The object form of the same parts, as rows written before hold it.
     let object = serde_json::to_string(&StoredParts {
@@ -175,7 +175,7 @@ fn both_forms_decode_to_what_the_object_form_says() {
     })
     .unwrap();
     assert!(by_row.starts_with("[3,"), "{by_row}");
-    assert!(full.starts_with("[2,"), "{full}");
+    assert!(full.starts_with("[4,"), "{full}");
     assert!(
         full.len() * 2 < object.len() && by_row.len() * 4 < full.len() * 3,
         "{} / {} / {} bytes",
@@ -187,6 +187,10 @@ fn both_forms_decode_to_what_the_object_form_says() {
     assert!(by_row.contains("[true,false,\"fp8\"]"), "{by_row}");
     assert!(by_row.contains("\"upstream_5xx\""), "{by_row}");
     let want = decode(&object, &RowAnswer::default()).unwrap();
+    // Form 2, as versions before form 4 wrote it (the policy's values), reads the same.
+    assert!(values.get().starts_with("[\"cost\","), "{}", values.get());
+    let form2 = format!("[2,{}", &full[3..]);
+    assert_eq!(decode(&form2, &RowAnswer::default()).unwrap(), want);
     assert_eq!(decode(&by_row, &row()).unwrap(), want);
     assert_eq!(decode(&full, &RowAnswer::default()).unwrap(), want);
     assert_eq!(want.policy, policy);
@@ -240,6 +244,39 @@ fn an_attempt_the_row_does_not_describe_is_written_whole() {
             (d.attempts[0].input_tokens, d.attempts[0].cost_micros),
             (12, 56)
         );
+    }
+}
+
+#[test]
+fn an_attempt_unlike_the_answer_is_written_whole() {
+    let values = policy_values(&serde_json::json!({"preference": "cost"})).unwrap();
+    let mut other_output = attempt("p/e2", "ok");
+    other_output.output_tokens = 35;
+    let mut with_error = attempt("p/e2", "ok");
+    with_error.error_kind = Some("x");
+    for a in [attempt("p/e2", "error"), other_output, with_error] {
+        let text = encode(
+            &StoredParts {
+                provider: Some("p\"1"),
+                endpoint: Some("p/e2"),
+                policy: values.get(),
+                attempts: vec![a.clone()],
+                request_sha256: Hex([1; 32]),
+                answer_sha256: None,
+            },
+            &row(),
+        );
+        assert!(text.starts_with("[3,") && text.contains("p/e2"), "{text}");
+        let d = decode(&text, &row()).unwrap();
+        assert_eq!(
+            (
+                d.attempts[0].outcome.as_str(),
+                d.attempts[0].error_kind.as_deref()
+            ),
+            (a.outcome, a.error_kind),
+            "{text}"
+        );
+        assert_eq!(d.attempts[0].output_tokens, a.output_tokens, "{text}");
     }
 }
 

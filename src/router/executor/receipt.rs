@@ -235,24 +235,35 @@ fn row_fields(r: &RequestRecord) -> crate::receipt::RowFields {
 /// written out took 45 bytes of every ledger row, and the row's bytes are most of what a
 /// receipt costs the ledger (docs/receipts.md, "Switches and cost").
 fn packed_policy(p: &EffectivePolicy) -> String {
-    let preference = match p.preference {
+    // Every field named: a field added to the policy must be packed (or this fails to
+    // compile).
+    let EffectivePolicy {
+        preference,
+        eu_native,
+        require_zero_data_retention,
+        allow_quantization,
+        allowed_providers,
+        enable_model_fallback,
+        hedging,
+    } = p;
+    let preference = match preference {
         Preference::Speed => 0,
         Preference::Cost => 1,
         Preference::Balanced => 2,
     };
-    let hedging = match p.hedging {
+    let hedging = match hedging {
         HedgeMode::Off => 0,
         HedgeMode::Stall => 1,
         HedgeMode::On => 2,
     };
     let bits = preference
-        | u64::from(p.eu_native) << 2
-        | u64::from(p.require_zero_data_retention) << 3
-        | u64::from(p.allow_quantization) << 4
-        | u64::from(p.enable_model_fallback) << 5
+        | u64::from(*eu_native) << 2
+        | u64::from(*require_zero_data_retention) << 3
+        | u64::from(*allow_quantization) << 4
+        | u64::from(*enable_model_fallback) << 5
         | hedging << 6;
     let digits = crate::decimal::digits(bits, &mut [0; 20]).to_owned();
-    let Some(set) = &p.allowed_providers else {
+    let Some(set) = allowed_providers else {
         return digits;
     };
     // Sorted, as traces list them.
@@ -286,18 +297,14 @@ impl ReceiptParts for Sealed {
         &self.id
     }
 
-    fn receipt(&self, r: &RequestRecord) -> Option<Receipt> {
-        match stored::decode(&self.text, &row_answer(r)) {
-            Ok(parts) => Some(crate::receipt::assemble(
-                self.id.clone(),
-                row_fields(r),
-                parts,
-            )),
-            Err(e) => {
-                tracing::error!(receipt = %self.id, "receipts: a queued receipt cannot be read: {e}");
-                None
-            }
-        }
+    fn receipt(&self, r: &RequestRecord) -> Result<Receipt, String> {
+        let parts = stored::decode(&self.text, &row_answer(r))
+            .map_err(|e| format!("its stored parts do not decode: {e}"))?;
+        Ok(crate::receipt::assemble(
+            self.id.clone(),
+            row_fields(r),
+            parts,
+        ))
     }
 
     fn stored(&self) -> &str {

@@ -109,7 +109,7 @@ fn a_sealed_receipt_reads_as_its_draft() {
             let want = draft.receipt(&r);
             let sealed = Arc::new(draft).seal(&r);
             let text = sealed.stored().to_owned();
-            let form = if answered.is_some() { "[3," } else { "[2," };
+            let form = if answered.is_some() { "[3," } else { "[4," };
             assert!(text.starts_with(form), "{text}");
             assert_eq!(sealed.receipt(&r).unwrap(), want, "{text}");
             assert_eq!(sealed.id(), want.receipt_id);

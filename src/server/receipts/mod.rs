@@ -53,11 +53,12 @@ pub async fn get(
         return Err(not_found());
     }
     let (key_name, canonical) = match ledger.queued_receipt(&id) {
-        Some(r) => {
+        Some(Ok(r)) => {
             let c = r.canonical().map_err(unavailable)?;
             let c = String::from_utf8(c).map_err(unavailable)?;
             (r.key_name, Ok(c))
         }
+        Some(Err(u)) => (u.key_name, Err(u.error)),
         None => match ledger.db().get_receipt(&id).await.map_err(unavailable)? {
             None => return Err(not_found()),
             Some(Ok(r)) => (r.key_name, Ok(r.receipt)),

@@ -30,7 +30,6 @@ mod books;
 mod continuation;
 mod race;
 mod receipt;
-pub use receipt::Draft as ReceiptDraft;
 
 pub use books::{cost_eur, Ticket};
 use books::{end, ms, Mode, OpenBooks, TicketInner};

@@ -43,11 +43,6 @@ impl Draft {
         })
     }
 
-    /// The receipt's id.
-    pub fn id(&self) -> &str {
-        &self.seed.id
-    }
-
     /// The attempts as the trace has them now (later ones, like a continuation, included).
     pub(crate) fn take_attempts(&mut self, trace: &RoutingTrace) {
         self.attempts.clone_from(&trace.attempts);

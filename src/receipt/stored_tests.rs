@@ -208,6 +208,21 @@ fn both_forms_decode_to_what_the_object_form_says() {
     );
 }
 
+/// The stored text of a request `p/e2` answered, with `a` its one attempt, in a row `row`.
+fn answered_by_e2(policy: &str, a: ReceiptAttempt<&str>, row: &RowAnswer<'_>) -> String {
+    encode(
+        &StoredParts {
+            provider: Some("p\"1"),
+            endpoint: Some("p/e2"),
+            policy,
+            attempts: vec![a],
+            request_sha256: Hex([1; 32]),
+            answer_sha256: None,
+        },
+        row,
+    )
+}
+
 #[test]
 fn an_attempt_the_row_does_not_describe_is_written_whole() {
     let values = policy_values(&serde_json::json!({"preference": "cost"})).unwrap();
@@ -226,17 +241,7 @@ fn an_attempt_the_row_does_not_describe_is_written_whole() {
             ..row()
         },
     ] {
-        let text = encode(
-            &StoredParts {
-                provider: Some("p\"1"),
-                endpoint: Some("p/e2"),
-                policy: values.get(),
-                attempts: vec![ok.clone()],
-                request_sha256: Hex([1; 32]),
-                answer_sha256: None,
-            },
-            &differs,
-        );
+        let text = answered_by_e2(values.get(), ok.clone(), &differs);
         assert!(text.starts_with("[3,"), "{text}");
         let d = decode(&text, &differs).unwrap();
         assert_eq!(d.attempts[0].model, "m", "{text}");
@@ -255,17 +260,7 @@ fn an_attempt_unlike_the_answer_is_written_whole() {
     let mut with_error = attempt("p/e2", "ok");
     with_error.error_kind = Some("x");
     for a in [attempt("p/e2", "error"), other_output, with_error] {
-        let text = encode(
-            &StoredParts {
-                provider: Some("p\"1"),
-                endpoint: Some("p/e2"),
-                policy: values.get(),
-                attempts: vec![a.clone()],
-                request_sha256: Hex([1; 32]),
-                answer_sha256: None,
-            },
-            &row(),
-        );
+        let text = answered_by_e2(values.get(), a.clone(), &row());
         assert!(text.starts_with("[3,") && text.contains("p/e2"), "{text}");
         let d = decode(&text, &row()).unwrap();
         assert_eq!(
